@@ -1,0 +1,41 @@
+"""plugin_annotations: what a plugin author writes against.
+
+- ``plugin_annotations.h``: the ``PLUGIN_IMPL`` / ``PLUGIN_AGGREGATES`` macros
+  (:func:`get_include`, :func:`get_include_dirs`, or
+  ``python -m plugin_annotations --cflags``);
+- :func:`generate_trait_header`: a trait's C header from its Python declaration;
+- :func:`build_plugins`: compile plugin libraries with the platform's naming.
+"""
+
+from __future__ import annotations
+
+from ._builder import (
+    DEFAULT_CFLAGS,
+    BuildError,
+    BuildResult,
+    CompilerNotFoundError,
+    PluginSpec,
+    PluginSpecError,
+    build_plugins,
+    discover_plugins,
+    get_include,
+    get_include_dirs,
+    load_plugin_spec,
+)
+from ._headers import generate_trait_header, write_trait_headers
+
+__all__ = [
+    "DEFAULT_CFLAGS",
+    "BuildError",
+    "BuildResult",
+    "CompilerNotFoundError",
+    "PluginSpec",
+    "PluginSpecError",
+    "build_plugins",
+    "discover_plugins",
+    "generate_trait_header",
+    "get_include",
+    "get_include_dirs",
+    "load_plugin_spec",
+    "write_trait_headers",
+]

@@ -1,0 +1,105 @@
+"""Generate a trait's C header from its single Python declaration."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Iterable
+from pathlib import Path
+
+from plugin_interface import PluginTrait, TraitSpec, get_include, resolve_trait
+from plugin_interface._traits import TraitLike
+
+__all__ = ["generate_trait_header", "write_trait_headers"]
+
+
+def _comment(text: str, indent: str = "") -> list[str]:
+    if not text:
+        return []
+    lines = textwrap.wrap(" ".join(text.split()), 74 - len(indent))
+    if len(lines) == 1:
+        return [f"{indent}/* {lines[0]} */"]
+    return [f"{indent}/* {lines[0]}"] + [f"{indent} * {line}" for line in lines[1:]] + [f"{indent} */"]
+
+
+def generate_trait_header(trait: TraitLike) -> str:
+    """The C header text for ``trait``: version macros and the vtable struct.
+
+    The output is deterministic, so a committed header can be checked for
+    staleness by comparing it with a fresh generation.
+    """
+    spec: TraitSpec = resolve_trait(trait)
+    guard = f"PLUGIN_TRAIT_{spec.name.upper()}_H"
+    out = [
+        f"/* {spec.header_name} -- GENERATED from the Python declaration of trait {spec.name};",
+        " * do not edit: regenerate with `python -m plugin_annotations headers`.",
+        " */",
+        f"#ifndef {guard}",
+        f"#define {guard}",
+        "",
+        "#include <stddef.h>",
+        "#include <stdint.h>",
+        "",
+        '#include "plugin_interface.h"',
+        "",
+        "#ifdef __cplusplus",
+        'extern "C" {',
+        "#endif",
+        "",
+    ]
+    out += _comment(spec.doc)
+    out += [
+        f"#define PLUGIN_TRAIT_VERSION_{spec.name} {spec.version}u",
+        f"#define PLUGIN_TRAIT_FINGERPRINT_{spec.name} UINT64_C(0x{spec.fingerprint:016x})",
+        "",
+        f"typedef struct {spec.vtable_name} {{",
+        f"    size_t size; /* sizeof({spec.vtable_name}) as built by the plugin */",
+    ]
+    for m in spec.methods:
+        out += _comment(m.doc, "    ")
+        params = ", ".join(m.c_params)
+        ret = m.returns.c_return or "void"
+        sep = "" if ret.endswith("*") else " "
+        out.append(f"    {ret}{sep}(*{m.name})({params});")
+    out += [
+        f"}} {spec.vtable_name};",
+        "",
+        "#ifdef __cplusplus",
+        "}",
+        "#endif",
+        "",
+        f"#endif /* {guard} */",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_trait_headers(
+    directory: str | os.PathLike[str] | None = None,
+    traits: Iterable[TraitLike] | None = None,
+    *,
+    check: bool = False,
+) -> list[Path]:
+    """Write (or with ``check``, compare) the headers of ``traits``.
+
+    :param directory: where to write; default: ``plugin_interface``'s include dir.
+    :param traits: default: every built-in :class:`PluginTrait`.
+    :param check: do not write; only report which headers differ.
+    :returns: the headers that were written (or, with ``check``, are stale).
+    """
+    target = Path(directory) if directory is not None else Path(get_include())
+    changed: list[Path] = []
+    for trait in traits if traits is not None else list(PluginTrait):
+        spec = resolve_trait(trait)
+        path = target / spec.header_name
+        text = generate_trait_header(spec)
+        try:
+            current = path.read_text()
+        except FileNotFoundError:
+            current = None
+        if current != text:
+            changed.append(path)
+            if not check:
+                target.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+    return changed

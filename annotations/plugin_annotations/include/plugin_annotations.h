@@ -1,0 +1,297 @@
+/*
+ * plugin_annotations.h -- the macros plugin authors apply.
+ *
+ * Purpose: turn one line per implementation into the exported maker/unmaker
+ * pair of plugin_interface.h, and one line per trait into the aggregate that
+ * finds every implementation of the library at link time.
+ *
+ * Minimal plugin (see plugin_interface.h for the ABI itself):
+ *
+ *   #include "plugin_annotations.h"
+ *   #include "plugin_trait_greeter.h"
+ *
+ *   static char *hello(void *self, const char *name) {
+ *       (void)self;
+ *       return plugin_string_format("Hello, %s!", name);
+ *   }
+ *   PLUGIN_IMPL(Greeter, English, .greet = hello)
+ *   PLUGIN_AGGREGATES(Greeter)
+ *
+ * Macros:
+ *   PLUGIN_IMPL(T, Ty, vtable initialisers...)
+ *       Stateless implementation: the instance pointer is a non-NULL dummy.
+ *   PLUGIN_IMPL_WITH_STATE(T, Ty, new_fn, free_fn, vtable initialisers...)
+ *       void *new_fn(void) makes the instance (NULL = failure, the maker then
+ *       returns NULL); void free_fn(void *) releases it in the unmaker.
+ *   PLUGIN_AGGREGATES(T)
+ *       Once per library per trait: plugin_register_all_T_v1,
+ *       plugin_unregister_all_T_v1 and plugin_unmaker_counter_T_v1.
+ *   PLUGIN_UNMAKER_COUNTER(T)
+ *       Only the counter reader, for a library with PLUGIN_IMPLs of T but no
+ *       aggregate (the host then assembles a host-owned array itself).
+ *       Never together with PLUGIN_AGGREGATES(T), which already includes it.
+ *   plugin_string_format(fmt, ...)
+ *       malloc'd printf; what methods return as char * (released by the host
+ *       through registration->free_memory).
+ *
+ * Link-time collection (the role Rust's `inventory` crate plays):
+ *   ELF (default): each PLUGIN_IMPL puts its factory in the linker section
+ *   "plugin_factories_T"; the aggregate walks __start_/__stop_ symbols, which
+ *   the linker defines per shared object (declared hidden here).
+ *   PE and Mach-O, or ELF with -DPLUGIN_COLLECT_WITH_CONSTRUCTORS: each
+ *   PLUGIN_IMPL adds a node to a per-library list from a constructor that runs
+ *   when the library is loaded.  Mach-O section names are limited to 16
+ *   characters, which is why the constructor path is used there.
+ *
+ * Per-library shared state (the unmaker counter, the constructor list head)
+ * is a weak hidden definition, so any number of translation units of one
+ * library share one copy and separate libraries never share it.
+ *
+ * Supported compilers: gcc and clang (also `zig cc`), C11.  MSVC lacks
+ * weak definitions and __start_/__stop_ symbols and is rejected with #error.
+ *
+ * Changelog:
+ *   2026-11-21  first release (ABI version 1).
+ */
+#ifndef PLUGIN_ANNOTATIONS_H
+#define PLUGIN_ANNOTATIONS_H
+
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "plugin_interface.h"
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#  error "plugin_annotations.h: needs gcc or clang (weak symbols, constructors)"
+#endif
+
+#if !defined(PLUGIN_COLLECT_WITH_CONSTRUCTORS) && !defined(PLUGIN_PLATFORM_ELF)
+#  define PLUGIN_COLLECT_WITH_CONSTRUCTORS 1
+#endif
+
+/* Per-library shared definition: one copy per linked library. */
+#if defined(PLUGIN_PLATFORM_PE)
+#  define PLUGIN__LIBRARY_SHARED __attribute__((weak))
+#else
+#  define PLUGIN__LIBRARY_SHARED __attribute__((weak, visibility("hidden")))
+#endif
+
+#define PLUGIN__CAT_(a, b) a##b
+#define PLUGIN__CAT(a, b) PLUGIN__CAT_(a, b)
+
+/* malloc'd printf; NULL when out of memory. */
+static inline char *plugin_string_format(const char *fmt, ...)
+#if defined(__GNUC__) || defined(__clang__)
+    __attribute__((format(printf, 1, 2)))
+#endif
+    ;
+static inline char *plugin_string_format(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        return NULL;
+    }
+    char *out = (char *)malloc((size_t)n + 1);
+    if (!out) {
+        return NULL;
+    }
+    va_start(ap, fmt);
+    vsnprintf(out, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return out;
+}
+
+/* What registration->free_memory points at: this library's free(). */
+static inline void plugin__free_memory(void *ptr) { free(ptr); }
+
+static const char plugin__stateless_instance = 0;
+static inline void *plugin_stateless_new(void) { return (void *)&plugin__stateless_instance; }
+static inline void plugin_stateless_free(void *instance) { (void)instance; }
+
+/* ---- link-time collection ---------------------------------------------- */
+
+typedef struct PluginFactoryNode {
+    const PluginRegistrationFactory *factory;
+    struct PluginFactoryNode *next;
+} PluginFactoryNode;
+
+#if defined(PLUGIN_COLLECT_WITH_CONSTRUCTORS)
+#  define PLUGIN__DECLARE_COLLECTION(T) \
+    PLUGIN__LIBRARY_SHARED PluginFactoryNode *plugin__factory_list_##T;
+#  define PLUGIN__SUBMIT(T, Ty)                                                    \
+    PLUGIN__DECLARE_COLLECTION(T)                                                \
+    static PluginFactoryNode plugin__node_##T##_##Ty = {&plugin__factory_##T##_##Ty, NULL}; \
+    __attribute__((constructor)) static void plugin__submit_##T##_##Ty(void) {   \
+        plugin__node_##T##_##Ty.next = plugin__factory_list_##T;                 \
+        plugin__factory_list_##T = &plugin__node_##T##_##Ty;                     \
+    }
+#  define PLUGIN__FACTORY_ATTRS(T)
+#else
+#  define PLUGIN__DECLARE_COLLECTION(T)                                                  \
+    extern const PluginRegistrationFactory __start_plugin_factories_##T[]                \
+        __attribute__((weak, visibility("hidden")));                                     \
+    extern const PluginRegistrationFactory __stop_plugin_factories_##T[]                 \
+        __attribute__((weak, visibility("hidden")));
+#  define PLUGIN__SUBMIT(T, Ty)
+#  define PLUGIN__FACTORY_ATTRS(T) \
+    __attribute__((used, section("plugin_factories_" #T), aligned(sizeof(void *))))
+#endif
+
+/* ---- shared helpers used by the generated functions -------------------- */
+
+static inline PluginRegistrationArray *plugin__array_new(size_t len) {
+    PluginRegistrationArray *a = (PluginRegistrationArray *)calloc(1, sizeof *a);
+    if (!a) {
+        return NULL;
+    }
+    a->registrations = (PluginRegistration **)calloc(len ? len : 1, sizeof *a->registrations);
+    PluginRegistrationFactory *f =
+        (PluginRegistrationFactory *)calloc(len ? len : 1, sizeof *f);
+    if (!a->registrations || !f) {
+        free(a->registrations);
+        free(f);
+        free(a);
+        return NULL;
+    }
+    a->factories = f;
+    return a;
+}
+
+/* Calls the makers; on any failure unmakes what was made and returns NULL. */
+static inline PluginRegistrationArray *plugin__array_fill(PluginRegistrationArray *a) {
+    for (size_t i = 0; i < a->len; i++) {
+        a->registrations[i] = a->factories[i].maker();
+        if (!a->registrations[i]) {
+            while (i-- > 0) {
+                a->factories[i].unmaker(a->registrations[i]);
+            }
+            free(a->registrations);
+            free((void *)a->factories);
+            free(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static inline void plugin__array_free(PluginRegistrationArray *a) {
+    if (!a) {
+        return;
+    }
+    for (size_t i = 0; i < a->len; i++) {
+        if (a->factories && a->registrations[i]) {
+            a->factories[i].unmaker(a->registrations[i]);
+        }
+    }
+    free(a->registrations);
+    free((void *)a->factories);
+    free(a);
+}
+
+#define PLUGIN__COUNTER(T) plugin__unmaker_count_##T
+
+/* The per-library counter: a tentative weak definition, so it may be
+ * repeated in one translation unit and across all units of one library. */
+#define PLUGIN__COUNTER_DEFS(T) \
+    PLUGIN__LIBRARY_SHARED _Atomic size_t PLUGIN__COUNTER(T);
+
+/* Exports plugin_unmaker_counter_T_v1.  PLUGIN_AGGREGATES includes it; use
+ * this alone in a library that has PLUGIN_IMPLs but no aggregate. */
+#define PLUGIN_UNMAKER_COUNTER(T)                                 \
+    PLUGIN__COUNTER_DEFS(T)                                       \
+    PLUGIN_EXPORT size_t plugin_unmaker_counter_##T##_v1(void);   \
+    PLUGIN_EXPORT size_t plugin_unmaker_counter_##T##_v1(void) {  \
+        return atomic_load(&PLUGIN__COUNTER(T));                  \
+    }
+
+/* ---- public macros -------------------------------------------------------- */
+
+#define PLUGIN_IMPL_WITH_STATE(T, Ty, new_fn, free_fn, ...)                          \
+    PLUGIN__COUNTER_DEFS(T)                                                           \
+    static const T##VTable plugin__vtable_##T##_##Ty = {                              \
+        .size = sizeof(T##VTable), __VA_ARGS__};                                      \
+    PLUGIN_EXPORT PluginRegistration *plugin_register_##T##_##Ty##_v1(void);          \
+    PLUGIN_EXPORT void plugin_unregister_##T##_##Ty##_v1(PluginRegistration *reg);    \
+    PLUGIN_EXPORT PluginRegistration *plugin_register_##T##_##Ty##_v1(void) {         \
+        PluginRegistration *reg = (PluginRegistration *)calloc(1, sizeof *reg);       \
+        if (!reg) {                                                                   \
+            return NULL;                                                              \
+        }                                                                             \
+        reg->struct_size = (uint32_t)sizeof *reg;                                     \
+        reg->abi_version = PLUGIN_ABI_VERSION;                                        \
+        reg->trait_name = #T;                                                         \
+        reg->trait_version = PLUGIN_TRAIT_VERSION_##T;                                \
+        reg->vtable_size = (uint32_t)sizeof(T##VTable);                               \
+        reg->type_name = #Ty;                                                         \
+        reg->vtable = &plugin__vtable_##T##_##Ty;                                     \
+        reg->free_memory = plugin__free_memory;                                       \
+        reg->instance = new_fn();                                                     \
+        if (!reg->instance) {                                                         \
+            free(reg);                                                                \
+            return NULL;                                                              \
+        }                                                                             \
+        return reg;                                                                   \
+    }                                                                                 \
+    PLUGIN_EXPORT void plugin_unregister_##T##_##Ty##_v1(PluginRegistration *reg) {   \
+        if (!reg) {                                                                   \
+            return;                                                                   \
+        }                                                                             \
+        free_fn(reg->instance);                                                       \
+        free(reg);                                                                    \
+        atomic_fetch_add(&PLUGIN__COUNTER(T), 1);                                     \
+    }                                                                                 \
+    static const PluginRegistrationFactory plugin__factory_##T##_##Ty                 \
+        PLUGIN__FACTORY_ATTRS(T) = {plugin_register_##T##_##Ty##_v1,                  \
+                                    plugin_unregister_##T##_##Ty##_v1};               \
+    PLUGIN__SUBMIT(T, Ty)
+
+#define PLUGIN_IMPL(T, Ty, ...) \
+    PLUGIN_IMPL_WITH_STATE(T, Ty, plugin_stateless_new, plugin_stateless_free, __VA_ARGS__)
+
+#if defined(PLUGIN_COLLECT_WITH_CONSTRUCTORS)
+#  define PLUGIN__COLLECT(T)                                                       \
+    size_t len = 0;                                                                \
+    for (PluginFactoryNode *n = plugin__factory_list_##T; n; n = n->next) {        \
+        len++;                                                                     \
+    }                                                                              \
+    PluginRegistrationArray *a = plugin__array_new(len);                           \
+    if (!a) {                                                                      \
+        return NULL;                                                               \
+    }                                                                              \
+    PluginRegistrationFactory *f = (PluginRegistrationFactory *)a->factories;      \
+    for (PluginFactoryNode *n = plugin__factory_list_##T; n; n = n->next) {        \
+        f[a->len++] = *n->factory;                                                 \
+    }
+#else
+#  define PLUGIN__COLLECT(T)                                                       \
+    const PluginRegistrationFactory *begin = __start_plugin_factories_##T;         \
+    const PluginRegistrationFactory *end = __stop_plugin_factories_##T;            \
+    size_t len = (begin && end) ? (size_t)(end - begin) : 0;                       \
+    PluginRegistrationArray *a = plugin__array_new(len);                           \
+    if (!a) {                                                                      \
+        return NULL;                                                               \
+    }                                                                              \
+    PluginRegistrationFactory *f = (PluginRegistrationFactory *)a->factories;      \
+    for (size_t i = 0; i < len; i++) {                                             \
+        f[a->len++] = begin[i];                                                    \
+    }
+#endif
+
+#define PLUGIN_AGGREGATES(T)                                                          \
+    PLUGIN_UNMAKER_COUNTER(T)                                                         \
+    PLUGIN__DECLARE_COLLECTION(T)                                                     \
+    PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_##T##_v1(void);        \
+    PLUGIN_EXPORT void plugin_unregister_all_##T##_v1(PluginRegistrationArray *array); \
+    PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_##T##_v1(void) {       \
+        PLUGIN__COLLECT(T)                                                            \
+        return plugin__array_fill(a);                                                 \
+    }                                                                                 \
+    PLUGIN_EXPORT void plugin_unregister_all_##T##_v1(PluginRegistrationArray *array) { \
+        plugin__array_free(array);                                                    \
+    }
+
+#endif /* PLUGIN_ANNOTATIONS_H */

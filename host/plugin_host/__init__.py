@@ -1,0 +1,65 @@
+"""plugin_host: load native C plugins with ctypes, call them, unload them.
+
+>>> from plugin_host import PluginManager, PluginTrait
+>>> manager = PluginManager()
+>>> [handle] = manager.load_plugins("build/plugins/libgreeters.so", PluginTrait.Greeter)
+>>> [p.greet("world") for p in handle.proxies()]            # doctest: +SKIP
+['Hello, world!', 'Bonjour, world!', '¡Hola, world!']
+>>> manager.unload_by_path(handle.path)                        # doctest: +SKIP
+{'Greeter': 3}
+"""
+
+from __future__ import annotations
+
+from plugin_interface import (
+    PluginError,
+    PluginTrait,
+    get_unmaker_counter,
+    get_unmaker_counter_for,
+)
+
+from ._library import Library
+from ._manager import PluginHandle, PluginManager, is_plugin_file, register_trait, unload_trait
+from ._proxy import TraitProxy, proxy_class
+from ._registrations import Registration, RegistrationSet
+
+__all__ = [
+    "Library",
+    "PluginError",
+    "PluginHandle",
+    "PluginManager",
+    "PluginTrait",
+    "Registration",
+    "RegistrationSet",
+    "TraitProxy",
+    "get_unmaker_counter",
+    "get_unmaker_counter_for",
+    "is_plugin_file",
+    "proxy_class",
+    "register_greeter",
+    "register_trait",
+    "register_transformer",
+    "unload_greeter",
+    "unload_trait",
+    "unload_transformer",
+]
+
+
+def register_greeter(library: Library) -> RegistrationSet:
+    """:func:`register_trait` for :attr:`PluginTrait.Greeter`."""
+    return register_trait(library, PluginTrait.Greeter)
+
+
+def unload_greeter(library: Library, array: RegistrationSet) -> int | None:
+    """:func:`unload_trait` for a Greeter array: release it, return the counter."""
+    return unload_trait(library, array)
+
+
+def register_transformer(library: Library) -> RegistrationSet:
+    """:func:`register_trait` for :attr:`PluginTrait.Transformer`."""
+    return register_trait(library, PluginTrait.Transformer)
+
+
+def unload_transformer(library: Library, array: RegistrationSet) -> int | None:
+    """:func:`unload_trait` for a Transformer array: release it, return the counter."""
+    return unload_trait(library, array)

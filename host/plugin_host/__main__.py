@@ -1,0 +1,8 @@
+"""``python -m plugin_host``: the same as the ``plugin-host`` command."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""The ``plugin-host`` command line (also ``python -m plugin_host``).
+
+Exit status: 0 on success, 1 when a plugin failed (load, call, build), 2 on a
+usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from plugin_interface import (
+    PluginError,
+    PluginTrait,
+    SymbolNotFoundError,
+    TraitSpec,
+    declared_traits,
+    resolve_trait,
+)
+
+from ._manager import PluginHandle, PluginManager, is_plugin_file
+from ._proxy import TraitProxy
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_PLUGIN_ERROR, EXIT_USAGE = 0, 1, 2
+
+#: Extra sub-command installers (``watch``, ``abi``, ...): each adds its parser.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
+
+
+def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    line = "  ".join("-" * w for w in widths)
+    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), line]
+    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(out)
+
+
+def _library_files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if is_plugin_file(p))
+    return [path]
+
+
+def _traits(name: str | None) -> list[TraitSpec]:
+    if name is not None:
+        return [resolve_trait(name)]
+    return list(declared_traits().values())
+
+
+def _load_every_trait(
+    manager: PluginManager, path: Path, traits: list[TraitSpec], problems: list[str]
+) -> list[PluginHandle]:
+    """Load ``path`` for each trait it implements; other traits are skipped quietly."""
+    handles = []
+    for spec in traits:
+        try:
+            handles += manager.load_plugins(path, spec)
+        except SymbolNotFoundError as e:
+            if e.symbol and e.symbol.startswith("plugin_register_all_"):
+                continue  # the library does not implement this trait at all
+            problems.append(str(e))
+        except PluginError as e:
+            problems.append(str(e))
+    return handles
+
+
+def _exercise(proxy: TraitProxy) -> str:
+    """Call a demo-worthy method of a built-in trait; describe the result."""
+    if proxy.trait == PluginTrait.Greeter.spec:
+        return proxy.greet("world")  # type: ignore[attr-defined, no-any-return]
+    if proxy.trait == PluginTrait.Transformer.spec:
+        buf = bytearray(b"Hello, world!")
+        changed = proxy.transform(buf)  # type: ignore[attr-defined]
+        return f"{buf.decode()} ({changed} bytes changed)"
+    return "(no demo call for this trait)"
+
+
+def _examples_dir() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("plugin_host.examples")))
+
+
+def _default_build_dir() -> Path:
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "plugin-host" / "examples"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from plugin_annotations import BuildError, build_plugins
+
+    build_dir = Path(args.build_dir) if args.build_dir else _default_build_dir()
+    try:
+        result = build_plugins(_examples_dir(), build_dir)
+    except BuildError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_PLUGIN_ERROR
+    built = f"built {len(result.built)}" if result.built else "all up to date"
+    print(f"example plugins in {build_dir} ({built})\n")
+    rows: list[list[str]] = []
+    problems: list[str] = []
+    with PluginManager() as manager:
+        for lib_path in sorted(result.outputs.values()):
+            handles = _load_every_trait(manager, lib_path, _traits(None), problems)
+            calls = [
+                (h, p, _exercise(p)) for h in handles for p in h.proxies()
+            ]
+            counters = manager.unload_by_path(lib_path) if handles else {}
+            for h, p, res in calls:
+                owner = "plugin" if h.is_plugin_owned else "host"
+                counter = counters.get(h.trait.name)
+                rows.append([lib_path.name, h.trait.name, p.type_name, owner, res,
+                             "-" if counter is None else str(counter)])
+    print(_table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter"]))
+    print("\nunmaker counter: registrations the plugin released after unload (equals the types loaded).")
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_PLUGIN_ERROR if problems else EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    rows: list[list[str]] = []
+    problems: list[str] = []
+    with PluginManager() as manager:
+        for lib_path in _library_files(Path(args.path)):
+            handles = _load_every_trait(manager, lib_path, _traits(args.trait), problems)
+            if not handles and not problems:
+                problems.append(f"{lib_path}: exports no plugin for {args.trait or 'any known trait'}")
+            for h in handles:
+                owner = "plugin" if h.is_plugin_owned else "host"
+                rows.append([str(lib_path), h.trait.name, f"v{h.trait.version}", owner, ", ".join(h.type_names)])
+    if rows:
+        print(_table(rows, ["plugin file", "trait", "version", "array", "types"]))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return EXIT_PLUGIN_ERROR if problems else EXIT_OK
+
+
+def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[object], list[bytearray]]:
+    spec = proxy.trait.method(method)
+    if len(raw) != len(spec.params):
+        names = ", ".join(p.name for p in spec.params) or "none"
+        raise ValueError(f"{proxy.trait.name}.{method} takes {len(spec.params)} argument(s) ({names}), got {len(raw)}")
+    values: list[object] = []
+    buffers: list[bytearray] = []
+    for p, text in zip(spec.params, raw, strict=True):
+        kind = p.ctype.kind
+        if kind == "cstr":
+            values.append(text)
+        elif kind in ("buffer", "mutbuffer"):
+            buf = bytearray(text.encode())
+            buffers.append(buf)
+            values.append(buf)
+        elif p.ctype.python_type is float:
+            values.append(float(text))
+        elif p.ctype.python_type is bool:
+            values.append(text.lower() in ("1", "true", "yes"))
+        else:
+            values.append(int(text, 0))
+    return values, buffers
+
+
+def cmd_call(args: argparse.Namespace) -> int:
+    spec = resolve_trait(args.trait)
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(args.path, spec)
+        proxy = handle.proxy(args.type)
+        try:
+            values, buffers = _convert_args(proxy, args.method, args.args)
+        except (ValueError, KeyError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        result = getattr(proxy, args.method)(*values)
+        if result is not None:
+            print(result)
+        for buf in buffers:
+            print(buf.decode(errors="replace"))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plugin-host",
+        description="Load native C plugins, call them through typed proxies, unload them.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    demo = sub.add_parser("demo", help="build the bundled example plugins, load, call and unload them")
+    demo.add_argument("--build-dir", help="where to build the examples (default: ~/.cache/plugin-host/examples)")
+    demo.set_defaults(func=cmd_demo)
+    lst = sub.add_parser("list", help="list the implementations a plugin file or directory exports")
+    lst.add_argument("path")
+    lst.add_argument("--trait", help="only this trait (default: every known trait)")
+    lst.set_defaults(func=cmd_list)
+    call = sub.add_parser("call", help="call one method of one implementation")
+    call.add_argument("path")
+    call.add_argument("trait")
+    call.add_argument("type")
+    call.add_argument("method")
+    call.add_argument("args", nargs="*")
+    call.set_defaults(func=cmd_call)
+    for install in SUBCOMMANDS:
+        install(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        status: int = args.func(args)
+    except PluginError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_PLUGIN_ERROR
+    except KeyError as e:
+        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return EXIT_PLUGIN_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return status

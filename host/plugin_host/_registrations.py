@@ -1,0 +1,294 @@
+"""Registration arrays and their two ownership paths.
+
+- **Plugin-owned** (``factories != NULL``): returned by
+  ``plugin_register_all_<T>_v1``; released by ``plugin_unregister_all_<T>_v1``
+  when exported, otherwise by ``factories[i].unmaker(registrations[i])``.
+- **Host-owned** (``factories == NULL``): the host called each
+  ``plugin_register_<T>_<Ty>_v1`` it found in the symbol table and keeps the
+  pointers in its own array; each is released by
+  ``plugin_unregister_<T>_<Ty>_v1``, then the host drops its array.
+
+Every registration is released exactly once: a second release raises
+:class:`AlreadyReleasedError` instead of calling into the plugin again.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+
+from plugin_interface import (
+    ABI_VERSION,
+    AbiMismatchError,
+    AlreadyReleasedError,
+    InconsistentArrayError,
+    MakerReturnedNullError,
+    PluginRegistration,
+    PluginRegistrationArray,
+    SymbolNotFoundError,
+    TraitSpec,
+    maker_symbol,
+    parse_symbol,
+    register_all_symbol,
+    unmaker_symbol,
+    unregister_all_symbol,
+    vtable_struct,
+)
+from plugin_interface._abi import MAKER_FN, UNMAKER_FN
+
+from ._library import CallGate, Library
+
+__all__ = ["Registration", "RegistrationSet", "find_maker_types"]
+
+#: More registrations than this in one array is treated as corruption.
+MAX_REGISTRATIONS = 1 << 16
+_ARRAY_FN = ctypes.CFUNCTYPE(ctypes.c_void_p)
+_RELEASE_ARRAY_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One validated registration, read once at load time.
+
+    :ivar type_name: the implementation type (``"English"``).
+    :ivar address: the ``PluginRegistration *``.
+    :ivar instance: the instance pointer passed to every method.
+    :ivar methods: method name -> function address, in vtable order.
+    :ivar free_memory: address of the plugin's release function.
+    """
+
+    type_name: str
+    address: int
+    instance: int
+    methods: dict[str, int]
+    free_memory: int
+    trait_version: int
+    vtable_size: int
+
+
+def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
+    """Implementation types of ``trait`` whose makers the library exports."""
+    types = []
+    for name in library.exported_symbols():
+        parsed = parse_symbol(name)
+        if (
+            parsed is not None
+            and parsed.role == "maker"
+            and parsed.trait == trait.name
+            and parsed.abi == ABI_VERSION
+            and parsed.type_name is not None
+        ):
+            types.append(parsed.type_name)
+    return types
+
+
+def _read_registration(library: Library, trait: TraitSpec, address: int, symbol: str) -> Registration:
+    """Validate one ``PluginRegistration`` against the host's declaration."""
+    path = library.path
+    reg = PluginRegistration.from_address(address)
+    if reg.struct_size < ctypes.sizeof(PluginRegistration):
+        raise AbiMismatchError(path, symbol, "struct_size", f">= {ctypes.sizeof(PluginRegistration)}", reg.struct_size)
+    if reg.abi_version != ABI_VERSION:
+        raise AbiMismatchError(path, symbol, "abi_version", ABI_VERSION, reg.abi_version)
+    trait_name = (reg.trait_name or b"").decode(errors="replace")
+    if trait_name != trait.name:
+        raise AbiMismatchError(path, symbol, "trait_name", trait.name, trait_name)
+    if reg.trait_version != trait.version:
+        raise AbiMismatchError(path, symbol, "trait_version", trait.version, reg.trait_version)
+    vt_type = vtable_struct(trait)
+    if reg.vtable_size < ctypes.sizeof(vt_type) or not reg.vtable:
+        raise AbiMismatchError(path, symbol, "vtable_size", f">= {ctypes.sizeof(vt_type)}", reg.vtable_size)
+    vtable = vt_type.from_address(reg.vtable)
+    if vtable.size != reg.vtable_size:
+        raise AbiMismatchError(path, symbol, "vtable.size", reg.vtable_size, vtable.size)
+    methods: dict[str, int] = {}
+    for m in trait.methods:
+        fn = getattr(vtable, m.name)
+        if not fn:
+            raise AbiMismatchError(path, symbol, f"vtable.{m.name}", "a function", "NULL")
+        methods[m.name] = fn
+    if not reg.free_memory:
+        raise AbiMismatchError(path, symbol, "free_memory", "a function", "NULL")
+    if not reg.type_name:
+        raise AbiMismatchError(path, symbol, "type_name", "a name", "NULL")
+    return Registration(
+        type_name=reg.type_name.decode(errors="replace"),
+        address=address,
+        instance=reg.instance or 0,
+        methods=methods,
+        free_memory=reg.free_memory,
+        trait_version=reg.trait_version,
+        vtable_size=reg.vtable_size,
+    )
+
+
+class RegistrationSet:
+    """The registrations of one trait made from one library, and their release.
+
+    Create with :meth:`from_aggregate` (plugin-owned) or :meth:`from_makers`
+    (host-owned); release exactly once with :meth:`release`.
+
+    **Safety**: the registrations and their instances die in :meth:`release`;
+    :attr:`gate` makes the release wait for calls in flight and refuse new ones.
+
+    **Thread-safety**: proxies may call through :attr:`gate` from any thread;
+    :meth:`release` is meant to run on the thread that owns the manager.
+    """
+
+    def __init__(
+        self,
+        library: Library,
+        trait: TraitSpec,
+        registrations: list[Registration],
+        *,
+        array: int | None,
+        host_array: ctypes.Array[ctypes.c_void_p] | None = None,
+    ) -> None:
+        self.library = library
+        self.trait = trait
+        self.registrations = registrations
+        self.gate = CallGate()
+        self._array = array
+        self._host_array = host_array
+        self._unmakers: list[int] = []
+        self._released = False
+        library.handles += 1
+
+    @property
+    def is_plugin_owned(self) -> bool:
+        """Whether the plugin allocated the array (``factories != NULL``)."""
+        return self._array is not None
+
+    @property
+    def is_released(self) -> bool:
+        """Whether :meth:`release` has run."""
+        return self._released
+
+    @property
+    def symbol(self) -> str:
+        """The symbol that produced the set (aggregate, or the trait's maker pattern)."""
+        if self.is_plugin_owned:
+            return register_all_symbol(self.trait)
+        return maker_symbol(self.trait, "*")
+
+    # ---- creation ---------------------------------------------------------
+
+    @classmethod
+    def from_aggregate(cls, library: Library, trait: TraitSpec) -> RegistrationSet:
+        """Call ``plugin_register_all_<T>_v1`` and validate the plugin-owned array.
+
+        :raises MakerReturnedNullError: the aggregate returned NULL.
+        :raises InconsistentArrayError: the array is malformed; it is *not*
+            released (calling into a corrupt array could crash the host).
+        :raises AbiMismatchError: a registration does not match the host's
+            declaration; the whole array is released first.
+        """
+        symbol = register_all_symbol(trait)
+        address = _ARRAY_FN(library.symbol(symbol))()
+        if not address:
+            raise MakerReturnedNullError(library.path, symbol)
+        arr = PluginRegistrationArray.from_address(address)
+        if arr.len > MAX_REGISTRATIONS:
+            raise InconsistentArrayError(library.path, symbol, f"len {arr.len} exceeds {MAX_REGISTRATIONS}")
+        if not arr.factories:
+            raise InconsistentArrayError(
+                library.path, symbol, "factories is NULL: an aggregate must return a plugin-owned array"
+            )
+        if arr.len and not arr.registrations:
+            raise InconsistentArrayError(library.path, symbol, f"len is {arr.len} but registrations is NULL")
+        for i in range(arr.len):
+            if not arr.registrations[i]:
+                raise InconsistentArrayError(library.path, symbol, f"registrations[{i}] is NULL")
+            if not arr.factories[i].maker or not arr.factories[i].unmaker:
+                raise InconsistentArrayError(library.path, symbol, f"factories[{i}] has a NULL maker or unmaker")
+        made = cls(library, trait, [], array=address)
+        try:
+            made.registrations = [
+                _read_registration(library, trait, arr.registrations[i], symbol) for i in range(arr.len)
+            ]
+        except BaseException:
+            made.release()
+            raise
+        return made
+
+    @classmethod
+    def from_makers(cls, library: Library, trait: TraitSpec, type_names: list[str]) -> RegistrationSet:
+        """Call each ``plugin_register_<T>_<Ty>_v1`` and keep a host-owned array.
+
+        Every unmaker is looked up before any maker runs, so a missing unmaker
+        never leaves a registration that cannot be released.
+
+        :raises SymbolNotFoundError: a maker or unmaker is not exported.
+        :raises MakerReturnedNullError: a maker returned NULL (the ones already
+            made are released first).
+        """
+        pairs = [
+            (t, library.symbol(maker_symbol(trait, t)),
+             library.symbol(unmaker_symbol(trait, t), "every maker needs its unmaker"))
+            for t in type_names
+        ]
+        host_array = (ctypes.c_void_p * max(len(pairs), 1))()
+        made = cls(library, trait, [], array=None, host_array=host_array)
+        made._unmakers = [u for _, _, u in pairs]
+        try:
+            for i, (type_name, maker, _) in enumerate(pairs):
+                reg = MAKER_FN(maker)()
+                if not reg:
+                    raise MakerReturnedNullError(library.path, maker_symbol(trait, type_name))
+                host_array[i] = reg
+                made.registrations.append(
+                    _read_registration(library, trait, reg, maker_symbol(trait, type_name))
+                )
+        except BaseException:
+            made.release()
+            raise
+        return made
+
+    # ---- release ----------------------------------------------------------
+
+    def release(self) -> None:
+        """Release every registration exactly once, per the ownership rules.
+
+        Waits for calls in flight through this set's proxies, and refuses new
+        ones (they raise :class:`PluginUnloadedError`).
+
+        :raises AlreadyReleasedError: on a second call (nothing is freed twice).
+        """
+        if self._released:
+            raise AlreadyReleasedError(self.library.path, self.symbol)
+        self._released = True
+        self.gate.close()
+        try:
+            if self._array is not None:
+                self._release_plugin_owned(self._array)
+            else:
+                self._release_host_owned()
+        finally:
+            self.library.handles -= 1
+
+    def _release_plugin_owned(self, address: int) -> None:
+        release_all = self.library.find_symbol(unregister_all_symbol(self.trait))
+        if release_all is not None:
+            _RELEASE_ARRAY_FN(release_all)(address)
+            return
+        # No plugin_unregister_all: unmake each entry through its factory.  The
+        # array container itself was allocated by the plugin and cannot be
+        # freed by the host's allocator; it is left to the plugin (and
+        # `plugin-host abi check` flags an aggregate without its release).
+        arr = PluginRegistrationArray.from_address(address)
+        for i in range(arr.len):
+            UNMAKER_FN(arr.factories[i].unmaker)(arr.registrations[i])
+
+    def _release_host_owned(self) -> None:
+        assert self._host_array is not None
+        for i, unmaker in enumerate(self._unmakers):
+            reg = self._host_array[i]
+            if reg:
+                UNMAKER_FN(unmaker)(reg)
+                self._host_array[i] = None
+        self._host_array = None
+
+    def __repr__(self) -> str:
+        owner = "plugin-owned" if self.is_plugin_owned else "host-owned"
+        types = ", ".join(r.type_name for r in self.registrations)
+        return f"<RegistrationSet {self.trait.name} [{types}] {owner} from {self.library.path}>"

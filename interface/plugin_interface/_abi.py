@@ -1,0 +1,163 @@
+"""ctypes mirrors of ``plugin_interface.h`` and the symbol naming scheme."""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import re
+import sys
+from dataclasses import dataclass
+
+from ._traits import TraitSpec
+
+__all__ = [
+    "ABI_VERSION",
+    "PluginRegistration",
+    "PluginRegistrationArray",
+    "PluginRegistrationFactory",
+    "SymbolName",
+    "library_filename",
+    "maker_symbol",
+    "parse_symbol",
+    "register_all_symbol",
+    "shared_library_suffix",
+    "unmaker_counter_symbol",
+    "unmaker_symbol",
+    "unregister_all_symbol",
+    "vtable_struct",
+]
+
+#: ``PLUGIN_ABI_VERSION`` of ``plugin_interface.h``: the ``_vN`` suffix of symbols.
+ABI_VERSION = 1
+
+MAKER_FN = ctypes.CFUNCTYPE(ctypes.c_void_p)
+UNMAKER_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+FREE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+
+
+class PluginRegistration(ctypes.Structure):
+    """Mirror of ``PluginRegistration``."""
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("abi_version", ctypes.c_uint32),
+        ("trait_name", ctypes.c_char_p),
+        ("trait_version", ctypes.c_uint32),
+        ("vtable_size", ctypes.c_uint32),
+        ("type_name", ctypes.c_char_p),
+        ("instance", ctypes.c_void_p),
+        ("vtable", ctypes.c_void_p),
+        ("free_memory", ctypes.c_void_p),
+    ]
+
+
+class PluginRegistrationFactory(ctypes.Structure):
+    """Mirror of ``PluginRegistrationFactory``."""
+
+    _fields_ = [("maker", ctypes.c_void_p), ("unmaker", ctypes.c_void_p)]
+
+
+class PluginRegistrationArray(ctypes.Structure):
+    """Mirror of ``PluginRegistrationArray``."""
+
+    _fields_ = [
+        ("registrations", ctypes.POINTER(ctypes.c_void_p)),
+        ("len", ctypes.c_size_t),
+        ("factories", ctypes.POINTER(PluginRegistrationFactory)),
+    ]
+
+
+@functools.cache
+def vtable_struct(spec: TraitSpec) -> type[ctypes.Structure]:
+    """The ctypes mirror of ``<Trait>VTable``: ``size`` then one pointer per method."""
+    fields: list[tuple[str, type]] = [("size", ctypes.c_size_t)]
+    fields += [(m.name, ctypes.c_void_p) for m in spec.methods]
+    return type(spec.vtable_name, (ctypes.Structure,), {"_fields_": fields})
+
+
+def _name(trait: TraitSpec | str) -> str:
+    return trait if isinstance(trait, str) else trait.name
+
+
+def maker_symbol(trait: TraitSpec | str, type_name: str, abi: int = ABI_VERSION) -> str:
+    """``plugin_register_<Trait>_<Type>_v<abi>``."""
+    return f"plugin_register_{_name(trait)}_{type_name}_v{abi}"
+
+
+def unmaker_symbol(trait: TraitSpec | str, type_name: str, abi: int = ABI_VERSION) -> str:
+    """``plugin_unregister_<Trait>_<Type>_v<abi>``."""
+    return f"plugin_unregister_{_name(trait)}_{type_name}_v{abi}"
+
+
+def register_all_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> str:
+    """``plugin_register_all_<Trait>_v<abi>``."""
+    return f"plugin_register_all_{_name(trait)}_v{abi}"
+
+
+def unregister_all_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> str:
+    """``plugin_unregister_all_<Trait>_v<abi>``."""
+    return f"plugin_unregister_all_{_name(trait)}_v{abi}"
+
+
+def unmaker_counter_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> str:
+    """``plugin_unmaker_counter_<Trait>_v<abi>``."""
+    return f"plugin_unmaker_counter_{_name(trait)}_v{abi}"
+
+
+@dataclass(frozen=True)
+class SymbolName:
+    """A parsed plugin symbol.
+
+    :ivar role: ``"maker"``, ``"unmaker"``, ``"register_all"``,
+        ``"unregister_all"`` or ``"unmaker_counter"``.
+    :ivar trait: the trait name.
+    :ivar type_name: the implementation type (makers and unmakers only).
+    :ivar abi: the ``_vN`` version.
+    """
+
+    role: str
+    trait: str
+    type_name: str | None
+    abi: int
+
+
+_AGGREGATE_RE = re.compile(
+    r"^plugin_(register_all|unregister_all|unmaker_counter)_([A-Za-z][A-Za-z0-9]*)_v([0-9]+)$"
+)
+_IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+?)_v([0-9]+)$")
+
+
+def parse_symbol(symbol: str) -> SymbolName | None:
+    """Parse one exported symbol of this project's scheme; ``None`` if it is not one.
+
+    Trait names are letters and digits (no underscore), so the first ``_``
+    after the trait name separates it from the type name.
+    """
+    m = _AGGREGATE_RE.match(symbol)
+    if m:
+        return SymbolName(m.group(1), m.group(2), None, int(m.group(3)))
+    m = _IMPL_RE.match(symbol)
+    if m:
+        role = "maker" if m.group(1) == "register" else "unmaker"
+        return SymbolName(role, m.group(2), m.group(3), int(m.group(4)))
+    return None
+
+
+def shared_library_suffix(platform: str | None = None) -> str:
+    """``.so``, ``.dll`` or ``.dylib`` for ``platform`` (default: this one)."""
+    platform = platform or sys.platform
+    if platform.startswith(("win", "cygwin", "msys")):
+        return ".dll"
+    if platform == "darwin":
+        return ".dylib"
+    return ".so"
+
+
+def library_filename(name: str, platform: str | None = None) -> str:
+    """The platform's file name for library ``name``.
+
+    ``libname.so`` on Linux and other ELF systems, ``name.dll`` on Windows,
+    ``libname.dylib`` on macOS.
+    """
+    suffix = shared_library_suffix(platform)
+    return f"{name}{suffix}" if suffix == ".dll" else f"lib{name}{suffix}"

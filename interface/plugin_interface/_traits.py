@@ -1,0 +1,246 @@
+"""Trait declarations: each trait is declared once, in Python.
+
+A trait is a :class:`typing.Protocol` whose methods are annotated with the C
+type markers of :mod:`plugin_interface._types`, decorated with
+:func:`declare_trait`.  The C header (``plugin_annotations`` generates it), the
+ctypes vtable mirror and the host's typed proxy are all derived from that one
+declaration, in the order the methods are written (the vtable order).
+
+A later version of a trait may only *append* methods; see the README's
+compatibility rule.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from ._errors import UnknownTraitError
+from ._types import CStr, CType, MutBuffer, OwnedStr, Size, ctype_for_annotation
+
+__all__ = [
+    "Greeter",
+    "MethodSpec",
+    "ParamSpec",
+    "PluginTrait",
+    "TraitSpec",
+    "Transformer",
+    "declare_trait",
+    "declared_traits",
+    "resolve_trait",
+]
+
+_IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+_C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter (after ``self``)."""
+
+    name: str
+    ctype: CType
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One vtable entry."""
+
+    name: str
+    params: tuple[ParamSpec, ...]
+    returns: CType
+    doc: str
+
+    @property
+    def c_params(self) -> list[str]:
+        """The C parameter declarations, ``void *self`` first."""
+        out = ["void *self"]
+        for p in self.params:
+            out.extend(decl.format(name=p.name) for decl in p.ctype.c_params)
+        return out
+
+    @property
+    def cffi_type(self) -> str:
+        """The cffi spelling of the function pointer type."""
+        args = ["void *"]
+        for p in self.params:
+            args.extend(p.ctype.cffi)
+        return f"{self.returns.cffi[0]}(*)({', '.join(args)})"
+
+    @property
+    def signature(self) -> str:
+        """Canonical text of the signature; what the fingerprint hashes."""
+        params = ", ".join(f"{p.ctype.name} {p.name}" for p in self.params)
+        return f"{self.name}({params}) -> {self.returns.name}"
+
+
+@dataclass(frozen=True)
+class TraitSpec:
+    """A declared trait: name, version and vtable methods in order.
+
+    :ivar name: the trait name used in symbols (``plugin_register_<name>_...``).
+    :ivar version: the trait version stored in every registration.
+    :ivar methods: the vtable entries, in declaration order.
+    """
+
+    name: str
+    version: int
+    methods: tuple[MethodSpec, ...]
+    doc: str = ""
+
+    @property
+    def fingerprint(self) -> int:
+        """64-bit fingerprint of the method signatures (the vtable layout)."""
+        text = ";".join(m.signature for m in self.methods)
+        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+
+    @property
+    def vtable_name(self) -> str:
+        """The C struct name of the vtable (``GreeterVTable``)."""
+        return f"{self.name}VTable"
+
+    @property
+    def header_name(self) -> str:
+        """File name of the generated C header (``plugin_trait_greeter.h``)."""
+        return f"plugin_trait_{self.name.lower()}.h"
+
+    def method(self, name: str) -> MethodSpec:
+        """The method called ``name``; :raises KeyError: if there is none."""
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise KeyError(f"trait {self.name} has no method {name!r}")
+
+
+_REGISTRY: dict[str, TraitSpec] = {}
+
+P = TypeVar("P")
+
+
+def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSpec:
+    hints = typing.get_type_hints(func)
+    sig = inspect.signature(func)
+    params: list[ParamSpec] = []
+    for i, (pname, param) in enumerate(sig.parameters.items()):
+        if i == 0:
+            if pname != "self":
+                raise TypeError(f"{trait}.{name}: first parameter must be self")
+            continue
+        if not _C_IDENTIFIER.match(pname):
+            raise TypeError(f"{trait}.{name}: parameter {pname!r} is not a C identifier")
+        ctype = ctype_for_annotation(hints.get(pname))
+        if ctype is None or not ctype.c_params:
+            raise TypeError(
+                f"{trait}.{name}: parameter {pname!r} has annotation {hints.get(pname)!r}, "
+                "which is not a parameter marker (CStr, Buffer, MutBuffer, I32, ...)"
+            )
+        params.append(ParamSpec(pname, ctype))
+    returns = ctype_for_annotation(hints.get("return", None))
+    if returns is None or returns.c_return is None:
+        raise TypeError(
+            f"{trait}.{name}: return annotation {hints.get('return')!r} is not a return "
+            "marker (OwnedStr, I32, ..., None)"
+        )
+    return MethodSpec(name, tuple(params), returns, inspect.getdoc(func) or "")
+
+
+def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[type[P]], type[P]]:
+    """Declare a trait from a Protocol class (use as a class decorator).
+
+    :param version: the trait version (>= 1).
+    :param name: the trait name in C symbols; defaults to the class name.
+    :returns: the decorator; the class gains ``__plugin_trait__`` (a :class:`TraitSpec`).
+    :raises TypeError: if a method is not annotated with the type markers.
+    :raises ValueError: if another trait of that name was declared differently.
+    """
+    if version < 1:
+        raise ValueError(f"trait version must be >= 1, got {version}")
+
+    def decorate(cls: type[P]) -> type[P]:
+        tname = name or cls.__name__
+        if not _IDENTIFIER.match(tname):
+            raise ValueError(f"trait name {tname!r} must be letters and digits (it goes into C symbols)")
+        methods = tuple(
+            _method_spec(tname, attr, value)
+            for attr, value in vars(cls).items()
+            if inspect.isfunction(value) and not attr.startswith("_")
+        )
+        if not methods:
+            raise TypeError(f"trait {tname} declares no methods")
+        spec = TraitSpec(tname, version, methods, inspect.getdoc(cls) or "")
+        known = _REGISTRY.get(tname)
+        if known is not None and known != spec:
+            raise ValueError(f"trait {tname} is already declared with a different definition")
+        _REGISTRY[tname] = spec
+        cls.__plugin_trait__ = spec  # type: ignore[attr-defined]
+        return cls
+
+    return decorate
+
+
+def declared_traits() -> dict[str, TraitSpec]:
+    """Every trait declared so far, built-in ones included, by name."""
+    return dict(_REGISTRY)
+
+
+# ---- built-in traits -------------------------------------------------------
+
+
+@declare_trait(version=1)
+class Greeter(Protocol):
+    """Says hello to someone."""
+
+    def greet(self, name: CStr) -> OwnedStr:
+        """A greeting that contains ``name`` (``Hello, world!``)."""
+        ...
+
+
+@declare_trait(version=1)
+class Transformer(Protocol):
+    """Transforms a caller-supplied buffer in place."""
+
+    def transform(self, data: MutBuffer) -> Size:
+        """Rewrite ``data`` in place; returns how many bytes changed."""
+        ...
+
+
+class PluginTrait(enum.Enum):
+    """The built-in traits.  User-declared traits work through the same API."""
+
+    Greeter = Greeter.__plugin_trait__  # type: ignore[attr-defined]
+    Transformer = Transformer.__plugin_trait__  # type: ignore[attr-defined]
+
+    @property
+    def spec(self) -> TraitSpec:
+        """The trait's declaration."""
+        value: TraitSpec = self.value
+        return value
+
+
+TraitLike = typing.Union[TraitSpec, PluginTrait, str, type]
+
+
+def resolve_trait(trait: TraitLike) -> TraitSpec:
+    """Turn a trait given as spec, enum member, name or declared class into its spec.
+
+    :raises UnknownTraitError: for a name nobody declared.
+    """
+    if isinstance(trait, TraitSpec):
+        return trait
+    if isinstance(trait, PluginTrait):
+        return trait.spec
+    if isinstance(trait, str):
+        spec = _REGISTRY.get(trait)
+        if spec is None:
+            raise UnknownTraitError(trait, list(_REGISTRY))
+        return spec
+    spec = getattr(trait, "__plugin_trait__", None)
+    if isinstance(spec, TraitSpec):
+        return spec
+    raise UnknownTraitError(repr(trait), list(_REGISTRY))

@@ -1,0 +1,121 @@
+"""The C type vocabulary of trait declarations.
+
+A trait method is declared in Python with these markers as annotations; each
+marker knows its C spelling (for the generated header), its ctypes and cffi
+spellings (for the host), and who owns what crosses the boundary.
+
+======================  ==================================  =====================
+marker                  C                                   Python side
+======================  ==================================  =====================
+``CStr`` (param)        ``const char *``                    ``str`` (UTF-8)
+``Buffer`` (param)      ``const uint8_t *x, size_t x_len``  bytes-like, no copy
+``MutBuffer`` (param)   ``uint8_t *x, size_t x_len``        writable buffer, no copy
+``OwnedStr`` (return)   ``char *`` released by the caller   ``str``
+                        with ``registration->free_memory``
+``I32`` ... ``F64``     ``int32_t`` ... ``double``          ``int`` / ``float``
+``Bool``                ``_Bool``                           ``bool``
+``None`` (return)       ``void``                            ``None``
+======================  ==================================  =====================
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from typing import Any, NewType
+
+__all__ = [
+    "Bool",
+    "Buffer",
+    "CStr",
+    "CType",
+    "F64",
+    "I32",
+    "I64",
+    "MutBuffer",
+    "OwnedStr",
+    "Size",
+    "U32",
+    "U64",
+    "ctype_for_annotation",
+]
+
+CStr = NewType("CStr", str)
+OwnedStr = NewType("OwnedStr", str)
+Buffer = NewType("Buffer", bytes)
+MutBuffer = NewType("MutBuffer", bytearray)
+I32 = NewType("I32", int)
+I64 = NewType("I64", int)
+U32 = NewType("U32", int)
+U64 = NewType("U64", int)
+Size = NewType("Size", int)
+F64 = NewType("F64", float)
+Bool = NewType("Bool", bool)
+
+
+@dataclass(frozen=True)
+class CType:
+    """How one marker crosses the boundary.
+
+    :ivar name: the marker's name (``"CStr"``), stable: it enters fingerprints.
+    :ivar c_params: C declarations of the parameter(s) it expands to, with
+        ``{name}`` standing for the parameter name.
+    :ivar c_return: C return type, or ``None`` if it cannot be returned.
+    :ivar cffi: cffi spellings of the expanded parameter(s) (or the return).
+    :ivar ctypes_types: ctypes equivalents, parallel to ``cffi``.
+    :ivar kind: ``"scalar"``, ``"cstr"``, ``"buffer"``, ``"mutbuffer"``,
+        ``"ownedstr"`` or ``"void"``; how the host converts values.
+    """
+
+    name: str
+    c_params: tuple[str, ...]
+    c_return: str | None
+    cffi: tuple[str, ...]
+    ctypes_types: tuple[Any, ...]
+    kind: str
+    python_type: type
+
+
+def _scalar(name: str, c: str, ct: Any, py: type) -> CType:
+    return CType(name, (c + " {name}",), c, (c,), (ct,), "scalar", py)
+
+
+_VOCABULARY: dict[object, CType] = {
+    CStr: CType("CStr", ("const char *{name}",), None, ("const char *",), (ctypes.c_char_p,), "cstr", str),
+    OwnedStr: CType("OwnedStr", (), "char *", ("char *",), (ctypes.c_void_p,), "ownedstr", str),
+    Buffer: CType(
+        "Buffer",
+        ("const uint8_t *{name}", "size_t {name}_len"),
+        None,
+        ("const uint8_t *", "size_t"),
+        (ctypes.c_void_p, ctypes.c_size_t),
+        "buffer",
+        bytes,
+    ),
+    MutBuffer: CType(
+        "MutBuffer",
+        ("uint8_t *{name}", "size_t {name}_len"),
+        None,
+        ("uint8_t *", "size_t"),
+        (ctypes.c_void_p, ctypes.c_size_t),
+        "mutbuffer",
+        bytearray,
+    ),
+    I32: _scalar("I32", "int32_t", ctypes.c_int32, int),
+    I64: _scalar("I64", "int64_t", ctypes.c_int64, int),
+    U32: _scalar("U32", "uint32_t", ctypes.c_uint32, int),
+    U64: _scalar("U64", "uint64_t", ctypes.c_uint64, int),
+    Size: _scalar("Size", "size_t", ctypes.c_size_t, int),
+    F64: _scalar("F64", "double", ctypes.c_double, float),
+    Bool: _scalar("Bool", "_Bool", ctypes.c_bool, bool),
+    None: CType("None", (), "void", ("void",), (None,), "void", type(None)),
+    type(None): CType("None", (), "void", ("void",), (None,), "void", type(None)),
+}
+
+
+def ctype_for_annotation(annotation: object) -> CType | None:
+    """The :class:`CType` of a marker used as an annotation, or ``None``."""
+    try:
+        return _VOCABULARY.get(annotation)
+    except TypeError:  # unhashable annotation
+        return None

@@ -1,0 +1,30 @@
+/* plugin_trait_greeter.h -- GENERATED from the Python declaration of trait Greeter;
+ * do not edit: regenerate with `python -m plugin_annotations headers`.
+ */
+#ifndef PLUGIN_TRAIT_GREETER_H
+#define PLUGIN_TRAIT_GREETER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "plugin_interface.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Says hello to someone. */
+#define PLUGIN_TRAIT_VERSION_Greeter 1u
+#define PLUGIN_TRAIT_FINGERPRINT_Greeter UINT64_C(0x276281f942385c9f)
+
+typedef struct GreeterVTable {
+    size_t size; /* sizeof(GreeterVTable) as built by the plugin */
+    /* A greeting that contains ``name`` (``Hello, world!``). */
+    char *(*greet)(void *self, const char *name);
+} GreeterVTable;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PLUGIN_TRAIT_GREETER_H */
