@@ -1,0 +1,107 @@
+"""Shared fixtures: real plugins compiled once per session, crash isolation,
+and a thread-leak check (watchdog's tests/conftest.py does the same)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from plugin_annotations import PluginSpec, build_plugins
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "native_plugins"
+TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
+WERROR = ["-Werror"]
+
+
+@pytest.fixture(scope="session")
+def build_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A session-wide scratch directory for compiled plugins."""
+    return tmp_path_factory.mktemp("plugins")
+
+
+@pytest.fixture(scope="session")
+def example_plugins(build_root: Path) -> dict[str, Path]:
+    """The bundled examples (native_plugins/), built once with -Werror: name -> library."""
+    return build_plugins(EXAMPLES, build_root / "examples", extra_cflags=WERROR).outputs
+
+
+@pytest.fixture(scope="session")
+def test_plugins(build_root: Path) -> dict[str, Path]:
+    """The deliberately broken plugins of tests/plugins/: name -> library."""
+    return build_plugins(TEST_PLUGINS, build_root / "test_plugins", extra_cflags=WERROR).outputs
+
+
+CompilePlugin = Callable[..., Path]
+
+
+@pytest.fixture(scope="session")
+def compile_plugin(build_root: Path) -> CompilePlugin:
+    """Compile C source text into a plugin library; returns its path.
+
+    ``compile_plugin(name, source, defines=(), out_dir=None)``: ``source`` is
+    one C file's text (or a dict of file name -> text).  Each call builds into
+    its own directory, so tests can make many versions of "the same" plugin.
+    """
+    counter = iter(range(1_000_000))
+
+    def compile(
+        name: str,
+        source: str | dict[str, str],
+        defines: tuple[str, ...] = (),
+        out_dir: Path | None = None,
+    ) -> Path:
+        src_dir = build_root / "src" / f"{name}-{next(counter)}"
+        src_dir.mkdir(parents=True)
+        files = source if isinstance(source, dict) else {f"{name}.c": source}
+        for fname, text in files.items():
+            (src_dir / fname).write_text(textwrap.dedent(text))
+        spec = PluginSpec(
+            name=name,
+            directory=src_dir,
+            sources=tuple(src_dir / f for f in files),
+            defines=defines,
+        )
+        out = out_dir or (src_dir / "out")
+        return build_plugins([spec], out, extra_cflags=WERROR).outputs[name]
+
+    return compile
+
+
+def run_isolated(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    """Run Python ``code`` in a child interpreter (for cases that may crash it)."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
+
+
+def mapped_paths() -> set[str]:
+    """Files mapped into this process (Linux ``/proc/self/maps``)."""
+    with open("/proc/self/maps") as f:
+        return {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks() -> Iterator[None]:
+    """Fail a test that leaves threads running (watcher threads must stop)."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+        if not leaked or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    assert not leaked, f"threads leaked: {leaked}"
