@@ -47,7 +47,7 @@ CompilePlugin = Callable[..., Path]
 def compile_plugin(build_root: Path) -> CompilePlugin:
     """Compile C source text into a plugin library; returns its path.
 
-    ``compile_plugin(name, source, defines=(), out_dir=None)``: ``source`` is
+    ``compile_plugin(name, source, defines=(), out_dir=None, include_dirs=())``: ``source`` is
     one C file's text (or a dict of file name -> text).  Each call builds into
     its own directory, so tests can make many versions of "the same" plugin.
     """
@@ -58,6 +58,7 @@ def compile_plugin(build_root: Path) -> CompilePlugin:
         source: str | dict[str, str],
         defines: tuple[str, ...] = (),
         out_dir: Path | None = None,
+        include_dirs: tuple[Path, ...] = (),
     ) -> Path:
         src_dir = build_root / "src" / f"{name}-{next(counter)}"
         src_dir.mkdir(parents=True)
@@ -69,6 +70,7 @@ def compile_plugin(build_root: Path) -> CompilePlugin:
             directory=src_dir,
             sources=tuple(src_dir / f for f in files),
             defines=defines,
+            include_dirs=tuple(include_dirs),
         )
         out = out_dir or (src_dir / "out")
         return build_plugins([spec], out, extra_cflags=WERROR).outputs[name]

@@ -188,7 +188,33 @@ def _new_compiler() -> object:
     with _distutils_lock:  # customize_compiler reads global sysconfig state
         cc = ccompiler.new_compiler()
         sysconfig.customize_compiler(cc)
+    cc.spawn = _spawn_capturing  # type: ignore[attr-defined]
+    if hasattr(cc, "call"):
+        cc.call = _spawn_capturing
     return cc
+
+
+def _spawn_capturing(cmd: list[str], **_: object) -> None:
+    """Run the compiler with its output captured into the exception.
+
+    Older setuptools route commands through ``spawn`` (expects
+    DistutilsExecError), newer ones through ``call`` (expects OSError or
+    CalledProcessError); the raised error is both, so either wraps it in a
+    CompileError/LinkError whose text is the compiler's own output.
+    """
+    import subprocess
+    from distutils.errors import DistutilsExecError
+
+    class CompilerFailed(DistutilsExecError, OSError):
+        pass
+
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+    except OSError as e:
+        raise CompilerFailed(f"{cmd[0]}: {e.strerror or e}") from e
+    if proc.returncode != 0:
+        output = (proc.stdout + proc.stderr).strip()
+        raise CompilerFailed(f"{' '.join(cmd)}\n{output}")
 
 
 def _check_compiler(cc: object) -> None:

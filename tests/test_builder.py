@@ -1,0 +1,118 @@
+"""The plugin builder: platform naming, incremental and parallel builds,
+CC/CFLAGS, compiler errors with their output, and malformed plugin.toml."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import EXAMPLES, REPO
+from plugin_annotations import (
+    BuildError,
+    CompilerNotFoundError,
+    PluginSpecError,
+    build_plugins,
+    discover_plugins,
+    load_plugin_spec,
+)
+from plugin_interface import library_filename
+
+
+def test_examples_build_with_platform_names(example_plugins: dict[str, Path]) -> None:
+    assert {"greeters", "host_owned", "multi_trait"} <= set(example_plugins)
+    for name, path in example_plugins.items():
+        assert path.name == library_filename(name) and path.is_file()
+
+
+def test_naming_rule_for_every_platform() -> None:
+    assert library_filename("greeters", "linux") == "libgreeters.so"
+    assert library_filename("greeters", "win32") == "greeters.dll"
+    assert library_filename("greeters", "darwin") == "libgreeters.dylib"
+
+
+def test_noop_rebuild_compiles_nothing(tmp_path: Path) -> None:
+    specs = [s for s in discover_plugins(EXAMPLES) if s.name in ("greeters", "host_owned")]
+    first = build_plugins(specs, tmp_path, jobs=2)
+    assert sorted(first.built) == ["greeters", "host_owned"]
+    assert len(first.compiled) == 4
+    again = build_plugins(specs, tmp_path)
+    assert again.built == [] and again.compiled == []
+    assert again.outputs == first.outputs
+    # Touching one source recompiles exactly that file and relinks its plugin.
+    src = next(s for s in specs if s.name == "greeters").sources[0]
+    future = time.time() + 5
+    os.utime(src, (future, future))
+    try:
+        third = build_plugins(specs, tmp_path)
+    finally:
+        now = time.time()
+        os.utime(src, (now, now))
+    assert third.compiled == [src]
+    assert third.built == ["greeters"]
+
+
+def test_changed_flags_rebuild(tmp_path: Path) -> None:
+    specs = [s for s in discover_plugins(EXAMPLES) if s.name == "host_owned"]
+    build_plugins(specs, tmp_path)
+    assert build_plugins(specs, tmp_path, defines=["SOMETHING=1"]).built == ["host_owned"]
+
+
+def test_missing_compiler_is_one_clear_sentence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "no-such-compiler-xyz")
+    with pytest.raises(CompilerNotFoundError, match="no C compiler found: 'no-such-compiler-xyz' is not on PATH"):
+        build_plugins(EXAMPLES, tmp_path)
+
+
+def test_compile_error_carries_the_compiler_output(tmp_path: Path) -> None:
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "plugin.toml").write_text('name = "bad"\nsources = ["bad.c"]\n')
+    (src / "bad.c").write_text("int f(void) { return undefined_identifier; }\n")
+    with pytest.raises(BuildError, match="plugin bad: compiling .*bad.c failed") as exc:
+        build_plugins(tmp_path, tmp_path / "out")
+    assert "undefined_identifier" in exc.value.output
+    assert exc.value.plugin == "bad"
+
+
+def test_warnings_fail_with_werror(tmp_path: Path) -> None:
+    src = tmp_path / "warn"
+    src.mkdir()
+    (src / "plugin.toml").write_text('name = "warn"\nsources = ["warn.c"]\n')
+    (src / "warn.c").write_text("int f(int unused) { return 0; }\n")
+    build_plugins(tmp_path, tmp_path / "out1")  # a warning alone does not fail
+    with pytest.raises(BuildError, match="unused"):
+        build_plugins(tmp_path, tmp_path / "out2", extra_cflags=["-Werror"])
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('name = "x"\nsources = []\n', "sources is empty"),
+        ('name = "x"\nsources = ["missing.c"]\n', "source.s. not found: missing.c"),
+        ('name = "x"\nsources = "x.c"\n', "sources must be a list of strings"),
+        ('name = "x"\nsources = ["x.c"]\nsurprise = 1\n', "unknown key.s. surprise"),
+        ("name = = broken", "cannot read plugin description"),
+    ],
+)
+def test_malformed_plugin_toml(tmp_path: Path, toml: str, message: str) -> None:
+    (tmp_path / "plugin.toml").write_text(toml)
+    (tmp_path / "x.c").write_text("int x;\n")
+    with pytest.raises(PluginSpecError, match=message) as exc:
+        load_plugin_spec(tmp_path)
+    assert exc.value.path == str(tmp_path / "plugin.toml")
+
+
+def test_build_script_builds_the_examples(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "build_plugins.py"), "--build-dir", str(tmp_path), "--werror"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "built:" in proc.stdout and (tmp_path / library_filename("greeters")).is_file()

@@ -1,0 +1,78 @@
+"""The plugin-host command line: demo, list, call, exit statuses."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from plugin_host._cli import main
+
+
+def test_demo_builds_loads_calls_and_unloads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--build-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "built" in out
+    for expected in ("Hello, world!", "Bonjour, world!", "Hallo, world!", "Uryyb, jbeyq!", "HELLO, WORLD!"):
+        assert expected in out
+    lines = [line.split() for line in out.splitlines()]
+    greeters = [row for row in lines if row[:1] == ["libgreeters.so"]]
+    assert len(greeters) == 3 and all(row[-1] == "3" for row in greeters)
+    host_owned = [row for row in lines if row[:1] == ["libhost_owned.so"]]
+    assert [row[3] for row in host_owned] == ["host", "host"]
+    # A second run finds everything up to date and compiles nothing.
+    assert main(["demo", "--build-dir", str(tmp_path)]) == 0
+    assert "all up to date" in capsys.readouterr().out
+
+
+def test_list_shows_every_trait_and_ownership(
+    example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib_dir = example_plugins["greeters"].parent
+    assert main(["list", str(lib_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "Rot13, Upper" in out or "Upper, Rot13" in out
+    assert "German, Italian" in out
+    assert main(["list", str(example_plugins["greeters"]), "--trait", "Transformer"]) == 1
+    assert "exports no plugin for Transformer" in capsys.readouterr().err
+
+
+def test_call_a_method(example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["call", str(example_plugins["greeters"]), "Greeter", "English", "greet", "Ada"]) == 0
+    assert capsys.readouterr().out == "Hello, Ada!\n"
+    assert main(["call", str(example_plugins["multi_trait"]), "Transformer", "Rot13", "transform", "abc"]) == 0
+    assert capsys.readouterr().out == "3\nnop\n"
+
+
+def test_call_errors(example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lib = str(example_plugins["greeters"])
+    assert main(["call", lib, "Greeter", "English", "greet"]) == 2
+    assert "takes 1 argument(s) (name), got 0" in capsys.readouterr().err
+    assert main(["call", lib, "Greeter", "Klingon", "greet", "x"]) == 1
+    assert "no Greeter implementation 'Klingon'" in capsys.readouterr().err
+    assert main(["call", lib, "Nope", "English", "greet", "x"]) == 1
+    assert "unknown trait 'Nope'" in capsys.readouterr().err
+    bad = tmp_path / "libbad.so"
+    bad.write_text("text")
+    assert main(["call", str(bad), "Greeter", "English", "greet", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(bad) in err and "Traceback" not in err
+
+
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["call"])
+    assert exc.value.code == 2
+
+
+def test_module_entry_point(example_plugins: dict[str, Path]) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "plugin_host", "call", str(example_plugins["greeters"]), "Greeter", "French", "greet",
+         "Zoë"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0 and proc.stdout == "Bonjour, Zoë!\n"
