@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from plugin_annotations import PluginSpec, build_plugins
 
 REPO = Path(__file__).resolve().parents[1]

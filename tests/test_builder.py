@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, REPO
 from plugin_annotations import (
     BuildError,

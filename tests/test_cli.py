@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from plugin_host._cli import main
 
 

@@ -46,5 +46,5 @@ def test_cflags_command_prints_every_include_dir() -> None:
 def test_headers_check_command_exit_status(tmp_path: Path) -> None:
     cmd = [sys.executable, "-m", "plugin_annotations", "headers", "--check", str(tmp_path)]
     assert subprocess.run(cmd, capture_output=True).returncode == 1
-    subprocess.run(cmd[:4] + [str(tmp_path)], check=True, capture_output=True)
+    subprocess.run([*cmd[:4], str(tmp_path)], check=True, capture_output=True)
     assert subprocess.run(cmd, capture_output=True).returncode == 0

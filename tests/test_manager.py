@@ -10,7 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import TEST_PLUGINS, CompilePlugin, mapped_paths
 from plugin_host import (
     Library,

@@ -7,7 +7,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from conftest import CompilePlugin
 from plugin_host import PluginManager, PluginTrait, TraitProxy, proxy_class
 from plugin_interface import PluginCallError, PluginUnloadedError

@@ -7,18 +7,17 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-
 from conftest import CompilePlugin
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
 from plugin_interface import (
     F64,
     I32,
+    U64,
     Buffer,
     CStr,
     OwnedStr,
     PluginTrait,
-    U64,
     UnknownTraitError,
     declare_trait,
     declared_traits,

@@ -23,7 +23,6 @@ import functools
 from typing import Any
 
 import cffi
-
 from plugin_interface import MethodSpec, PluginCallError, PluginUnloadedError, TraitSpec
 
 from ._registrations import Registration, RegistrationSet
@@ -31,7 +30,14 @@ from ._registrations import Registration, RegistrationSet
 __all__ = ["TraitProxy", "make_proxy", "proxy_class"]
 
 _ffi = cffi.FFI()
-_FREE_TYPE = "void(*)(void *)"
+_FREE_TYPE = _ffi.typeof("void(*)(void *)")
+_VOID_P = _ffi.typeof("void *")
+
+
+@functools.cache
+def _method_types(trait: TraitSpec) -> tuple[Any, ...]:
+    """The cffi function-pointer types of a trait's methods, parsed once."""
+    return tuple(_ffi.typeof(m.cffi_type) for m in trait.methods)
 
 
 class TraitProxy:
@@ -41,17 +47,17 @@ class TraitProxy:
     :ivar trait: the trait's declaration.
     """
 
-    __slots__ = ("_free", "_gate", "_instance", "_set", "type_name", "__weakref__")
+    __slots__ = ("__weakref__", "_free", "_gate", "_instance", "_set", "type_name")
     trait: TraitSpec
 
     def __init__(self, regset: RegistrationSet, reg: Registration) -> None:
         self._set = regset
         self._gate = regset.gate
-        self._instance = _ffi.cast("void *", reg.instance)
+        self._instance = _ffi.cast(_VOID_P, reg.instance)
         self._free = _ffi.cast(_FREE_TYPE, reg.free_memory)
         self.type_name = reg.type_name
-        for m in self.trait.methods:
-            object.__setattr__(self, f"_fn_{m.name}", _ffi.cast(m.cffi_type, reg.methods[m.name]))
+        for m, ctype in zip(self.trait.methods, _method_types(self.trait), strict=True):
+            object.__setattr__(self, f"_fn_{m.name}", _ffi.cast(ctype, reg.methods[m.name]))
 
     @property
     def path(self) -> str:
@@ -136,7 +142,7 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "__doc__": trait.doc,
     }
     for m in trait.methods:
-        exec(_method_source(m), namespace)  # noqa: S102 - source built from a validated declaration
+        exec(_method_source(m), namespace)
         attrs[m.name] = namespace[m.name]
     return type(f"{trait.name}Proxy", (TraitProxy,), attrs)
 
