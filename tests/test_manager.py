@@ -373,7 +373,8 @@ def test_unknown_trait_name(manager: PluginManager, example_plugins: dict[str, P
 
 def test_close_unloads_everything(example_plugins: dict[str, Path]) -> None:
     manager = PluginManager()
-    for lib in example_plugins.values():
+    greeter_libs = [example_plugins[n] for n in ("greeters", "host_owned", "multi_trait")]
+    for lib in greeter_libs:
         manager.load_plugins(lib, PluginTrait.Greeter)
     counters = manager.unload_all()
     assert {p.name: c for p, c in counters.items()} == {
@@ -382,5 +383,41 @@ def test_close_unloads_everything(example_plugins: dict[str, Path]) -> None:
         "libmulti_trait.so": {"Greeter": 1},
     }
     assert manager.handles == []
-    assert not any(str(lib) in mapped_paths() for lib in example_plugins.values())
+    assert not any(str(lib) in mapped_paths() for lib in greeter_libs)
     assert os.path.exists(example_plugins["greeters"])
+
+
+# ---- the unload_<trait> helpers, below the manager ---------------------------
+
+
+@pytest.mark.parametrize("lib_name", ["greeters", "host_owned"])
+def test_register_and_unload_greeter_helpers(example_plugins: dict[str, Path], lib_name: str) -> None:
+    from plugin_host import register_greeter, unload_greeter
+
+    library = Library(example_plugins[lib_name])
+    try:
+        array = register_greeter(library)
+        assert array.is_plugin_owned is (lib_name == "greeters")
+        made = len(array.registrations)
+        assert unload_greeter(library, array) == made
+        with pytest.raises(AlreadyReleasedError):
+            unload_greeter(library, array)
+        assert library.get_unmaker_counter("Greeter") == made  # nothing was released twice
+    finally:
+        library.close()
+    with pytest.raises(PluginUnloadedError):
+        library.get_unmaker_counter("Greeter")
+
+
+def test_unload_transformer_refuses_an_array_of_another_library(example_plugins: dict[str, Path]) -> None:
+    from plugin_host import register_transformer, unload_transformer
+
+    a, b = Library(example_plugins["multi_trait"]), Library(example_plugins["greeters"])
+    try:
+        array = register_transformer(a)
+        with pytest.raises(ValueError, match="was not made from"):
+            unload_transformer(b, array)
+        assert unload_transformer(a, array) == 2
+    finally:
+        a.close()
+        b.close()
