@@ -4,6 +4,7 @@ CC/CFLAGS, compiler errors with their output, and malformed plugin.toml."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -115,3 +116,11 @@ def test_build_script_builds_the_examples(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "built:" in proc.stdout and (tmp_path / library_filename("greeters")).is_file()
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang is not installed (CI installs it)")
+def test_examples_compile_warning_free_under_clang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CC", "clang")
+    monkeypatch.setenv("LDSHARED", "clang -shared")
+    result = build_plugins(EXAMPLES, tmp_path, extra_cflags=["-Werror", "-Wpedantic"])
+    assert {"greeters", "host_owned", "multi_trait"} <= set(result.built)
