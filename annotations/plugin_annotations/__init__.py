@@ -4,7 +4,8 @@
   (:func:`get_include`, :func:`get_include_dirs`, or
   ``python -m plugin_annotations --cflags``);
 - :func:`generate_trait_header`: a trait's C header from its Python declaration;
-- :func:`build_plugins`: compile plugin libraries with the platform's naming.
+- :func:`build_plugins`: compile plugin libraries with the platform's naming,
+  in the order of their build graph (:func:`build_order`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from ._builder import (
     BuildError,
     BuildResult,
     CompilerNotFoundError,
+    DependencyCycleError,
+    DependencyError,
     PluginSpec,
     PluginSpecError,
+    build_order,
     build_plugins,
     discover_plugins,
     get_include,
@@ -29,8 +33,11 @@ __all__ = [
     "BuildError",
     "BuildResult",
     "CompilerNotFoundError",
+    "DependencyCycleError",
+    "DependencyError",
     "PluginSpec",
     "PluginSpecError",
+    "build_order",
     "build_plugins",
     "discover_plugins",
     "generate_trait_header",

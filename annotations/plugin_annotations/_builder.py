@@ -11,13 +11,49 @@ A plugin is described by a ``plugin.toml`` next to its sources::
     name = "greeters"                 # library name: libgreeters.so
     sources = ["english.c", "aggregates.c"]
     defines = ["GREETING=1"]          # optional, NAME or NAME=VALUE
-    include_dirs = ["include"]        # optional, relative to the plugin dir
+    include_dirs = ["include"]        # optional, relative to the plugin dir (private)
     cflags = ["-O2"]                  # optional, appended to the compile line
+
+Plugins that use each other form a build graph; these keys (all optional)
+describe it::
+
+    public_include = ["include"]      # the interface: on the include path of this
+                                      # plugin and of every plugin that depends on it
+    private_include = ["private"]     # the implementation: this plugin's include path only
+    link_deps = ["core"]              # link to libcore (built first) and use its interface
+    interface_deps = ["bar"]          # use bar's interface only: no link, no build order
+    no_link = true                    # nobody links to this plugin; dependants load it
+                                      # explicitly at run time (DynamicModule, dlopen)
+
+The rules:
+
+- A plugin compiles with its own directory, its public and private (and
+  ``include_dirs``) directories, the public include directories of its
+  dependencies (link and interface, transitively), and the plugin headers.
+- A private include directory is never on a dependant's include path: a
+  dependant that includes a private header fails to compile.  (A path that
+  climbs out of an include directory with ``../`` is not policed.)
+- Interface dependencies are headers only, so they may form cycles: that is
+  how two plugins use each other (``foo`` and ``bar`` in ``native_plugins/``).
+  Link dependencies may not: a cycle raises :class:`DependencyCycleError`
+  spelling it out (``bar -> foo -> bar``).
+- Plugins build in a topological order of their link dependencies; plugins
+  whose link dependencies are built compile in parallel.  A plugin whose
+  dependency failed is not built, and is reported as such.
+- A link dependency is linked with ``-L<build dir> -l<name>`` and an rpath of
+  ``$ORIGIN`` (``@loader_path`` on macOS): the libraries are found side by
+  side in the build directory.  A host loading private copies
+  (``copy_on_load``) must therefore not load a plugin that has link
+  dependencies.
+- Every dependency must be among the plugins built together, and a
+  ``no_link`` plugin may only be an interface dependency
+  (:class:`DependencyError` otherwise).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -25,19 +61,25 @@ import sys
 import tempfile
 import threading
 import tomllib
+from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from plugin_interface import PluginError, get_include as interface_include, library_filename
+from plugin_interface import PluginError, library_filename
+from plugin_interface import get_include as interface_include
 
 __all__ = [
     "BuildError",
     "BuildResult",
     "CompilerNotFoundError",
+    "DependencyCycleError",
+    "DependencyError",
     "PluginSpec",
     "PluginSpecError",
+    "build_order",
     "build_plugins",
     "discover_plugins",
     "get_include",
@@ -48,7 +90,10 @@ __all__ = [
 #: Flags every plugin is compiled with (on top of the compiler's defaults).
 DEFAULT_CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden")
 SPEC_FILE = "plugin.toml"
-_SPEC_KEYS = {"name", "sources", "defines", "include_dirs", "cflags"}
+_SPEC_KEYS = {
+    "name", "sources", "defines", "include_dirs", "cflags",
+    "public_include", "private_include", "link_deps", "interface_deps", "no_link",
+}
 _distutils_lock = threading.Lock()
 
 
@@ -97,6 +142,34 @@ class PluginSpecError(PluginError):
     """A ``plugin.toml`` is malformed."""
 
 
+class DependencyError(BuildError):
+    """A plugin's dependency cannot be satisfied (unknown, or ``no_link`` as a link dependency).
+
+    :ivar plugin: the dependant.
+    :ivar dependency: the dependency concerned.
+    """
+
+    def __init__(self, plugin: str, dependency: str, message: str) -> None:
+        super().__init__(plugin, message)
+        self.dependency = dependency
+
+
+class DependencyCycleError(DependencyError):
+    """Link dependencies that form a cycle.
+
+    :ivar cycle: the plugins around the cycle, the first repeated at the end
+        (``["bar", "foo", "bar"]``).
+    """
+
+    def __init__(self, cycle: list[str]) -> None:
+        msg = (
+            f"link dependency cycle: {' -> '.join(cycle)} (link_deps must form no cycle; "
+            "plugins that use each other list each other under interface_deps and load each other explicitly)"
+        )
+        super().__init__(cycle[0], cycle[1], msg)
+        self.cycle = cycle
+
+
 @dataclass(frozen=True)
 class PluginSpec:
     """What to build for one plugin.
@@ -104,6 +177,12 @@ class PluginSpec:
     :ivar name: the library name (``greeters`` -> ``libgreeters.so``).
     :ivar directory: the plugin's source directory.
     :ivar sources: C sources, absolute.
+    :ivar include_dirs: extra include directories of this plugin only.
+    :ivar public_include: include directories dependants inherit (its interface).
+    :ivar private_include: include directories dependants never see.
+    :ivar link_deps: plugins this one links to (built before it).
+    :ivar interface_deps: plugins whose interface this one uses, without linking.
+    :ivar no_link: dependants never link to this plugin; they load it explicitly.
     """
 
     name: str
@@ -112,6 +191,11 @@ class PluginSpec:
     defines: tuple[str, ...] = ()
     include_dirs: tuple[Path, ...] = ()
     cflags: tuple[str, ...] = ()
+    public_include: tuple[Path, ...] = ()
+    private_include: tuple[Path, ...] = ()
+    link_deps: tuple[str, ...] = ()
+    interface_deps: tuple[str, ...] = ()
+    no_link: bool = False
 
     @property
     def library_filename(self) -> str:
@@ -140,6 +224,26 @@ def _str_list(data: dict[str, object], key: str, path: Path) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _is_plugin_name(name: object) -> bool:
+    return isinstance(name, str) and name.replace("_", "").isalnum()
+
+
+def _dir_list(directory: Path, data: dict[str, object], key: str, path: Path) -> tuple[Path, ...]:
+    dirs = tuple(directory / d for d in _str_list(data, key, path))
+    missing = [str(d.relative_to(directory)) for d in dirs if not d.is_dir()]
+    if missing:
+        raise PluginSpecError(f"{path}: {key} director(ies) not found: {', '.join(missing)}", path=path)
+    return dirs
+
+
+def _name_list(data: dict[str, object], key: str, path: Path) -> tuple[str, ...]:
+    names = _str_list(data, key, path)
+    bad = [n for n in names if not _is_plugin_name(n)]
+    if bad:
+        raise PluginSpecError(f"{path}: {key}: not plugin names: {', '.join(map(repr, bad))}", path=path)
+    return names
+
+
 def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
     """Read ``directory/plugin.toml``.
 
@@ -155,7 +259,7 @@ def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
     if unknown:
         raise PluginSpecError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}", path=path)
     name = data.get("name", directory.name)
-    if not isinstance(name, str) or not name.replace("_", "").isalnum():
+    if not _is_plugin_name(name):
         raise PluginSpecError(f"{path}: name must be letters, digits and _", path=path)
     sources = _str_list(data, "sources", path)
     if not sources:
@@ -163,6 +267,9 @@ def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
     missing = [s for s in sources if not (directory / s).is_file()]
     if missing:
         raise PluginSpecError(f"{path}: source(s) not found: {', '.join(missing)}", path=path)
+    no_link = data.get("no_link", False)
+    if not isinstance(no_link, bool):
+        raise PluginSpecError(f"{path}: no_link must be true or false", path=path)
     return PluginSpec(
         name=name,
         directory=directory,
@@ -170,6 +277,11 @@ def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
         defines=_str_list(data, "defines", path),
         include_dirs=tuple(directory / d for d in _str_list(data, "include_dirs", path)),
         cflags=_str_list(data, "cflags", path),
+        public_include=_dir_list(directory, data, "public_include", path),
+        private_include=_dir_list(directory, data, "private_include", path),
+        link_deps=_name_list(data, "link_deps", path),
+        interface_deps=_name_list(data, "interface_deps", path),
+        no_link=no_link,
     )
 
 
@@ -179,16 +291,17 @@ def discover_plugins(root: str | os.PathLike[str]) -> list[PluginSpec]:
     return sorted(specs, key=lambda s: s.name)
 
 
-def _new_compiler() -> object:
+def _new_compiler() -> Any:
     # setuptools replaces the deprecated stdlib distutils; importing it first
-    # makes `distutils` resolve to its maintained copy.
-    import setuptools  # noqa: F401
+    # makes `distutils` resolve to its maintained copy (and avoids the stdlib
+    # module's DeprecationWarning).  Keep this order.
+    importlib.import_module("setuptools")
     from distutils import ccompiler, sysconfig
 
     with _distutils_lock:  # customize_compiler reads global sysconfig state
-        cc = ccompiler.new_compiler()
+        cc: Any = ccompiler.new_compiler()
         sysconfig.customize_compiler(cc)
-    cc.spawn = _spawn_capturing  # type: ignore[attr-defined]
+    cc.spawn = _spawn_capturing
     if hasattr(cc, "call"):
         cc.call = _spawn_capturing
     return cc
@@ -239,6 +352,93 @@ def _headers_mtime(dirs: Iterable[Path]) -> float:
     return newest
 
 
+def _link_flags(spec: PluginSpec) -> list[str]:
+    flags: list[str] = []
+    if sys.platform.startswith("linux"):
+        flags.append("-Wl,-z,start-stop-visibility=hidden")
+    if sys.platform == "darwin":
+        # The default install name is the -o path, a temporary file here.
+        flags.append(f"-Wl,-install_name,@rpath/{spec.library_filename}")
+    if spec.link_deps:
+        # Link dependencies sit next to the dependant in the build directory.
+        flags.append("-Wl,-rpath,@loader_path" if sys.platform == "darwin" else "-Wl,-rpath,$ORIGIN")
+    return flags
+
+
+def _inherited_include(spec: PluginSpec, by_name: dict[str, PluginSpec]) -> list[Path]:
+    """The public include dirs of ``spec``'s dependencies, transitively (never private ones)."""
+    out: list[Path] = []
+    seen = {spec.name}
+    queue = deque([*spec.link_deps, *spec.interface_deps])
+    while queue:
+        name = queue.popleft()
+        if name in seen:
+            continue
+        seen.add(name)
+        dep = by_name[name]
+        out += [d for d in dep.public_include if d not in out]
+        queue.extend([*dep.link_deps, *dep.interface_deps])
+    return out
+
+
+def build_order(specs: Iterable[PluginSpec]) -> list[PluginSpec]:
+    """``specs`` in a topological order of their link dependencies (dependencies first).
+
+    Ties are broken by name, so the order is deterministic.  Interface
+    dependencies impose no order and may form cycles.
+
+    :raises DependencyError: two plugins share a name, a dependency is not
+        among ``specs``, or a link dependency is ``no_link``.
+    :raises DependencyCycleError: link dependencies form a cycle, spelled out
+        from its alphabetically first plugin (``bar -> foo -> bar``).
+    """
+    by_name: dict[str, PluginSpec] = {}
+    for spec in specs:
+        other = by_name.get(spec.name)
+        if other is not None:
+            msg = f"two plugins are named {spec.name}: {other.directory} and {spec.directory}"
+            raise DependencyError(spec.name, spec.name, msg)
+        by_name[spec.name] = spec
+    for spec in sorted(by_name.values(), key=lambda s: s.name):
+        for key, deps in (("link_deps", spec.link_deps), ("interface_deps", spec.interface_deps)):
+            for dep in deps:
+                if dep not in by_name:
+                    msg = (
+                        f"{key} names {dep!r}, which is not among the plugins being built "
+                        f"({', '.join(sorted(by_name))})"
+                    )
+                    raise DependencyError(spec.name, dep, msg)
+        for dep in spec.link_deps:
+            if by_name[dep].no_link:
+                msg = (
+                    f"link_deps names {dep!r}, which is no_link: list it under interface_deps "
+                    "and load it explicitly at run time"
+                )
+                raise DependencyError(spec.name, dep, msg)
+    order: list[PluginSpec] = []
+    done: set[str] = set()
+    path: list[str] = []  # the chain being visited, for spelling out a cycle
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        if name in path:
+            cycle = path[path.index(name):]
+            first = cycle.index(min(cycle))
+            cycle = cycle[first:] + cycle[:first]
+            raise DependencyCycleError([*cycle, cycle[0]])
+        path.append(name)
+        for dep in sorted(by_name[name].link_deps):
+            visit(dep)
+        path.pop()
+        done.add(name)
+        order.append(by_name[name])
+
+    for name in sorted(by_name):
+        visit(name)
+    return order
+
+
 def _build_one(
     spec: PluginSpec,
     build_dir: Path,
@@ -247,10 +447,16 @@ def _build_one(
     force: bool,
     result: BuildResult,
     lock: threading.Lock,
+    inherited_include: Sequence[Path] = (),
 ) -> None:
     cc = _new_compiler()
     _check_compiler(cc)
-    include_dirs = [spec.directory, *spec.include_dirs, *map(Path, get_include_dirs())]
+    include_dirs = [
+        spec.directory, *spec.public_include, *spec.private_include, *spec.include_dirs,
+        *inherited_include, *map(Path, get_include_dirs()),
+    ]
+    link_libs = [build_dir / library_filename(d) for d in spec.link_deps]
+    link_flags = _link_flags(spec)
     cflags = [*DEFAULT_CFLAGS, *spec.cflags, *extra_cflags]
     defines = [*spec.defines, *extra_defines]
     obj_dir = build_dir / "obj" / spec.name
@@ -259,7 +465,8 @@ def _build_one(
     stamp_text = json.dumps(
         {"cc": getattr(cc, "compiler_so", None), "cflags": cflags, "defines": defines,
          "env": [os.environ.get(k) for k in ("CC", "CFLAGS", "LDSHARED", "LDFLAGS")],
-         "includes": [str(i) for i in include_dirs]},
+         "includes": [str(i) for i in include_dirs],
+         "link": [*spec.link_deps, *link_flags]},
         sort_keys=True,
     )
     stamp = obj_dir / ".stamp"
@@ -282,7 +489,7 @@ def _build_one(
             # compile() mirrors the source path under output_dir; compile to a
             # scratch dir and move, so object names stay short and stable.
             with tempfile.TemporaryDirectory(dir=obj_dir) as scratch:
-                [made] = cc.compile(  # type: ignore[attr-defined]
+                [made] = cc.compile(
                     [str(src)],
                     output_dir=scratch,
                     macros=_macros(defines),
@@ -293,13 +500,20 @@ def _build_one(
         except Exception as e:  # distutils' CompileError carries the compiler output
             raise BuildError(spec.name, f"compiling {src} failed", str(e)) from e
         compiled.append(src)
+    # A rebuilt link dependency relinks its dependants, as make would: a
+    # symbol it no longer exports fails at link time, not at load time.
     if compiled or stale_flags or not output.exists() or output.stat().st_mtime < max(
-        Path(o).stat().st_mtime for o in objects
+        p.stat().st_mtime for p in [*map(Path, objects), *link_libs]
     ):
         tmp = output.with_name(f".{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        link_flags = ["-Wl,-z,start-stop-visibility=hidden"] if sys.platform.startswith("linux") else []
         try:
-            cc.link_shared_object(objects, str(tmp), extra_postargs=link_flags)  # type: ignore[attr-defined]
+            cc.link_shared_object(
+                objects,
+                str(tmp),
+                libraries=list(spec.link_deps),
+                library_dirs=[str(build_dir)] if spec.link_deps else None,
+                extra_postargs=link_flags,
+            )
             os.replace(tmp, output)
         except Exception as e:
             tmp.unlink(missing_ok=True)
@@ -330,7 +544,11 @@ def build_plugins(
     :param extra_cflags: appended to every compile line (``["-Werror"]``).
     :param defines: extra ``NAME[=VALUE]`` macros for every plugin.
     :raises CompilerNotFoundError: when there is no C compiler.
-    :raises BuildError: naming the plugin, with the compiler's output.
+    :raises DependencyError: a dependency is unknown or a link dependency is
+        ``no_link`` (:class:`DependencyCycleError` for a link cycle); nothing
+        is built then.
+    :raises BuildError: naming the plugin, with the compiler's output.  The
+        plugins that do not depend on a failed one are built all the same.
     """
     specs = (
         discover_plugins(plugins) if isinstance(plugins, (str, os.PathLike)) else list(plugins)
@@ -341,16 +559,43 @@ def build_plugins(
     lock = threading.Lock()
     if not specs:
         return result
+    waiting = build_order(specs)
+    by_name = {s.name: s for s in waiting}
     _check_compiler(_new_compiler())
+    errors: list[BaseException] = []
+    failed: set[str] = set()
+    running: dict[Future[None], str] = {}
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
-        futures = [
-            pool.submit(_build_one, s, out_dir, extra_cflags, defines, force, result, lock)
-            for s in specs
-        ]
-        errors = [f.exception() for f in futures if f.exception() is not None]
+        while waiting or running:
+            # Start every plugin whose link dependencies are built; waiting is
+            # in topological order, so one pass also skips chains of failures.
+            blocked: list[PluginSpec] = []
+            for spec in waiting:
+                bad = [d for d in spec.link_deps if d in failed]
+                if bad:
+                    failed.add(spec.name)
+                    errors.append(BuildError(spec.name, f"not built: its link dependency {bad[0]} failed"))
+                elif all(d in result.outputs for d in spec.link_deps):
+                    future = pool.submit(
+                        _build_one, spec, out_dir, extra_cflags, defines, force, result, lock,
+                        _inherited_include(spec, by_name),
+                    )
+                    running[future] = spec.name
+                else:
+                    blocked.append(spec)
+            waiting = blocked
+            if not running:
+                break  # unreachable with a valid order; never spin
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                error = future.exception()
+                if error is not None:
+                    failed.add(name)
+                    errors.append(error)
     if errors:
+        errors.sort(key=lambda e: getattr(e, "plugin", ""))
         first = errors[0]
-        assert first is not None
         if len(errors) == 1:
             raise first
         raise BuildError(

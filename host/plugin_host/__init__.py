@@ -19,29 +19,55 @@ from plugin_interface import (
 )
 
 from ._library import Library
-from ._manager import PluginHandle, PluginManager, is_plugin_file, register_trait, unload_trait
+from ._manager import PluginHandle, PluginManager, Reloaded, is_plugin_file, register_trait, unload_trait
+from ._module import DynamicModule, ModuleFunction
 from ._proxy import TraitProxy, proxy_class
 from ._registrations import Registration, RegistrationSet
+from ._watch import (
+    DEFAULT_DEBOUNCE_MS,
+    Error,
+    Event,
+    ManagerNotification,
+    Unloaded,
+    WatchNotification,
+    WatchOptions,
+    process_watch_notifications_blocking,
+    start_watch_background,
+    watch_and_load_blocking,
+)
 
 __all__ = [
+    "DEFAULT_DEBOUNCE_MS",
+    "DynamicModule",
+    "Error",
+    "Event",
     "Library",
+    "ManagerNotification",
+    "ModuleFunction",
     "PluginError",
     "PluginHandle",
     "PluginManager",
     "PluginTrait",
     "Registration",
     "RegistrationSet",
+    "Reloaded",
     "TraitProxy",
+    "Unloaded",
+    "WatchNotification",
+    "WatchOptions",
     "get_unmaker_counter",
     "get_unmaker_counter_for",
     "is_plugin_file",
+    "process_watch_notifications_blocking",
     "proxy_class",
     "register_greeter",
     "register_trait",
     "register_transformer",
+    "start_watch_background",
     "unload_greeter",
     "unload_trait",
     "unload_transformer",
+    "watch_and_load_blocking",
 ]
 
 

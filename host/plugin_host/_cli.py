@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from plugin_interface import (
     PluginError,
@@ -22,7 +23,9 @@ from plugin_interface import (
 )
 
 from ._manager import PluginHandle, PluginManager, is_plugin_file
+from ._module import DynamicModule
 from ._proxy import TraitProxy
+from ._watch import DEFAULT_DEBOUNCE_MS, Event, ManagerNotification, Unloaded, WatchOptions
 
 __all__ = ["main"]
 
@@ -91,6 +94,62 @@ def _default_build_dir() -> Path:
     return Path(cache) / "plugin-host" / "examples"
 
 
+def _module_round_trip(library_dir: Path, hops: int = 5) -> list[str]:
+    """foo and bar (``native_plugins/``) play ping-pong through the host's lookup.
+
+    Plugin mode: the host opens a module when a plugin asks for one of its
+    functions, hands each module the lookup (``<name>_bind``), then unloads
+    them and reopens foo to show its static state starts afresh.
+
+    :raises PluginError: a module is missing or the round trip failed.
+    """
+    import cffi
+
+    ffi = cffi.FFI()
+    modules: dict[str, DynamicModule] = {}
+    failures: list[str] = []
+
+    def module(name: str) -> DynamicModule:
+        mod = modules.get(name)
+        if mod is None:
+            mod = modules[name] = DynamicModule(name, [library_dir], system=False)
+            mod.invoke(f"{name}_bind", "void(void *)", lookup)
+        return mod
+
+    def find(name: Any, symbol: Any) -> Any:
+        # Called from C: an exception here could not propagate; report it.
+        try:
+            address = module(ffi.string(name).decode()).address(ffi.string(symbol).decode())
+            return ffi.cast("void (*)(void)", address)
+        except PluginError as e:
+            failures.append(str(e))
+            return ffi.NULL
+
+    # FooLookupFn of foo.h: a function returning a function pointer.
+    lookup = ffi.callback("void (*(const char *, const char *))(void)", find)
+
+    try:
+        foo = module("foo")
+        played = foo.invoke("foo_ping", "int(int)", hops)
+        if played != hops:
+            raise PluginError(f"foo_ping({hops}) returned {played}: " + ("; ".join(failures) or "no failure reported"))
+        bar = modules["bar"]
+        lines = [
+            f"foo_ping({hops}) = {played} hops: foo played {foo.invoke('foo_hops', 'int(void)')}, "
+            f"bar {bar.invoke('bar_hops', 'int(void)')} (bar opened on demand when foo looked it up)"
+        ]
+        for mod in modules.values():
+            mod.invoke(f"{mod.name}_bind", "void(void *)", ffi.NULL)
+            mod.close()
+        foo.open()
+        hops_now = foo.invoke("foo_hops", "int(void)")
+        lines.append(f"foo closed and reopened: foo_hops() = {hops_now} (fresh static state)")
+        return lines
+    finally:
+        for mod in modules.values():
+            mod.close()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from plugin_annotations import BuildError, build_plugins
 
@@ -118,6 +177,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                              "-" if counter is None else str(counter)])
     print(_table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter"]))
     print("\nunmaker counter: registrations the plugin released after unload (equals the types loaded).")
+    if {"foo", "bar"} <= result.outputs.keys():
+        print("\nexplicit modules (DynamicModule): foo and bar use each other's interface, never link")
+        try:
+            for line in _module_round_trip(result.outputs["foo"].parent):
+                print(f"  {line}")
+        except PluginError as e:
+            problems.append(str(e))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return EXIT_PLUGIN_ERROR if problems else EXIT_OK
@@ -129,7 +195,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     with PluginManager() as manager:
         for lib_path in _library_files(Path(args.path)):
             handles = _load_every_trait(manager, lib_path, _traits(args.trait), problems)
-            if not handles and not problems:
+            if not handles and not problems and args.trait is None and Path(args.path).is_dir():
+                # A build directory also holds plain libraries: link
+                # dependencies and explicit modules (native_plugins/foo, bar).
+                rows.append([str(lib_path), "-", "-", "-", "(no plugin: a plain library)"])
+            elif not handles and not problems:
                 problems.append(f"{lib_path}: exports no plugin for {args.trait or 'any known trait'}")
             for h in handles:
                 owner = "plugin" if h.is_plugin_owned else "host"
@@ -183,6 +253,39 @@ def cmd_call(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def describe_notification(note: ManagerNotification) -> str:
+    """One line for a hot-reload notification (what ``plugin-host watch`` prints)."""
+    if isinstance(note, Event):
+        if not note.handles:
+            return f"found     {note.path}"
+        verb = "reloaded " if note.replaced else "loaded   "
+        impls = "; ".join(f"{h.trait.name} [{', '.join(h.type_names)}]" for h in note.handles)
+        return f"{verb} {note.path}: {impls}"
+    if isinstance(note, Unloaded):
+        counter = "-" if note.counter is None else note.counter
+        return f"unloaded  {note.path}: {note.trait} unmaker counter {counter}"
+    return f"error     {note.reason}"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    opts = WatchOptions(debounce_ms=args.debounce_ms, recursive=args.recursive)
+
+    def show(note: ManagerNotification) -> None:
+        print(describe_notification(note), flush=True)
+
+    with PluginManager() as manager:
+        print(f"watching  {Path(args.dir).absolute()} (Ctrl-C to stop)", flush=True)
+        try:
+            manager.watch_and_load_blocking(args.dir, args.trait, opts, show)
+        except OSError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        for path, counters in manager.unload_all().items():
+            for trait, counter in counters.items():
+                show(Unloaded(path, counter, trait))
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plugin-host",
@@ -203,6 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("method")
     call.add_argument("args", nargs="*")
     call.set_defaults(func=cmd_call)
+    watch = sub.add_parser("watch", help="load a directory's plugins and reload them as they change, until Ctrl-C")
+    watch.add_argument("dir")
+    watch.add_argument("--trait", help="only this trait (default: every known trait a file implements)")
+    watch.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
+                       help=f"quiet time before acting on a file (default: {DEFAULT_DEBOUNCE_MS})")
+    watch.add_argument("--recursive", action="store_true", help="watch subdirectories too")
+    watch.set_defaults(func=cmd_watch)
+    from ._abi_cli import add_abi_parser  # here, not at the top: _abi_cli uses this module's helpers
+
+    add_abi_parser(sub)
     for install in SUBCOMMANDS:
         install(sub)
     return parser

@@ -1,0 +1,403 @@
+"""Explicit modules: open any shared library by name, call its C functions by signature.
+
+"Plugin mode": the program decides when a library is loaded and unloaded, and
+with it the lifetime of the library's static variables (hot update, on-demand
+loading).  A :class:`DynamicModule` needs no plugin ABI at all: it works on
+this project's plugins and on ordinary C libraries alike.
+
+>>> with DynamicModule("m") as libm:                           # doctest: +SKIP
+...     libm.invoke("cos", "double(double)", 0.0)
+1.0
+>>> mod = DynamicModule("my_plugin", search_paths=["build"])   # doctest: +SKIP
+>>> add = mod.function("add", "int(int, int)")                 # doctest: +SKIP
+>>> add(2, 3)                                                  # doctest: +SKIP
+5
+>>> mod.close()                                                # doctest: +SKIP
+
+Name resolution, in this order (the first hit wins, later places are not
+consulted):
+
+1. ``name`` with a directory part (``"build/libfoo.so"``, or any
+   :class:`os.PathLike`) is that file and nothing else.
+2. For each directory of ``search_paths``, in order: the platform's file name
+   for ``name`` (:func:`plugin_interface.library_filename`: ``libname.so``,
+   ``name.dll``, ``libname.dylib``), then ``name`` itself when it already
+   looks like a file name (contains a dot: ``"libm.so.6"``).
+3. Unless ``system=False``: the system's own library path, through
+   :func:`ctypes.util.find_library`.  On Linux it returns a soname
+   (``"m"`` -> ``libm.so.6``) that the dynamic loader then searches in
+   ``LD_LIBRARY_PATH``, the ``ld.so`` cache and the default directories; on
+   macOS and Windows it returns an absolute path.
+
+The current directory is never searched implicitly: relative entries of
+``search_paths`` are made absolute once, at construction, because the caller
+named them; nothing else is relative.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cffi
+from plugin_interface import (
+    CallArgumentError,
+    LibraryLoadError,
+    ModuleNotFoundInPathsError,
+    PluginUnloadedError,
+    SignatureError,
+    SymbolNotFoundError,
+    library_filename,
+)
+
+from . import _os
+from ._library import CallGate
+from ._symbols import sniff_format
+
+__all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
+
+#: The signature :meth:`DynamicModule.invoke` assumes when none is given.
+VOID_SIGNATURE = "void(void)"
+
+_ffi = cffi.FFI()
+_signature_cache: dict[str, CSignature] = {}
+_signature_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class CSignature:
+    """A parsed C function signature.
+
+    :ivar text: the signature as given.
+    :ivar ctype: cffi's function pointer type.
+    :ivar nargs: the number of parameters.
+    :ivar char_params: indexes of ``char *`` parameters (a ``str`` argument
+        there is encoded to UTF-8 for the call).
+    """
+
+    text: str
+    ctype: Any
+    nargs: int
+    char_params: frozenset[int]
+
+    @property
+    def spelling(self) -> str:
+        """cffi's canonical spelling (``int(*)(int, int)``)."""
+        return str(self.ctype.cname)
+
+
+def parse_signature(signature: str) -> CSignature:
+    """Parse a C function type (``"int(int, int)"``, ``"double cos(double)"``) with cffi's C parser.
+
+    Parameter names and a function name are allowed and ignored.  The result
+    is cached per string, so a signature is parsed once per process.
+
+    :raises SignatureError: not a string, not valid C, an unknown type, not a
+        function type, or variadic (variadic arguments cannot be checked).
+    """
+    if not isinstance(signature, str):
+        raise SignatureError(signature, f"a signature is a string like 'int(int, int)', not {type(signature).__name__}")
+    cached = _signature_cache.get(signature)
+    if cached is not None:
+        return cached
+    if not signature.strip():
+        raise SignatureError(signature, "empty signature")
+    if any(c in signature for c in ";{}#"):
+        raise SignatureError(signature, "one function type only: no ';', '{', '}' or '#'")
+    try:
+        # The private flag is what ffi.callback() uses to accept a function
+        # type ("int(int)") where typeof() wants a pointer ("int(*)(int)").
+        ctype = _ffi._typeof(signature, consider_function_as_funcptr=True)
+    except Exception as e:  # CDefError, TypeError (incomplete types), ... all mean "not valid"
+        reason = " ".join(str(e).split()) or type(e).__name__
+        raise SignatureError(signature, reason) from e
+    if ctype.kind != "function":
+        raise SignatureError(signature, f"{ctype.cname!r} is not a function type")
+    if ctype.ellipsis:
+        raise SignatureError(signature, "variadic functions are not supported (their arguments cannot be checked)")
+    char_params = frozenset(
+        i for i, a in enumerate(ctype.args) if a.kind == "pointer" and a.item.cname == "char"
+    )
+    parsed = CSignature(signature, ctype, len(ctype.args), char_params)
+    with _signature_lock:
+        return _signature_cache.setdefault(signature, parsed)
+
+
+def find_module(
+    name: str | os.PathLike[str],
+    search_paths: Sequence[str | os.PathLike[str]] = (),
+    *,
+    system: bool = True,
+) -> str:
+    """Resolve a module name to what the loader should open (see the module docstring).
+
+    :returns: an absolute file path, or (for the system's path on Linux) a
+        soname the dynamic loader resolves itself.
+    :raises ModuleNotFoundInPathsError: listing every place tried.
+    """
+    text = os.fspath(name)
+    if isinstance(name, os.PathLike) or os.sep in text or (os.altsep and os.altsep in text):
+        path = Path(text).absolute()
+        if path.is_file():
+            return str(path)
+        raise ModuleNotFoundInPathsError(text, [str(path)])
+    if not text or text in (".", ".."):
+        raise ModuleNotFoundInPathsError(text, [])
+    searched: list[str] = []
+    file_names = [library_filename(text)]
+    if "." in text and text not in file_names:
+        file_names.append(text)
+    for directory in search_paths:
+        for file_name in file_names:
+            candidate = Path(directory).absolute() / file_name
+            searched.append(str(candidate))
+            if candidate.is_file():
+                return str(candidate)
+    if system:
+        found = ctypes.util.find_library(text)
+        if found and (os.path.isabs(found) or os.sep not in found):
+            return found
+        searched.append(f"the system library path (ctypes.util.find_library({text!r}) found nothing)")
+    raise ModuleNotFoundInPathsError(text, searched)
+
+
+class ModuleFunction:
+    """A C function of a :class:`DynamicModule`, callable with a fixed signature.
+
+    Arguments are checked before the call: their number here, their types by
+    cffi's conversion (an ``int`` that does not fit, a ``str`` where a number
+    goes...), both raised as :class:`CallArgumentError`.  A ``str`` passed to a
+    ``char *`` parameter is encoded to UTF-8 and lives for the call only.
+
+    :ivar symbol: the C function's name.
+    :ivar signature: the parsed signature.
+
+    **Safety**: the signature is a promise the caller makes; a wrong one (the
+    C function really takes a ``double``) is undefined behaviour the host
+    cannot detect.  Pointers returned by the function point into the module
+    and dangle after :meth:`DynamicModule.close`.
+
+    **Thread-safety**: callable from any thread; a call that started before
+    :meth:`DynamicModule.close` finishes before the library is unmapped, and
+    calls after it raise :class:`PluginUnloadedError`.
+    """
+
+    __slots__ = ("__weakref__", "_fn", "_gate", "_path", "signature", "symbol")
+
+    def __init__(self, path: str, symbol: str, signature: CSignature, address: int, gate: CallGate) -> None:
+        self._path = path
+        self._gate = gate
+        self._fn = _ffi.cast(signature.ctype, address)
+        self.symbol = symbol
+        self.signature = signature
+
+    @property
+    def is_alive(self) -> bool:
+        """Whether calls are accepted (the module was not closed since this was made)."""
+        return self._gate.open
+
+    def _bad_arguments(self, reason: str) -> CallArgumentError:
+        return CallArgumentError(self._path, self.symbol, self.signature.text, reason)
+
+    def __call__(self, *args: Any) -> Any:
+        sig = self.signature
+        if len(args) != sig.nargs:
+            raise self._bad_arguments(f"takes {sig.nargs} argument(s), got {len(args)}")
+        if sig.char_params:
+            args = tuple(
+                a.encode() if i in sig.char_params and isinstance(a, str) else a for i, a in enumerate(args)
+            )
+        inflight = self._gate.inflight
+        inflight.append(None)
+        try:
+            if not self._gate.open:
+                raise PluginUnloadedError(self._path, self.symbol)
+            try:
+                return self._fn(*args)
+            except (TypeError, OverflowError) as e:
+                # C code cannot raise Python exceptions: these come from cffi
+                # converting the arguments, before the function runs.
+                raise self._bad_arguments(str(e)) from e
+        finally:
+            inflight.pop()
+
+    def __repr__(self) -> str:
+        state = "" if self._gate.open else " (closed)"
+        return f"<ModuleFunction {self.symbol} {self.signature.spelling} from {self._path}{state}>"
+
+
+class DynamicModule:
+    """A shared library opened explicitly, whose C functions are looked up explicitly.
+
+    :param name: a module name (``"my_plugin"``, ``"m"``), a full file name
+        (``"libm.so.6"``) or a path; resolved as the module docstring says.
+    :param search_paths: directories tried first, in order.
+    :param system: also try the system's library path after ``search_paths``.
+    :raises ModuleNotFoundInPathsError: listing every place tried.
+    :raises NotASharedLibraryError: the file found is not a library (a text
+        file, a linker script such as glibc's ``libc.so``...).
+    :raises LibraryLoadError: the dynamic loader refused it.
+
+    :ivar name: the name asked for.
+    :ivar path: what the loader opens: an absolute path, or a soname.
+
+    The library is opened at construction; :meth:`close` (or leaving a
+    ``with`` block) closes it and :meth:`open` opens it again, with fresh
+    static variables.  A module that is never closed stays loaded until the
+    process exits.
+
+    **Safety**: addresses and the functions from :meth:`function` are valid
+    until :meth:`close`.  Functions made before a close refuse calls for good,
+    even after :meth:`open` (the library may be mapped elsewhere).  Plain
+    addresses from :meth:`address` that the caller handed to C code have no
+    such guard: they dangle.
+
+    **Thread-safety**: functions may be called from any thread.
+    :meth:`close` waits for calls in flight and must not be called from
+    inside one (it would wait for itself).  :meth:`open` and :meth:`close`
+    are serialised by a lock.
+
+    **Platform-specific behaviour**: on POSIX the library is opened
+    ``RTLD_NOW | RTLD_LOCAL``.  Static state is only fresh after a reopen if
+    the close really unmapped the library: the loader keeps it mapped while
+    another user holds it (a second :class:`DynamicModule` or a
+    :class:`~plugin_host.PluginManager` on the same file, a library that
+    depends on it, the C runtime itself), or when it was built with
+    ``-z nodelete`` or has ``STB_GNU_UNIQUE`` symbols (glibc).  On Windows
+    ``LoadLibraryExW`` gets an absolute path, so the current directory is not
+    searched there either.
+    """
+
+    def __init__(
+        self,
+        name: str | os.PathLike[str],
+        search_paths: Sequence[str | os.PathLike[str]] = (),
+        *,
+        system: bool = True,
+    ) -> None:
+        if isinstance(search_paths, (str, os.PathLike)):
+            raise TypeError("search_paths is a list of directories, not one path")
+        self.name = os.fspath(name)
+        self.search_paths = tuple(Path(p).absolute() for p in search_paths)
+        self.path = find_module(name, self.search_paths, system=system)
+        self._lock = threading.Lock()
+        self._handle: int | None = None
+        self._gate = CallGate()
+        self._functions: dict[tuple[str, str], ModuleFunction] = {}
+        self.open()
+
+    # ---- lifetime -------------------------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the library is loaded."""
+        return self._handle is not None
+
+    def open(self) -> DynamicModule:
+        """Load the library if it is closed (a no-op when open); returns ``self``.
+
+        :raises NotASharedLibraryError: the file is not a library.
+        :raises LibraryLoadError: the loader refused it.
+        """
+        with self._lock:
+            if self._handle is not None:
+                return self
+            if os.path.isabs(self.path) and os.path.exists(self.path):  # macOS system libs live in a cache
+                sniff_format(self.path)  # a typed error for text files, directories, ...
+            try:
+                handle = _os.open_library(self.path)
+            except OSError as e:
+                raise LibraryLoadError(self.path, str(e)) from e
+            self._gate = CallGate()
+            self._handle = handle
+            return self
+
+    def close(self) -> None:
+        """Refuse new calls, wait for calls in flight, then unload; idempotent."""
+        with self._lock:
+            if self._handle is None:
+                return
+            self._gate.close()
+            handle, self._handle = self._handle, None
+            self._functions.clear()
+            _os.close_library(handle)
+
+    def __enter__(self) -> DynamicModule:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- symbols --------------------------------------------------------------
+
+    def _require_handle(self, symbol: str) -> int:
+        handle = self._handle
+        if handle is None:
+            raise PluginUnloadedError(self.path, symbol)
+        return handle
+
+    def has_symbol(self, symbol: str) -> bool:
+        """Whether the library exports ``symbol``.
+
+        :raises PluginUnloadedError: after :meth:`close`.
+        """
+        return _os.find_symbol(self._require_handle(symbol), symbol) is not None
+
+    def address(self, symbol: str) -> int:
+        """The address of exported ``symbol`` (to hand to C code; see **Safety**).
+
+        :raises SymbolNotFoundError: naming the file and the symbol.
+        :raises PluginUnloadedError: after :meth:`close`.
+        """
+        found = _os.find_symbol(self._require_handle(symbol), symbol)
+        if found is None:
+            raise SymbolNotFoundError(self.path, symbol)
+        return found
+
+    def function(self, symbol: str, signature: str = VOID_SIGNATURE) -> ModuleFunction:
+        """A reusable callable for C function ``symbol`` with C type ``signature``.
+
+        The same (symbol, signature) returns the same object until :meth:`close`.
+
+        :raises SignatureError: ``signature`` is not a C function type.
+        :raises SymbolNotFoundError: the library does not export ``symbol``.
+        :raises PluginUnloadedError: after :meth:`close`.
+        """
+        key = (symbol, signature) if isinstance(signature, str) else None
+        if key is not None:
+            cached = self._functions.get(key)
+            if cached is not None and cached.is_alive:
+                return cached
+        try:
+            parsed = parse_signature(signature)
+        except SignatureError as e:
+            raise SignatureError(signature, e.reason, symbol=symbol) from e
+        # The gate first, then the address: if a close slips in between, the
+        # function holds a closed gate and refuses every call.  No lock here,
+        # so a C callback into the host may look functions up while close()
+        # waits for the call it runs in.
+        gate = self._gate
+        fn = ModuleFunction(self.path, symbol, parsed, self.address(symbol), gate)
+        self._functions[(symbol, parsed.text)] = fn
+        return fn
+
+    def invoke(self, symbol: str, signature: str = VOID_SIGNATURE, *args: Any) -> Any:
+        """Call C function ``symbol`` once: ``invoke("add", "int(int, int)", 2, 3)``.
+
+        Without a signature the function is called as ``void(void)``.
+
+        :returns: the C result (``None`` for ``void``; cffi ``cdata`` for pointers).
+        :raises SignatureError, SymbolNotFoundError, PluginUnloadedError: as
+            :meth:`function`.
+        :raises CallArgumentError: wrong number or types of arguments.
+        """
+        return self.function(symbol, signature)(*args)
+
+    def __repr__(self) -> str:
+        state = "open" if self.is_open else "closed"
+        return f"<DynamicModule {self.name!r} from {self.path!r} {state}>"

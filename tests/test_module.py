@@ -1,0 +1,330 @@
+"""DynamicModule: name resolution, C signatures, explicit lifetime (real compiled libraries)."""
+
+from __future__ import annotations
+
+import ctypes.util
+import shutil
+import sys
+import threading
+from pathlib import Path
+
+import cffi
+import pytest
+from conftest import CompilePlugin, mapped_paths
+from plugin_host import DynamicModule
+from plugin_host._module import find_module, parse_signature
+from plugin_interface import (
+    CallArgumentError,
+    ModuleNotFoundInPathsError,
+    NotASharedLibraryError,
+    PluginUnloadedError,
+    SignatureError,
+    SymbolNotFoundError,
+    library_filename,
+)
+
+# An ordinary C library (no plugin ABI): a counter kept in a static variable,
+# and a spin function to hold a call in flight while another thread closes.
+COUNTER_C = """
+    /* counter.c -- static state for DynamicModule lifetime tests. */
+    #include <stdatomic.h>
+    #include <stddef.h>
+    #include <string.h>
+
+    #include "plugin_interface.h"
+
+    #ifndef WHICH
+    #define WHICH 0
+    #endif
+
+    static int counter;
+    static atomic_int entered;
+    static atomic_int released;
+
+    PLUGIN_EXPORT void c_ffi_function(void) { counter++; }
+    PLUGIN_EXPORT int counter_get(void) { return counter; }
+    PLUGIN_EXPORT int add(int a, int b) { counter++; return a + b; }
+    PLUGIN_EXPORT double scale(double x, unsigned char by) { counter++; return x * by; }
+    PLUGIN_EXPORT size_t text_length(const char *text) { counter++; return strlen(text); }
+    PLUGIN_EXPORT int which(void) { return WHICH; }
+
+    PLUGIN_EXPORT int spin_until_released(void) {
+        atomic_store(&entered, 1);
+        while (!atomic_load(&released)) {
+        }
+        return 42;
+    }
+    PLUGIN_EXPORT int has_entered(void) { return atomic_load(&entered); }
+    PLUGIN_EXPORT void release(void) { atomic_store(&released, 1); }
+"""
+
+
+@pytest.fixture(scope="module")
+def counter_dir(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding libcounter.so (WHICH=1)."""
+    out = tmp_path_factory.mktemp("counter-first")
+    compile_plugin("counter", COUNTER_C, defines=("WHICH=1",), out_dir=out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def counter_dir_second(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another directory holding a libcounter.so that says WHICH=2."""
+    out = tmp_path_factory.mktemp("counter-second")
+    compile_plugin("counter", COUNTER_C, defines=("WHICH=2",), out_dir=out)
+    return out
+
+
+# ---- name resolution ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("platform", "expected"),
+    [("linux", "libmy_plugin.so"), ("win32", "my_plugin.dll"), ("darwin", "libmy_plugin.dylib")],
+)
+def test_naming_rule_of_each_platform(platform: str, expected: str) -> None:
+    assert library_filename("my_plugin", platform) == expected
+
+
+def test_finds_the_platform_file_name_in_search_paths(counter_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with DynamicModule("counter", search_paths=[empty, counter_dir]) as mod:
+        assert mod.path == str(counter_dir / library_filename("counter"))
+        assert Path(mod.path).name == library_filename("counter")
+        assert mod.invoke("which", "int(void)") == 1
+
+
+def test_search_paths_are_tried_in_order(counter_dir: Path, counter_dir_second: Path) -> None:
+    with DynamicModule("counter", [counter_dir_second, counter_dir]) as mod:
+        assert mod.invoke("which", "int(void)") == 2
+    with DynamicModule("counter", [counter_dir, counter_dir_second]) as mod:
+        assert mod.invoke("which", "int(void)") == 1
+
+
+def test_full_file_name_and_explicit_path(counter_dir: Path) -> None:
+    file_name = library_filename("counter")
+    with DynamicModule(file_name, [counter_dir], system=False) as mod:
+        assert mod.invoke("which", "int(void)") == 1
+    with DynamicModule(counter_dir / file_name) as mod:
+        assert mod.path == str(counter_dir / file_name)
+
+
+def test_not_found_lists_every_place_tried(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    with pytest.raises(ModuleNotFoundInPathsError, match="no_such_module_i5: no shared library found") as exc:
+        DynamicModule("no_such_module_i5", [a, b])
+    expected = [str(a / library_filename("no_such_module_i5")), str(b / library_filename("no_such_module_i5"))]
+    assert exc.value.name == "no_such_module_i5"
+    assert exc.value.searched[:2] == expected
+    assert "find_library" in exc.value.searched[2]
+    for place in expected:
+        assert place in str(exc.value)
+    assert "current directory is never searched" in str(exc.value)
+
+
+def test_missing_explicit_path(tmp_path: Path) -> None:
+    with pytest.raises(ModuleNotFoundInPathsError) as exc:
+        DynamicModule(tmp_path / "libnothing.so")
+    assert exc.value.searched == [str(tmp_path / "libnothing.so")]
+
+
+def test_current_directory_is_never_searched(
+    counter_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "cwd"
+    here.mkdir()
+    shutil.copy(counter_dir / library_filename("counter"), here / library_filename("cwd_only_i5"))
+    monkeypatch.chdir(here)
+    with pytest.raises(ModuleNotFoundInPathsError) as exc:
+        DynamicModule("cwd_only_i5", system=False)
+    assert exc.value.searched == []
+    with pytest.raises(ModuleNotFoundInPathsError):
+        DynamicModule("cwd_only_i5")  # nor by the system loader
+    # An explicit relative search path is fine: the caller named it.
+    with DynamicModule("cwd_only_i5", ["."], system=False) as mod:
+        assert mod.path == str(here / library_filename("cwd_only_i5"))
+
+
+def test_search_paths_must_be_a_list(counter_dir: Path) -> None:
+    with pytest.raises(TypeError, match="list of directories"):
+        DynamicModule("counter", str(counter_dir))  # type: ignore[arg-type]
+
+
+def test_a_text_file_is_not_a_library(tmp_path: Path) -> None:
+    (tmp_path / library_filename("text")).write_text("INPUT(-lc)\n")  # like glibc's libc.so linker script
+    with pytest.raises(NotASharedLibraryError, match="unrecognised file format") as exc:
+        DynamicModule("text", [tmp_path])
+    assert exc.value.path == str(tmp_path / library_filename("text"))
+
+
+@pytest.mark.skipif(ctypes.util.find_library("m") is None, reason="no libm known to the system loader")
+def test_system_library_by_name() -> None:
+    with DynamicModule("m") as libm:
+        if sys.platform.startswith("linux"):
+            assert libm.path.startswith("libm.so")  # a soname the loader resolves
+        assert libm.invoke("cos", "double(double)", 0.0) == 1.0
+        assert libm.function("pow", "double pow(double x, double y)")(2, 10) == 1024.0
+
+
+def test_find_module_returns_what_the_loader_opens(counter_dir: Path) -> None:
+    assert find_module("counter", [counter_dir]) == str(counter_dir / library_filename("counter"))
+
+
+# ---- signatures --------------------------------------------------------------
+
+
+def test_signature_parsing_and_cache() -> None:
+    sig = parse_signature("int(int, int)")
+    assert sig.nargs == 2
+    assert sig.spelling == "int(*)(int, int)"
+    assert parse_signature("int(int, int)") is sig
+    assert parse_signature("int add(int a, int b)").spelling == "int(*)(int, int)"
+    assert parse_signature("void(void)").nargs == 0
+    assert parse_signature("size_t(const char *)").char_params == {0}
+
+
+@pytest.mark.parametrize(
+    ("signature", "reason"),
+    [
+        ("", "empty signature"),
+        ("int(int", "cannot parse"),
+        ("nosuchtype(int)", "cannot parse"),
+        ("int", "is not a function type"),
+        ("char *", "is not a function type"),
+        ("int(int, ...)", "variadic"),
+        ("struct opaque(int)", "struct opaque"),
+        ("int(void, int)", "void"),
+        ("int(int); int evil(void)", "one function type only"),
+        (42, "a signature is a string"),
+    ],
+)
+def test_signature_errors(signature: str, reason: str) -> None:
+    with pytest.raises(SignatureError, match="bad C signature") as exc:
+        parse_signature(signature)
+    assert exc.value.signature == signature
+    assert reason in exc.value.reason
+
+
+def test_signature_error_names_the_symbol(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        with pytest.raises(SignatureError, match=r"^add: bad C signature 'int\(int, int': cannot parse") as exc:
+            mod.invoke("add", "int(int, int", 2, 3)
+        assert exc.value.symbol == "add"
+        assert exc.value.signature == "int(int, int"
+
+
+def test_missing_symbol(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        assert not mod.has_symbol("nope")
+        with pytest.raises(SymbolNotFoundError, match=r"libcounter\.\w+: symbol nope is not exported") as exc:
+            mod.function("nope", "int(void)")
+        assert exc.value.symbol == "nope"
+        assert exc.value.path == mod.path
+
+
+def test_invoke_and_function(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        assert mod.invoke("c_ffi_function") is None
+        assert mod.invoke("add", "int(int, int)", 2, 3) == 5
+        add = mod.function("add", "int(int, int)")
+        assert add is mod.function("add", "int(int, int)")
+        assert [add(i, i) for i in range(3)] == [0, 2, 4]
+        assert mod.invoke("scale", "double(double, unsigned char)", 1.5, 4) == 6.0
+        assert mod.invoke("text_length", "size_t(const char *)", "héllo") == 6  # str -> UTF-8
+        assert mod.invoke("text_length", "size_t(const char *)", b"abc") == 3
+        assert mod.invoke("counter_get", "int(void)") == 8  # every call above ran once
+
+
+@pytest.mark.parametrize(
+    ("symbol", "signature", "args", "reason"),
+    [
+        ("add", "int(int, int)", (1,), "takes 2 argument(s), got 1"),
+        ("add", "int(int, int)", (1, 2, 3), "takes 2 argument(s), got 3"),
+        ("add", "int(int, int)", ("1", 2), "an integer is required"),
+        ("add", "int(int, int)", (2**40, 2), "does not fit"),
+        ("scale", "double(double, unsigned char)", (1.0, 256), "does not fit"),
+        ("text_length", "size_t(const char *)", (12,), "initializer for ctype 'char *'"),
+    ],
+)
+def test_wrong_arguments_raise_before_the_call(
+    counter_dir: Path, symbol: str, signature: str, args: tuple[object, ...], reason: str
+) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        with pytest.raises(CallArgumentError, match=f"{symbol} \\(") as exc:
+            mod.invoke(symbol, signature, *args)
+        assert exc.value.symbol == symbol
+        assert exc.value.signature == signature
+        assert reason in exc.value.reason
+        assert isinstance(exc.value, TypeError)
+        assert mod.invoke("counter_get", "int(void)") == 0  # the C function never ran
+
+
+# ---- lifetime ----------------------------------------------------------------
+
+
+def test_static_state_is_fresh_after_close_and_reopen(counter_dir: Path) -> None:
+    mod = DynamicModule("counter", [counter_dir])
+    for _ in range(3):
+        mod.invoke("c_ffi_function")
+    assert mod.invoke("counter_get", "int(void)") == 3
+    mod.close()
+    assert not mod.is_open
+    if sys.platform.startswith("linux"):
+        assert mod.path not in mapped_paths()  # really unmapped
+    mod.open()
+    assert mod.invoke("counter_get", "int(void)") == 0
+    mod.invoke("c_ffi_function")
+    assert mod.invoke("counter_get", "int(void)") == 1
+    mod.close()
+    mod.close()  # idempotent
+
+
+def test_context_manager_and_calls_after_close(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        add = mod.function("add", "int(int, int)")
+        assert add(1, 1) == 2
+        assert add.is_alive
+    assert not mod.is_open
+    assert not add.is_alive
+    assert "(closed)" in repr(add)
+    with pytest.raises(PluginUnloadedError, match="add: the library has been unloaded") as exc:
+        add(1, 1)
+    assert exc.value.symbol == "add"
+    assert exc.value.path == mod.path
+    with pytest.raises(PluginUnloadedError, match="add: the library has been unloaded"):
+        mod.invoke("add", "int(int, int)", 1, 1)
+    with pytest.raises(PluginUnloadedError):
+        mod.has_symbol("add")
+    with pytest.raises(PluginUnloadedError):
+        mod.address("add")
+    # Reopening does not revive old callables: the library may be mapped elsewhere.
+    with mod:
+        with pytest.raises(PluginUnloadedError):
+            add(1, 1)
+        assert mod.function("add", "int(int, int)")(2, 2) == 4
+
+
+def test_close_waits_for_a_call_in_flight(counter_dir: Path) -> None:
+    mod = DynamicModule("counter", [counter_dir])
+    spin = mod.function("spin_until_released", "int(void)")
+    has_entered = mod.function("has_entered", "int(void)")
+    # Raw pointer, outside the gate: the only way to reach C while close() waits.
+    release = cffi.FFI().cast("void(*)(void)", mod.address("release"))
+    results: list[int] = []
+    caller = threading.Thread(target=lambda: results.append(spin()))
+    caller.start()
+    while not has_entered():
+        pass
+    closer = threading.Thread(target=mod.close)
+    closer.start()
+    while mod._gate.open:  # close() has begun: it refuses new calls first
+        pass
+    with pytest.raises(PluginUnloadedError):
+        has_entered()
+    assert mod.is_open  # still mapped: the spinning call is in flight
+    release()
+    caller.join(timeout=10)
+    closer.join(timeout=10)
+    assert results == [42]
+    assert not mod.is_open
