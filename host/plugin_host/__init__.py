@@ -21,6 +21,8 @@ from plugin_interface import (
 from ._library import Library
 from ._manager import PluginHandle, PluginManager, Reloaded, is_plugin_file, register_trait, unload_trait
 from ._module import DynamicModule, ModuleFunction
+from ._policy import LoadPolicy
+from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeCache, ProbeResult, probe_library
 from ._proxy import TraitProxy, proxy_class
 from ._registrations import Registration, RegistrationSet
 from ._watch import (
@@ -38,16 +40,20 @@ from ._watch import (
 
 __all__ = [
     "DEFAULT_DEBOUNCE_MS",
+    "DEFAULT_PROBE_TIMEOUT_S",
     "DynamicModule",
     "Error",
     "Event",
     "Library",
+    "LoadPolicy",
     "ManagerNotification",
     "ModuleFunction",
     "PluginError",
     "PluginHandle",
     "PluginManager",
     "PluginTrait",
+    "ProbeCache",
+    "ProbeResult",
     "Registration",
     "RegistrationSet",
     "Reloaded",
@@ -58,6 +64,7 @@ __all__ = [
     "get_unmaker_counter",
     "get_unmaker_counter_for",
     "is_plugin_file",
+    "probe_library",
     "process_watch_notifications_blocking",
     "proxy_class",
     "register_greeter",

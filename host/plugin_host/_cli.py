@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from plugin_interface import (
+    NoPluginSymbolsError,
     PluginError,
     PluginTrait,
     SymbolNotFoundError,
@@ -64,8 +65,8 @@ def _load_every_trait(
         try:
             handles += manager.load_plugins(path, spec)
         except SymbolNotFoundError as e:
-            if e.symbol and e.symbol.startswith("plugin_register_all_"):
-                continue  # the library does not implement this trait at all
+            if isinstance(e, NoPluginSymbolsError) or (e.symbol and e.symbol.startswith("plugin_register_all_")):
+                continue  # the library does not implement this trait (or any) at all
             problems.append(str(e))
         except PluginError as e:
             problems.append(str(e))

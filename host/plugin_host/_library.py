@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from plugin_interface import (
@@ -20,9 +21,10 @@ from plugin_interface import (
 )
 
 from . import _os
-from ._symbols import exported_symbols, sniff_format
+from ._precheck import check_regular
+from ._symbols import check_complete, exported_symbols, sniff_format
 
-__all__ = ["CallGate", "Library"]
+__all__ = ["CallGate", "Library", "write_private_copy"]
 
 _COUNTER_FN = ctypes.CFUNCTYPE(ctypes.c_size_t)
 _private_dir_lock = threading.Lock()
@@ -40,6 +42,29 @@ def _private_copy_dir() -> Path:
             _private_dir = Path(tempfile.mkdtemp(prefix="plugin-host-"))
             atexit.register(shutil.rmtree, _private_dir, True)
         return _private_dir
+
+
+def write_private_copy(name: str, data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` to a new file with a unique name in the private directory.
+
+    Created with ``O_EXCL | O_NOFOLLOW`` in a directory only this process
+    writes to (mode 0700), so nothing else can have put or swapped it there.
+
+    :param path: the name to report in errors (the original file).
+    :raises NotASharedLibraryError: the copy could not be written.
+    """
+    # A unique name: the loader must not hand back an old mapping of the
+    # same path, and the original may be rebuilt while this copy is loaded.
+    target = _private_copy_dir() / f"{next(_copy_ids)}-{name}"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags, 0o700)
+        with open(fd, "wb") as dst:
+            dst.write(data)
+    except OSError as e:
+        target.unlink(missing_ok=True)
+        raise NotASharedLibraryError(path, f"cannot copy it for loading: {e.strerror or e}") from e
+    return target
 
 
 class CallGate:
@@ -81,33 +106,57 @@ class Library:
     is open; :meth:`close` must not race with itself (the manager serialises).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, copy_on_load: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        copy_on_load: bool = False,
+        inspect: Callable[[Path, bytes, os.stat_result], None] | None = None,
+    ) -> None:
+        """Open ``path`` (from a private copy with ``copy_on_load``).
+
+        :param inspect: with ``copy_on_load``, called as ``inspect(copy, data,
+            stat)`` after the copy is written and before it is opened: ``data``
+            are the very bytes of the copy, ``stat`` the ``fstat`` of the file
+            they were read from.  It refuses by raising (the copy is removed).
+            Without it the copy is checked for truncation only.
+        """
         self.path = Path(path).absolute()
-        sniff_format(self.path)  # typed error for directories, empty and text files
         self.load_path = self.path
         if copy_on_load:
-            self.load_path = self._make_private_copy()
+            self.load_path = self._make_private_copy(inspect)
         try:
             self._handle: int | None = _os.open_library(str(self.load_path))
         except OSError as e:
             self._remove_private_copy()
+            # Only now read the file: a directory, empty or text file gets a
+            # typed "not a shared library" rather than the loader's wording.
+            sniff_format(self.path)
             raise LibraryLoadError(self.path, str(e)) from e
         self._symbols: list[str] | None = None
         self.handles = 0  # registration sets alive on this library
 
-    def _make_private_copy(self) -> Path:
-        # A unique name: the loader must not hand back an old mapping of the
-        # same path, and the original may be rebuilt while this copy is loaded.
-        target = _private_copy_dir() / f"{next(_copy_ids)}-{self.path.name}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    def _make_private_copy(self, inspect: Callable[[Path, bytes, os.stat_result], None] | None) -> Path:
+        # Read once, check and load those bytes: a file or symlink swapped
+        # after this read cannot reach the loader.
         try:
-            with open(self.path, "rb") as src:
-                fd = os.open(target, flags, 0o700)
-                with os.fdopen(fd, "wb") as dst:
-                    shutil.copyfileobj(src, dst)
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            with open(fd, "rb") as src:
+                st = os.fstat(src.fileno())
+                check_regular(self.path, st)
+                data = src.read()
         except OSError as e:
+            raise NotASharedLibraryError(self.path, f"cannot copy it for loading: {e.strerror or e}") from e
+        target = write_private_copy(self.path.name, data, self.path)
+        try:
+            if inspect is not None:
+                inspect(target, data, st)
+            else:
+                # A copy taken mid-write would make dlopen fault (SIGBUS) on the missing pages.
+                check_complete(target, self.path)
+        except BaseException:
             target.unlink(missing_ok=True)
-            raise NotASharedLibraryError(self.path, f"cannot copy it for loading: {e}") from e
+            raise
         return target
 
     def _remove_private_copy(self) -> None:

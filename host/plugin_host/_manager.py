@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from plugin_interface import (
     PluginError,
@@ -14,17 +16,24 @@ from plugin_interface import (
     SymbolNotFoundError,
     TraitLike,
     TraitSpec,
+    declared_traits,
     maker_symbol,
     register_all_symbol,
     resolve_trait,
     shared_library_suffix,
 )
 
+from ._admission import Admission
 from ._library import Library
+from ._policy import LoadPolicy
+from ._probe import DEFAULT_PROBE_TIMEOUT_S
 from ._proxy import TraitProxy, make_proxy
 from ._registrations import RegistrationSet, find_maker_types
 
-__all__ = ["PluginHandle", "PluginManager", "is_plugin_file", "register_trait", "unload_trait"]
+if TYPE_CHECKING:
+    from ._watch import ManagerNotification, WatchNotification, WatchOptions
+
+__all__ = ["PluginHandle", "PluginManager", "Reloaded", "is_plugin_file", "register_trait", "unload_trait"]
 
 
 def is_plugin_file(path: str | os.PathLike[str]) -> bool:
@@ -71,6 +80,20 @@ def unload_trait(library: Library, array: RegistrationSet) -> int | None:
         return None
 
 
+class Reloaded(NamedTuple):
+    """What :meth:`PluginManager.reload` did.
+
+    :ivar handles: the new version's handles, one per trait.
+    :ivar counters: the old version's final unmaker counter per trait it
+        released (empty for a first load, or when the old version was kept).
+    :ivar replaced: whether a previous version of the file was loaded.
+    """
+
+    handles: list[PluginHandle]
+    counters: dict[str, int | None]
+    replaced: bool
+
+
 class PluginHandle:
     """The registrations of one trait from one loaded plugin file.
 
@@ -87,7 +110,7 @@ class PluginHandle:
         self._set = regset
         self.path = regset.library.path
         self.trait: TraitSpec = regset.trait
-        self._proxies = [make_proxy(regset, r) for r in regset.registrations]
+        self._proxies: list[TraitProxy] | None = None  # made on first use
 
     @property
     def library(self) -> Library:
@@ -121,6 +144,8 @@ class PluginHandle:
         """
         if self._set.is_released:
             raise PluginUnloadedError(self.path, register_all_symbol(self.trait))
+        if self._proxies is None:
+            self._proxies = [make_proxy(self._set, r) for r in self._set.registrations]
         return list(self._proxies)
 
     def proxy(self, type_name: str) -> TraitProxy:
@@ -161,28 +186,59 @@ class PluginManager:
         name, so the original may be rebuilt (or replaced) while loaded and a
         changed file really loads new code.  The copies are removed at unload
         and at interpreter exit.
+    :param policy: what files are refused before being read as libraries
+        (default :class:`LoadPolicy`: files or directories another user could
+        write are refused; ``LoadPolicy(allow_insecure_permissions=True)`` opts out).
+    :param probe: load each file in a short-lived child process first
+        (``True``), never (``False``), or only untrusted files, those the
+        policy let through although another user could write them (``None``).
+    :param probe_timeout_s: the probe's time limit, in seconds.
+    :param probe_cache_dir: the probe's blocklist and clean-result cache
+        (default ``$XDG_CACHE_HOME/plugin-host``).
+
+    **Untrusted plugins**: every file goes through the policy, a pre-check of
+    its headers (no ``dlopen`` of a truncated file, a file for another
+    machine, or a file without plugin symbols) and, if enabled, the probe,
+    before it is opened; see :mod:`plugin_host._admission`.
 
     **Thread-safety**: proxies may be called from any thread.  Loading and
     unloading are serialised by a lock; they are meant to run on the thread
     that owns the manager.
+
+    **Versions**: per path the manager holds the *current* version (what
+    :meth:`get_handles` and :meth:`load_plugins` return) and, after a
+    :meth:`reload` with ``unload_old=False``, *retired* versions that stay
+    loaded until their handles are unloaded, the path is unloaded, or the
+    manager is closed.
     """
 
-    def __init__(self, *, copy_on_load: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        copy_on_load: bool = False,
+        policy: LoadPolicy | None = None,
+        probe: bool | None = None,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+        probe_cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
         self.copy_on_load = copy_on_load
+        self._admission = Admission(policy, probe, probe_timeout_s, probe_cache_dir)
         self._libraries: dict[Path, Library] = {}
         self._handles: dict[Path, dict[str, PluginHandle]] = {}
+        self._retired: dict[Library, dict[str, PluginHandle]] = {}  # older versions still loaded
         self._lock = threading.RLock()
 
     # ---- queries ------------------------------------------------------------
 
     @property
     def handles(self) -> list[PluginHandle]:
-        """Every loaded handle."""
+        """Every loaded handle, retired versions included."""
         with self._lock:
-            return [h for per_file in self._handles.values() for h in per_file.values()]
+            per_files = [*self._handles.values(), *self._retired.values()]
+            return [h for per_file in per_files for h in per_file.values()]
 
     def get_handles(self, path: str | os.PathLike[str]) -> list[PluginHandle]:
-        """The handles loaded from one file (empty if none)."""
+        """The handles of the current version of one file (empty if none)."""
         with self._lock:
             return list(self._handles.get(Path(path).absolute(), {}).values())
 
@@ -224,11 +280,11 @@ class PluginManager:
             return [self._load_file(target, spec)]
         handles: list[PluginHandle] = []
         failures: list[PluginError] = []
-        for entry in sorted(target.iterdir()):
-            if not is_plugin_file(entry):
-                continue
+        with os.scandir(target) as it:
+            names = sorted(e.name for e in it if is_plugin_file(e.name))
+        for name in names:
             try:
-                handles.append(self._load_file(entry, spec))
+                handles.append(self._load_file(target / name, spec))
             except PluginError as e:
                 failures.append(e)
         if failures:
@@ -245,7 +301,7 @@ class PluginManager:
             library = self._libraries.get(path)
             opened = library is None
             if library is None:
-                library = Library(path, copy_on_load=self.copy_on_load)
+                library = self._admission.open_library(path, copy_on_load=self.copy_on_load)
             try:
                 regset = register_trait(library, spec)
             except BaseException:
@@ -257,23 +313,186 @@ class PluginManager:
             self._handles.setdefault(path, {})[spec.name] = handle
             return handle
 
+    # ---- hot reload -------------------------------------------------------------
+
+    def reload(
+        self,
+        path: str | os.PathLike[str],
+        traits: TraitLike | Sequence[TraitLike] | None = None,
+        *,
+        unload_old: bool = True,
+    ) -> Reloaded:
+        """Load the file's current content as a new version, then swap it in.
+
+        The new version is always loaded from a private copy with a unique
+        name (whatever :attr:`copy_on_load` says), so a file changed at the
+        same path really loads the new code.  It replaces the current version
+        only once every trait registered; if anything fails, nothing changes
+        and the current version keeps serving.
+
+        Then, with ``unload_old``, the old version's registrations are
+        released -- each release first waits for calls already inside the
+        plugin, and its proxies raise :class:`PluginUnloadedError` from then
+        on -- and the old library is closed.
+
+        :param traits: the traits to load; ``None`` means every declared trait
+            the file implements (at least one).  The traits the current
+            version is loaded for are always included.
+        :param unload_old: release and close the old version; with ``False``
+            it stays loaded as a retired version (its handles and proxies keep
+            working until unloaded).
+        :returns: the new handles, the old version's counters, whether a
+            version was replaced.
+        :raises PluginError: the new version failed to load (typed: not a
+            shared library, truncated, missing symbol, ABI mismatch, maker
+            returned NULL, ...); the current version is untouched.
+        """
+        target = Path(path).absolute()
+        if traits is None:
+            wanted: list[TraitSpec] = []
+            optional = list(declared_traits().values())
+        elif isinstance(traits, str) or not isinstance(traits, Sequence):
+            wanted, optional = [resolve_trait(traits)], []
+        else:
+            wanted, optional = [resolve_trait(t) for t in traits], []
+        with self._lock:
+            old_library = self._libraries.get(target)
+            old_handles = dict(self._handles.get(target, {}))
+            required = {spec.name: spec for spec in wanted}
+            for handle in old_handles.values():
+                required.setdefault(handle.trait.name, handle.trait)
+            library = self._admission.open_library(target, copy_on_load=True)
+            sets = self._register_version(library, list(required.values()),
+                                          [s for s in optional if s.name not in required])
+            new_handles = {name: PluginHandle(self, regset) for name, regset in sets.items()}
+            self._libraries[target] = library
+            self._handles[target] = new_handles
+            counters: dict[str, int | None] = {}
+            if old_library is not None:
+                if unload_old:
+                    counters = self._release_version(target, old_library, old_handles)
+                else:
+                    self._retired[old_library] = old_handles
+            return Reloaded(list(new_handles.values()), counters, old_library is not None)
+
+    def _register_version(
+        self, library: Library, required: list[TraitSpec], optional: list[TraitSpec]
+    ) -> dict[str, RegistrationSet]:
+        """Register ``required`` and whichever of ``optional`` the library implements.
+
+        On failure every set made is released and the library closed.
+        """
+        sets: dict[str, RegistrationSet] = {}
+        try:
+            for spec in required:
+                sets[spec.name] = register_trait(library, spec)
+            for spec in optional:
+                try:
+                    sets[spec.name] = register_trait(library, spec)
+                except SymbolNotFoundError as e:
+                    if e.symbol != register_all_symbol(spec):
+                        raise  # implemented, but broken
+            if not sets:
+                names = ", ".join(s.name for s in optional) or "none declared"
+                raise SymbolNotFoundError(
+                    library.path, "plugin_register_all_<Trait>_v1", f"implements no known trait: {names}"
+                )
+        except BaseException:
+            for made in sets.values():
+                made.release()
+            library.close()
+            raise
+        return sets
+
+    def _release_version(
+        self, path: Path, library: Library, handles: dict[str, PluginHandle]
+    ) -> dict[str, int | None]:
+        """Unload a version that is no longer current; its counters per trait."""
+        counters: dict[str, int | None] = {}
+        try:
+            for name, handle in handles.items():
+                if not handle.registration_set.is_released:
+                    counters[name] = unload_trait(library, handle.registration_set)
+        finally:
+            if library.handles == 0:
+                self._close_library(path, library)
+            else:  # sets made outside the manager: keep it until they are unloaded
+                self._retired[library] = {}
+        return counters
+
+    # ---- watching ---------------------------------------------------------------
+
+    def start_watch_background(
+        self, directory: str | os.PathLike[str], opts: WatchOptions | None = None
+    ) -> tuple[queue.Queue[WatchNotification], threading.Event, threading.Thread]:
+        """Start a watcher thread that reports changed and removed plugin files.
+
+        The thread never touches the manager or any plugin object: feed its
+        queue to :meth:`process_watch_notifications_blocking` on the thread
+        that owns the manager.  See :func:`plugin_host.start_watch_background`.
+
+        :returns: ``(queue, stop, thread)``; set ``stop`` to end the watcher
+            (its last notification has ``stopped=True``), then join ``thread``.
+        :raises FileNotFoundError: if the directory does not exist.
+        :raises NotADirectoryError: if it is not a directory.
+        """
+        from ._watch import start_watch_background
+
+        return start_watch_background(directory, opts)
+
+    def process_watch_notifications_blocking(
+        self,
+        directory: str | os.PathLike[str],
+        notifications: queue.Queue[WatchNotification],
+        trait: TraitLike | None,
+        opts: WatchOptions | None,
+        callback: Callable[[ManagerNotification], bool | None],
+    ) -> None:
+        """Perform the loads and unloads the watcher reports, on this thread.
+
+        Returns when ``callback`` returns ``False`` or when the watcher
+        stopped.  See :func:`plugin_host.process_watch_notifications_blocking`.
+        """
+        from ._watch import process_watch_notifications_blocking
+
+        process_watch_notifications_blocking(self, directory, notifications, trait, opts, callback)
+
+    def watch_and_load_blocking(
+        self,
+        directory: str | os.PathLike[str],
+        trait: TraitLike | None,
+        opts: WatchOptions | None,
+        callback: Callable[[ManagerNotification], bool | None],
+    ) -> None:
+        """Watch ``directory`` and load, reload and unload its plugins on this thread.
+
+        Returns when ``callback`` returns ``False``, or cleanly on Ctrl-C
+        (KeyboardInterrupt).  The plugins stay loaded in the manager.  See
+        :func:`plugin_host.watch_and_load_blocking`.
+        """
+        from ._watch import watch_and_load_blocking
+
+        watch_and_load_blocking(self, directory, trait, opts, callback)
+
     # ---- unloading ------------------------------------------------------------
 
     def _unload_handle(self, handle: PluginHandle) -> int | None:
         with self._lock:
             library = handle.library
             counter = unload_trait(library, handle.registration_set)
-            per_file = self._handles.get(handle.path, {})
-            if per_file.get(handle.trait.name) is handle:
-                del per_file[handle.trait.name]
+            for per_file in (self._handles.get(handle.path, {}), self._retired.get(library, {})):
+                if per_file.get(handle.trait.name) is handle:
+                    del per_file[handle.trait.name]
             if library.handles == 0:
                 self._close_library(handle.path, library)
             return counter
 
     def _close_library(self, path: Path, library: Library) -> None:
-        self._handles.pop(path, None)
+        # Only the version being closed: a newer one may hold the same path.
         if self._libraries.get(path) is library:
             del self._libraries[path]
+            self._handles.pop(path, None)
+        self._retired.pop(library, None)
         library.close()
 
     def unload_by_path(self, path: str | os.PathLike[str]) -> dict[str, int | None]:
@@ -285,9 +504,15 @@ class PluginManager:
         """
         target = Path(path).absolute()
         with self._lock:
-            if target not in self._libraries:
+            retired = [lib for lib in self._retired if lib.path == target]
+            if target not in self._libraries and not retired:
                 raise KeyError(f"{target}: not loaded")
             counters: dict[str, int | None] = {}
+            for old in retired:  # older versions first; the current version's counters win
+                for handle in list(self._retired.get(old, {}).values()):
+                    counters[handle.trait.name] = self._unload_handle(handle)
+                if old in self._retired:
+                    self._close_library(target, old)
             for handle in list(self._handles.get(target, {}).values()):
                 counters[handle.trait.name] = self._unload_handle(handle)
             library = self._libraries.get(target)
@@ -298,7 +523,8 @@ class PluginManager:
     def unload_all(self) -> dict[Path, dict[str, int | None]]:
         """Unload every file; the counters per file, as :meth:`unload_by_path`."""
         with self._lock:
-            return {p: self.unload_by_path(p) for p in list(self._libraries)}
+            paths = dict.fromkeys([*self._libraries, *(lib.path for lib in self._retired)])
+            return {p: self.unload_by_path(p) for p in paths}
 
     def close(self) -> None:
         """Unload everything (alias of :meth:`unload_all` without the result)."""
