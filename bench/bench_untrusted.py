@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Untrusted-plugin benchmarks (issue 6), measured side by side in one run.
+
+1. ``load_plugins`` of a directory of 200 plugin files with the admission
+   checks (load policy + pre-check) against the same load without them
+   (``Library(path)`` straight away, as before issue 6).  Target: <= 1.10x.
+2. The isolated probe: median wall time per library (child start-up, dlopen,
+   makers, unmakers, report).  Target: <= 80 ms.
+3. A probe answered from the cache (unchanged file): median per library; no
+   child process is started.
+
+Each ratio is the median of paired, alternating repeats with fresh file names.
+Run:
+
+    python bench/bench_untrusted.py            # after `pip install .`
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import plugin_host._admission as admission
+from plugin_annotations import build_plugins
+from plugin_host import PluginManager, PluginTrait, probe_library
+from plugin_host._library import Library
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@contextmanager
+def checks_off() -> Iterator[None]:
+    """The load path without policy and pre-check (what the host did before issue 6)."""
+    original = admission.Admission.open_library
+
+    def bare(self: admission.Admission, path: Path, *, copy_on_load: bool) -> Library:
+        return Library(path, copy_on_load=copy_on_load)
+
+    admission.Admission.open_library = bare  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        admission.Admission.open_library = original  # type: ignore[method-assign]
+
+
+def bench_precheck(lib: Path, repeats: int, count: int) -> float:
+    with tempfile.TemporaryDirectory(prefix="bench-untrusted-") as tmp:
+        dirs = []
+        for r in range(repeats):
+            for side in ("on", "off"):
+                d = Path(tmp) / f"{side}{r}"
+                d.mkdir()
+                for i in range(count):
+                    shutil.copy(lib, d / f"libgreeters_{i:03d}.so")
+                dirs.append(d)
+
+        def load(d: Path) -> float:
+            manager = PluginManager()
+            start = time.perf_counter()
+            handles = manager.load_plugins(d, PluginTrait.Greeter)
+            elapsed = time.perf_counter() - start
+            assert len(handles) == count
+            manager.unload_all()
+            return elapsed
+
+        on, off, ratios = [], [], []
+        it = iter(dirs)
+        for r in range(repeats):
+            d_on, d_off = next(it), next(it)
+            order = ("on", "off") if r % 2 == 0 else ("off", "on")
+            t: dict[str, float] = {}
+            for side in order:
+                if side == "on":
+                    t["on"] = load(d_on)
+                else:
+                    with checks_off():
+                        t["off"] = load(d_off)
+            on.append(t["on"])
+            off.append(t["off"])
+            ratios.append(t["on"] / t["off"])
+    ratio = statistics.median(ratios)
+    print(f"load {count} files:  checks on {statistics.median(on) * 1e3:7.1f} ms   off "
+          f"{statistics.median(off) * 1e3:7.1f} ms   ratio {ratio:.3f}  (target <= 1.10)")
+    return ratio
+
+
+def bench_probe(lib: Path, repeats: int) -> tuple[float, float]:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = probe_library(lib, use_cache=False)
+        times.append(time.perf_counter() - start)
+        assert result.clean
+    with tempfile.TemporaryDirectory(prefix="bench-probe-cache-") as cache:
+        probe_library(lib, cache_dir=cache)
+        cached = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = probe_library(lib, cache_dir=cache)
+            cached.append(time.perf_counter() - start)
+            assert result.cached
+    probe_ms, cached_ms = statistics.median(times) * 1e3, statistics.median(cached) * 1e3
+    print(f"probe per library: median {probe_ms:6.1f} ms (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})"
+          f"  (target <= 80 ms)")
+    print(f"cached probe:      median {cached_ms:6.3f} ms (hash + cache look-up, no child process)")
+    return probe_ms, cached_ms
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--files", type=int, default=200)
+    parser.add_argument("--probes", type=int, default=21)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-build-") as build:
+        libs = build_plugins(REPO / "native_plugins", build).outputs
+        print(f"python {sys.version.split()[0]}, median of {args.repeats} paired repeats")
+        ok = [bench_precheck(libs["greeters"], args.repeats, args.files) <= 1.10]
+        probe_ms, _ = bench_probe(libs["greeters"], args.probes)
+        ok.append(probe_ms <= 80)
+    print("all targets met" if all(ok) else "some target missed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Admission of one plugin file: load policy -> pre-check -> probe -> open.
+
+Every library a :class:`~plugin_host.PluginManager` opens goes through
+:meth:`Admission.open_library`, in this order:
+
+1. **Policy** (:class:`~plugin_host.LoadPolicy`): ownership and write
+   permissions of the file and its directory, read with ``fstat`` on the file
+   descriptor the pre-check reads through.
+2. **Pre-check** (:mod:`._precheck`): headers, architecture, truncation,
+   plugin symbols; no ``dlopen`` yet.
+3. **Probe** (:mod:`._probe`), when enabled: a child process loads the same
+   bytes first.
+4. **Open**: ``dlopen`` of those bytes.
+
+Check and load see the same bytes whenever that matters: a file loaded from a
+private copy (``copy_on_load``, every :meth:`~plugin_host.PluginManager.reload`,
+every probed or hash-allowlisted file, every untrusted file) is read once, and
+the policy, the pre-check, the hash and the probe all look at the bytes that
+are then written to the copy and loaded.  A file loaded in place is checked
+through an open descriptor and loaded by path right after; only this user or
+root (the policy guarantees it) could swap it in between.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ._library import Library
+from ._policy import LoadPolicy, sha256_of
+from ._precheck import Image, open_image, precheck_image
+from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober
+
+__all__ = ["Admission"]
+
+
+class Admission:
+    """A manager's admission settings.
+
+    :param policy: the load policy.
+    :param probe: ``True`` probes every file in a child process before it is
+        loaded, ``False`` none, ``None`` only untrusted files (files the policy
+        lets through although another user could have written them).
+    :param probe_timeout_s: the probe's time limit, in seconds.
+    :param probe_cache_dir: where the blocklist and clean-probe cache live
+        (default ``$XDG_CACHE_HOME/plugin-host``).
+    """
+
+    def __init__(
+        self,
+        policy: LoadPolicy | None = None,
+        probe: bool | None = None,
+        probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+        probe_cache_dir: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.policy = policy if policy is not None else LoadPolicy()
+        self.probe = probe
+        self.prober = Prober(probe_timeout_s, probe_cache_dir)
+
+    def _probes(self, trusted: bool) -> bool:
+        return self.probe is True or (self.probe is None and not trusted)
+
+    def open_library(self, path: Path, *, copy_on_load: bool) -> Library:
+        """Admit and open ``path``.
+
+        :raises InsecurePluginError: refused by the policy.
+        :raises NotASharedLibraryError: not a loadable shared library, truncated,
+            or built for another machine (:class:`ArchitectureMismatchError`).
+        :raises NoPluginSymbolsError: no plugin symbol at all.
+        :raises ProbeError: the probe child crashed, exited or hung.
+        :raises BlockedPluginError: the same bytes failed a probe before.
+        :raises LibraryLoadError: the dynamic loader refused it.
+        """
+        dir_st = _dir_stat(path)
+        if not copy_on_load and not self.policy.needs_contents and self.probe is not True:
+            fd, image = open_image(path)
+            try:
+                trusted = self.policy.check_permissions(path, image.stat, dir_st)
+                if trusted or not self._probes(trusted):
+                    precheck_image(image)
+                    if trusted:
+                        return Library(path)
+            finally:
+                os.close(fd)
+        # Untrusted, probed, hashed or asked for: load a private copy of bytes read once.
+        return Library(path, copy_on_load=True, inspect=lambda copy, data, st: self._inspect(path, dir_st, copy,
+                                                                                              data, st))
+
+    def _inspect(self, path: Path, dir_st: os.stat_result | None, copy: Path, data: bytes,
+                 st: os.stat_result) -> None:
+        trusted = self.policy.check_permissions(path, st, dir_st)
+        check = precheck_image(Image(path, st, data=data))
+        probing = self._probes(trusted)
+        if not (probing or self.policy.needs_contents):
+            return
+        sha256 = sha256_of(data)
+        self.policy.check_contents(path, sha256)
+        if probing:
+            self.prober.probe(path, copy, ProbeKey.of(path, st, sha256), check.plugin_symbols())
+
+
+def _dir_stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path.parent)
+    except OSError:
+        return None  # the file's own open then says what is wrong

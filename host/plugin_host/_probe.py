@@ -1,0 +1,371 @@
+"""The isolated probe: try a library in a short-lived child process first.
+
+Python cannot catch a SIGSEGV, an ``exit()`` or a hang inside a plugin's
+constructors or makers.  The probe loads the library in a child process
+(a fresh interpreter started with ``subprocess``, i.e. fork+exec: never a bare
+``fork`` of a host whose watcher threads are running), runs its constructors,
+calls every maker and unmaker once, and reports back over a pipe (a version
+handshake, length-prefixed JSON frames, a size cap; see
+:mod:`plugin_host._probe_child`).
+
+- A signal, an ``exit()`` or a hang past the timeout raises
+  :class:`~plugin_interface.ProbeCrashedError` (``.signal``),
+  :class:`~plugin_interface.ProbeExitedError` (``.exit_code``) or
+  :class:`~plugin_interface.ProbeTimeoutError` (``.timeout_s``), naming the step
+  (``dlopen`` = constructors, or the symbol) it happened in; the file goes on a
+  blocklist keyed by (path, size, mtime, SHA-256): until it changes, loading it
+  raises :class:`~plugin_interface.BlockedPluginError` without a new probe.
+- A clean probe is cached on the same key, so a restart does not probe an
+  unchanged file again.
+- A failure the host reports safely by itself (the loader refuses the file, a
+  maker returns NULL, a malformed array) is neither blocked nor cached: the
+  in-process load that follows raises the usual typed error.
+
+The blocklist and the cache are one JSON file,
+``$XDG_CACHE_HOME/plugin-host/probe-cache.json`` unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import selectors
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from plugin_interface import (
+    BlockedPluginError,
+    ProbeCrashedError,
+    ProbeError,
+    ProbeExitedError,
+    ProbeProtocolError,
+    ProbeTimeoutError,
+)
+
+__all__ = [
+    "DEFAULT_PROBE_TIMEOUT_S",
+    "MAX_REPORT_BYTES",
+    "PROTOCOL",
+    "ProbeCache",
+    "ProbeKey",
+    "ProbeResult",
+    "default_cache_dir",
+    "probe_library",
+    "run_probe",
+]
+
+#: Protocol version spoken with :mod:`._probe_child`.
+PROTOCOL = 1
+#: A child that takes longer than this (in seconds) is killed.
+DEFAULT_PROBE_TIMEOUT_S = 10.0
+#: A child's report may not exceed this many bytes.
+MAX_REPORT_BYTES = 256 * 1024
+#: The child's stderr kept for messages (the rest is drained and dropped).
+MAX_STDERR_BYTES = 4096
+#: Cache entries kept (oldest dropped first).
+MAX_CACHE_ENTRIES = 4096
+_CHILD = Path(__file__).with_name("_probe_child.py")
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/plugin-host`` (default ``~/.cache/plugin-host``)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "plugin-host"
+
+
+@dataclass(frozen=True)
+class ProbeKey:
+    """What identifies one version of a file: path, size, mtime and content hash."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str], st: os.stat_result, sha256: str) -> ProbeKey:
+        """The key of the bytes with hash ``sha256`` read from ``path`` (``st`` from their ``fstat``)."""
+        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns, sha256)
+
+    def __str__(self) -> str:
+        return f"{self.sha256}:{self.size}:{self.mtime_ns}:{self.path}"
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """A probe that did not fail fatally.
+
+    :ivar clean: every maker and unmaker ran; ``False`` when the child
+        reported a failure the host handles safely (see :attr:`problems`).
+    :ivar cached: answered from the cache, without a child process.
+    :ivar duration_s: wall time of the probe (0 when cached).
+    :ivar made: registrations made (and released) in the child.
+    """
+
+    path: str
+    clean: bool
+    cached: bool = False
+    duration_s: float = 0.0
+    made: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+class ProbeCache:
+    """The blocklist and clean-probe cache, persisted as JSON in ``directory``.
+
+    **Thread-safety**: safe to share between threads; several processes may
+    share the file (each write merges what is on disk, then replaces it atomically).
+    """
+
+    FILE_NAME = "probe-cache.json"
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self.file = self.directory / self.FILE_NAME
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict[str, object]] | None = None
+
+    def _read(self) -> dict[str, dict[str, object]]:
+        try:
+            data = json.loads(self.file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("entries"), dict):
+            return {}
+        return {k: v for k, v in data["entries"].items() if isinstance(v, dict)}
+
+    def get(self, key: ProbeKey) -> dict[str, object] | None:
+        """The entry recorded for ``key`` (``{"status": "clean" | "blocked", "reason": ...}``), or ``None``."""
+        with self._lock:
+            if self._entries is None:
+                self._entries = self._read()
+            return self._entries.get(str(key))
+
+    def put(self, key: ProbeKey, status: str, reason: str = "") -> None:
+        """Record ``status`` for ``key`` and save (best effort: an unwritable cache only costs re-probes)."""
+        with self._lock:
+            entries = self._read()
+            entries[str(key)] = {"status": status, "reason": reason, "time": time.time()}
+            if len(entries) > MAX_CACHE_ENTRIES:
+                oldest = sorted(entries, key=lambda k: float(entries[k].get("time", 0)))  # type: ignore[arg-type]
+                for k in oldest[: len(entries) - MAX_CACHE_ENTRIES]:
+                    del entries[k]
+            self._entries = entries
+            with contextlib.suppress(OSError):
+                self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".probe-cache-")
+                with os.fdopen(fd, "w") as f:
+                    json.dump({"version": 1, "entries": entries}, f)
+                os.replace(tmp, self.file)
+
+    def clear(self) -> None:
+        """Forget every entry."""
+        with self._lock:
+            self._entries = {}
+            with contextlib.suppress(OSError):
+                self.file.unlink()
+
+
+def _frames(buffer: bytes) -> tuple[list[dict[str, object]], bytes]:
+    """Complete frames in ``buffer`` and the incomplete rest."""
+    frames = []
+    while len(buffer) >= 4:
+        (length,) = struct.unpack_from(">I", buffer)
+        if len(buffer) < 4 + length:
+            break
+        frame = json.loads(buffer[4:4 + length])
+        if not isinstance(frame, dict):
+            raise ValueError("a frame is not a JSON object")
+        frames.append(frame)
+        buffer = buffer[4 + length:]
+    return frames, buffer
+
+
+def run_probe(
+    load_path: str | os.PathLike[str],
+    symbols: list[str],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+) -> ProbeResult:
+    """Probe ``load_path`` in a child process (no cache).
+
+    :param symbols: candidate ``plugin_*`` names (the child calls the ones exported).
+    :param path: the name to report (default ``load_path``), e.g. the original of a private copy.
+    :raises ProbeCrashedError: the child died of a signal.
+    :raises ProbeExitedError: the child exited before reporting.
+    :raises ProbeTimeoutError: the child did not finish within ``timeout_s``.
+    :raises ProbeProtocolError: the child's report broke the protocol.
+    """
+    report_path = os.fspath(path if path is not None else load_path)
+    start = time.perf_counter()
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(_CHILD), str(write_fd)],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            pass_fds=(write_fd,), start_new_session=True, close_fds=True,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    step = "start-up"
+    frames: list[dict[str, object]] = []
+    stderr = b""
+    try:
+        request = json.dumps({"protocol": PROTOCOL, "path": os.fspath(load_path), "symbols": symbols}).encode()
+        assert proc.stdin is not None and proc.stderr is not None
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write(request)
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.close()
+        deadline = time.monotonic() + timeout_s
+        buffer, total = b"", 0
+        with selectors.DefaultSelector() as sel:
+            sel.register(read_fd, selectors.EVENT_READ)
+            sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
+            while sel.get_map():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise ProbeTimeoutError(report_path, timeout_s, step)
+                for key, _ in sel.select(remaining):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        sel.unregister(key.fd)
+                    elif key.fd != read_fd:
+                        stderr = (stderr + chunk)[-MAX_STDERR_BYTES:]
+                    else:
+                        total += len(chunk)
+                        if total > MAX_REPORT_BYTES:
+                            raise ProbeProtocolError(report_path, f"more than {MAX_REPORT_BYTES} bytes", step)
+                        try:
+                            new, buffer = _frames(buffer + chunk)
+                        except ValueError as e:
+                            raise ProbeProtocolError(report_path, f"malformed frame: {e}", step) from e
+                        for frame in new:
+                            if not frames and (frame.get("hello") != "plugin-host-probe"
+                                               or frame.get("protocol") != PROTOCOL):
+                                raise ProbeProtocolError(report_path, f"handshake {frame!r}, expected protocol "
+                                                         f"{PROTOCOL}", step)
+                            frames.append(frame)
+                            if "step" in frame:
+                                step = str(frame["step"])
+        try:
+            returncode = proc.wait(max(deadline - time.monotonic(), 0.01))
+        except subprocess.TimeoutExpired as e:
+            raise ProbeTimeoutError(report_path, timeout_s, step) from e
+    except ProbeError:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: its children go too
+        proc.wait()
+        raise
+    finally:
+        os.close(read_fd)
+        if proc.stderr is not None:
+            proc.stderr.close()
+        if proc.poll() is None:  # an unexpected error above: never leave the child behind
+            proc.kill()
+            proc.wait()
+    if returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else f"signal {-returncode}"
+        raise ProbeCrashedError(report_path, -returncode, name, step)
+    results = [f["result"] for f in frames if isinstance(f.get("result"), dict)]
+    if returncode != 0 or not results or not any(f.get("done") for f in frames):
+        raise ProbeExitedError(report_path, returncode, step)
+    result: dict[str, object] = results[0]  # type: ignore[assignment]
+    listed = result.get("problems")
+    problems = [str(p) for p in listed] if isinstance(listed, list) else []
+    if result.get("kind") in ("dlopen", "protocol"):
+        problems.append(str(result.get("message", "")))
+    if result.get("kind") == "protocol":
+        raise ProbeProtocolError(report_path, problems[-1], step)
+    made = result.get("made", 0)
+    return ProbeResult(report_path, bool(result.get("ok")), False, time.perf_counter() - start,
+                       made if isinstance(made, int) else 0, problems)
+
+
+class Prober:
+    """A manager's probe settings: timeout and cache.
+
+    **Thread-safety**: :meth:`probe` may run on several threads at once.
+    """
+
+    def __init__(self, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+        if timeout_s <= 0:
+            raise ValueError(f"probe timeout must be positive, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.cache = ProbeCache(cache_dir)
+
+    def probe(self, path: str | os.PathLike[str], load_path: str | os.PathLike[str], key: ProbeKey,
+              symbols: list[str]) -> ProbeResult:
+        """Probe ``load_path`` (the bytes of ``key``) unless the cache knows them.
+
+        :raises BlockedPluginError: a recorded failure of the same bytes.
+        :raises ProbeError: a new fatal failure (then recorded).
+        """
+        entry = self.cache.get(key)
+        if entry is not None and entry.get("status") == "blocked":
+            raise BlockedPluginError(path, str(entry.get("reason", "")), key.sha256)
+        if entry is not None and entry.get("status") == "clean":
+            return ProbeResult(os.fspath(path), True, cached=True)
+        try:
+            result = run_probe(load_path, symbols, path=path, timeout_s=self.timeout_s)
+        except ProbeError as e:
+            self.cache.put(key, "blocked", f"{type(e).__name__}: {e}")
+            raise
+        if result.clean:
+            self.cache.put(key, "clean")
+        return result
+
+
+def probe_library(
+    path: str | os.PathLike[str],
+    *,
+    timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+    cache_dir: str | os.PathLike[str] | None = None,
+    use_cache: bool = True,
+) -> ProbeResult:
+    """Pre-check and probe one library file without loading it into this process.
+
+    For tools (``plugin-host abi check --probe``): the file's bytes are read
+    once, pre-checked, copied privately and the copy probed.
+
+    :param use_cache: consult and update the blocklist and cache.
+    :raises PluginError: the pre-check refused the file (typed), or the probe
+        failed fatally (:class:`~plugin_interface.ProbeError`), or the file is
+        blocked (:class:`~plugin_interface.BlockedPluginError`).
+    """
+    from ._library import write_private_copy
+    from ._policy import sha256_of
+    from ._precheck import Image, open_image, precheck_image
+
+    fd, image = open_image(path)
+    try:
+        with open(fd, "rb", closefd=False) as f:
+            data = f.read()
+    except OSError as e:
+        from plugin_interface import NotASharedLibraryError
+
+        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    symbols = precheck_image(Image(path, image.stat, data=data)).plugin_symbols()
+    copy = write_private_copy(Path(path).name, data, path)
+    try:
+        if not use_cache:
+            return run_probe(copy, symbols, path=path, timeout_s=timeout_s)
+        key = ProbeKey.of(path, image.stat, sha256_of(data))
+        return Prober(timeout_s, cache_dir).probe(path, copy, key, symbols)
+    finally:
+        copy.unlink(missing_ok=True)

@@ -1,0 +1,74 @@
+"""LoadPolicy: permissions, ownership, opt-out, SHA-256 allowlist (issue 6)."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+from pathlib import Path
+
+import pytest
+from plugin_host import LoadPolicy, PluginManager, PluginTrait
+from plugin_interface import InsecurePluginError
+
+
+@pytest.fixture
+def plugin(example_plugins: dict[str, Path], tmp_path: Path) -> Path:
+    target = tmp_path / "libgreeters.so"
+    shutil.copy(example_plugins["greeters"], target)
+    return target
+
+
+def test_default_policy_loads_a_private_file(plugin: Path) -> None:
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(plugin, PluginTrait.Greeter)
+        assert handle.library.load_path == plugin  # trusted: loaded in place
+
+
+def test_world_writable_file_is_refused_with_the_opt_out(plugin: Path) -> None:
+    plugin.chmod(0o666)
+    with PluginManager() as manager, pytest.raises(InsecurePluginError) as exc:
+        manager.load_plugins(plugin, PluginTrait.Greeter)
+    assert exc.value.path == str(plugin)
+    assert exc.value.reason == "the file is writable by group and others (mode 0o666)"
+    assert exc.value.opt_out == "PluginManager(policy=LoadPolicy(allow_insecure_permissions=True))"
+    assert not manager.is_loaded(plugin)
+
+
+def test_opt_out_loads_insecure_files_from_a_private_copy(plugin: Path) -> None:
+    plugin.chmod(0o666)
+    with PluginManager(policy=LoadPolicy(allow_insecure_permissions=True), probe=False) as manager:
+        [handle] = manager.load_plugins(plugin, PluginTrait.Greeter)
+        assert handle.library.load_path != plugin  # untrusted: always a private copy
+        assert handle.proxy("English").greet("x") == "Hello, x!"
+
+
+def test_directory_load_refuses_only_the_insecure_file(plugin: Path, tmp_path: Path) -> None:
+    other = tmp_path / "libother.so"
+    shutil.copy(plugin, other)
+    other.chmod(0o646)
+    errors: list[Exception] = []
+    with PluginManager() as manager:
+        handles = manager.load_plugins(tmp_path, PluginTrait.Greeter, errors=errors)  # type: ignore[arg-type]
+        assert [h.path for h in handles] == [plugin]
+    [error] = errors
+    assert isinstance(error, InsecurePluginError) and "writable by others" in str(error)
+
+
+def test_sticky_world_writable_directory_is_accepted(plugin: Path, tmp_path: Path) -> None:
+    tmp_path.chmod(0o1777)  # like /tmp: others may add files, not replace ours
+    try:
+        with PluginManager() as manager:
+            manager.load_plugins(plugin, PluginTrait.Greeter)
+    finally:
+        tmp_path.chmod(0o700)
+
+
+def test_allowlist(plugin: Path) -> None:
+    digest = hashlib.sha256(plugin.read_bytes()).hexdigest()
+    with PluginManager(policy=LoadPolicy(sha256_allowlist=frozenset({digest.upper()}))) as manager:
+        [handle] = manager.load_plugins(plugin, PluginTrait.Greeter)
+        assert handle.library.load_path != plugin  # hashed bytes are the loaded bytes
+    with PluginManager(policy=LoadPolicy(sha256_allowlist=frozenset({"0" * 64}))) as manager:
+        with pytest.raises(InsecurePluginError, match=f"its SHA-256 {digest} is not in the allowlist") as exc:
+            manager.load_plugins(plugin, PluginTrait.Greeter)
+        assert "sha256_allowlist" in exc.value.opt_out

@@ -1,0 +1,108 @@
+"""The isolated probe: protocol, cache, blocklist, timeouts (issue 6).
+
+The crashing constructors themselves are in the catalog (test_untrusted.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import CompilePlugin
+from plugin_host import PluginManager, PluginTrait, ProbeCache, probe_library
+from plugin_host._probe import PROTOCOL, ProbeKey, run_probe
+from plugin_interface import BlockedPluginError, MakerReturnedNullError, ProbeCrashedError, ProbeProtocolError
+from untrusted_sources import GREETER
+
+
+def test_clean_probe_is_cached(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    lib = example_plugins["greeters"]
+    first = probe_library(lib, cache_dir=tmp_path)
+    assert first.clean and not first.cached and first.made == 3 and first.duration_s > 0
+    second = probe_library(lib, cache_dir=tmp_path)
+    assert second.clean and second.cached and second.duration_s == 0
+    entries = json.loads((tmp_path / "probe-cache.json").read_text())["entries"]
+    [(key, entry)] = entries.items()
+    assert entry["status"] == "clean" and key.endswith(f":{lib}")
+
+
+def test_host_owned_makers_run_in_the_child(example_plugins: dict[str, Path]) -> None:
+    result = probe_library(example_plugins["host_owned"], use_cache=False)
+    assert result.clean and result.made == 2
+
+
+def test_maker_null_is_left_to_the_host(test_plugins: dict[str, Path], tmp_path: Path) -> None:
+    lib = test_plugins["null_maker"]
+    result = probe_library(lib, cache_dir=tmp_path)
+    assert not result.clean and any("returned NULL" in p for p in result.problems)
+    assert not (tmp_path / "probe-cache.json").exists()  # neither cached nor blocked
+    with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager, pytest.raises(MakerReturnedNullError):
+        manager.load_plugins(lib, PluginTrait.Greeter)
+
+
+def test_blocked_until_the_file_changes(compile_plugin: CompilePlugin, tmp_path: Path) -> None:
+    bad = compile_plugin("ctor", GREETER, defines=("CTOR_SEGFAULT",))
+    good = compile_plugin("ctor", GREETER)
+    target = tmp_path / "plugins" / "libctor.so"
+    target.parent.mkdir()
+    shutil.copy(bad, target)
+    cache = tmp_path / "cache"
+    with PluginManager(probe=True, probe_cache_dir=cache) as manager:
+        with pytest.raises(ProbeCrashedError) as exc:
+            manager.load_plugins(target, PluginTrait.Greeter)
+        assert exc.value.signal == 11 and exc.value.signal_name == "SIGSEGV"
+        with pytest.raises(BlockedPluginError, match="SIGSEGV") as blocked:
+            manager.load_plugins(target, PluginTrait.Greeter)
+        assert blocked.value.path == str(target)
+        shutil.copy(good, target)  # changed: probed again, loads
+        [handle] = manager.load_plugins(target, PluginTrait.Greeter)
+        assert handle.proxy("Sayer").greet("x") == "Hello, x!"
+
+
+def test_restart_does_not_reprobe(example_plugins: dict[str, Path], tmp_path: Path,
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = example_plugins["multi_trait"]
+    with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager:
+        manager.load_plugins(lib, PluginTrait.Greeter)
+    import plugin_host._probe as probe_module
+
+    def no_child(*args: object, **kwargs: object) -> None:
+        raise AssertionError("probed again")
+
+    monkeypatch.setattr(probe_module, "run_probe", no_child)
+    with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager:  # a "restart"
+        [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+        assert handle.is_loaded
+
+
+def test_protocol_version_mismatch(example_plugins: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import plugin_host._probe as probe_module
+
+    monkeypatch.setattr(probe_module, "PROTOCOL", PROTOCOL + 1)
+    with pytest.raises(ProbeProtocolError, match="handshake") as exc:
+        run_probe(example_plugins["greeters"], [])
+    assert exc.value.path == str(example_plugins["greeters"])
+
+
+def test_report_size_cap(example_plugins: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    import plugin_host._probe as probe_module
+
+    monkeypatch.setattr(probe_module, "MAX_REPORT_BYTES", 16)
+    with pytest.raises(ProbeProtocolError, match="more than 16 bytes"):
+        run_probe(example_plugins["greeters"], ["plugin_register_all_Greeter_v1"])
+
+
+def test_cache_keys_and_corrupt_file(tmp_path: Path) -> None:
+    (tmp_path / "probe-cache.json").write_text("{not json")
+    cache = ProbeCache(tmp_path)
+    st = os.stat(tmp_path)
+    key = ProbeKey.of(tmp_path / "libx.so", st, "ab" * 32)
+    assert cache.get(key) is None
+    cache.put(key, "blocked", "ProbeTimeoutError: ...")
+    assert ProbeCache(tmp_path).get(key) == {"status": "blocked", "reason": "ProbeTimeoutError: ...",
+                                             "time": pytest.approx(cache.get(key)["time"])}  # type: ignore[index]
+    changed = ProbeKey(key.path, key.size + 1, key.mtime_ns, key.sha256)
+    assert ProbeCache(tmp_path).get(changed) is None
