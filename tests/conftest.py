@@ -47,7 +47,8 @@ def compile_plugin(build_root: Path) -> CompilePlugin:
     """Compile C source text into a plugin library; returns its path.
 
     ``compile_plugin(name, source, defines=(), out_dir=None, include_dirs=())``: ``source`` is
-    one C file's text (or a dict of file name -> text).  Each call builds into
+    one C file's text (or a dict of file name -> text; ``.h`` files are written
+    next to the sources, where they shadow installed headers, and not compiled).  Each call builds into
     its own directory, so tests can make many versions of "the same" plugin.
     """
     counter = iter(range(1_000_000))
@@ -67,7 +68,7 @@ def compile_plugin(build_root: Path) -> CompilePlugin:
         spec = PluginSpec(
             name=name,
             directory=src_dir,
-            sources=tuple(src_dir / f for f in files),
+            sources=tuple(src_dir / f for f in files if not f.endswith(".h")),
             defines=defines,
             include_dirs=tuple(include_dirs),
         )

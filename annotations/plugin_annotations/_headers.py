@@ -61,8 +61,21 @@ def generate_trait_header(trait: TraitLike) -> str:
         ret = m.returns.c_return or "void"
         sep = "" if ret.endswith("*") else " "
         out.append(f"    {ret}{sep}(*{m.name})({params});")
+    fingerprints = ", \\\n    ".join(f"UINT64_C(0x{fp:016x})" for fp in spec.method_fingerprints)
     out += [
         f"}} {spec.vtable_name};",
+        "",
+        "/* One fingerprint per vtable method, in order: what lets a host accept a",
+        " * plugin built against a later version that only appended methods. */",
+        f"#define PLUGIN_TRAIT_METHOD_COUNT_{spec.name} {len(spec.methods)}u",
+        f"#define PLUGIN_TRAIT_METHOD_FINGERPRINTS_{spec.name} \\",
+        f"    {fingerprints}",
+        "",
+        f"/* The type of plugin_abi_descriptor_{spec.name}_v1 (see PluginAbiDescriptor). */",
+        f"typedef struct {spec.name}AbiDescriptor {{",
+        "    PluginAbiDescriptor header;",
+        f"    uint64_t method_fingerprints[{len(spec.methods)}];",
+        f"}} {spec.name}AbiDescriptor;",
         "",
         "#ifdef __cplusplus",
         "}",

@@ -23,7 +23,7 @@ import functools
 from typing import Any
 
 import cffi
-from plugin_interface import MethodSpec, PluginCallError, PluginUnloadedError, TraitSpec
+from plugin_interface import MethodNotProvidedError, MethodSpec, PluginCallError, PluginUnloadedError, TraitSpec
 
 from ._registrations import Registration, RegistrationSet
 
@@ -57,7 +57,24 @@ class TraitProxy:
         self._free = _ffi.cast(_FREE_TYPE, reg.free_memory)
         self.type_name = reg.type_name
         for m, ctype in zip(self.trait.methods, _method_types(self.trait), strict=True):
-            object.__setattr__(self, f"_fn_{m.name}", _ffi.cast(ctype, reg.methods[m.name]))
+            address = reg.methods.get(m.name)
+            # An older plugin (an earlier trait version) lacks the host's later methods.
+            fn = _ffi.cast(ctype, address) if address is not None else self._not_provided(m.name, len(reg.methods))
+            object.__setattr__(self, f"_fn_{m.name}", fn)
+
+    def _not_provided(self, method: str, provided: int) -> Any:
+        error = MethodNotProvidedError(
+            self.path, f"{self.trait.name}.{self.type_name}.{method}", method, provided, len(self.trait.methods)
+        )
+
+        def call(*args: object) -> None:
+            raise error
+
+        return call
+
+    def has_method(self, name: str) -> bool:
+        """Whether the plugin provides method ``name`` (an older plugin may lack the latest ones)."""
+        return isinstance(getattr(self, f"_fn_{name}", None), _ffi.CData)
 
     @property
     def path(self) -> str:

@@ -10,6 +10,12 @@
 
 Every registration is released exactly once: a second release raises
 :class:`AlreadyReleasedError` instead of calling into the plugin again.
+
+Before any maker or aggregate runs, :func:`verify_descriptor` reads the
+plugin's ``plugin_abi_descriptor_<T>_v1`` (data, no call) and refuses a
+plugin built against an incompatible trait header; the rule is in
+:mod:`plugin_interface._descriptor`.  A plugin without a descriptor (written
+by hand) is still loaded, with the strict rule: equal trait versions.
 """
 
 from __future__ import annotations
@@ -19,14 +25,17 @@ from dataclasses import dataclass
 
 from plugin_interface import (
     ABI_VERSION,
+    AbiDescriptor,
     AbiMismatchError,
     AlreadyReleasedError,
+    DescriptorCheck,
     InconsistentArrayError,
     MakerReturnedNullError,
     PluginRegistration,
     PluginRegistrationArray,
-    SymbolNotFoundError,
     TraitSpec,
+    abi_descriptor_symbol,
+    check_descriptor,
     maker_symbol,
     parse_symbol,
     register_all_symbol,
@@ -38,11 +47,12 @@ from plugin_interface._abi import MAKER_FN, UNMAKER_FN
 
 from ._library import CallGate, Library
 
-__all__ = ["Registration", "RegistrationSet", "find_maker_types"]
+__all__ = ["Registration", "RegistrationSet", "find_maker_types", "verify_descriptor"]
 
 #: More registrations than this in one array is treated as corruption.
 MAX_REGISTRATIONS = 1 << 16
 _ARRAY_FN = ctypes.CFUNCTYPE(ctypes.c_void_p)
+_REGISTRATION_SIZE = ctypes.sizeof(PluginRegistration)
 _RELEASE_ARRAY_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
@@ -82,28 +92,80 @@ def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
     return types
 
 
-def _read_registration(library: Library, trait: TraitSpec, address: int, symbol: str) -> Registration:
-    """Validate one ``PluginRegistration`` against the host's declaration."""
+def verify_descriptor(library: Library, trait: TraitSpec) -> DescriptorCheck | None:
+    """Check the plugin's ABI descriptor of ``trait`` against the host's declaration.
+
+    Reads data only: no plugin function is called.
+
+    **Safety**: a descriptor's sizes are checked for plausibility before the
+    fingerprints after its head are read; the library must stay loaded.
+
+    :returns: the verdict, or ``None`` when the library exports no descriptor.
+    :raises AbiMismatchError: naming the file, the trait and every breaking
+        difference (the first one in ``field``/``expected``/``found``).
+    """
+    symbol = abi_descriptor_symbol(trait)
+    address = library.find_symbol(symbol)
+    if address is None:
+        return None
+    try:
+        found = AbiDescriptor.from_address(address)
+    except ValueError as e:
+        raise AbiMismatchError(library.path, symbol, "descriptor", "a consistent descriptor", str(e),
+                               trait=trait.name) from e
+    check = check_descriptor(AbiDescriptor.for_trait(trait), found, trait)
+    breaking = check.breaking
+    if breaking:
+        first = breaking[0]
+        notes = [first.note] if first.note else []
+        notes += [f"also {d}" for d in breaking[1:]]
+        raise AbiMismatchError(library.path, symbol, first.field, first.expected, first.found,
+                               trait=trait.name, note="; ".join(notes))
+    return check
+
+
+def _read_registration(
+    library: Library, trait: TraitSpec, address: int, symbol: str, check: DescriptorCheck | None = None
+) -> Registration:
+    """Validate one ``PluginRegistration`` against the host's declaration.
+
+    :param check: the verdict of :func:`verify_descriptor`; with it, another
+        trait version is accepted per the compatibility rule and only the
+        methods both sides know are read; without it, versions must be equal.
+    """
     path = library.path
     reg = PluginRegistration.from_address(address)
-    if reg.struct_size < ctypes.sizeof(PluginRegistration):
-        raise AbiMismatchError(path, symbol, "struct_size", f">= {ctypes.sizeof(PluginRegistration)}", reg.struct_size)
+    if reg.struct_size < _REGISTRATION_SIZE:
+        raise AbiMismatchError(path, symbol, "struct_size", f">= {_REGISTRATION_SIZE}", reg.struct_size)
     if reg.abi_version != ABI_VERSION:
         raise AbiMismatchError(path, symbol, "abi_version", ABI_VERSION, reg.abi_version)
     trait_name = (reg.trait_name or b"").decode(errors="replace")
     if trait_name != trait.name:
         raise AbiMismatchError(path, symbol, "trait_name", trait.name, trait_name)
-    if reg.trait_version != trait.version:
-        raise AbiMismatchError(path, symbol, "trait_version", trait.version, reg.trait_version)
+    if check is None:
+        usable = len(trait.methods)
+        if reg.trait_version != trait.version:
+            raise AbiMismatchError(path, symbol, "trait_version", trait.version, reg.trait_version,
+                                   note="no ABI descriptor to prove another version compatible")
+    else:
+        usable = check.usable_methods
+        descriptor = abi_descriptor_symbol(trait)
+        if reg.trait_version != check.found.trait_version:
+            raise AbiMismatchError(path, symbol, "trait_version", check.found.trait_version, reg.trait_version,
+                                   note=f"the registration disagrees with {descriptor}")
+        if reg.vtable_size != check.found.vtable_size:
+            raise AbiMismatchError(path, symbol, "vtable_size", check.found.vtable_size, reg.vtable_size,
+                                   note=f"the registration disagrees with {descriptor}")
     vt_type = vtable_struct(trait)
-    if reg.vtable_size < ctypes.sizeof(vt_type) or not reg.vtable:
-        raise AbiMismatchError(path, symbol, "vtable_size", f">= {ctypes.sizeof(vt_type)}", reg.vtable_size)
-    vtable = vt_type.from_address(reg.vtable)
-    if vtable.size != reg.vtable_size:
-        raise AbiMismatchError(path, symbol, "vtable.size", reg.vtable_size, vtable.size)
+    needed = vt_type.size.offset + vt_type.size.size + usable * ctypes.sizeof(ctypes.c_void_p)
+    if reg.vtable_size < needed or not reg.vtable:
+        raise AbiMismatchError(path, symbol, "vtable_size", f">= {needed}", reg.vtable_size)
+    vtable_size = ctypes.c_size_t.from_address(reg.vtable).value
+    if vtable_size != reg.vtable_size:
+        raise AbiMismatchError(path, symbol, "vtable.size", reg.vtable_size, vtable_size)
     methods: dict[str, int] = {}
-    for m in trait.methods:
-        fn = getattr(vtable, m.name)
+    for m in trait.methods[:usable]:  # a newer host's later methods are absent from an older plugin
+        fn = ctypes.c_void_p.from_address(reg.vtable + getattr(vt_type, m.name).offset).value
         if not fn:
             raise AbiMismatchError(path, symbol, f"vtable.{m.name}", "a function", "NULL")
         methods[m.name] = fn
@@ -180,11 +242,14 @@ class RegistrationSet:
         :raises MakerReturnedNullError: the aggregate returned NULL.
         :raises InconsistentArrayError: the array is malformed; it is *not*
             released (calling into a corrupt array could crash the host).
-        :raises AbiMismatchError: a registration does not match the host's
-            declaration; the whole array is released first.
+        :raises AbiMismatchError: the ABI descriptor does not match (checked
+            before the aggregate runs: nothing is made), or a registration does
+            not match the host's declaration (the whole array is released first).
         """
         symbol = register_all_symbol(trait)
-        address = _ARRAY_FN(library.symbol(symbol))()
+        function = library.symbol(symbol)
+        check = verify_descriptor(library, trait)  # before the first call into the plugin
+        address = _ARRAY_FN(function)()
         if not address:
             raise MakerReturnedNullError(library.path, symbol)
         arr = PluginRegistrationArray.from_address(address)
@@ -204,7 +269,7 @@ class RegistrationSet:
         made = cls(library, trait, [], array=address)
         try:
             made.registrations = [
-                _read_registration(library, trait, arr.registrations[i], symbol) for i in range(arr.len)
+                _read_registration(library, trait, arr.registrations[i], symbol, check) for i in range(arr.len)
             ]
         except BaseException:
             made.release()
@@ -219,9 +284,12 @@ class RegistrationSet:
         never leaves a registration that cannot be released.
 
         :raises SymbolNotFoundError: a maker or unmaker is not exported.
+        :raises AbiMismatchError: the ABI descriptor (checked before any
+            maker runs) or a registration does not match the host's declaration.
         :raises MakerReturnedNullError: a maker returned NULL (the ones already
             made are released first).
         """
+        check = verify_descriptor(library, trait)
         pairs = [
             (t, library.symbol(maker_symbol(trait, t)),
              library.symbol(unmaker_symbol(trait, t), "every maker needs its unmaker"))
@@ -237,7 +305,7 @@ class RegistrationSet:
                     raise MakerReturnedNullError(library.path, maker_symbol(trait, type_name))
                 host_array[i] = reg
                 made.registrations.append(
-                    _read_registration(library, trait, reg, maker_symbol(trait, type_name))
+                    _read_registration(library, trait, reg, maker_symbol(trait, type_name), check)
                 )
         except BaseException:
             made.release()

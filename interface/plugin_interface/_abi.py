@@ -12,10 +12,12 @@ from ._traits import TraitSpec
 
 __all__ = [
     "ABI_VERSION",
+    "PluginAbiDescriptor",
     "PluginRegistration",
     "PluginRegistrationArray",
     "PluginRegistrationFactory",
     "SymbolName",
+    "abi_descriptor_symbol",
     "library_filename",
     "maker_symbol",
     "parse_symbol",
@@ -67,6 +69,23 @@ class PluginRegistrationArray(ctypes.Structure):
     ]
 
 
+class PluginAbiDescriptor(ctypes.Structure):
+    """Mirror of ``PluginAbiDescriptor``: the head of ``plugin_abi_descriptor_<T>_v1``.
+
+    ``method_count`` ``uint64_t`` method fingerprints follow it in memory.
+    """
+
+    _fields_ = [
+        ("struct_size", ctypes.c_uint32),
+        ("abi_version", ctypes.c_uint32),
+        ("trait_version", ctypes.c_uint32),
+        ("registration_size", ctypes.c_uint32),
+        ("vtable_size", ctypes.c_uint32),
+        ("method_count", ctypes.c_uint32),
+        ("fingerprint", ctypes.c_uint64),
+    ]
+
+
 @functools.cache
 def vtable_struct(spec: TraitSpec) -> type[ctypes.Structure]:
     """The ctypes mirror of ``<Trait>VTable``: ``size`` then one pointer per method."""
@@ -104,12 +123,17 @@ def unmaker_counter_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> st
     return f"plugin_unmaker_counter_{_name(trait)}_v{abi}"
 
 
+def abi_descriptor_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> str:
+    """``plugin_abi_descriptor_<Trait>_v<abi>`` (exported data, not a function)."""
+    return f"plugin_abi_descriptor_{_name(trait)}_v{abi}"
+
+
 @dataclass(frozen=True)
 class SymbolName:
     """A parsed plugin symbol.
 
     :ivar role: ``"maker"``, ``"unmaker"``, ``"register_all"``,
-        ``"unregister_all"`` or ``"unmaker_counter"``.
+        ``"unregister_all"``, ``"unmaker_counter"`` or ``"abi_descriptor"``.
     :ivar trait: the trait name.
     :ivar type_name: the implementation type (makers and unmakers only).
     :ivar abi: the ``_vN`` version.
@@ -122,7 +146,7 @@ class SymbolName:
 
 
 _AGGREGATE_RE = re.compile(
-    r"^plugin_(register_all|unregister_all|unmaker_counter)_([A-Za-z][A-Za-z0-9]*)_v([0-9]+)$"
+    r"^plugin_(register_all|unregister_all|unmaker_counter|abi_descriptor)_([A-Za-z][A-Za-z0-9]*)_v([0-9]+)$"
 )
 _IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+?)_v([0-9]+)$")
 

@@ -13,6 +13,7 @@ compatibility rule.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import inspect
 import re
@@ -38,6 +39,10 @@ __all__ = [
 
 _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _fingerprint(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
 
 
 @dataclass(frozen=True)
@@ -79,8 +84,17 @@ class MethodSpec:
         params = ", ".join(f"{p.ctype.name} {p.name}" for p in self.params)
         return f"{self.name}({params}) -> {self.returns.name}"
 
+    @property
+    def fingerprint(self) -> int:
+        """64-bit fingerprint of :attr:`signature` alone (one vtable slot).
 
-@dataclass(frozen=True)
+        A plugin's descriptor lists these in vtable order, so a host can check
+        the methods it knows even when the plugin's trait version appends more.
+        """
+        return _fingerprint(self.signature)
+
+
+@dataclass(frozen=True, eq=True)
 class TraitSpec:
     """A declared trait: name, version and vtable methods in order.
 
@@ -94,11 +108,20 @@ class TraitSpec:
     methods: tuple[MethodSpec, ...]
     doc: str = ""
 
-    @property
+    def __hash__(self) -> int:
+        # Specs are dict keys and cache keys on hot paths: hash the identity
+        # (name, version) rather than the whole method tuple; equal specs agree.
+        return hash((self.name, self.version))
+
+    @functools.cached_property
     def fingerprint(self) -> int:
         """64-bit fingerprint of the method signatures (the vtable layout)."""
-        text = ";".join(m.signature for m in self.methods)
-        return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+        return _fingerprint(";".join(m.signature for m in self.methods))
+
+    @property
+    def method_fingerprints(self) -> tuple[int, ...]:
+        """:attr:`MethodSpec.fingerprint` of each method, in vtable order."""
+        return tuple(m.fingerprint for m in self.methods)
 
     @property
     def vtable_name(self) -> str:
@@ -127,7 +150,7 @@ def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSp
     hints = typing.get_type_hints(func)
     sig = inspect.signature(func)
     params: list[ParamSpec] = []
-    for i, (pname, param) in enumerate(sig.parameters.items()):
+    for i, pname in enumerate(sig.parameters):
         if i == 0:
             if pname != "self":
                 raise TypeError(f"{trait}.{name}: first parameter must be self")
@@ -223,7 +246,7 @@ class PluginTrait(enum.Enum):
         return value
 
 
-TraitLike = typing.Union[TraitSpec, PluginTrait, str, type]
+TraitLike = TraitSpec | PluginTrait | str | type
 
 
 def resolve_trait(trait: TraitLike) -> TraitSpec:

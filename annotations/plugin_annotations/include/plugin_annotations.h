@@ -25,11 +25,13 @@
  *       returns NULL); void free_fn(void *) releases it in the unmaker.
  *   PLUGIN_AGGREGATES(T)
  *       Once per library per trait: plugin_register_all_T_v1,
- *       plugin_unregister_all_T_v1 and plugin_unmaker_counter_T_v1.
+ *       plugin_unregister_all_T_v1, plugin_unmaker_counter_T_v1 and the ABI
+ *       descriptor plugin_abi_descriptor_T_v1.
  *   PLUGIN_UNMAKER_COUNTER(T)
- *       Only the counter reader, for a library with PLUGIN_IMPLs of T but no
- *       aggregate (the host then assembles a host-owned array itself).
- *       Never together with PLUGIN_AGGREGATES(T), which already includes it.
+ *       Only the counter reader and the ABI descriptor, for a library with
+ *       PLUGIN_IMPLs of T but no aggregate (the host then assembles a
+ *       host-owned array itself).  Never together with PLUGIN_AGGREGATES(T),
+ *       which already includes it.
  *   plugin_string_format(fmt, ...)
  *       malloc'd printf; what methods return as char * (released by the host
  *       through registration->free_memory).
@@ -50,8 +52,16 @@
  * Supported compilers: gcc and clang (also `zig cc`), C11.  MSVC lacks
  * weak definitions and __start_/__stop_ symbols and is rejected with #error.
  *
+ * ABI descriptor: plugin_abi_descriptor_T_v1 is a const TAbiDescriptor
+ * (sizes, versions and method fingerprints of the trait header this library
+ * was compiled against), defined once per library per trait by the macro
+ * that is itself once per library per trait (PLUGIN_UNMAKER_COUNTER, which
+ * PLUGIN_AGGREGATES includes).  The host reads it before calling any maker.
+ *
  * Changelog:
  *   2026-11-21  first release (ABI version 1).
+ *   2026-11-22  PLUGIN_UNMAKER_COUNTER (and so PLUGIN_AGGREGATES) also exports
+ *               plugin_abi_descriptor_T_v1 (compatible).
  */
 #ifndef PLUGIN_ANNOTATIONS_H
 #define PLUGIN_ANNOTATIONS_H
@@ -199,10 +209,27 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
 #define PLUGIN__COUNTER_DEFS(T) \
     PLUGIN__LIBRARY_SHARED _Atomic size_t PLUGIN__COUNTER(T);
 
-/* Exports plugin_unmaker_counter_T_v1.  PLUGIN_AGGREGATES includes it; use
- * this alone in a library that has PLUGIN_IMPLs but no aggregate. */
+/* The exported ABI descriptor of T: integers only (no relocations), so it
+ * can be read from the file without loading the library.  The static
+ * assertion catches a trait header whose vtable and method count disagree. */
+#define PLUGIN__ABI_DESCRIPTOR(T)                                                     \
+    _Static_assert(sizeof(T##VTable) ==                                               \
+                       sizeof(size_t) + PLUGIN_TRAIT_METHOD_COUNT_##T * sizeof(void (*)(void)), \
+                   "plugin_annotations.h: " #T "VTable does not match its method count"); \
+    PLUGIN_EXPORT extern const T##AbiDescriptor plugin_abi_descriptor_##T##_v1;     \
+    PLUGIN_EXPORT const T##AbiDescriptor plugin_abi_descriptor_##T##_v1 = {         \
+        {(uint32_t)sizeof(T##AbiDescriptor), PLUGIN_ABI_VERSION,                      \
+         PLUGIN_TRAIT_VERSION_##T, (uint32_t)sizeof(PluginRegistration),              \
+         (uint32_t)sizeof(T##VTable), PLUGIN_TRAIT_METHOD_COUNT_##T,                  \
+         PLUGIN_TRAIT_FINGERPRINT_##T},                                               \
+        {PLUGIN_TRAIT_METHOD_FINGERPRINTS_##T}};
+
+/* Exports plugin_unmaker_counter_T_v1 and plugin_abi_descriptor_T_v1.
+ * PLUGIN_AGGREGATES includes it; use this alone in a library that has
+ * PLUGIN_IMPLs but no aggregate. */
 #define PLUGIN_UNMAKER_COUNTER(T)                                 \
     PLUGIN__COUNTER_DEFS(T)                                       \
+    PLUGIN__ABI_DESCRIPTOR(T)                                     \
     PLUGIN_EXPORT size_t plugin_unmaker_counter_##T##_v1(void);   \
     PLUGIN_EXPORT size_t plugin_unmaker_counter_##T##_v1(void) {  \
         return atomic_load(&PLUGIN__COUNTER(T));                  \

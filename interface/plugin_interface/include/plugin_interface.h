@@ -9,6 +9,7 @@
  *   PluginRegistrationArray *plugin_register_all_T_v1(void);          aggregate
  *   void                     plugin_unregister_all_T_v1(PluginRegistrationArray *);
  *   size_t                   plugin_unmaker_counter_T_v1(void);       unmaker calls so far
+ *   const TAbiDescriptor     plugin_abi_descriptor_T_v1;              layout check (data)
  *
  * Plugin authors do not write these by hand: include "plugin_annotations.h"
  * and the generated trait header, then use PLUGIN_IMPL / PLUGIN_AGGREGATES.
@@ -42,9 +43,17 @@
  *     by the plugin.  New fields are only ever appended, so a host reads the
  *     common prefix and checks the size before touching a later field.
  *   - Incompatible changes bump PLUGIN_ABI_VERSION and the _vN symbol suffix.
+ *   - plugin_abi_descriptor_T_v1 (a PluginAbiDescriptor followed by one
+ *     fingerprint per vtable method) lets a host check sizes and method
+ *     signatures before it calls any maker.  A new trait version may only
+ *     append methods: a host accepts a plugin whose method fingerprints agree
+ *     with its own on the methods both know (the README's compatibility rule).
  *
  * ABI changelog:
  *   2026-11-21  version 1 (first release).
+ *   2026-11-22  version 1, compatible: PluginAbiDescriptor and the exported
+ *               constant plugin_abi_descriptor_T_v1 (a host without it still
+ *               loads such plugins; a plugin without it still loads).
  */
 #ifndef PLUGIN_INTERFACE_H
 #define PLUGIN_INTERFACE_H
@@ -104,6 +113,21 @@ typedef struct PluginRegistrationArray {
     /* Parallel to registrations; NULL means a host-owned array. */
     const PluginRegistrationFactory *factories;
 } PluginRegistrationArray;
+
+/* The head of the exported constant plugin_abi_descriptor_T_v1, one per
+ * library and trait (type TAbiDescriptor from the generated trait header,
+ * which continues with uint64_t method_fingerprints[method_count]).
+ * Integers only: no pointers means no relocations, so a checker reads it
+ * straight from the file without loading the library. */
+typedef struct PluginAbiDescriptor {
+    uint32_t struct_size;       /* sizeof(TAbiDescriptor), fingerprints included */
+    uint32_t abi_version;       /* PLUGIN_ABI_VERSION */
+    uint32_t trait_version;     /* PLUGIN_TRAIT_VERSION_T */
+    uint32_t registration_size; /* sizeof(PluginRegistration) */
+    uint32_t vtable_size;       /* sizeof(TVTable) */
+    uint32_t method_count;      /* entries of method_fingerprints */
+    uint64_t fingerprint;       /* PLUGIN_TRAIT_FINGERPRINT_T: all method signatures */
+} PluginAbiDescriptor;
 
 #ifdef __cplusplus
 }

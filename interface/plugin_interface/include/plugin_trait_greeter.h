@@ -23,6 +23,18 @@ typedef struct GreeterVTable {
     char *(*greet)(void *self, const char *name);
 } GreeterVTable;
 
+/* One fingerprint per vtable method, in order: what lets a host accept a
+ * plugin built against a later version that only appended methods. */
+#define PLUGIN_TRAIT_METHOD_COUNT_Greeter 1u
+#define PLUGIN_TRAIT_METHOD_FINGERPRINTS_Greeter \
+    UINT64_C(0x276281f942385c9f)
+
+/* The type of plugin_abi_descriptor_Greeter_v1 (see PluginAbiDescriptor). */
+typedef struct GreeterAbiDescriptor {
+    PluginAbiDescriptor header;
+    uint64_t method_fingerprints[1];
+} GreeterAbiDescriptor;
+
 #ifdef __cplusplus
 }
 #endif

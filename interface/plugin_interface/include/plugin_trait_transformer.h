@@ -23,6 +23,18 @@ typedef struct TransformerVTable {
     size_t (*transform)(void *self, uint8_t *data, size_t data_len);
 } TransformerVTable;
 
+/* One fingerprint per vtable method, in order: what lets a host accept a
+ * plugin built against a later version that only appended methods. */
+#define PLUGIN_TRAIT_METHOD_COUNT_Transformer 1u
+#define PLUGIN_TRAIT_METHOD_FINGERPRINTS_Transformer \
+    UINT64_C(0x100343b50125688b)
+
+/* The type of plugin_abi_descriptor_Transformer_v1 (see PluginAbiDescriptor). */
+typedef struct TransformerAbiDescriptor {
+    PluginAbiDescriptor header;
+    uint64_t method_fingerprints[1];
+} TransformerAbiDescriptor;
+
 #ifdef __cplusplus
 }
 #endif

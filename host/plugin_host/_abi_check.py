@@ -1,0 +1,481 @@
+"""What a library exports under this project's symbol scheme, and what is wrong with it.
+
+Works on the file alone (:func:`~plugin_host._exports.read_exports`): no
+library is loaded and no plugin code runs, so it is safe on untrusted files and
+works for any target (a Windows ``.dll`` or macOS ``.dylib`` on a Linux CI).
+
+- :func:`scan_library` -> :class:`LibraryAbi`: traits, implementation types,
+  ``_vN`` versions, aggregates, counters, the ABI descriptor of each trait, and
+  symbols that look like the scheme but do not parse.
+- :func:`check_library`: the problems of one library, judged against the
+  host's trait declarations (missing unmaker, aggregate without counter or
+  release, unknown version, descriptor mismatch, ...).
+- :func:`diff_abi`: added, removed and changed registrations between two
+  builds, each classified ``compatible`` or ``breaking``.
+
+The JSON forms (``to_json``) are the stable, documented output of
+``plugin-host abi``; see the README's "ABI verification".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from plugin_interface import (
+    ABI_VERSION,
+    AbiDescriptor,
+    NotASharedLibraryError,
+    TraitSpec,
+    abi_descriptor_symbol,
+    check_descriptor,
+    declared_traits,
+    parse_symbol,
+)
+from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
+
+from ._exports import ExportTable, read_exports
+
+__all__ = [
+    "DUMP_SCHEMA",
+    "CHECK_SCHEMA",
+    "DIFF_SCHEMA",
+    "AbiChange",
+    "LibraryAbi",
+    "Problem",
+    "TraitAbi",
+    "check_library",
+    "diff_abi",
+    "load_abi",
+    "scan_library",
+]
+
+DUMP_SCHEMA = "plugin-host-abi/1"
+CHECK_SCHEMA = "plugin-host-abi-check/1"
+DIFF_SCHEMA = "plugin-host-abi-diff/1"
+
+#: Exported names with these prefixes belong to the scheme; one that does not parse is malformed.
+_SCHEME_PREFIXES = ("plugin_register_", "plugin_unregister_", "plugin_unmaker_counter_", "plugin_abi_descriptor_")
+_AGGREGATE_ROLES = ("register_all", "unregister_all", "unmaker_counter", "abi_descriptor")
+
+
+@dataclass
+class TraitAbi:
+    """One trait's exports in one library.
+
+    :ivar symbols: ``(role, type or None, abi) -> symbol`` for every parsed symbol.
+    :ivar descriptor: the decoded ``plugin_abi_descriptor_<T>_v1``, if exported and readable.
+    :ivar descriptor_error: why an exported descriptor could not be read.
+    """
+
+    name: str
+    symbols: dict[tuple[str, str | None, int], str] = field(default_factory=dict)
+    descriptor: AbiDescriptor | None = None
+    descriptor_error: str | None = None
+
+    def has(self, role: str, type_name: str | None = None, abi: int = ABI_VERSION) -> bool:
+        """Whether the library exports that symbol."""
+        return (role, type_name, abi) in self.symbols
+
+    @property
+    def abi_versions(self) -> list[int]:
+        """Every ``_vN`` seen for this trait."""
+        return sorted({abi for _, _, abi in self.symbols})
+
+    @property
+    def types(self) -> list[str]:
+        """Implementation types with a maker at this host's ABI version."""
+        return sorted(t for role, t, abi in self.symbols if role == "maker" and abi == ABI_VERSION and t)
+
+    def registrations(self) -> dict[tuple[str, int], dict[str, bool]]:
+        """``(type, abi) -> {"maker": ..., "unmaker": ...}`` for every maker or unmaker."""
+        out: dict[tuple[str, int], dict[str, bool]] = {}
+        for role, t, abi in self.symbols:
+            if role in ("maker", "unmaker") and t:
+                out.setdefault((t, abi), {"maker": False, "unmaker": False})[role] = True
+        return dict(sorted(out.items()))
+
+    def to_json(self) -> dict[str, object]:
+        """The trait's part of a dump (schema in the README)."""
+        return {
+            "abi_versions": self.abi_versions,
+            "types": self.types,
+            "registrations": [
+                {"type": t, "abi": abi, **flags} for (t, abi), flags in self.registrations().items()
+            ],
+            "aggregate": {
+                role: self.has(role) for role in ("register_all", "unregister_all", "unmaker_counter")
+            },
+            "symbols": sorted(self.symbols.values()),
+            "descriptor": self.descriptor.to_json() if self.descriptor else None,
+            "descriptor_error": self.descriptor_error,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, data: dict[str, object]) -> TraitAbi:
+        """Rebuild from :meth:`to_json` output; :raises ValueError: if malformed."""
+        trait = cls(name)
+        symbols = data.get("symbols")
+        if not isinstance(symbols, list):
+            raise ValueError(f"trait {name}: symbols must be a list")
+        for symbol in symbols:
+            parsed = parse_symbol(str(symbol))
+            if parsed is None or parsed.trait != name:
+                raise ValueError(f"trait {name}: {symbol!r} is not one of its symbols")
+            trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = str(symbol)
+        if data.get("descriptor") is not None:
+            trait.descriptor = AbiDescriptor.from_json(data["descriptor"])
+        error = data.get("descriptor_error")
+        trait.descriptor_error = None if error is None else str(error)
+        return trait
+
+
+@dataclass
+class LibraryAbi:
+    """A library's exported ABI under this project's scheme (what ``abi dump`` writes)."""
+
+    path: str
+    format: str
+    machine: str
+    pointer_size: int
+    traits: dict[str, TraitAbi] = field(default_factory=dict)
+    malformed: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, object]:
+        """The dump object (``schema`` ``plugin-host-abi/1``)."""
+        return {
+            "schema": DUMP_SCHEMA,
+            "library": self.path,
+            "format": self.format,
+            "machine": self.machine,
+            "pointer_size": self.pointer_size,
+            "abi_version": ABI_VERSION,
+            "traits": {name: t.to_json() for name, t in sorted(self.traits.items())},
+            "malformed": sorted(self.malformed),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, source: str = "<dump>") -> LibraryAbi:
+        """Rebuild from a dump; :raises ValueError: naming what is wrong."""
+        if not isinstance(data, dict) or data.get("schema") != DUMP_SCHEMA:
+            raise ValueError(f"{source}: not a plugin-host ABI dump (schema {DUMP_SCHEMA!r} expected)")
+        traits = data.get("traits")
+        if not isinstance(traits, dict):
+            raise ValueError(f"{source}: traits must be an object")
+        try:
+            return cls(
+                path=str(data["library"]),
+                format=str(data["format"]),
+                machine=str(data["machine"]),
+                pointer_size=int(data["pointer_size"]),
+                traits={str(n): TraitAbi.from_json(str(n), t) for n, t in traits.items()},
+                malformed=[str(s) for s in data.get("malformed", [])],
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{source}: malformed ABI dump: {e}") from e
+
+
+def read_descriptor(table: ExportTable, trait: str) -> AbiDescriptor:
+    """Decode ``plugin_abi_descriptor_<trait>_v1`` from the file.
+
+    :raises ValueError: if it is truncated or inconsistent.
+    :raises NotASharedLibraryError: if it is not stored in the file.
+    """
+    symbol = abi_descriptor_symbol(trait)
+    size = descriptor_size(table.read(symbol, DESCRIPTOR_HEAD_SIZE), table.byteorder)
+    return AbiDescriptor.from_bytes(table.read(symbol, size), table.byteorder)
+
+
+def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
+    """Read a library's exports and sort them into the scheme.
+
+    :raises NotASharedLibraryError: for a file that is not a readable library.
+    """
+    table = read_exports(path)
+    abi = LibraryAbi(os.fspath(path), table.format, table.machine, table.pointer_size)
+    for name in table.names:
+        parsed = parse_symbol(name)
+        if parsed is None:
+            if name.startswith(_SCHEME_PREFIXES):
+                abi.malformed.append(name)
+            continue
+        trait = abi.traits.setdefault(parsed.trait, TraitAbi(parsed.trait))
+        trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = name
+    for trait in abi.traits.values():
+        if trait.has("abi_descriptor"):
+            try:
+                trait.descriptor = read_descriptor(table, trait.name)
+            except (ValueError, NotASharedLibraryError) as e:
+                trait.descriptor_error = getattr(e, "reason", None) or str(e)
+    return abi
+
+
+def load_abi(path: str | os.PathLike[str]) -> LibraryAbi:
+    """A library (scanned) or a JSON dump of one (``abi dump`` output), told apart by content.
+
+    :raises NotASharedLibraryError: for a file that is neither.
+    :raises ValueError: for a JSON file that is not a valid dump.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+    except OSError as e:
+        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
+    if head.startswith(b"{"):
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{os.fspath(path)}: not valid JSON: {e}") from e
+        return LibraryAbi.from_json(data, os.fspath(path))
+    return scan_library(path)
+
+
+# ---- check ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of :func:`check_library`.
+
+    :ivar severity: ``"error"`` (fails the check) or ``"warning"``.
+    :ivar kind: a stable identifier (listed in the README).
+    """
+
+    severity: str
+    kind: str
+    message: str
+    trait: str | None = None
+    symbol: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        """JSON form."""
+        return {"severity": self.severity, "kind": self.kind, "trait": self.trait,
+                "symbol": self.symbol, "message": self.message}
+
+
+@dataclass
+class TraitCheck:
+    """A trait's descriptor judged against the host's declaration.
+
+    :ivar compatibility: ``"identical"``, ``"compatible"``, ``"breaking"``,
+        or ``"unchecked"`` (no descriptor, or a trait this host does not know).
+    """
+
+    compatibility: str = "unchecked"
+    differences: list[str] = field(default_factory=list)
+
+
+def check_library(
+    abi: LibraryAbi, traits: dict[str, TraitSpec] | None = None, only: str | None = None
+) -> tuple[list[Problem], dict[str, TraitCheck]]:
+    """Every problem of a scanned library.
+
+    :param traits: the host's declarations (default: every declared trait).
+    :param only: check this trait alone (others are ignored).
+    :returns: the problems, and per trait the descriptor verdict.
+    """
+    known = declared_traits() if traits is None else traits
+    problems: list[Problem] = []
+    checks: dict[str, TraitCheck] = {}
+
+    def add(severity: str, kind: str, message: str, trait: str | None = None, symbol: str | None = None) -> None:
+        problems.append(Problem(severity, kind, message, trait, symbol))
+
+    if only is None:
+        for name in abi.malformed:
+            add("error", "malformed_symbol", f"{name}: looks like a plugin symbol but does not follow "
+                "plugin_<role>_<Trait>[_<Type>]_v<N>", symbol=name)
+    selected = {n: t for n, t in abi.traits.items() if only is None or n == only}
+    if not selected:
+        what = f"trait {only}" if only else "any trait"
+        add("error", "no_plugin", f"exports no plugin symbol for {what}", trait=only)
+    for name, trait in sorted(selected.items()):
+        checks[name] = _check_trait(abi, trait, known.get(name), add)
+    return problems, checks
+
+
+class _Report(Protocol):
+    def __call__(
+        self, severity: str, kind: str, message: str, trait: str | None = None, symbol: str | None = None
+    ) -> None: ...
+
+
+def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, report: _Report) -> TraitCheck:
+    name = trait.name
+    for (role, type_name, version), symbol in sorted(trait.symbols.items(), key=lambda kv: kv[1]):
+        if version != ABI_VERSION:
+            report("error", "unknown_version", f"{symbol}: ABI version {version} is unknown to this host "
+                   f"(which speaks v{ABI_VERSION})", name, symbol)
+            continue
+        if role == "maker" and not trait.has("unmaker", type_name):
+            report("error", "missing_unmaker", f"{symbol}: maker without its unmaker "
+                   f"plugin_unregister_{name}_{type_name}_v{version}", name, symbol)
+        elif role == "unmaker" and not trait.has("maker", type_name):
+            report("warning", "unmaker_without_maker", f"{symbol}: unmaker without a maker", name, symbol)
+    if trait.has("register_all"):
+        aggregate = trait.symbols[("register_all", None, ABI_VERSION)]
+        if not trait.has("unmaker_counter"):
+            report("error", "aggregate_without_counter",
+                   f"{aggregate}: aggregate without plugin_unmaker_counter_{name}_v{ABI_VERSION}", name, aggregate)
+        if not trait.has("unregister_all"):
+            report("error", "aggregate_without_release",
+                   f"{aggregate}: aggregate without plugin_unregister_all_{name}_v{ABI_VERSION} "
+                   "(the array container would leak)", name, aggregate)
+    elif trait.has("unregister_all"):
+        report("warning", "release_without_aggregate",
+               f"plugin_unregister_all_{name}_v{ABI_VERSION} without an aggregate", name)
+    descriptor_symbol = abi_descriptor_symbol(name)
+    if spec is None:
+        report("warning", "unknown_trait", f"trait {name} is not declared in this host; its descriptor "
+               "was not compared", name)
+        return TraitCheck()
+    if trait.descriptor_error is not None:
+        report("error", "descriptor_unreadable", f"{descriptor_symbol}: {trait.descriptor_error}", name,
+               descriptor_symbol)
+        return TraitCheck()
+    if trait.descriptor is None:
+        if any(v == ABI_VERSION for v in trait.abi_versions):
+            report("warning", "missing_descriptor", f"{descriptor_symbol} is not exported: the host cannot "
+                   "check the layout before calling a maker (build with PLUGIN_AGGREGATES or "
+                   "PLUGIN_UNMAKER_COUNTER)", name, descriptor_symbol)
+        return TraitCheck()
+    result = check_descriptor(AbiDescriptor.for_trait(spec, abi.pointer_size), trait.descriptor, spec)
+    for d in result.breaking:
+        report("error", "descriptor_mismatch", f"{descriptor_symbol}: {d}", name, descriptor_symbol)
+    return TraitCheck(result.status, [str(d) for d in result.differences])
+
+
+def check_to_json(abi: LibraryAbi | None, path: str, problems: list[Problem],
+                  checks: dict[str, TraitCheck]) -> dict[str, object]:
+    """One library's entry of ``abi check --json``."""
+    entry: dict[str, object] = {
+        "library": path,
+        "ok": not any(p.severity == "error" for p in problems),
+        "format": abi.format if abi else None,
+        "machine": abi.machine if abi else None,
+        "pointer_size": abi.pointer_size if abi else None,
+        "traits": {},
+        "problems": [p.to_json() for p in problems],
+    }
+    if abi is not None:
+        entry["traits"] = {
+            name: {**abi.traits[name].to_json(), "compatibility": c.compatibility, "differences": c.differences}
+            for name, c in sorted(checks.items())
+        }
+    return entry
+
+
+# ---- diff -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AbiChange:
+    """One difference between two builds of a library.
+
+    :ivar kind: ``trait_added``, ``trait_removed``, ``registration_added``,
+        ``registration_removed``, ``version_bump``, ``version_added``,
+        ``symbol_added``, ``symbol_removed``, ``descriptor_added``,
+        ``descriptor_removed``, ``descriptor_changed`` or ``platform_changed``.
+    :ivar breaking: whether a host that worked with the old build may fail
+        with the new one.
+    """
+
+    kind: str
+    breaking: bool
+    message: str
+    trait: str | None = None
+    type_name: str | None = None
+    old: object = None
+    new: object = None
+
+    def to_json(self) -> dict[str, object]:
+        """JSON form."""
+        return {"kind": self.kind, "classification": "breaking" if self.breaking else "compatible",
+                "trait": self.trait, "type": self.type_name, "old": self.old, "new": self.new,
+                "message": self.message}
+
+
+def diff_abi(old: LibraryAbi, new: LibraryAbi, traits: dict[str, TraitSpec] | None = None) -> list[AbiChange]:
+    """What changed from ``old`` to ``new``, from the point of view of hosts that used ``old``.
+
+    :param traits: declarations used to name methods in descriptor changes.
+    """
+    known = declared_traits() if traits is None else traits
+    changes: list[AbiChange] = []
+    for attr in ("format", "machine", "pointer_size"):
+        before, after = getattr(old, attr), getattr(new, attr)
+        if before != after:
+            changes.append(AbiChange("platform_changed", True, f"{attr} changed from {before} to {after}",
+                                     old=before, new=after))
+    for name in sorted(set(old.traits) | set(new.traits)):
+        before, after = old.traits.get(name), new.traits.get(name)
+        if before is not None and after is not None:
+            changes += _diff_trait(before, after, known.get(name))
+        elif after is not None:
+            types = ", ".join(after.types) or "no maker"
+            changes.append(AbiChange("trait_added", False, f"trait {name} added ({types})", name, new=after.types))
+        elif before is not None:
+            types = ", ".join(before.types) or "no maker"
+            changes.append(AbiChange("trait_removed", True, f"trait {name} removed (had {types})", name,
+                                     old=before.types))
+    return changes
+
+
+def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[AbiChange]:
+    name = old.name
+    out: list[AbiChange] = []
+    versions_old: dict[str, set[int]] = {}
+    versions_new: dict[str, set[int]] = {}
+    for versions, trait in ((versions_old, old), (versions_new, new)):
+        for role, t, abi in trait.symbols:
+            if role == "maker" and t:
+                versions.setdefault(t, set()).add(abi)
+    for t in sorted(set(versions_old) | set(versions_new)):
+        before, after = versions_old.get(t, set()), versions_new.get(t, set())
+        removed, added = sorted(before - after), sorted(after - before)
+        if not before:
+            out.append(AbiChange("registration_added", False, f"{name}.{t} added (v{', v'.join(map(str, added))})",
+                                 name, t, new=added))
+        elif not after:
+            out.append(AbiChange("registration_removed", True, f"{name}.{t} removed (was "
+                                 f"v{', v'.join(map(str, removed))})", name, t, old=removed))
+        elif removed:
+            out.append(AbiChange("version_bump", True, f"{name}.{t}: ABI v{', v'.join(map(str, removed))} "
+                                 f"replaced by v{', v'.join(map(str, sorted(after)))}: hosts of the old "
+                                 "version no longer find it", name, t, old=sorted(before), new=sorted(after)))
+        elif added:
+            out.append(AbiChange("version_added", False, f"{name}.{t}: also exported as "
+                                 f"v{', v'.join(map(str, added))}", name, t, old=sorted(before), new=sorted(after)))
+    # The other symbols: aggregates and counters, and unmakers of a maker both builds export.
+    def relevant(role: str, t: str | None, abi: int) -> bool:
+        if role == "unmaker":
+            return ("maker", t, abi) in old.symbols and ("maker", t, abi) in new.symbols
+        return role not in ("maker", "abi_descriptor")
+
+    for key in sorted(set(old.symbols) - set(new.symbols), key=lambda k: old.symbols[k]):
+        if relevant(*key):
+            out.append(AbiChange("symbol_removed", True, f"{old.symbols[key]} removed", name, key[1],
+                                 old=old.symbols[key]))
+    for key in sorted(set(new.symbols) - set(old.symbols), key=lambda k: new.symbols[k]):
+        if relevant(*key):
+            out.append(AbiChange("symbol_added", False, f"{new.symbols[key]} added", name, key[1],
+                                 new=new.symbols[key]))
+    if old.descriptor and not new.descriptor:
+        out.append(AbiChange("descriptor_removed", False, f"{abi_descriptor_symbol(name)} removed: hosts can no "
+                             "longer check the layout before calling a maker", name))
+    elif new.descriptor and not old.descriptor:
+        out.append(AbiChange("descriptor_added", False, f"{abi_descriptor_symbol(name)} added", name))
+    elif old.descriptor and new.descriptor:
+        # The host's declaration names the methods only if it is the old build's.
+        same = spec is not None and spec.method_fingerprints == old.descriptor.method_fingerprints
+        result = check_descriptor(old.descriptor, new.descriptor, spec if same else None)
+        dropped = new.descriptor.method_count < old.descriptor.method_count
+        for d in result.differences:
+            # Loading an older plugin is allowed, but a release that drops methods breaks their callers.
+            breaking = d.breaking or (dropped and d.field == "trait_version")
+            message = f"{name}: {d}" + (": a new build must not drop methods" if breaking and not d.breaking else "")
+            out.append(AbiChange("descriptor_changed", breaking, message, name, old=d.expected, new=d.found))
+    return out

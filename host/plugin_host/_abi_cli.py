@@ -1,0 +1,197 @@
+"""``plugin-host abi check | dump | diff``: verify a plugin's exported ABI without loading it.
+
+Exit status: 0 clean (warnings allowed), 1 a problem or a breaking change was
+found (or a file is not a library), 2 usage error (missing file, unknown
+trait, invalid dump).  ``--json`` output is stable; its schema is in the
+README ("ABI verification").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from plugin_interface import PluginError, UnknownTraitError, declared_traits, resolve_trait
+
+from ._abi_check import (
+    CHECK_SCHEMA,
+    DIFF_SCHEMA,
+    LibraryAbi,
+    Problem,
+    TraitCheck,
+    check_library,
+    check_to_json,
+    diff_abi,
+    load_abi,
+    scan_library,
+)
+
+__all__ = ["add_abi_parser"]
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+#: Library suffixes of every platform: CI checks cross-built .dll/.dylib files on Linux too.
+LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    from ._cli import _table as table
+
+    return table(rows, header)
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _library_files(paths: list[str]) -> list[Path] | str:
+    """Files to check (a directory contributes its libraries); a message for a missing path."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(
+                p for p in path.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.name.endswith(LIBRARY_SUFFIXES)
+            )
+        elif path.exists():
+            files.append(path)
+        else:
+            return f"{raw}: no such file or directory"
+    return files
+
+
+def _describe_descriptor(abi: LibraryAbi, trait: str) -> str:
+    t = abi.traits[trait]
+    if t.descriptor_error:
+        return "unreadable"
+    if t.descriptor is None:
+        return "-"
+    d = t.descriptor
+    return f"v{d.trait_version}, {d.method_count} method{'s' if d.method_count != 1 else ''}"
+
+
+def cmd_abi_check(args: argparse.Namespace) -> int:
+    if args.trait is not None:
+        try:
+            resolve_trait(args.trait)
+        except UnknownTraitError as e:
+            return _usage_error(str(e))
+    files = _library_files(args.paths)
+    if isinstance(files, str):
+        return _usage_error(files)
+    if not files:
+        return _usage_error(f"no library files ({', '.join(LIBRARY_SUFFIXES)}) in {', '.join(args.paths)}")
+    traits = declared_traits()
+    entries: list[dict[str, object]] = []
+    rows: list[list[str]] = []
+    messages: list[tuple[str, str]] = []
+    for path in files:
+        abi: LibraryAbi | None
+        try:
+            abi = scan_library(path)
+            problems, checks = check_library(abi, traits, args.trait)
+        except PluginError as e:
+            abi, checks = None, {}
+            problems = [Problem("error", "not_a_library", getattr(e, "reason", None) or str(e))]
+        entries.append(check_to_json(abi, str(path), problems, checks))
+        messages += [(p.severity, f"{path}: [{p.kind}] {p.message}") for p in problems]
+        rows += _check_rows(path, abi, checks)
+    errors = sum(1 for severity, _ in messages if severity == "error")
+    if args.json:
+        json.dump({"schema": CHECK_SCHEMA, "ok": errors == 0, "libraries": entries}, sys.stdout, indent=2)
+        print()
+    else:
+        if rows:
+            print(_table(rows, ["library", "format", "trait", "types", "array", "descriptor", "host check"]))
+        for severity, message in messages:
+            print(f"{severity}: {message}")
+        warnings = len(messages) - errors
+        print(f"\n{len(files)} librar{'y' if len(files) == 1 else 'ies'} checked: "
+              f"{errors} error(s), {warnings} warning(s)")
+    return EXIT_PROBLEM if errors else EXIT_OK
+
+
+def _check_rows(path: Path, abi: LibraryAbi | None, checks: dict[str, TraitCheck]) -> list[list[str]]:
+    if abi is None:
+        return [[path.name, "?", "-", "-", "-", "-", "not a library"]]
+    rows = []
+    for name, check in sorted(checks.items()):
+        t = abi.traits[name]
+        array = "plugin" if t.has("register_all") else ("host" if t.types else "-")
+        rows.append([path.name, f"{abi.format} {abi.machine}", name, ", ".join(t.types) or "-", array,
+                     _describe_descriptor(abi, name), check.compatibility])
+    return rows
+
+
+def cmd_abi_dump(args: argparse.Namespace) -> int:
+    if not Path(args.library).exists():
+        return _usage_error(f"{args.library}: no such file")
+    abi = scan_library(args.library)  # PluginError -> exit 1 through main()
+    text = json.dumps(abi.to_json(), indent=2) + "\n"
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def cmd_abi_diff(args: argparse.Namespace) -> int:
+    loaded: list[LibraryAbi] = []
+    for raw in (args.old, args.new):
+        if not Path(raw).is_file():
+            return _usage_error(f"{raw}: no such file")
+        try:
+            loaded.append(load_abi(raw))
+        except ValueError as e:
+            return _usage_error(str(e))
+    old, new = loaded
+    changes = diff_abi(old, new)
+    breaking = [c for c in changes if c.breaking]
+    if args.json:
+        out: dict[str, Any] = {"schema": DIFF_SCHEMA, "old": args.old, "new": args.new,
+                               "breaking": bool(breaking), "changes": [c.to_json() for c in changes]}
+        json.dump(out, sys.stdout, indent=2)
+        print()
+    else:
+        if changes:
+            rows = [[c.kind, "breaking" if c.breaking else "compatible", c.trait or "-", c.message]
+                    for c in changes]
+            print(_table(rows, ["change", "classification", "trait", "detail"]))
+        else:
+            print("no change to the exported ABI")
+        verdict = f"{len(breaking)} breaking change(s)" if breaking else "no breaking change"
+        print(f"\n{args.old} -> {args.new}: {len(changes)} change(s), {verdict}")
+    return EXIT_PROBLEM if breaking else EXIT_OK
+
+
+def add_abi_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Install ``abi`` and its sub-commands on the ``plugin-host`` parser."""
+    abi = sub.add_parser(
+        "abi", help="verify exported ABIs without loading (check, dump, diff)",
+        description="Verify plugin libraries' exported ABI from the files alone (no plugin code runs). "
+        "Exit status: 0 clean, 1 a problem or breaking change, 2 usage error.",
+    )
+    abi_sub = abi.add_subparsers(dest="abi_command", metavar="ABI_COMMAND")
+    def usage(args: argparse.Namespace) -> int:
+        abi.print_help(sys.stderr)
+        return EXIT_USAGE
+
+    abi.set_defaults(func=usage)
+    check = abi_sub.add_parser("check", help="what each library exports per trait, and every problem")
+    check.add_argument("paths", nargs="+", metavar="PATH", help="library files or directories")
+    check.add_argument("--trait", help="check only this trait")
+    check.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    check.set_defaults(func=cmd_abi_check)
+    dump = abi_sub.add_parser("dump", help="write a library's exported ABI as JSON (for abi diff)")
+    dump.add_argument("library")
+    dump.add_argument("-o", "--output", help="write to this file instead of standard output")
+    dump.set_defaults(func=cmd_abi_dump)
+    diff = abi_sub.add_parser("diff", help="compare two builds (libraries or dumps); exit 1 if breaking")
+    diff.add_argument("old", help="the released build: a library or an abi dump")
+    diff.add_argument("new", help="the new build: a library or an abi dump")
+    diff.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    diff.set_defaults(func=cmd_abi_diff)
