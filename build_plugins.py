@@ -25,7 +25,9 @@ def main() -> int:
 
     try:
         result = build_plugins(
-            ROOT / "native_plugins", args.build_dir, force=args.force,
+            ROOT / "native_plugins",
+            args.build_dir,
+            force=args.force,
             extra_cflags=["-Werror"] if args.werror else [],
         )
     except BuildError as e:

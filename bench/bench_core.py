@@ -81,8 +81,10 @@ def bench_greeter(libs: dict[str, Path], repeats: int, calls: int) -> float:
             lambda: per_call_ns(bare, calls),
             repeats,
         )
-    print(f"greeter call:      proxy {t_proxy:8.0f} ns   bare ctypes {t_bare:8.0f} ns   "
-          f"ratio {ratio:.3f}  (target <= 1.2)")
+    print(
+        f"greeter call:      proxy {t_proxy:8.0f} ns   bare ctypes {t_bare:8.0f} ns   "
+        f"ratio {ratio:.3f}  (target <= 1.2)"
+    )
     return ratio
 
 
@@ -103,8 +105,10 @@ def bench_buffer(libs: dict[str, Path], repeats: int, calls: int) -> float:
             lambda: per_call_ns(lambda: fn(instance, view, n), calls),
             repeats,
         )
-    print(f"1 MiB buffer call: proxy {t_proxy / 1e3:8.1f} us   bare ctypes {t_bare / 1e3:8.1f} us   ratio {ratio:.3f}  "
-          "(target <= 1.05)")
+    print(
+        f"1 MiB buffer call: proxy {t_proxy / 1e3:8.1f} us   bare ctypes {t_bare / 1e3:8.1f} us   ratio {ratio:.3f}  "
+        "(target <= 1.05)"
+    )
     return ratio
 
 
@@ -149,8 +153,10 @@ def bench_load(libs: dict[str, Path], repeats: int, count: int) -> float:
         it_m = iter(r[0] for r in rounds)
         it_b = iter(r[1] for r in rounds)
         t_m, t_b, ratio = paired(lambda: manager_load(next(it_m)), lambda: bare_load(next(it_b)), repeats)
-    print(f"load {count} files:    manager {t_m * 1e3:7.1f} ms   bare CDLL loop {t_b * 1e3:7.1f} ms   "
-          f"ratio {ratio:.3f}  (target <= 1.3)")
+    print(
+        f"load {count} files:    manager {t_m * 1e3:7.1f} ms   bare CDLL loop {t_b * 1e3:7.1f} ms   "
+        f"ratio {ratio:.3f}  (target <= 1.3)"
+    )
     return ratio
 
 

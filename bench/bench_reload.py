@@ -145,9 +145,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", nargs="+", choices=["rename", "write"], default=["rename", "write"])
     parser.add_argument("--reloads", type=int, default=50)
     args = parser.parse_args(argv)
-    print(f"{platform.system()} {platform.release()}, {platform.libc_ver()[0]} {platform.libc_ver()[1]}, "
-          f"Python {platform.python_version()}, watchdog {watchdog.version.VERSION_STRING} "
-          f"({Observer.__name__}), {os.cpu_count()} CPUs, {args.reloads} reloads each")
+    print(
+        f"{platform.system()} {platform.release()}, {platform.libc_ver()[0]} {platform.libc_ver()[1]}, "
+        f"Python {platform.python_version()}, watchdog {watchdog.version.VERSION_STRING} "
+        f"({Observer.__name__}), {os.cpu_count()} CPUs, {args.reloads} reloads each"
+    )
     columns = ("debounce", "mode", "median", "p95", "max", "median-d", "p95-d")
     header = "  ".join(c.ljust(6) if c == "mode" else c.rjust(8) for c in columns) + "   extra  target"
     print(header)
@@ -162,9 +164,11 @@ def main(argv: list[str] | None = None) -> int:
                 median, p95 = statistics.median(ms), percentile(ms, 0.95)
                 met = median <= debounce_ms + 10 and p95 <= debounce_ms + 50
                 all_met &= met
-                print(f"{debounce_ms:>6}ms  {mode:<6}  {median:>6.1f}ms  {p95:>6.1f}ms  {max(ms):>6.1f}ms  "
-                      f"{median - debounce_ms:>+6.1f}ms  {p95 - debounce_ms:>+6.1f}ms  {extra:>6}  "
-                      f"{'met' if met else 'MISSED'}")
+                print(
+                    f"{debounce_ms:>6}ms  {mode:<6}  {median:>6.1f}ms  {p95:>6.1f}ms  {max(ms):>6.1f}ms  "
+                    f"{median - debounce_ms:>+6.1f}ms  {p95 - debounce_ms:>+6.1f}ms  {extra:>6}  "
+                    f"{'met' if met else 'MISSED'}"
+                )
     print("\ntarget: median <= debounce + 10 ms, p95 <= debounce + 50 ms (write end or rename -> serving calls)")
     print("extra: Error or repeated Event notifications because a window ended mid-write")
     return 0 if all_met else 1

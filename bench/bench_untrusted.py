@@ -86,8 +86,10 @@ def bench_precheck(lib: Path, repeats: int, count: int) -> float:
             off.append(t["off"])
             ratios.append(t["on"] / t["off"])
     ratio = statistics.median(ratios)
-    print(f"load {count} files:  checks on {statistics.median(on) * 1e3:7.1f} ms   off "
-          f"{statistics.median(off) * 1e3:7.1f} ms   ratio {ratio:.3f}  (target <= 1.10)")
+    print(
+        f"load {count} files:  checks on {statistics.median(on) * 1e3:7.1f} ms   off "
+        f"{statistics.median(off) * 1e3:7.1f} ms   ratio {ratio:.3f}  (target <= 1.10)"
+    )
     return ratio
 
 
@@ -107,8 +109,10 @@ def bench_probe(lib: Path, repeats: int) -> tuple[float, float]:
             cached.append(time.perf_counter() - start)
             assert result.cached
     probe_ms, cached_ms = statistics.median(times) * 1e3, statistics.median(cached) * 1e3
-    print(f"probe per library: median {probe_ms:6.1f} ms (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})"
-          f"  (target <= 80 ms)")
+    print(
+        f"probe per library: median {probe_ms:6.1f} ms (min {min(times) * 1e3:.1f}, max {max(times) * 1e3:.1f})"
+        f"  (target <= 80 ms)"
+    )
     print(f"cached probe:      median {cached_ms:6.3f} ms (hash + cache look-up, no child process)")
     return probe_ms, cached_ms
 

@@ -131,9 +131,7 @@ def test_check_accepts_a_compatible_newer_plugin(
     assert "newer plugin appends 1 method" in greeter["differences"][0]
 
 
-def test_check_trait_filter_and_directory(
-    example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_check_trait_filter_and_directory(example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     status, report = run_json(capsys, "abi", "check", str(example_plugins["multi_trait"]), "--trait", "Transformer")
     assert status == 0
     assert list(report["libraries"][0]["traits"]) == ["Transformer"]
@@ -179,8 +177,13 @@ def test_dump_round_trips_through_diff(
     status, out, _ = run(capsys, "abi", "diff", str(saved), str(example_plugins["greeters"]))
     assert status == 0 and "no change to the exported ABI" in out
     status, report = run_json(capsys, "abi", "diff", str(saved), str(saved))
-    assert report == {"schema": "plugin-host-abi-diff/1", "old": str(saved), "new": str(saved),
-                      "breaking": False, "changes": []}
+    assert report == {
+        "schema": "plugin-host-abi-diff/1",
+        "old": str(saved),
+        "new": str(saved),
+        "breaking": False,
+        "changes": [],
+    }
 
 
 def test_dump_to_a_file(example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -202,7 +205,11 @@ def test_diff_removed_impl_is_breaking_added_impl_is_compatible(
     assert status == 1 and report["breaking"] is True
     [removed] = report["changes"]
     assert (removed["kind"], removed["classification"], removed["trait"], removed["type"]) == (
-        "registration_removed", "breaking", "Greeter", "French")
+        "registration_removed",
+        "breaking",
+        "Greeter",
+        "French",
+    )
     status, report = run_json(capsys, "abi", "diff", str(english), str(both))
     assert status == 0 and report["breaking"] is False
     assert changes(report) == {("registration_added", "compatible")}
@@ -253,9 +260,7 @@ def test_diff_version_bump_and_removed_symbols(
     assert changes(report) == {("version_bump", "breaking"), ("symbol_removed", "breaking")}
 
 
-def test_diff_trait_added_and_removed(
-    example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_diff_trait_added_and_removed(example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     greeters, multi = str(example_plugins["greeters"]), str(example_plugins["multi_trait"])
     status, report = run_json(capsys, "abi", "diff", greeters, multi)
     assert ("trait_added", "compatible") in changes(report)

@@ -33,8 +33,12 @@ linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="re
 def spec(name: str, link: tuple[str, ...] = (), interface: tuple[str, ...] = (), no_link: bool = False) -> PluginSpec:
     """A spec for graph checks alone (nothing is compiled)."""
     return PluginSpec(
-        name=name, directory=Path("/nonexistent") / name, sources=(),
-        link_deps=link, interface_deps=interface, no_link=no_link,
+        name=name,
+        directory=Path("/nonexistent") / name,
+        sources=(),
+        link_deps=link,
+        interface_deps=interface,
+        no_link=no_link,
     )
 
 
@@ -173,7 +177,8 @@ def test_independent_plugins_build_in_parallel_after_their_dependencies(
 def test_plugin_toml_graph_keys(tmp_path: Path) -> None:
     write_plugin(tmp_path, "core", CORE_TOML, CORE_FILES)
     directory = write_plugin(
-        tmp_path, "app",
+        tmp_path,
+        "app",
         'name = "app"\nsources = ["app.c"]\nlink_deps = ["core"]\ninterface_deps = ["other"]\nno_link = true\n',
         app_files("core.h"),
     )
@@ -247,9 +252,14 @@ def test_private_header_of_a_dependency_does_not_compile(tmp_path: Path) -> None
 def test_private_header_under_its_directory_name_does_not_compile_either(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_plugin(src, "core", CORE_TOML, CORE_FILES)
-    write_plugin(src, "app", 'sources = ["app.c"]\ninterface_deps = ["core"]\n', {
-        "app.c": '#include "private/core_secret.h"\nint app;\n',
-    })
+    write_plugin(
+        src,
+        "app",
+        'sources = ["app.c"]\ninterface_deps = ["core"]\n',
+        {
+            "app.c": '#include "private/core_secret.h"\nint app;\n',
+        },
+    )
     with pytest.raises(BuildError, match="plugin app: compiling"):
         build_plugins(src, tmp_path / "out", extra_cflags=WERROR)
 
@@ -257,13 +267,23 @@ def test_private_header_under_its_directory_name_does_not_compile_either(tmp_pat
 def test_public_interface_is_inherited_transitively(tmp_path: Path) -> None:
     src = tmp_path / "src"
     write_plugin(src, "core", CORE_TOML, CORE_FILES)
-    write_plugin(src, "mid", 'sources = ["mid.c"]\npublic_include = ["include"]\ninterface_deps = ["core"]\n', {
-        "include/mid.h": '#include "core.h"\n',
-        "mid.c": '#include "mid.h"\nint mid;\n',
-    })
-    write_plugin(src, "top", 'sources = ["top.c"]\ninterface_deps = ["mid"]\n', {
-        "top.c": '#include "core.h"\n#include "mid.h"\nint top;\n',
-    })
+    write_plugin(
+        src,
+        "mid",
+        'sources = ["mid.c"]\npublic_include = ["include"]\ninterface_deps = ["core"]\n',
+        {
+            "include/mid.h": '#include "core.h"\n',
+            "mid.c": '#include "mid.h"\nint mid;\n',
+        },
+    )
+    write_plugin(
+        src,
+        "top",
+        'sources = ["top.c"]\ninterface_deps = ["mid"]\n',
+        {
+            "top.c": '#include "core.h"\n#include "mid.h"\nint top;\n',
+        },
+    )
     assert build_plugins(src, tmp_path / "out", extra_cflags=WERROR).built == ["core", "mid", "top"]
 
 

@@ -69,8 +69,17 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_module_entry_point(example_plugins: dict[str, Path]) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "plugin_host", "call", str(example_plugins["greeters"]), "Greeter", "French", "greet",
-         "Zoë"],
+        [
+            sys.executable,
+            "-m",
+            "plugin_host",
+            "call",
+            str(example_plugins["greeters"]),
+            "Greeter",
+            "French",
+            "greet",
+            "Zoë",
+        ],
         capture_output=True,
         text=True,
     )

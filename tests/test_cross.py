@@ -53,9 +53,19 @@ def zig_cc(target: str, sources: list[Path], output: Path, defines: tuple[str, .
     """Compile ``sources`` into a shared library for ``target`` with the project's warning flags."""
     flags = [f for f in DEFAULT_CFLAGS if not (f == "-fPIC" and "windows" in target)] + WERROR
     cmd = [
-        sys.executable, "-m", "ziglang", "cc", "-target", target, "-shared", *flags,
-        *(f"-I{d}" for d in [output.parent, *get_include_dirs()]), *(f"-D{d}" for d in defines),
-        "-o", str(output), *map(str, sources),
+        sys.executable,
+        "-m",
+        "ziglang",
+        "cc",
+        "-target",
+        target,
+        "-shared",
+        *flags,
+        *(f"-I{d}" for d in [output.parent, *get_include_dirs()]),
+        *(f"-D{d}" for d in defines),
+        "-o",
+        str(output),
+        *map(str, sources),
     ]
     env = {**os.environ, "ZIG_GLOBAL_CACHE_DIR": str(zig_cache()), "ZIG_LOCAL_CACHE_DIR": str(zig_cache())}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=COMPILE_TIMEOUT_S)
@@ -74,9 +84,7 @@ def cross_built(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str
         (root / target).mkdir()
         for spec in specs:
             out = root / target / library_filename(spec.name, platform)
-            jobs[(target, spec.name)] = lambda t=target, s=spec, o=out: zig_cc(
-                t, list(s.sources), o, s.defines
-            )
+            jobs[(target, spec.name)] = lambda t=target, s=spec, o=out: zig_cc(t, list(s.sources), o, s.defines)
     # One target at a time first (warms its cache), then the rest in parallel.
     with ThreadPoolExecutor(max_workers=2) as pool:
         results = {}

@@ -89,9 +89,7 @@ def test_the_same_plugin_with_the_right_header_runs_its_maker(
     assert marker.exists()
 
 
-def test_a_version_bump_that_changes_a_method_is_refused(
-    manager: PluginManager, compile_plugin: CompilePlugin
-) -> None:
+def test_a_version_bump_that_changes_a_method_is_refused(manager: PluginManager, compile_plugin: CompilePlugin) -> None:
     lib = build_greeter(compile_plugin, GREETER_V2_CHANGED)
     with pytest.raises(AbiMismatchError, match="method greet") as exc:
         manager.load_plugins(lib, PluginTrait.Greeter)
@@ -180,7 +178,8 @@ def test_registration_that_contradicts_its_descriptor_is_refused(
     manager: PluginManager, compile_plugin: CompilePlugin
 ) -> None:
     lib = compile_plugin(
-        "handwritten", {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR},
+        "handwritten",
+        {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR},
         defines=("BAD_TRAIT_VERSION",),
     )
     with pytest.raises(AbiMismatchError, match="disagrees with plugin_abi_descriptor_Greeter_v1") as exc:
@@ -190,7 +189,8 @@ def test_registration_that_contradicts_its_descriptor_is_refused(
 
 def test_inconsistent_descriptor_is_a_typed_error(manager: PluginManager, compile_plugin: CompilePlugin) -> None:
     lib = compile_plugin(
-        "handwritten", {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR},
+        "handwritten",
+        {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR},
         defines=("DESC_METHODS=100000u",),
     )
     with pytest.raises(AbiMismatchError, match="method_count 100000 exceeds") as exc:

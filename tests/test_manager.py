@@ -80,9 +80,7 @@ def test_plugin_owned_without_unregister_all_uses_factory_unmakers(
     assert manager.unload_by_path(lib) == {"Greeter": 1}
 
 
-def test_constructor_collection_matches_linker_sections(
-    manager: PluginManager, compile_plugin: CompilePlugin
-) -> None:
+def test_constructor_collection_matches_linker_sections(manager: PluginManager, compile_plugin: CompilePlugin) -> None:
     sources = {p.name: p.read_text() for p in (Path(__file__).parents[1] / "native_plugins" / "greeters").glob("*.c")}
     lib = compile_plugin("greeters", sources, defines=("PLUGIN_COLLECT_WITH_CONSTRUCTORS",))
     [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
@@ -115,9 +113,7 @@ def test_host_owned_missing_unmaker_is_refused_before_any_maker_runs(
 # ---- double release, use after unload, unmapping ----------------------------
 
 
-def test_second_release_raises_instead_of_double_free(
-    manager: PluginManager, example_plugins: dict[str, Path]
-) -> None:
+def test_second_release_raises_instead_of_double_free(manager: PluginManager, example_plugins: dict[str, Path]) -> None:
     [handle] = manager.load_plugins(example_plugins["multi_trait"], PluginTrait.Transformer)
     [greeter] = manager.load_plugins(example_plugins["multi_trait"], PluginTrait.Greeter)
     regset = handle.registration_set
@@ -314,9 +310,7 @@ def test_inconsistent_array_is_refused(
     assert not manager.is_loaded(lib)
 
 
-def test_aggregate_returning_null_after_partial_success(
-    manager: PluginManager, test_plugins: dict[str, Path]
-) -> None:
+def test_aggregate_returning_null_after_partial_success(manager: PluginManager, test_plugins: dict[str, Path]) -> None:
     lib = test_plugins["null_maker"]
     with pytest.raises(MakerReturnedNullError, match="plugin_register_all_Greeter_v1 returned NULL") as exc:
         manager.load_plugins(lib, PluginTrait.Greeter)

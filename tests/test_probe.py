@@ -62,8 +62,9 @@ def test_blocked_until_the_file_changes(compile_plugin: CompilePlugin, tmp_path:
         assert handle.proxy("Sayer").greet("x") == "Hello, x!"
 
 
-def test_restart_does_not_reprobe(example_plugins: dict[str, Path], tmp_path: Path,
-                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_restart_does_not_reprobe(
+    example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     lib = example_plugins["multi_trait"]
     with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager:
         manager.load_plugins(lib, PluginTrait.Greeter)
@@ -102,7 +103,10 @@ def test_cache_keys_and_corrupt_file(tmp_path: Path) -> None:
     key = ProbeKey.of(tmp_path / "libx.so", st, "ab" * 32)
     assert cache.get(key) is None
     cache.put(key, "blocked", "ProbeTimeoutError: ...")
-    assert ProbeCache(tmp_path).get(key) == {"status": "blocked", "reason": "ProbeTimeoutError: ...",
-                                             "time": pytest.approx(cache.get(key)["time"])}  # type: ignore[index]
+    assert ProbeCache(tmp_path).get(key) == {
+        "status": "blocked",
+        "reason": "ProbeTimeoutError: ...",
+        "time": pytest.approx(cache.get(key)["time"]),
+    }  # type: ignore[index]
     changed = ProbeKey(key.path, key.size + 1, key.mtime_ns, key.sha256)
     assert ProbeCache(tmp_path).get(changed) is None

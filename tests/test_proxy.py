@@ -41,9 +41,7 @@ def test_buffer_is_transformed_in_place_without_copy(manager: PluginManager, exa
     assert big[:3] == b"XXX"
 
 
-def test_read_only_buffer_is_refused_before_the_call(
-    manager: PluginManager, example_plugins: dict[str, Path]
-) -> None:
+def test_read_only_buffer_is_refused_before_the_call(manager: PluginManager, example_plugins: dict[str, Path]) -> None:
     upper = transformers(manager, example_plugins)["Upper"]
     with pytest.raises(BufferError, match="writable"):
         upper.transform(b"immutable")

@@ -61,9 +61,12 @@ def test_export_table_of_greeters(example_plugins: dict[str, Path]) -> None:
     assert (table.format, table.pointer_size, table.byteorder) == ("elf", 8, "little")
     assert table.machine == "x86_64" or table.machine
     assert {
-        "plugin_register_Greeter_English_v1", "plugin_unregister_Greeter_English_v1",
-        "plugin_register_all_Greeter_v1", "plugin_unregister_all_Greeter_v1",
-        "plugin_unmaker_counter_Greeter_v1", "plugin_abi_descriptor_Greeter_v1",
+        "plugin_register_Greeter_English_v1",
+        "plugin_unregister_Greeter_English_v1",
+        "plugin_register_all_Greeter_v1",
+        "plugin_unregister_all_Greeter_v1",
+        "plugin_unmaker_counter_Greeter_v1",
+        "plugin_abi_descriptor_Greeter_v1",
     } <= set(table.names)
     # Hidden helpers (the per-library counter, static vtables) are not exported.
     assert not [n for n in table.names if n.startswith("plugin__")]
@@ -144,8 +147,14 @@ def test_truncated_elf(tmp_path: Path, example_plugins: dict[str, Path]) -> None
 
 def elf_with(data: bytes, **fields: int) -> bytes:
     """The ELF64 file ``data`` with header fields overwritten."""
-    offsets = {"e_phoff": (32, "Q"), "e_shoff": (40, "Q"), "e_phnum": (56, "H"),
-               "e_shentsize": (58, "H"), "e_shnum": (60, "H"), "e_shstrndx": (62, "H")}
+    offsets = {
+        "e_phoff": (32, "Q"),
+        "e_shoff": (40, "Q"),
+        "e_phnum": (56, "H"),
+        "e_shentsize": (58, "H"),
+        "e_shnum": (60, "H"),
+        "e_shstrndx": (62, "H"),
+    }
     out = bytearray(data)
     for name, value in fields.items():
         at, fmt = offsets[name]
@@ -178,7 +187,7 @@ def test_corrupted_elf_header(tmp_path: Path, example_plugins: dict[str, Path], 
 def test_huge_dynsym_size(tmp_path: Path, example_plugins: dict[str, Path]) -> None:
     """A .dynsym claiming 2**40 entries must be refused, not iterated."""
     data = bytearray(example_plugins["greeters"].read_bytes())
-    shoff, = struct.unpack_from("<Q", data, 40)
+    (shoff,) = struct.unpack_from("<Q", data, 40)
     shentsize, shnum = struct.unpack_from("<HH", data, 58)
     for i in range(shnum):
         at = shoff + i * shentsize
@@ -225,6 +234,7 @@ def test_text_file_is_not_a_library(tmp_path: Path) -> None:
 
 
 # ---- property test: mutated real libraries ----------------------------------------------
+
 
 def mutate(original: bytes, mutations: list[tuple[str, int, int]], header_bias: bool) -> bytes:
     """Apply byte writes, 64-bit word writes and truncations to a copy of ``original``."""

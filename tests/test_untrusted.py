@@ -50,7 +50,13 @@ print("OUTCOME " + json.dumps(outcome))
 
 
 def run_case(
-    good: Path, bad: Path, *, manager: str = "{}", load: str = "{}", setup: str = "", timeout: float = 60.0,
+    good: Path,
+    bad: Path,
+    *,
+    manager: str = "{}",
+    load: str = "{}",
+    setup: str = "",
+    timeout: float = 60.0,
     bad_loaded: bool = False,
 ) -> dict[str, Any]:
     """Load ``good``, then ``bad``, in a child interpreter; what happened."""
@@ -58,7 +64,7 @@ def run_case(
     proc = run_isolated(_CHILD.format(args=args, setup=setup), timeout=timeout)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("OUTCOME ")]
     assert lines, f"the host died (status {proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-    outcome: dict[str, Any] = json.loads(lines[-1][len("OUTCOME "):])
+    outcome: dict[str, Any] = json.loads(lines[-1][len("OUTCOME ") :])
     assert outcome["still_serves"] == "Hello, world!"
     assert outcome["bad_loaded"] is bad_loaded
     outcome["stdout"] = proc.stdout
@@ -98,8 +104,9 @@ def test_directory_named_like_a_plugin(good: Path, tmp_path: Path) -> None:
     (tmp_path / "libdir.so").mkdir()
     outcome = run_case(good, tmp_path, load="{'errors': None}")
     assert outcome["type"] == "PluginLoadErrors"
-    assert outcome["errors"] == [f"NotASharedLibraryError: {tmp_path / 'libdir.so'}: not a loadable shared "
-                                 "library: it is a directory"]
+    assert outcome["errors"] == [
+        f"NotASharedLibraryError: {tmp_path / 'libdir.so'}: not a loadable shared library: it is a directory"
+    ]
 
 
 def test_symlink_loop(good: Path, tmp_path: Path) -> None:
@@ -117,8 +124,24 @@ def test_fifo_does_not_hang_the_host(good: Path, tmp_path: Path) -> None:
 def test_truncated_at_many_offsets(good: Path, tmp_path: Path) -> None:
     """The SIGBUS cases: every prefix is refused before dlopen, none crashes."""
     data = good.read_bytes()
-    offsets = sorted({1, 4, 16, 40, 63, 64, 200, 1000, 4096, 8192, *range(0, len(data), len(data) // 23),
-                      len(data) // 2, len(data) - 4096, len(data) - 1})
+    offsets = sorted(
+        {
+            1,
+            4,
+            16,
+            40,
+            63,
+            64,
+            200,
+            1000,
+            4096,
+            8192,
+            *range(0, len(data), len(data) // 23),
+            len(data) // 2,
+            len(data) - 4096,
+            len(data) - 1,
+        }
+    )
     offsets.remove(0)
     setup = f"""
 import os, shutil
@@ -140,7 +163,7 @@ print("TRUNC " + json.dumps(seen))
     outcome = run_case(good, bad, setup=setup)
     _expect(outcome, "NotASharedLibraryError", "truncated", bad)
     [line] = [x for x in outcome["stdout"].splitlines() if x.startswith("TRUNC ")]
-    seen = dict(json.loads(line[len("TRUNC "):]))
+    seen = dict(json.loads(line[len("TRUNC ") :]))
     assert len(seen) >= 25
     for n, message in seen.items():
         assert message != "LOADED", n
@@ -163,7 +186,7 @@ def test_truncation_messages(good: Path, tmp_path: Path) -> None:
 
 def _patched(src: Path, dst: Path, offset: int, value: bytes) -> Path:
     data = bytearray(src.read_bytes())
-    data[offset:offset + len(value)] = value
+    data[offset : offset + len(value)] = value
     dst.write_bytes(bytes(data))
     return dst
 
@@ -173,8 +196,12 @@ def test_patched_machine(good: Path, tmp_path: Path) -> None:
     other = 62 if host.machine == 183 else 183
     bad = _patched(good, tmp_path / "libarm.so", 18, other.to_bytes(2, "little"))
     outcome = run_case(good, bad)
-    _expect(outcome, "ArchitectureMismatchError", f"built for {_MACHINE_NAMES[other]}, this host is "
-            f"{_MACHINE_NAMES[host.machine or 62]}", bad)
+    _expect(
+        outcome,
+        "ArchitectureMismatchError",
+        f"built for {_MACHINE_NAMES[other]}, this host is {_MACHINE_NAMES[host.machine or 62]}",
+        bad,
+    )
     assert outcome["attrs"]["field"] == "machine"
     assert "NotASharedLibraryError" in outcome["mro"]
 
@@ -211,8 +238,9 @@ def test_maker_returns_null(good: Path, test_plugins: dict[str, Path]) -> None:
     _expect(outcome, "MakerReturnedNullError", "returned NULL", bad)
 
 
-@pytest.mark.parametrize(("define", "reason"), [("BAD_FACTORIES", "factories"), ("BAD_LEN", "len"),
-                                                ("NULL_ENTRY", "NULL")])
+@pytest.mark.parametrize(
+    ("define", "reason"), [("BAD_FACTORIES", "factories"), ("BAD_LEN", "len"), ("NULL_ENTRY", "NULL")]
+)
 def test_inconsistent_aggregate(good: Path, compile_plugin: CompilePlugin, define: str, reason: str) -> None:
     bad = compile_plugin("inconsistent", INCONSISTENT, defines=(define,))
     outcome = run_case(good, bad)
@@ -231,7 +259,13 @@ def test_inconsistent_aggregate(good: Path, compile_plugin: CompilePlugin, defin
     ],
 )
 def test_constructor_that_kills_the_process(
-    good: Path, compile_plugin: CompilePlugin, tmp_path: Path, define: str, error: str, match: str, attr: str,
+    good: Path,
+    compile_plugin: CompilePlugin,
+    tmp_path: Path,
+    define: str,
+    error: str,
+    match: str,
+    attr: str,
     value: object,
 ) -> None:
     bad = compile_plugin("ctor", GREETER, defines=(define,))
@@ -306,9 +340,7 @@ L.write_private_copy = swapping
     assert target.stat().st_size == 5000  # and the file on disk really was swapped
 
 
-def test_bare_name_never_searches_ld_library_path(
-    good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bare_name_never_searches_ld_library_path(good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     shutil.copy(good, elsewhere / "libhidden.so")

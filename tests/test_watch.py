@@ -76,8 +76,9 @@ def versions(compile_plugin: CompilePlugin) -> dict[int, Path]:
 
 
 @pytest.fixture(scope="session")
-def broken(compile_plugin: CompilePlugin, test_plugins: dict[str, Path], versions: dict[int, Path],
-           build_root: Path) -> dict[str, tuple[Path, type[PluginError]]]:
+def broken(
+    compile_plugin: CompilePlugin, test_plugins: dict[str, Path], versions: dict[int, Path], build_root: Path
+) -> dict[str, tuple[Path, type[PluginError]]]:
     """Replacements that must fail to load: kind -> (file, the error expected)."""
     junk = build_root / "broken"
     junk.mkdir(exist_ok=True)
@@ -121,8 +122,9 @@ class Watching:
     """A manager owned by a helper thread that processes a live watcher's
     notifications; the test thread reads them from :attr:`notes`."""
 
-    def __init__(self, manager: PluginManager, directory: Path, opts: WatchOptions,
-                 trait: str | None = "Greeter") -> None:
+    def __init__(
+        self, manager: PluginManager, directory: Path, opts: WatchOptions, trait: str | None = "Greeter"
+    ) -> None:
         self.manager = manager
         self.notes: queue.Queue[ManagerNotification | BaseException] = queue.Queue()
         self.queue, self.stop, self.thread = manager.start_watch_background(directory, opts)
@@ -258,8 +260,12 @@ def test_removed_file_is_unloaded_with_its_counter(
 
 @pytest.mark.parametrize("kind", ["text", "truncated", "missing_symbol", "maker_returns_null", "undefined_symbol"])
 def test_broken_replacement_keeps_the_old_version(
-    watch: Watching, watched: Path, staging: Path, versions: dict[int, Path],
-    broken: dict[str, tuple[Path, type[PluginError]]], kind: str,
+    watch: Watching,
+    watched: Path,
+    staging: Path,
+    versions: dict[int, Path],
+    broken: dict[str, tuple[Path, type[PluginError]]],
+    kind: str,
 ) -> None:
     path = publish(versions[1], watched / "libgreet.so", staging)
     good = watch.event(path)
@@ -313,9 +319,7 @@ def test_rapid_rewrites_give_one_load_per_debounce_window(
         w.close()
 
 
-def test_in_place_writes_in_several_steps_give_one_load(
-    watched: Path, versions: dict[int, Path]
-) -> None:
+def test_in_place_writes_in_several_steps_give_one_load(watched: Path, versions: dict[int, Path]) -> None:
     opts = WatchOptions(debounce_ms=200, emit_proxies=True)
     w = Watching(PluginManager(), watched, opts)
     try:
@@ -350,7 +354,10 @@ def test_add_change_remove_within_one_window_is_its_net_effect(
 
 
 def test_notifications_for_one_path_arrive_in_action_order(
-    watch: Watching, watched: Path, staging: Path, versions: dict[int, Path],
+    watch: Watching,
+    watched: Path,
+    staging: Path,
+    versions: dict[int, Path],
     broken: dict[str, tuple[Path, type[PluginError]]],
 ) -> None:
     path = watched / "libgreet.so"
@@ -365,9 +372,11 @@ def test_notifications_for_one_path_arrive_in_action_order(
     seen.append((type(watch.expect(Unloaded, path)).__name__, ""))
     assert seen == [
         ("Event", "v1 x"),
-        ("Event", "v2 x"), ("Unloaded", ""),
+        ("Event", "v2 x"),
+        ("Unloaded", ""),
         ("Error", ""),
-        ("Event", "v3 x"), ("Unloaded", ""),
+        ("Event", "v3 x"),
+        ("Unloaded", ""),
         ("Unloaded", ""),
     ]
 
@@ -447,9 +456,7 @@ def test_subdirectories_need_recursive(watched: Path, staging: Path, versions: d
 # ---- options -------------------------------------------------------------------------
 
 
-def test_without_auto_load_only_paths_are_reported(
-    watched: Path, staging: Path, versions: dict[int, Path]
-) -> None:
+def test_without_auto_load_only_paths_are_reported(watched: Path, staging: Path, versions: dict[int, Path]) -> None:
     existing = publish(versions[1], watched / "libexisting.so", staging)
     w = Watching(PluginManager(), watched, WatchOptions(debounce_ms=20, auto_load=False))
     try:
@@ -462,9 +469,7 @@ def test_without_auto_load_only_paths_are_reported(
         w.close()
 
 
-def test_without_auto_unload_old_versions_keep_serving(
-    watched: Path, staging: Path, versions: dict[int, Path]
-) -> None:
+def test_without_auto_unload_old_versions_keep_serving(watched: Path, staging: Path, versions: dict[int, Path]) -> None:
     w = Watching(PluginManager(), watched, WatchOptions(debounce_ms=20, auto_unload=False, emit_proxies=True))
     try:
         path = publish(versions[1], watched / "libgreet.so", staging)
@@ -484,9 +489,7 @@ def test_without_auto_unload_old_versions_keep_serving(
         greet(first)
 
 
-def test_without_emit_proxies_events_carry_handles(
-    watched: Path, staging: Path, versions: dict[int, Path]
-) -> None:
+def test_without_emit_proxies_events_carry_handles(watched: Path, staging: Path, versions: dict[int, Path]) -> None:
     w = Watching(PluginManager(), watched, WatchOptions(debounce_ms=20))
     try:
         path = publish(versions[1], watched / "libgreet.so", staging)
@@ -669,9 +672,7 @@ def test_reload_loads_new_code_from_a_library_dlclose_never_unmaps(
         assert new.proxy("Versioned").greet("x") == "v5 x"  # type: ignore[attr-defined]
 
 
-def test_reload_keeps_every_trait_the_file_was_loaded_for(
-    example_plugins: dict[str, Path], tmp_path: Path
-) -> None:
+def test_reload_keeps_every_trait_the_file_was_loaded_for(example_plugins: dict[str, Path], tmp_path: Path) -> None:
     path = tmp_path / "libmulti.so"
     shutil.copyfile(example_plugins["multi_trait"], path)
     with PluginManager() as manager:
@@ -710,7 +711,9 @@ def test_cli_watch_prints_notifications_until_ctrl_c(
 ) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "plugin_host", "watch", str(watched), "--trait", "Greeter", "--debounce-ms", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     lines: queue.Queue[str] = queue.Queue()
 

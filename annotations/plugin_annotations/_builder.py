@@ -91,8 +91,16 @@ __all__ = [
 DEFAULT_CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden")
 SPEC_FILE = "plugin.toml"
 _SPEC_KEYS = {
-    "name", "sources", "defines", "include_dirs", "cflags",
-    "public_include", "private_include", "link_deps", "interface_deps", "no_link",
+    "name",
+    "sources",
+    "defines",
+    "include_dirs",
+    "cflags",
+    "public_include",
+    "private_include",
+    "link_deps",
+    "interface_deps",
+    "no_link",
 }
 _distutils_lock = threading.Lock()
 
@@ -423,7 +431,7 @@ def build_order(specs: Iterable[PluginSpec]) -> list[PluginSpec]:
         if name in done:
             return
         if name in path:
-            cycle = path[path.index(name):]
+            cycle = path[path.index(name) :]
             first = cycle.index(min(cycle))
             cycle = cycle[first:] + cycle[:first]
             raise DependencyCycleError([*cycle, cycle[0]])
@@ -452,8 +460,12 @@ def _build_one(
     cc = _new_compiler()
     _check_compiler(cc)
     include_dirs = [
-        spec.directory, *spec.public_include, *spec.private_include, *spec.include_dirs,
-        *inherited_include, *map(Path, get_include_dirs()),
+        spec.directory,
+        *spec.public_include,
+        *spec.private_include,
+        *spec.include_dirs,
+        *inherited_include,
+        *map(Path, get_include_dirs()),
     ]
     link_libs = [build_dir / library_filename(d) for d in spec.link_deps]
     link_flags = _link_flags(spec)
@@ -463,10 +475,14 @@ def _build_one(
     output = build_dir / spec.library_filename
     # A stamp of the command line: a change of flags rebuilds everything.
     stamp_text = json.dumps(
-        {"cc": getattr(cc, "compiler_so", None), "cflags": cflags, "defines": defines,
-         "env": [os.environ.get(k) for k in ("CC", "CFLAGS", "LDSHARED", "LDFLAGS")],
-         "includes": [str(i) for i in include_dirs],
-         "link": [*spec.link_deps, *link_flags]},
+        {
+            "cc": getattr(cc, "compiler_so", None),
+            "cflags": cflags,
+            "defines": defines,
+            "env": [os.environ.get(k) for k in ("CC", "CFLAGS", "LDSHARED", "LDFLAGS")],
+            "includes": [str(i) for i in include_dirs],
+            "link": [*spec.link_deps, *link_flags],
+        },
         sort_keys=True,
     )
     stamp = obj_dir / ".stamp"
@@ -478,11 +494,7 @@ def _build_one(
         digest = hashlib.sha1(str(src).encode()).hexdigest()[:8]
         obj = obj_dir / f"{src.stem}-{digest}.o"
         objects.append(str(obj))
-        if (
-            not stale_flags
-            and obj.exists()
-            and obj.stat().st_mtime >= max(src.stat().st_mtime, headers)
-        ):
+        if not stale_flags and obj.exists() and obj.stat().st_mtime >= max(src.stat().st_mtime, headers):
             continue
         obj_dir.mkdir(parents=True, exist_ok=True)
         try:
@@ -502,8 +514,11 @@ def _build_one(
         compiled.append(src)
     # A rebuilt link dependency relinks its dependants, as make would: a
     # symbol it no longer exports fails at link time, not at load time.
-    if compiled or stale_flags or not output.exists() or output.stat().st_mtime < max(
-        p.stat().st_mtime for p in [*map(Path, objects), *link_libs]
+    if (
+        compiled
+        or stale_flags
+        or not output.exists()
+        or output.stat().st_mtime < max(p.stat().st_mtime for p in [*map(Path, objects), *link_libs])
     ):
         tmp = output.with_name(f".{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
@@ -550,9 +565,7 @@ def build_plugins(
     :raises BuildError: naming the plugin, with the compiler's output.  The
         plugins that do not depend on a failed one are built all the same.
     """
-    specs = (
-        discover_plugins(plugins) if isinstance(plugins, (str, os.PathLike)) else list(plugins)
-    )
+    specs = discover_plugins(plugins) if isinstance(plugins, (str, os.PathLike)) else list(plugins)
     out_dir = Path(build_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     result = BuildResult()
@@ -577,7 +590,14 @@ def build_plugins(
                     errors.append(BuildError(spec.name, f"not built: its link dependency {bad[0]} failed"))
                 elif all(d in result.outputs for d in spec.link_deps):
                     future = pool.submit(
-                        _build_one, spec, out_dir, extra_cflags, defines, force, result, lock,
+                        _build_one,
+                        spec,
+                        out_dir,
+                        extra_cflags,
+                        defines,
+                        force,
+                        result,
+                        lock,
                         _inherited_include(spec, by_name),
                     )
                     running[future] = spec.name

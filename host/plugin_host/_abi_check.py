@@ -103,12 +103,8 @@ class TraitAbi:
         return {
             "abi_versions": self.abi_versions,
             "types": self.types,
-            "registrations": [
-                {"type": t, "abi": abi, **flags} for (t, abi), flags in self.registrations().items()
-            ],
-            "aggregate": {
-                role: self.has(role) for role in ("register_all", "unregister_all", "unmaker_counter")
-            },
+            "registrations": [{"type": t, "abi": abi, **flags} for (t, abi), flags in self.registrations().items()],
+            "aggregate": {role: self.has(role) for role in ("register_all", "unregister_all", "unmaker_counter")},
             "symbols": sorted(self.symbols.values()),
             "descriptor": self.descriptor.to_json() if self.descriptor else None,
             "descriptor_error": self.descriptor_error,
@@ -252,8 +248,13 @@ class Problem:
 
     def to_json(self) -> dict[str, object]:
         """JSON form."""
-        return {"severity": self.severity, "kind": self.kind, "trait": self.trait,
-                "symbol": self.symbol, "message": self.message}
+        return {
+            "severity": self.severity,
+            "kind": self.kind,
+            "trait": self.trait,
+            "symbol": self.symbol,
+            "message": self.message,
+        }
 
 
 @dataclass
@@ -286,8 +287,12 @@ def check_library(
 
     if only is None:
         for name in abi.malformed:
-            add("error", "malformed_symbol", f"{name}: looks like a plugin symbol but does not follow "
-                "plugin_<role>_<Trait>[_<Type>]_v<N>", symbol=name)
+            add(
+                "error",
+                "malformed_symbol",
+                f"{name}: looks like a plugin symbol but does not follow plugin_<role>_<Trait>[_<Type>]_v<N>",
+                symbol=name,
+            )
     selected = {n: t for n, t in abi.traits.items() if only is None or n == only}
     if not selected:
         what = f"trait {only}" if only else "any trait"
@@ -307,40 +312,75 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
     name = trait.name
     for (role, type_name, version), symbol in sorted(trait.symbols.items(), key=lambda kv: kv[1]):
         if version != ABI_VERSION:
-            report("error", "unknown_version", f"{symbol}: ABI version {version} is unknown to this host "
-                   f"(which speaks v{ABI_VERSION})", name, symbol)
+            report(
+                "error",
+                "unknown_version",
+                f"{symbol}: ABI version {version} is unknown to this host (which speaks v{ABI_VERSION})",
+                name,
+                symbol,
+            )
             continue
         if role == "maker" and not trait.has("unmaker", type_name):
-            report("error", "missing_unmaker", f"{symbol}: maker without its unmaker "
-                   f"plugin_unregister_{name}_{type_name}_v{version}", name, symbol)
+            report(
+                "error",
+                "missing_unmaker",
+                f"{symbol}: maker without its unmaker plugin_unregister_{name}_{type_name}_v{version}",
+                name,
+                symbol,
+            )
         elif role == "unmaker" and not trait.has("maker", type_name):
             report("warning", "unmaker_without_maker", f"{symbol}: unmaker without a maker", name, symbol)
     if trait.has("register_all"):
         aggregate = trait.symbols[("register_all", None, ABI_VERSION)]
         if not trait.has("unmaker_counter"):
-            report("error", "aggregate_without_counter",
-                   f"{aggregate}: aggregate without plugin_unmaker_counter_{name}_v{ABI_VERSION}", name, aggregate)
+            report(
+                "error",
+                "aggregate_without_counter",
+                f"{aggregate}: aggregate without plugin_unmaker_counter_{name}_v{ABI_VERSION}",
+                name,
+                aggregate,
+            )
         if not trait.has("unregister_all"):
-            report("error", "aggregate_without_release",
-                   f"{aggregate}: aggregate without plugin_unregister_all_{name}_v{ABI_VERSION} "
-                   "(the array container would leak)", name, aggregate)
+            report(
+                "error",
+                "aggregate_without_release",
+                f"{aggregate}: aggregate without plugin_unregister_all_{name}_v{ABI_VERSION} "
+                "(the array container would leak)",
+                name,
+                aggregate,
+            )
     elif trait.has("unregister_all"):
-        report("warning", "release_without_aggregate",
-               f"plugin_unregister_all_{name}_v{ABI_VERSION} without an aggregate", name)
+        report(
+            "warning",
+            "release_without_aggregate",
+            f"plugin_unregister_all_{name}_v{ABI_VERSION} without an aggregate",
+            name,
+        )
     descriptor_symbol = abi_descriptor_symbol(name)
     if spec is None:
-        report("warning", "unknown_trait", f"trait {name} is not declared in this host; its descriptor "
-               "was not compared", name)
+        report(
+            "warning",
+            "unknown_trait",
+            f"trait {name} is not declared in this host; its descriptor was not compared",
+            name,
+        )
         return TraitCheck()
     if trait.descriptor_error is not None:
-        report("error", "descriptor_unreadable", f"{descriptor_symbol}: {trait.descriptor_error}", name,
-               descriptor_symbol)
+        report(
+            "error", "descriptor_unreadable", f"{descriptor_symbol}: {trait.descriptor_error}", name, descriptor_symbol
+        )
         return TraitCheck()
     if trait.descriptor is None:
         if any(v == ABI_VERSION for v in trait.abi_versions):
-            report("warning", "missing_descriptor", f"{descriptor_symbol} is not exported: the host cannot "
-                   "check the layout before calling a maker (build with PLUGIN_AGGREGATES or "
-                   "PLUGIN_UNMAKER_COUNTER)", name, descriptor_symbol)
+            report(
+                "warning",
+                "missing_descriptor",
+                f"{descriptor_symbol} is not exported: the host cannot "
+                "check the layout before calling a maker (build with PLUGIN_AGGREGATES or "
+                "PLUGIN_UNMAKER_COUNTER)",
+                name,
+                descriptor_symbol,
+            )
         return TraitCheck()
     result = check_descriptor(AbiDescriptor.for_trait(spec, abi.pointer_size), trait.descriptor, spec)
     for d in result.breaking:
@@ -348,8 +388,9 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
     return TraitCheck(result.status, [str(d) for d in result.differences])
 
 
-def check_to_json(abi: LibraryAbi | None, path: str, problems: list[Problem],
-                  checks: dict[str, TraitCheck]) -> dict[str, object]:
+def check_to_json(
+    abi: LibraryAbi | None, path: str, problems: list[Problem], checks: dict[str, TraitCheck]
+) -> dict[str, object]:
     """One library's entry of ``abi check --json``."""
     entry: dict[str, object] = {
         "library": path,
@@ -393,9 +434,15 @@ class AbiChange:
 
     def to_json(self) -> dict[str, object]:
         """JSON form."""
-        return {"kind": self.kind, "classification": "breaking" if self.breaking else "compatible",
-                "trait": self.trait, "type": self.type_name, "old": self.old, "new": self.new,
-                "message": self.message}
+        return {
+            "kind": self.kind,
+            "classification": "breaking" if self.breaking else "compatible",
+            "trait": self.trait,
+            "type": self.type_name,
+            "old": self.old,
+            "new": self.new,
+            "message": self.message,
+        }
 
 
 def diff_abi(old: LibraryAbi, new: LibraryAbi, traits: dict[str, TraitSpec] | None = None) -> list[AbiChange]:
@@ -408,8 +455,9 @@ def diff_abi(old: LibraryAbi, new: LibraryAbi, traits: dict[str, TraitSpec] | No
     for attr in ("format", "machine", "pointer_size"):
         before, after = getattr(old, attr), getattr(new, attr)
         if before != after:
-            changes.append(AbiChange("platform_changed", True, f"{attr} changed from {before} to {after}",
-                                     old=before, new=after))
+            changes.append(
+                AbiChange("platform_changed", True, f"{attr} changed from {before} to {after}", old=before, new=after)
+            )
     for name in sorted(set(old.traits) | set(new.traits)):
         before, after = old.traits.get(name), new.traits.get(name)
         if before is not None and after is not None:
@@ -419,8 +467,9 @@ def diff_abi(old: LibraryAbi, new: LibraryAbi, traits: dict[str, TraitSpec] | No
             changes.append(AbiChange("trait_added", False, f"trait {name} added ({types})", name, new=after.types))
         elif before is not None:
             types = ", ".join(before.types) or "no maker"
-            changes.append(AbiChange("trait_removed", True, f"trait {name} removed (had {types})", name,
-                                     old=before.types))
+            changes.append(
+                AbiChange("trait_removed", True, f"trait {name} removed (had {types})", name, old=before.types)
+            )
     return changes
 
 
@@ -437,18 +486,54 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
         before, after = versions_old.get(t, set()), versions_new.get(t, set())
         removed, added = sorted(before - after), sorted(after - before)
         if not before:
-            out.append(AbiChange("registration_added", False, f"{name}.{t} added (v{', v'.join(map(str, added))})",
-                                 name, t, new=added))
+            out.append(
+                AbiChange(
+                    "registration_added",
+                    False,
+                    f"{name}.{t} added (v{', v'.join(map(str, added))})",
+                    name,
+                    t,
+                    new=added,
+                )
+            )
         elif not after:
-            out.append(AbiChange("registration_removed", True, f"{name}.{t} removed (was "
-                                 f"v{', v'.join(map(str, removed))})", name, t, old=removed))
+            out.append(
+                AbiChange(
+                    "registration_removed",
+                    True,
+                    f"{name}.{t} removed (was v{', v'.join(map(str, removed))})",
+                    name,
+                    t,
+                    old=removed,
+                )
+            )
         elif removed:
-            out.append(AbiChange("version_bump", True, f"{name}.{t}: ABI v{', v'.join(map(str, removed))} "
-                                 f"replaced by v{', v'.join(map(str, sorted(after)))}: hosts of the old "
-                                 "version no longer find it", name, t, old=sorted(before), new=sorted(after)))
+            out.append(
+                AbiChange(
+                    "version_bump",
+                    True,
+                    f"{name}.{t}: ABI v{', v'.join(map(str, removed))} "
+                    f"replaced by v{', v'.join(map(str, sorted(after)))}: hosts of the old "
+                    "version no longer find it",
+                    name,
+                    t,
+                    old=sorted(before),
+                    new=sorted(after),
+                )
+            )
         elif added:
-            out.append(AbiChange("version_added", False, f"{name}.{t}: also exported as "
-                                 f"v{', v'.join(map(str, added))}", name, t, old=sorted(before), new=sorted(after)))
+            out.append(
+                AbiChange(
+                    "version_added",
+                    False,
+                    f"{name}.{t}: also exported as v{', v'.join(map(str, added))}",
+                    name,
+                    t,
+                    old=sorted(before),
+                    new=sorted(after),
+                )
+            )
+
     # The other symbols: aggregates and counters, and unmakers of a maker both builds export.
     def relevant(role: str, t: str | None, abi: int) -> bool:
         if role == "unmaker":
@@ -457,15 +542,23 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
 
     for key in sorted(set(old.symbols) - set(new.symbols), key=lambda k: old.symbols[k]):
         if relevant(*key):
-            out.append(AbiChange("symbol_removed", True, f"{old.symbols[key]} removed", name, key[1],
-                                 old=old.symbols[key]))
+            out.append(
+                AbiChange("symbol_removed", True, f"{old.symbols[key]} removed", name, key[1], old=old.symbols[key])
+            )
     for key in sorted(set(new.symbols) - set(old.symbols), key=lambda k: new.symbols[k]):
         if relevant(*key):
-            out.append(AbiChange("symbol_added", False, f"{new.symbols[key]} added", name, key[1],
-                                 new=new.symbols[key]))
+            out.append(
+                AbiChange("symbol_added", False, f"{new.symbols[key]} added", name, key[1], new=new.symbols[key])
+            )
     if old.descriptor and not new.descriptor:
-        out.append(AbiChange("descriptor_removed", False, f"{abi_descriptor_symbol(name)} removed: hosts can no "
-                             "longer check the layout before calling a maker", name))
+        out.append(
+            AbiChange(
+                "descriptor_removed",
+                False,
+                f"{abi_descriptor_symbol(name)} removed: hosts can no longer check the layout before calling a maker",
+                name,
+            )
+        )
     elif new.descriptor and not old.descriptor:
         out.append(AbiChange("descriptor_added", False, f"{abi_descriptor_symbol(name)} added", name))
     elif old.descriptor and new.descriptor:

@@ -54,7 +54,8 @@ def _library_files(paths: list[str]) -> list[Path] | str:
         path = Path(raw)
         if path.is_dir():
             files += sorted(
-                p for p in path.iterdir()
+                p
+                for p in path.iterdir()
                 if p.is_file() and not p.name.startswith(".") and p.name.endswith(LIBRARY_SUFFIXES)
             )
         elif path.exists():
@@ -110,8 +111,10 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
         for severity, message in messages:
             print(f"{severity}: {message}")
         warnings = len(messages) - errors
-        print(f"\n{len(files)} librar{'y' if len(files) == 1 else 'ies'} checked: "
-              f"{errors} error(s), {warnings} warning(s)")
+        print(
+            f"\n{len(files)} librar{'y' if len(files) == 1 else 'ies'} checked: "
+            f"{errors} error(s), {warnings} warning(s)"
+        )
     return EXIT_PROBLEM if errors else EXIT_OK
 
 
@@ -122,8 +125,17 @@ def _check_rows(path: Path, abi: LibraryAbi | None, checks: dict[str, TraitCheck
     for name, check in sorted(checks.items()):
         t = abi.traits[name]
         array = "plugin" if t.has("register_all") else ("host" if t.types else "-")
-        rows.append([path.name, f"{abi.format} {abi.machine}", name, ", ".join(t.types) or "-", array,
-                     _describe_descriptor(abi, name), check.compatibility])
+        rows.append(
+            [
+                path.name,
+                f"{abi.format} {abi.machine}",
+                name,
+                ", ".join(t.types) or "-",
+                array,
+                _describe_descriptor(abi, name),
+                check.compatibility,
+            ]
+        )
     return rows
 
 
@@ -152,14 +164,18 @@ def cmd_abi_diff(args: argparse.Namespace) -> int:
     changes = diff_abi(old, new)
     breaking = [c for c in changes if c.breaking]
     if args.json:
-        out: dict[str, Any] = {"schema": DIFF_SCHEMA, "old": args.old, "new": args.new,
-                               "breaking": bool(breaking), "changes": [c.to_json() for c in changes]}
+        out: dict[str, Any] = {
+            "schema": DIFF_SCHEMA,
+            "old": args.old,
+            "new": args.new,
+            "breaking": bool(breaking),
+            "changes": [c.to_json() for c in changes],
+        }
         json.dump(out, sys.stdout, indent=2)
         print()
     else:
         if changes:
-            rows = [[c.kind, "breaking" if c.breaking else "compatible", c.trait or "-", c.message]
-                    for c in changes]
+            rows = [[c.kind, "breaking" if c.breaking else "compatible", c.trait or "-", c.message] for c in changes]
             print(_table(rows, ["change", "classification", "trait", "detail"]))
         else:
             print("no change to the exported ABI")
@@ -171,11 +187,13 @@ def cmd_abi_diff(args: argparse.Namespace) -> int:
 def add_abi_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Install ``abi`` and its sub-commands on the ``plugin-host`` parser."""
     abi = sub.add_parser(
-        "abi", help="verify exported ABIs without loading (check, dump, diff)",
+        "abi",
+        help="verify exported ABIs without loading (check, dump, diff)",
         description="Verify plugin libraries' exported ABI from the files alone (no plugin code runs). "
         "Exit status: 0 clean, 1 a problem or breaking change, 2 usage error.",
     )
     abi_sub = abi.add_subparsers(dest="abi_command", metavar="ABI_COMMAND")
+
     def usage(args: argparse.Namespace) -> int:
         abi.print_help(sys.stderr)
         return EXIT_USAGE

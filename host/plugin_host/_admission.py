@@ -83,11 +83,11 @@ class Admission:
             finally:
                 os.close(fd)
         # Untrusted, probed, hashed or asked for: load a private copy of bytes read once.
-        return Library(path, copy_on_load=True, inspect=lambda copy, data, st: self._inspect(path, dir_st, copy,
-                                                                                              data, st))
+        return Library(
+            path, copy_on_load=True, inspect=lambda copy, data, st: self._inspect(path, dir_st, copy, data, st)
+        )
 
-    def _inspect(self, path: Path, dir_st: os.stat_result | None, copy: Path, data: bytes,
-                 st: os.stat_result) -> None:
+    def _inspect(self, path: Path, dir_st: os.stat_result | None, copy: Path, data: bytes, st: os.stat_result) -> None:
         trusted = self.policy.check_permissions(path, st, dir_st)
         check = precheck_image(Image(path, st, data=data))
         probing = self._probes(trusted)

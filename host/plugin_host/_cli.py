@@ -167,15 +167,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with PluginManager() as manager:
         for lib_path in sorted(result.outputs.values()):
             handles = _load_every_trait(manager, lib_path, _traits(None), problems)
-            calls = [
-                (h, p, _exercise(p)) for h in handles for p in h.proxies()
-            ]
+            calls = [(h, p, _exercise(p)) for h in handles for p in h.proxies()]
             counters = manager.unload_by_path(lib_path) if handles else {}
             for h, p, res in calls:
                 owner = "plugin" if h.is_plugin_owned else "host"
                 counter = counters.get(h.trait.name)
-                rows.append([lib_path.name, h.trait.name, p.type_name, owner, res,
-                             "-" if counter is None else str(counter)])
+                rows.append(
+                    [lib_path.name, h.trait.name, p.type_name, owner, res, "-" if counter is None else str(counter)]
+                )
     print(_table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter"]))
     print("\nunmaker counter: registrations the plugin released after unload (equals the types loaded).")
     if {"foo", "bar"} <= result.outputs.keys():
@@ -310,8 +309,12 @@ def build_parser() -> argparse.ArgumentParser:
     watch = sub.add_parser("watch", help="load a directory's plugins and reload them as they change, until Ctrl-C")
     watch.add_argument("dir")
     watch.add_argument("--trait", help="only this trait (default: every known trait a file implements)")
-    watch.add_argument("--debounce-ms", type=int, default=DEFAULT_DEBOUNCE_MS,
-                       help=f"quiet time before acting on a file (default: {DEFAULT_DEBOUNCE_MS})")
+    watch.add_argument(
+        "--debounce-ms",
+        type=int,
+        default=DEFAULT_DEBOUNCE_MS,
+        help=f"quiet time before acting on a file (default: {DEFAULT_DEBOUNCE_MS})",
+    )
     watch.add_argument("--recursive", action="store_true", help="watch subdirectories too")
     watch.set_defaults(func=cmd_watch)
     from ._abi_cli import add_abi_parser  # here, not at the top: _abi_cli uses this module's helpers

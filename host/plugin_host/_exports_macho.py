@@ -22,8 +22,10 @@ __all__ = ["read_macho_exports"]
 _FAT = {0xCAFEBABE: 20, 0xCAFEBABF: 32}  # fat magic -> fat_arch entry size
 #: Thin magics as the first 4 bytes: (header size, byte order, 64-bit).
 _THIN = {
-    b"\xfe\xed\xfa\xce": (28, ">", False), b"\xce\xfa\xed\xfe": (28, "<", False),
-    b"\xfe\xed\xfa\xcf": (32, ">", True), b"\xcf\xfa\xed\xfe": (32, "<", True),
+    b"\xfe\xed\xfa\xce": (28, ">", False),
+    b"\xce\xfa\xed\xfe": (28, "<", False),
+    b"\xfe\xed\xfa\xcf": (32, ">", True),
+    b"\xcf\xfa\xed\xfe": (32, "<", True),
 }
 #: More architectures than this in a universal file is treated as corruption.
 MAX_FAT_ARCHS = 32
@@ -81,8 +83,10 @@ def read_macho_exports(path: str) -> ExportTable:
             _check_headers(path, f, size)
             header = MachO(path).headers[0]
             order = header.endian
-            is64 = header.header.magic in (0xFEEDFACF, 0xCFFAEDFE) or _THIN.get(
-                header.header.magic.to_bytes(4, "big"), (0, "", False))[2]
+            is64 = (
+                header.header.magic in (0xFEEDFACF, 0xCFFAEDFE)
+                or _THIN.get(header.header.magic.to_bytes(4, "big"), (0, "", False))[2]
+            )
             base, slice_size = header.offset, header.size
             regions = tuple(
                 (int(cmd.vmaddr), int(cmd.filesize), base + int(cmd.fileoff))
@@ -102,8 +106,13 @@ def read_macho_exports(path: str) -> ExportTable:
     except Exception as e:  # macholib raises ValueError, struct.error, KeyError... on malformed files
         raise NotASharedLibraryError(path, f"malformed Mach-O file: {type(e).__name__}: {e}") from e
     return ExportTable(
-        path, "macho", _CPUS.get(cpu, f"cpu{cpu}"), 8 if is64 else 4,
-        "little" if order == "<" else "big", symbols, regions,
+        path,
+        "macho",
+        _CPUS.get(cpu, f"cpu{cpu}"),
+        8 if is64 else 4,
+        "little" if order == "<" else "big",
+        symbols,
+        regions,
     )
 
 

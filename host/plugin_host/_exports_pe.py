@@ -45,8 +45,11 @@ def read_pe_exports(path: str) -> ExportTable:
             if entry.name:
                 symbols[entry.name.decode("utf-8", "replace")] = int(entry.address)
         regions = tuple(
-            (int(s.VirtualAddress), int(min(s.SizeOfRawData, s.Misc_VirtualSize or s.SizeOfRawData)),
-             int(s.PointerToRawData))
+            (
+                int(s.VirtualAddress),
+                int(min(s.SizeOfRawData, s.Misc_VirtualSize or s.SizeOfRawData)),
+                int(s.PointerToRawData),
+            )
             for s in pe.sections
         )
         machine = _MACHINES.get(pe.FILE_HEADER.Machine, f"0x{pe.FILE_HEADER.Machine:x}")

@@ -362,8 +362,9 @@ class PluginManager:
             for handle in old_handles.values():
                 required.setdefault(handle.trait.name, handle.trait)
             library = self._admission.open_library(target, copy_on_load=True)
-            sets = self._register_version(library, list(required.values()),
-                                          [s for s in optional if s.name not in required])
+            sets = self._register_version(
+                library, list(required.values()), [s for s in optional if s.name not in required]
+            )
             new_handles = {name: PluginHandle(self, regset) for name, regset in sets.items()}
             self._libraries[target] = library
             self._handles[target] = new_handles
@@ -404,9 +405,7 @@ class PluginManager:
             raise
         return sets
 
-    def _release_version(
-        self, path: Path, library: Library, handles: dict[str, PluginHandle]
-    ) -> dict[str, int | None]:
+    def _release_version(self, path: Path, library: Library, handles: dict[str, PluginHandle]) -> dict[str, int | None]:
         """Unload a version that is no longer current; its counters per trait."""
         counters: dict[str, int | None] = {}
         try:
@@ -538,4 +537,3 @@ class PluginManager:
 
     def __repr__(self) -> str:
         return f"<PluginManager {len(self._libraries)} libraries>"
-

@@ -120,9 +120,7 @@ def parse_signature(signature: str) -> CSignature:
         raise SignatureError(signature, f"{ctype.cname!r} is not a function type")
     if ctype.ellipsis:
         raise SignatureError(signature, "variadic functions are not supported (their arguments cannot be checked)")
-    char_params = frozenset(
-        i for i, a in enumerate(ctype.args) if a.kind == "pointer" and a.item.cname == "char"
-    )
+    char_params = frozenset(i for i, a in enumerate(ctype.args) if a.kind == "pointer" and a.item.cname == "char")
     parsed = CSignature(signature, ctype, len(ctype.args), char_params)
     with _signature_lock:
         return _signature_cache.setdefault(signature, parsed)
@@ -209,9 +207,7 @@ class ModuleFunction:
         if len(args) != sig.nargs:
             raise self._bad_arguments(f"takes {sig.nargs} argument(s), got {len(args)}")
         if sig.char_params:
-            args = tuple(
-                a.encode() if i in sig.char_params and isinstance(a, str) else a for i, a in enumerate(args)
-            )
+            args = tuple(a.encode() if i in sig.char_params and isinstance(a, str) else a for i, a in enumerate(args))
         inflight = self._gate.inflight
         inflight.append(None)
         try:

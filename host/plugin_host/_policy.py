@@ -106,8 +106,13 @@ class LoadPolicy:
         :raises InsecurePluginError: for an insecure file, saying why and how to opt out.
         """
         me = os.geteuid()
-        if (st.st_uid in (me, 0) and not st.st_mode & _GROUP_OR_OTHERS_WRITE and dir_st is not None
-                and dir_st.st_uid in (me, 0) and not dir_st.st_mode & _GROUP_OR_OTHERS_WRITE):
+        if (
+            st.st_uid in (me, 0)
+            and not st.st_mode & _GROUP_OR_OTHERS_WRITE
+            and dir_st is not None
+            and dir_st.st_uid in (me, 0)
+            and not dir_st.st_mode & _GROUP_OR_OTHERS_WRITE
+        ):
             return True  # the common case, without building messages
         found = self.problems(st, dir_st)
         if not found:

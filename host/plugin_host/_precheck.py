@@ -50,24 +50,54 @@ MAX_DYNSTR_BYTES = 16 << 20
 
 _ELF_MAGIC = b"\x7fELF"
 _MACHO_MAGICS = {
-    b"\xfe\xed\xfa\xce", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xcf\xfa\xed\xfe",
-    b"\xca\xfe\xba\xbe", b"\xbe\xba\xfe\xca",
+    b"\xfe\xed\xfa\xce",
+    b"\xce\xfa\xed\xfe",
+    b"\xfe\xed\xfa\xcf",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+    b"\xbe\xba\xfe\xca",
 }
 _FORMAT_NAMES = {"elf": "ELF", "pe": "PE (Windows)", "macho": "Mach-O (macOS)"}
-_ET_NAMES = {0: "no file type", 1: "a relocatable object (.o)", 2: "an executable (not position-independent)",
-             4: "a core dump"}
+_ET_NAMES = {
+    0: "no file type",
+    1: "a relocatable object (.o)",
+    2: "an executable (not position-independent)",
+    4: "a core dump",
+}
 _ET_DYN = 3
 _PT_LOAD, _PT_DYNAMIC = 1, 2
 _DT_STRTAB, _DT_STRSZ = 5, 10
 #: e_machine -> name, as ``uname -m`` / the toolchains spell them.
 _MACHINE_NAMES = {
-    2: "sparc", 3: "x86 (i386)", 8: "mips", 20: "ppc", 21: "ppc64", 22: "s390x", 40: "arm",
-    43: "sparc64", 62: "x86-64", 183: "aarch64", 243: "riscv", 258: "loongarch",
+    2: "sparc",
+    3: "x86 (i386)",
+    8: "mips",
+    20: "ppc",
+    21: "ppc64",
+    22: "s390x",
+    40: "arm",
+    43: "sparc64",
+    62: "x86-64",
+    183: "aarch64",
+    243: "riscv",
+    258: "loongarch",
 }
 #: platform.machine() -> e_machine, the fallback when the interpreter's own header cannot be read.
 _PLATFORM_MACHINES = {
-    "x86_64": 62, "amd64": 62, "aarch64": 183, "arm64": 183, "i386": 3, "i686": 3, "x86": 3,
-    "armv7l": 40, "armv6l": 40, "riscv64": 243, "ppc64le": 21, "ppc64": 21, "s390x": 22, "loongarch64": 258,
+    "x86_64": 62,
+    "amd64": 62,
+    "aarch64": 183,
+    "arm64": 183,
+    "i386": 3,
+    "i686": 3,
+    "x86": 3,
+    "armv7l": 40,
+    "armv6l": 40,
+    "riscv64": 243,
+    "ppc64le": 21,
+    "ppc64": 21,
+    "s390x": 22,
+    "loongarch64": 258,
 }
 _PLUGIN_NAME = re.compile(rb"plugin_[A-Za-z0-9_]+")
 
@@ -127,8 +157,9 @@ class Image:
 
     __slots__ = ("_fd", "head", "path", "stat")
 
-    def __init__(self, path: str | os.PathLike[str], st: os.stat_result, *,
-                 data: bytes | None = None, fd: int | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], st: os.stat_result, *, data: bytes | None = None, fd: int | None = None
+    ) -> None:
         if (data is None) == (fd is None):
             raise ValueError("give exactly one of data and fd")
         self.path = os.fspath(path)
@@ -144,7 +175,7 @@ class Image:
     def read(self, offset: int, length: int) -> bytes:
         """Up to ``length`` bytes at ``offset`` (fewer at the end of the image)."""
         if offset + length <= len(self.head) or self._fd is None:
-            return self.head[offset:offset + length]
+            return self.head[offset : offset + length]
         return os.pread(self._fd, length, offset)
 
 

@@ -181,11 +181,11 @@ def _frames(buffer: bytes) -> tuple[list[dict[str, object]], bytes]:
         (length,) = struct.unpack_from(">I", buffer)
         if len(buffer) < 4 + length:
             break
-        frame = json.loads(buffer[4:4 + length])
+        frame = json.loads(buffer[4 : 4 + length])
         if not isinstance(frame, dict):
             raise ValueError("a frame is not a JSON object")
         frames.append(frame)
-        buffer = buffer[4 + length:]
+        buffer = buffer[4 + length :]
     return frames, buffer
 
 
@@ -211,8 +211,12 @@ def run_probe(
     try:
         proc = subprocess.Popen(
             [sys.executable, "-I", "-S", str(_CHILD), str(write_fd)],
-            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            pass_fds=(write_fd,), start_new_session=True, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            pass_fds=(write_fd,),
+            start_new_session=True,
+            close_fds=True,
         )
     except BaseException:
         os.close(read_fd)
@@ -253,10 +257,12 @@ def run_probe(
                         except ValueError as e:
                             raise ProbeProtocolError(report_path, f"malformed frame: {e}", step) from e
                         for frame in new:
-                            if not frames and (frame.get("hello") != "plugin-host-probe"
-                                               or frame.get("protocol") != PROTOCOL):
-                                raise ProbeProtocolError(report_path, f"handshake {frame!r}, expected protocol "
-                                                         f"{PROTOCOL}", step)
+                            if not frames and (
+                                frame.get("hello") != "plugin-host-probe" or frame.get("protocol") != PROTOCOL
+                            ):
+                                raise ProbeProtocolError(
+                                    report_path, f"handshake {frame!r}, expected protocol {PROTOCOL}", step
+                                )
                             frames.append(frame)
                             if "step" in frame:
                                 step = str(frame["step"])
@@ -290,8 +296,14 @@ def run_probe(
     if result.get("kind") == "protocol":
         raise ProbeProtocolError(report_path, problems[-1], step)
     made = result.get("made", 0)
-    return ProbeResult(report_path, bool(result.get("ok")), False, time.perf_counter() - start,
-                       made if isinstance(made, int) else 0, problems)
+    return ProbeResult(
+        report_path,
+        bool(result.get("ok")),
+        False,
+        time.perf_counter() - start,
+        made if isinstance(made, int) else 0,
+        problems,
+    )
 
 
 class Prober:
@@ -300,15 +312,17 @@ class Prober:
     **Thread-safety**: :meth:`probe` may run on several threads at once.
     """
 
-    def __init__(self, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
-                 cache_dir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S, cache_dir: str | os.PathLike[str] | None = None
+    ) -> None:
         if timeout_s <= 0:
             raise ValueError(f"probe timeout must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
         self.cache = ProbeCache(cache_dir)
 
-    def probe(self, path: str | os.PathLike[str], load_path: str | os.PathLike[str], key: ProbeKey,
-              symbols: list[str]) -> ProbeResult:
+    def probe(
+        self, path: str | os.PathLike[str], load_path: str | os.PathLike[str], key: ProbeKey, symbols: list[str]
+    ) -> ProbeResult:
         """Probe ``load_path`` (the bytes of ``key``) unless the cache knows them.
 
         :raises BlockedPluginError: a recorded failure of the same bytes.

@@ -46,7 +46,7 @@ def _send(fd: int, message: dict[str, object]) -> None:
     data = json.dumps(message).encode()
     frame = struct.pack(">I", len(data)) + data
     while frame:
-        frame = frame[os.write(fd, frame):]
+        frame = frame[os.write(fd, frame) :]
 
 
 def _run(fd: int, path: str, symbols: list[str]) -> dict[str, object]:
@@ -78,8 +78,11 @@ def _run(fd: int, path: str, symbols: list[str]) -> dict[str, object]:
             problems.append(f"{name} returned NULL")
             continue
         array = _Array.from_address(array_address)
-        entries = (ctypes.c_void_p * array.len).from_address(array.registrations) if (
-            array.registrations and 0 < array.len <= MAX_REGISTRATIONS) else None
+        entries = (
+            (ctypes.c_void_p * array.len).from_address(array.registrations)
+            if (array.registrations and 0 < array.len <= MAX_REGISTRATIONS)
+            else None
+        )
         if entries is None or not array.factories or not all(entries):
             problems.append(f"{name} returned an inconsistent array (left unreleased)")
             continue
@@ -102,7 +105,7 @@ def _run(fd: int, path: str, symbols: list[str]) -> dict[str, object]:
         if m is None or name.startswith("plugin_register_all_") or m.group(1) in aggregated:
             continue
         maker = find(name)
-        unmaker = find("plugin_unregister_" + name[len("plugin_register_"):])
+        unmaker = find("plugin_unregister_" + name[len("plugin_register_") :])
         if maker is None or unmaker is None:
             continue  # the host refuses a maker without its unmaker before calling it
         _send(fd, {"step": name})
@@ -111,11 +114,21 @@ def _run(fd: int, path: str, symbols: list[str]) -> dict[str, object]:
             problems.append(f"{name} returned NULL")
             continue
         made += 1
-        _send(fd, {"step": "plugin_unregister_" + name[len("plugin_register_"):]})
+        _send(fd, {"step": "plugin_unregister_" + name[len("plugin_register_") :]})
         _RELEASE_FN(unmaker)(registration)
         released += 1
-    _send(fd, {"result": {"ok": not problems, "kind": "makers" if problems else "clean", "made": made,
-                          "released": released, "problems": problems}})
+    _send(
+        fd,
+        {
+            "result": {
+                "ok": not problems,
+                "kind": "makers" if problems else "clean",
+                "made": made,
+                "released": released,
+                "problems": problems,
+            }
+        },
+    )
     _send(fd, {"step": "dlclose"})
     _ctypes.dlclose(handle)
     return {}
@@ -126,8 +139,16 @@ def main() -> int:
     _send(fd, {"hello": "plugin-host-probe", "protocol": PROTOCOL})
     request = json.loads(sys.stdin.buffer.read(MAX_REQUEST_BYTES))
     if request.get("protocol") != PROTOCOL:
-        _send(fd, {"result": {"ok": False, "kind": "protocol",
-                              "message": f"child speaks protocol {PROTOCOL}, asked {request.get('protocol')!r}"}})
+        _send(
+            fd,
+            {
+                "result": {
+                    "ok": False,
+                    "kind": "protocol",
+                    "message": f"child speaks protocol {PROTOCOL}, asked {request.get('protocol')!r}",
+                }
+            },
+        )
         return 0
     failure = _run(fd, request["path"], list(request["symbols"]))
     if failure:

@@ -111,16 +111,18 @@ def verify_descriptor(library: Library, trait: TraitSpec) -> DescriptorCheck | N
     try:
         found = AbiDescriptor.from_address(address)
     except ValueError as e:
-        raise AbiMismatchError(library.path, symbol, "descriptor", "a consistent descriptor", str(e),
-                               trait=trait.name) from e
+        raise AbiMismatchError(
+            library.path, symbol, "descriptor", "a consistent descriptor", str(e), trait=trait.name
+        ) from e
     check = check_descriptor(AbiDescriptor.for_trait(trait), found, trait)
     breaking = check.breaking
     if breaking:
         first = breaking[0]
         notes = [first.note] if first.note else []
         notes += [f"also {d}" for d in breaking[1:]]
-        raise AbiMismatchError(library.path, symbol, first.field, first.expected, first.found,
-                               trait=trait.name, note="; ".join(notes))
+        raise AbiMismatchError(
+            library.path, symbol, first.field, first.expected, first.found, trait=trait.name, note="; ".join(notes)
+        )
     return check
 
 
@@ -145,17 +147,35 @@ def _read_registration(
     if check is None:
         usable = len(trait.methods)
         if reg.trait_version != trait.version:
-            raise AbiMismatchError(path, symbol, "trait_version", trait.version, reg.trait_version,
-                                   note="no ABI descriptor to prove another version compatible")
+            raise AbiMismatchError(
+                path,
+                symbol,
+                "trait_version",
+                trait.version,
+                reg.trait_version,
+                note="no ABI descriptor to prove another version compatible",
+            )
     else:
         usable = check.usable_methods
         descriptor = abi_descriptor_symbol(trait)
         if reg.trait_version != check.found.trait_version:
-            raise AbiMismatchError(path, symbol, "trait_version", check.found.trait_version, reg.trait_version,
-                                   note=f"the registration disagrees with {descriptor}")
+            raise AbiMismatchError(
+                path,
+                symbol,
+                "trait_version",
+                check.found.trait_version,
+                reg.trait_version,
+                note=f"the registration disagrees with {descriptor}",
+            )
         if reg.vtable_size != check.found.vtable_size:
-            raise AbiMismatchError(path, symbol, "vtable_size", check.found.vtable_size, reg.vtable_size,
-                                   note=f"the registration disagrees with {descriptor}")
+            raise AbiMismatchError(
+                path,
+                symbol,
+                "vtable_size",
+                check.found.vtable_size,
+                reg.vtable_size,
+                note=f"the registration disagrees with {descriptor}",
+            )
     vt_type = vtable_struct(trait)
     needed = vt_type.size.offset + vt_type.size.size + usable * ctypes.sizeof(ctypes.c_void_p)
     if reg.vtable_size < needed or not reg.vtable:
@@ -291,8 +311,11 @@ class RegistrationSet:
         """
         check = verify_descriptor(library, trait)
         pairs = [
-            (t, library.symbol(maker_symbol(trait, t)),
-             library.symbol(unmaker_symbol(trait, t), "every maker needs its unmaker"))
+            (
+                t,
+                library.symbol(maker_symbol(trait, t)),
+                library.symbol(unmaker_symbol(trait, t), "every maker needs its unmaker"),
+            )
             for t in type_names
         ]
         host_array = (ctypes.c_void_p * max(len(pairs), 1))()

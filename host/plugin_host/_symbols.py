@@ -22,8 +22,12 @@ __all__ = ["ElfLayout", "check_complete", "check_elf_complete", "exported_symbol
 
 _ELF_MAGIC = b"\x7fELF"
 _MACHO_MAGICS = {
-    b"\xfe\xed\xfa\xce", b"\xce\xfa\xed\xfe", b"\xfe\xed\xfa\xcf", b"\xcf\xfa\xed\xfe",
-    b"\xca\xfe\xba\xbe", b"\xbe\xba\xfe\xca",
+    b"\xfe\xed\xfa\xce",
+    b"\xce\xfa\xed\xfe",
+    b"\xfe\xed\xfa\xcf",
+    b"\xcf\xfa\xed\xfe",
+    b"\xca\xfe\xba\xbe",
+    b"\xbe\xba\xfe\xca",
 }
 
 
@@ -88,9 +92,7 @@ def check_complete(file: str | os.PathLike[str], path: str | os.PathLike[str] | 
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
 
 
-def check_elf_complete(
-    read: Callable[[int, int], bytes], size: int, path: str | os.PathLike[str]
-) -> ElfLayout | None:
+def check_elf_complete(read: Callable[[int, int], bytes], size: int, path: str | os.PathLike[str]) -> ElfLayout | None:
     """:func:`check_complete` on an image read through ``read(offset, length)``.
 
     The pre-check (:mod:`._precheck`) calls this on the very bytes it is about

@@ -166,8 +166,9 @@ class AbiDescriptor:
 
     @classmethod
     def _make(cls, head: list[int], fingerprint: int, method_fingerprints: tuple[int, ...]) -> AbiDescriptor:
-        return cls(**dict(zip(_FIELDS, head, strict=True)), fingerprint=fingerprint,
-                   method_fingerprints=method_fingerprints)
+        return cls(
+            **dict(zip(_FIELDS, head, strict=True)), fingerprint=fingerprint, method_fingerprints=method_fingerprints
+        )
 
 
 def descriptor_size(head: bytes, byteorder: Byteorder = "little") -> int:
@@ -189,9 +190,7 @@ def _check_sizes(struct_size: int, method_count: int) -> None:
     if method_count > MAX_DESCRIPTOR_METHODS:
         raise ValueError(f"descriptor method_count {method_count} exceeds {MAX_DESCRIPTOR_METHODS}")
     if struct_size < DESCRIPTOR_HEAD_SIZE + 8 * method_count:
-        raise ValueError(
-            f"descriptor struct_size {struct_size} is too small for {method_count} method fingerprint(s)"
-        )
+        raise ValueError(f"descriptor struct_size {struct_size} is too small for {method_count} method fingerprint(s)")
     if struct_size > DESCRIPTOR_HEAD_SIZE + 8 * MAX_DESCRIPTOR_METHODS + 4096:
         raise ValueError(f"descriptor struct_size {struct_size} is implausibly large")
 
@@ -242,9 +241,7 @@ class DescriptorCheck:
         return "compatible" if self.differences else "identical"
 
 
-def check_descriptor(
-    expected: AbiDescriptor, found: AbiDescriptor, spec: TraitSpec | None = None
-) -> DescriptorCheck:
+def check_descriptor(expected: AbiDescriptor, found: AbiDescriptor, spec: TraitSpec | None = None) -> DescriptorCheck:
     """Apply the compatibility rule of this module to a plugin's descriptor.
 
     :param expected: what the host expects (:meth:`AbiDescriptor.for_trait`).
@@ -269,7 +266,10 @@ def check_descriptor(
     if found.vtable_size != pointer_size * (m + 1):
         diffs.append(
             AbiDifference(
-                "vtable_size", pointer_size * (m + 1), found.vtable_size, True,
+                "vtable_size",
+                pointer_size * (m + 1),
+                found.vtable_size,
+                True,
                 f"{m} method(s) of {pointer_size}-byte pointers after size_t size",
             )
         )
@@ -278,22 +278,33 @@ def check_descriptor(
         if want != got:
             sig = spec.methods[i].signature if spec is not None else _fmt(want)
             diffs.append(
-                AbiDifference(f"method {name(i)} (slot {i}) signature", sig, _fmt(got), True,
-                              f"host fingerprint {_fmt(want)}")
+                AbiDifference(
+                    f"method {name(i)} (slot {i}) signature", sig, _fmt(got), True, f"host fingerprint {_fmt(want)}"
+                )
             )
     tv_host, tv_plugin = expected.trait_version, found.trait_version
     if tv_plugin == tv_host and m != n:
         diffs.append(
-            AbiDifference("method_count", n, m, True,
-                          f"same trait version {tv_host} with a different method list: the header changed "
-                          "without a version bump")
+            AbiDifference(
+                "method_count",
+                n,
+                m,
+                True,
+                f"same trait version {tv_host} with a different method list: the header changed without a version bump",
+            )
         )
     elif tv_plugin > tv_host and m < n:
-        diffs.append(AbiDifference("method_count", f">= {n}", m, True,
-                                   f"trait version {tv_plugin} removed methods"))
+        diffs.append(AbiDifference("method_count", f">= {n}", m, True, f"trait version {tv_plugin} removed methods"))
     elif tv_plugin < tv_host and m > n:
-        diffs.append(AbiDifference("method_count", f"<= {n}", m, True,
-                                   f"older trait version {tv_plugin} has more methods than version {tv_host}"))
+        diffs.append(
+            AbiDifference(
+                "method_count",
+                f"<= {n}",
+                m,
+                True,
+                f"older trait version {tv_plugin} has more methods than version {tv_host}",
+            )
+        )
     elif tv_plugin != tv_host:
         if m > n:
             note = f"newer plugin appends {m - n} method(s) the host does not call"
@@ -306,8 +317,13 @@ def check_descriptor(
     same_methods = found.method_fingerprints == expected.method_fingerprints
     if m == n and same_methods and found.fingerprint != expected.fingerprint:
         diffs.append(
-            AbiDifference("fingerprint", _fmt(expected.fingerprint), _fmt(found.fingerprint), True,
-                          "disagrees with the method fingerprints")
+            AbiDifference(
+                "fingerprint",
+                _fmt(expected.fingerprint),
+                _fmt(found.fingerprint),
+                True,
+                "disagrees with the method fingerprints",
+            )
         )
     usable = 0 if any(d.breaking for d in diffs) else min(n, m)
     return DescriptorCheck(expected, found, tuple(diffs), usable)

@@ -111,10 +111,7 @@ class AbiMismatchError(PluginError):
         note: str = "",
     ) -> None:
         where = f"trait {trait}: " if trait else ""
-        msg = (
-            f"{os.fspath(path)}: {symbol}: {where}{field} mismatch: "
-            f"host expects {expected!r}, plugin has {found!r}"
-        )
+        msg = f"{os.fspath(path)}: {symbol}: {where}{field} mismatch: host expects {expected!r}, plugin has {found!r}"
         if note:
             msg += f" ({note})"
         super().__init__(msg, path=path, symbol=symbol)
