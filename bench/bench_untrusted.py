@@ -18,6 +18,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -40,7 +41,9 @@ def checks_off() -> Iterator[None]:
     """The load path without policy and pre-check (what the host did before issue 6)."""
     original = admission.Admission.open_library
 
-    def bare(self: admission.Admission, path: Path, *, copy_on_load: bool) -> Library:
+    def bare(
+        self: admission.Admission, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None
+    ) -> Library:
         return Library(path, copy_on_load=copy_on_load)
 
     admission.Admission.open_library = bare  # type: ignore[method-assign]

@@ -282,9 +282,10 @@ class PluginManager:
         failures: list[PluginError] = []
         with os.scandir(target) as it:
             names = sorted(e.name for e in it if is_plugin_file(e.name))
+        dir_stat = os.stat(target)
         for name in names:
             try:
-                handles.append(self._load_file(target / name, spec))
+                handles.append(self._load_file(target / name, spec, dir_stat))
             except PluginError as e:
                 failures.append(e)
         if failures:
@@ -293,7 +294,7 @@ class PluginManager:
             errors.extend(failures)
         return handles
 
-    def _load_file(self, path: Path, spec: TraitSpec) -> PluginHandle:
+    def _load_file(self, path: Path, spec: TraitSpec, dir_stat: os.stat_result | None = None) -> PluginHandle:
         with self._lock:
             existing = self._handles.get(path, {}).get(spec.name)
             if existing is not None:
@@ -301,7 +302,7 @@ class PluginManager:
             library = self._libraries.get(path)
             opened = library is None
             if library is None:
-                library = self._admission.open_library(path, copy_on_load=self.copy_on_load)
+                library = self._admission.open_library(path, copy_on_load=self.copy_on_load, dir_stat=dir_stat)
             try:
                 regset = register_trait(library, spec)
             except BaseException:

@@ -179,6 +179,9 @@ class Image:
         return os.pread(self._fd, length, offset)
 
 
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
 def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
     """Open ``path`` for the pre-check: ``(fd, image)``; the caller closes ``fd``.
 
@@ -189,7 +192,7 @@ def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
         loop, a directory, a device or FIFO.
     """
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, _OPEN_FLAGS)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
     try:

@@ -21,6 +21,8 @@ by hand) is still loaded, with the strict rule: equal trait versions.
 from __future__ import annotations
 
 import ctypes
+import functools
+import struct
 from dataclasses import dataclass
 
 from plugin_interface import (
@@ -41,9 +43,9 @@ from plugin_interface import (
     register_all_symbol,
     unmaker_symbol,
     unregister_all_symbol,
-    vtable_struct,
 )
 from plugin_interface._abi import MAKER_FN, UNMAKER_FN
+from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE
 
 from ._library import CallGate, Library
 
@@ -53,6 +55,13 @@ __all__ = ["Registration", "RegistrationSet", "find_maker_types", "verify_descri
 MAX_REGISTRATIONS = 1 << 16
 _ARRAY_FN = ctypes.CFUNCTYPE(ctypes.c_void_p)
 _REGISTRATION_SIZE = ctypes.sizeof(PluginRegistration)
+_POINTER_SIZE = ctypes.sizeof(ctypes.c_void_p)
+#: The C layouts read on every load, with native alignment (the ctypes mirrors'
+#: sizes are asserted equal below, and tests/test_layout.py checks them against C).
+_REGISTRATION = struct.Struct("@IIPIIPPPP")
+_ARRAY = struct.Struct("@PNP")
+if _REGISTRATION.size != _REGISTRATION_SIZE or _ARRAY.size != ctypes.sizeof(PluginRegistrationArray):
+    raise ImportError("struct layouts disagree with the ctypes mirrors of plugin_interface.h")
 _RELEASE_ARRAY_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
@@ -92,6 +101,13 @@ def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
     return types
 
 
+@functools.cache
+def _host_descriptor(trait: TraitSpec) -> tuple[bytes, DescriptorCheck]:
+    """This host's descriptor of ``trait`` in C layout, and the verdict for an identical one."""
+    expected = AbiDescriptor.for_trait(trait)
+    return expected.to_bytes(), check_descriptor(expected, expected, trait)
+
+
 def verify_descriptor(library: Library, trait: TraitSpec) -> DescriptorCheck | None:
     """Check the plugin's ABI descriptor of ``trait`` against the host's declaration.
 
@@ -108,13 +124,21 @@ def verify_descriptor(library: Library, trait: TraitSpec) -> DescriptorCheck | N
     address = library.find_symbol(symbol)
     if address is None:
         return None
+    expected_bytes, identical = _host_descriptor(trait)
+    # Fast path, the common case: byte for byte what this host would build.
+    # The head (whose size every descriptor has) says how much more to read.
+    head = ctypes.string_at(address, DESCRIPTOR_HEAD_SIZE)
+    if head == expected_bytes[:DESCRIPTOR_HEAD_SIZE] and (
+        ctypes.string_at(address, len(expected_bytes)) == expected_bytes
+    ):
+        return identical
     try:
         found = AbiDescriptor.from_address(address)
     except ValueError as e:
         raise AbiMismatchError(
             library.path, symbol, "descriptor", "a consistent descriptor", str(e), trait=trait.name
         ) from e
-    check = check_descriptor(AbiDescriptor.for_trait(trait), found, trait)
+    check = check_descriptor(_host_descriptor(trait)[1].expected, found, trait)
     breaking = check.breaking
     if breaking:
         first = breaking[0]
@@ -131,76 +155,88 @@ def _read_registration(
 ) -> Registration:
     """Validate one ``PluginRegistration`` against the host's declaration.
 
+    Read with :mod:`struct` from raw bytes (one copy each of the registration
+    and the vtable prefix), which is several times cheaper per registration
+    than ctypes field access: this runs for every registration of every load.
+
     :param check: the verdict of :func:`verify_descriptor`; with it, another
         trait version is accepted per the compatibility rule and only the
         methods both sides know are read; without it, versions must be equal.
     """
     path = library.path
-    reg = PluginRegistration.from_address(address)
-    if reg.struct_size < _REGISTRATION_SIZE:
-        raise AbiMismatchError(path, symbol, "struct_size", f">= {_REGISTRATION_SIZE}", reg.struct_size)
-    if reg.abi_version != ABI_VERSION:
-        raise AbiMismatchError(path, symbol, "abi_version", ABI_VERSION, reg.abi_version)
-    trait_name = (reg.trait_name or b"").decode(errors="replace")
+    (
+        struct_size,
+        abi_version,
+        trait_name_ptr,
+        trait_version,
+        reg_vtable_size,
+        type_name_ptr,
+        instance,
+        vtable,
+        free_memory,
+    ) = _REGISTRATION.unpack(ctypes.string_at(address, _REGISTRATION.size))
+    if struct_size < _REGISTRATION_SIZE:
+        raise AbiMismatchError(path, symbol, "struct_size", f">= {_REGISTRATION_SIZE}", struct_size)
+    if abi_version != ABI_VERSION:
+        raise AbiMismatchError(path, symbol, "abi_version", ABI_VERSION, abi_version)
+    trait_name = ctypes.string_at(trait_name_ptr).decode(errors="replace") if trait_name_ptr else ""
     if trait_name != trait.name:
         raise AbiMismatchError(path, symbol, "trait_name", trait.name, trait_name)
     if check is None:
         usable = len(trait.methods)
-        if reg.trait_version != trait.version:
+        if trait_version != trait.version:
             raise AbiMismatchError(
                 path,
                 symbol,
                 "trait_version",
                 trait.version,
-                reg.trait_version,
+                trait_version,
                 note="no ABI descriptor to prove another version compatible",
             )
     else:
         usable = check.usable_methods
-        descriptor = abi_descriptor_symbol(trait)
-        if reg.trait_version != check.found.trait_version:
+        if trait_version != check.found.trait_version:
             raise AbiMismatchError(
                 path,
                 symbol,
                 "trait_version",
                 check.found.trait_version,
-                reg.trait_version,
-                note=f"the registration disagrees with {descriptor}",
+                trait_version,
+                note=f"the registration disagrees with {abi_descriptor_symbol(trait)}",
             )
-        if reg.vtable_size != check.found.vtable_size:
+        if reg_vtable_size != check.found.vtable_size:
             raise AbiMismatchError(
                 path,
                 symbol,
                 "vtable_size",
                 check.found.vtable_size,
-                reg.vtable_size,
-                note=f"the registration disagrees with {descriptor}",
+                reg_vtable_size,
+                note=f"the registration disagrees with {abi_descriptor_symbol(trait)}",
             )
-    vt_type = vtable_struct(trait)
-    needed = vt_type.size.offset + vt_type.size.size + usable * ctypes.sizeof(ctypes.c_void_p)
-    if reg.vtable_size < needed or not reg.vtable:
-        raise AbiMismatchError(path, symbol, "vtable_size", f">= {needed}", reg.vtable_size)
-    vtable_size = ctypes.c_size_t.from_address(reg.vtable).value
-    if vtable_size != reg.vtable_size:
-        raise AbiMismatchError(path, symbol, "vtable.size", reg.vtable_size, vtable_size)
+    needed = _POINTER_SIZE * (1 + usable)  # size_t size, then one pointer per method
+    if reg_vtable_size < needed or not vtable:
+        raise AbiMismatchError(path, symbol, "vtable_size", f">= {needed}", reg_vtable_size)
+    vtable_size, *pointers = struct.unpack(f"@N{usable}P", ctypes.string_at(vtable, needed))
+    if vtable_size != reg_vtable_size:
+        raise AbiMismatchError(path, symbol, "vtable.size", reg_vtable_size, vtable_size)
     methods: dict[str, int] = {}
-    for m in trait.methods[:usable]:  # a newer host's later methods are absent from an older plugin
-        fn = ctypes.c_void_p.from_address(reg.vtable + getattr(vt_type, m.name).offset).value
+    # zip stops at `usable`: a newer host's later methods are absent from an older plugin.
+    for m, fn in zip(trait.methods, pointers, strict=False):
         if not fn:
             raise AbiMismatchError(path, symbol, f"vtable.{m.name}", "a function", "NULL")
         methods[m.name] = fn
-    if not reg.free_memory:
+    if not free_memory:
         raise AbiMismatchError(path, symbol, "free_memory", "a function", "NULL")
-    if not reg.type_name:
+    if not type_name_ptr:
         raise AbiMismatchError(path, symbol, "type_name", "a name", "NULL")
     return Registration(
-        type_name=reg.type_name.decode(errors="replace"),
+        type_name=ctypes.string_at(type_name_ptr).decode(errors="replace"),
         address=address,
-        instance=reg.instance or 0,
+        instance=instance or 0,
         methods=methods,
-        free_memory=reg.free_memory,
-        trait_version=reg.trait_version,
-        vtable_size=reg.vtable_size,
+        free_memory=free_memory,
+        trait_version=trait_version,
+        vtable_size=reg_vtable_size,
     )
 
 
@@ -272,25 +308,25 @@ class RegistrationSet:
         address = _ARRAY_FN(function)()
         if not address:
             raise MakerReturnedNullError(library.path, symbol)
-        arr = PluginRegistrationArray.from_address(address)
-        if arr.len > MAX_REGISTRATIONS:
-            raise InconsistentArrayError(library.path, symbol, f"len {arr.len} exceeds {MAX_REGISTRATIONS}")
-        if not arr.factories:
+        regs_ptr, length, factories_ptr = _ARRAY.unpack(ctypes.string_at(address, _ARRAY.size))
+        if length > MAX_REGISTRATIONS:
+            raise InconsistentArrayError(library.path, symbol, f"len {length} exceeds {MAX_REGISTRATIONS}")
+        if not factories_ptr:
             raise InconsistentArrayError(
                 library.path, symbol, "factories is NULL: an aggregate must return a plugin-owned array"
             )
-        if arr.len and not arr.registrations:
-            raise InconsistentArrayError(library.path, symbol, f"len is {arr.len} but registrations is NULL")
-        for i in range(arr.len):
-            if not arr.registrations[i]:
+        if length and not regs_ptr:
+            raise InconsistentArrayError(library.path, symbol, f"len is {length} but registrations is NULL")
+        entries = struct.unpack(f"@{length}P", ctypes.string_at(regs_ptr, _POINTER_SIZE * length)) if length else ()
+        factories = struct.unpack(f"@{2 * length}P", ctypes.string_at(factories_ptr, 2 * _POINTER_SIZE * length))
+        for i, entry in enumerate(entries):
+            if not entry:
                 raise InconsistentArrayError(library.path, symbol, f"registrations[{i}] is NULL")
-            if not arr.factories[i].maker or not arr.factories[i].unmaker:
+            if not factories[2 * i] or not factories[2 * i + 1]:
                 raise InconsistentArrayError(library.path, symbol, f"factories[{i}] has a NULL maker or unmaker")
         made = cls(library, trait, [], array=address)
         try:
-            made.registrations = [
-                _read_registration(library, trait, arr.registrations[i], symbol, check) for i in range(arr.len)
-            ]
+            made.registrations = [_read_registration(library, trait, entry, symbol, check) for entry in entries]
         except BaseException:
             made.release()
             raise

@@ -28,6 +28,7 @@ This module only reads and compares; it never loads anything.
 from __future__ import annotations
 
 import ctypes
+import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -52,6 +53,8 @@ MAX_DESCRIPTOR_METHODS = 4096
 
 _FIELDS = ("struct_size", "abi_version", "trait_version", "registration_size", "vtable_size", "method_count")
 Byteorder = Literal["little", "big"]
+#: This process's byte order, the one of descriptors read from memory.
+NATIVE_BYTEORDER: Byteorder = "little" if sys.byteorder == "little" else "big"
 
 
 def registration_size_for(pointer_size: int) -> int:
@@ -143,6 +146,12 @@ class AbiDescriptor:
         start = address + head.struct_size - 8 * head.method_count
         fingerprints = tuple((ctypes.c_uint64 * head.method_count).from_address(start))
         return cls._make([int(getattr(head, f)) for f in _FIELDS], int(head.fingerprint), fingerprints)
+
+    def to_bytes(self, byteorder: Byteorder = NATIVE_BYTEORDER) -> bytes:
+        """The C layout of the descriptor (head, then the method fingerprints)."""
+        head = b"".join(int(getattr(self, f)).to_bytes(4, byteorder) for f in _FIELDS)
+        tail = b"".join(fp.to_bytes(8, byteorder) for fp in self.method_fingerprints)
+        return head + self.fingerprint.to_bytes(8, byteorder) + tail
 
     def to_json(self) -> dict[str, object]:
         """JSON form (fingerprints as ``0x``-prefixed 16-digit hex strings)."""

@@ -84,7 +84,7 @@ class MethodSpec:
         params = ", ".join(f"{p.ctype.name} {p.name}" for p in self.params)
         return f"{self.name}({params}) -> {self.returns.name}"
 
-    @property
+    @functools.cached_property
     def fingerprint(self) -> int:
         """64-bit fingerprint of :attr:`signature` alone (one vtable slot).
 
@@ -118,7 +118,7 @@ class TraitSpec:
         """64-bit fingerprint of the method signatures (the vtable layout)."""
         return _fingerprint(";".join(m.signature for m in self.methods))
 
-    @property
+    @functools.cached_property
     def method_fingerprints(self) -> tuple[int, ...]:
         """:attr:`MethodSpec.fingerprint` of each method, in vtable order."""
         return tuple(m.fingerprint for m in self.methods)

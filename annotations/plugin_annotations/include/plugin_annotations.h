@@ -60,7 +60,7 @@
  *
  * Changelog:
  *   2026-11-21  first release (ABI version 1).
- *   2026-11-22  PLUGIN_UNMAKER_COUNTER (and so PLUGIN_AGGREGATES) also exports
+ *   2026-11-21  PLUGIN_UNMAKER_COUNTER (and so PLUGIN_AGGREGATES) also exports
  *               plugin_abi_descriptor_T_v1 (compatible).
  */
 #ifndef PLUGIN_ANNOTATIONS_H

@@ -51,7 +51,7 @@
  *
  * ABI changelog:
  *   2026-11-21  version 1 (first release).
- *   2026-11-22  version 1, compatible: PluginAbiDescriptor and the exported
+ *   2026-11-21  version 1, compatible: PluginAbiDescriptor and the exported
  *               constant plugin_abi_descriptor_T_v1 (a host without it still
  *               loads such plugins; a plugin without it still loads).
  */
