@@ -60,9 +60,7 @@ class Admission:
     def _probes(self, trusted: bool) -> bool:
         return self.probe is True or (self.probe is None and not trusted)
 
-    def open_library(
-        self, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None
-    ) -> Library:
+    def open_library(self, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None) -> Library:
         """Admit and open ``path``.
 
         :param dir_stat: ``os.stat`` of ``path``'s directory, when the caller has it.
