@@ -23,7 +23,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from plugin_interface import (
     ABI_VERSION,
@@ -65,9 +65,9 @@ if _REGISTRATION.size != _REGISTRATION_SIZE or _ARRAY.size != ctypes.sizeof(Plug
 _RELEASE_ARRAY_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
-@dataclass(frozen=True)
-class Registration:
-    """One validated registration, read once at load time.
+class Registration(NamedTuple):
+    """One validated registration, read once at load time (immutable; a
+    NamedTuple because it is built for every registration of every load).
 
     :ivar type_name: the implementation type (``"English"``).
     :ivar address: the ``PluginRegistration *``.
@@ -99,6 +99,11 @@ def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
         ):
             types.append(parsed.type_name)
     return types
+
+
+@functools.cache
+def _encoded_name(trait: TraitSpec) -> bytes:
+    return trait.name.encode()
 
 
 @functools.cache
@@ -179,9 +184,9 @@ def _read_registration(
         raise AbiMismatchError(path, symbol, "struct_size", f">= {_REGISTRATION_SIZE}", struct_size)
     if abi_version != ABI_VERSION:
         raise AbiMismatchError(path, symbol, "abi_version", ABI_VERSION, abi_version)
-    trait_name = ctypes.string_at(trait_name_ptr).decode(errors="replace") if trait_name_ptr else ""
-    if trait_name != trait.name:
-        raise AbiMismatchError(path, symbol, "trait_name", trait.name, trait_name)
+    trait_name = ctypes.string_at(trait_name_ptr) if trait_name_ptr else b""
+    if trait_name != _encoded_name(trait):
+        raise AbiMismatchError(path, symbol, "trait_name", trait.name, trait_name.decode(errors="replace"))
     if check is None:
         usable = len(trait.methods)
         if trait_version != trait.version:
