@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from plugin_interface import ArchitectureMismatchError, NoPluginSymbolsError, NotASharedLibraryError
 
-from ._symbols import ElfLayout, check_elf_complete
+from ._symbols import _ELF_MAGIC, ElfLayout, check_elf_complete, format_of
 
 __all__ = ["HEAD_BYTES", "Image", "Precheck", "host_elf_identity", "open_image", "precheck_image"]
 
@@ -48,15 +48,6 @@ HEAD_BYTES = 8192
 #: A dynamic string table larger than this is treated as corruption.
 MAX_DYNSTR_BYTES = 16 << 20
 
-_ELF_MAGIC = b"\x7fELF"
-_MACHO_MAGICS = {
-    b"\xfe\xed\xfa\xce",
-    b"\xce\xfa\xed\xfe",
-    b"\xfe\xed\xfa\xcf",
-    b"\xcf\xfa\xed\xfe",
-    b"\xca\xfe\xba\xbe",
-    b"\xbe\xba\xfe\xca",
-}
 _FORMAT_NAMES = {"elf": "ELF", "pe": "PE (Windows)", "macho": "Mach-O (macOS)"}
 _ET_NAMES = {
     0: "no file type",
@@ -252,16 +243,7 @@ def precheck_image(image: Image) -> Precheck:
     """
     path = image.path
     head = image.read(0, 64)
-    if not head:
-        raise NotASharedLibraryError(path, "the file is empty")
-    if head[:4] == _ELF_MAGIC:
-        fmt = "elf"
-    elif head[:2] == b"MZ":
-        fmt = "pe"
-    elif head[:4] in _MACHO_MAGICS:
-        fmt = "macho"
-    else:
-        raise NotASharedLibraryError(path, f"unrecognised file format (starts with {head[:16]!r})")
+    fmt = format_of(path, head)
     expected = _expected_format()
     if fmt != expected:
         raise ArchitectureMismatchError(path, "format", _FORMAT_NAMES[expected], _FORMAT_NAMES[fmt])

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from plugin_interface import NotASharedLibraryError
 
-__all__ = ["ElfLayout", "check_complete", "check_elf_complete", "exported_symbols", "sniff_format"]
+__all__ = ["ElfLayout", "check_complete", "check_elf_complete", "exported_symbols", "format_of", "sniff_format"]
 
 _ELF_MAGIC = b"\x7fELF"
 _MACHO_MAGICS = {
@@ -44,15 +44,23 @@ def sniff_format(path: str | os.PathLike[str]) -> str:
             head = f.read(4)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
+    return format_of(path, head)
+
+
+def format_of(path: str | os.PathLike[str], head: bytes) -> str:
+    """``"elf"``, ``"pe"`` or ``"macho"`` from a file's first bytes (at least 4).
+
+    :raises NotASharedLibraryError: naming ``path``, for an empty or unrecognised file.
+    """
     if not head:
         raise NotASharedLibraryError(path, "the file is empty")
-    if head == _ELF_MAGIC:
+    if head[:4] == _ELF_MAGIC:
         return "elf"
     if head[:2] == b"MZ":
         return "pe"
-    if head in _MACHO_MAGICS:
+    if head[:4] in _MACHO_MAGICS:
         return "macho"
-    raise NotASharedLibraryError(path, f"unrecognised file format (starts with {head!r})")
+    raise NotASharedLibraryError(path, f"unrecognised file format (starts with {head[:16]!r})")
 
 
 _PT_LOAD = 1
