@@ -84,3 +84,19 @@ def test_module_entry_point(example_plugins: dict[str, Path]) -> None:
         text=True,
     )
     assert proc.returncode == 0 and proc.stdout == "Bonjour, Zoë!\n"
+
+
+def test_a_refused_file_is_reported_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", str(tmp_path / "libmissing.so")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("libmissing.so") == 1 and "cannot read it" in err
+
+
+def test_call_and_watch_refuse_the_wrong_kind_of_path(
+    example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["call", str(tmp_path), "Greeter", "English", "greet", "x"]) == 2
+    assert "call takes one plugin file" in capsys.readouterr().err
+    assert main(["watch", str(tmp_path / "missing")]) == 2
+    out, err = capsys.readouterr()
+    assert "not a directory" in err and "watching" not in out

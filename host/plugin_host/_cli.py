@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from plugin_interface import (
+    AbiMismatchError,
+    InconsistentArrayError,
+    MakerReturnedNullError,
     NoPluginSymbolsError,
     PluginError,
     PluginTrait,
@@ -56,6 +59,10 @@ def _traits(name: str | None) -> list[TraitSpec]:
     return list(declared_traits().values())
 
 
+#: Failures that concern one trait of a file; any other refuses the whole file.
+_TRAIT_SPECIFIC = (AbiMismatchError, InconsistentArrayError, MakerReturnedNullError, SymbolNotFoundError)
+
+
 def _load_every_trait(
     manager: PluginManager, path: Path, traits: list[TraitSpec], problems: list[str]
 ) -> list[PluginHandle]:
@@ -70,6 +77,8 @@ def _load_every_trait(
             problems.append(str(e))
         except PluginError as e:
             problems.append(str(e))
+            if not isinstance(e, _TRAIT_SPECIFIC):
+                break  # the file itself was refused: no other trait can load from it either
     return handles
 
 
@@ -236,6 +245,9 @@ def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    if Path(args.path).is_dir():
+        print(f"error: {args.path}: call takes one plugin file, not a directory", file=sys.stderr)
+        return EXIT_USAGE
     spec = resolve_trait(args.trait)
     with PluginManager() as manager:
         [handle] = manager.load_plugins(args.path, spec)
@@ -273,6 +285,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def show(note: ManagerNotification) -> None:
         print(describe_notification(note), flush=True)
 
+    if not Path(args.dir).is_dir():
+        print(f"error: {args.dir}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
     with PluginManager() as manager:
         print(f"watching  {Path(args.dir).absolute()} (Ctrl-C to stop)", flush=True)
         try:
