@@ -28,6 +28,7 @@ from plugin_interface import (
 
 from ._manager import PluginHandle, PluginManager, is_plugin_file
 from ._module import DynamicModule
+from ._probe import default_cache_dir
 from ._proxy import TraitProxy
 from ._watch import DEFAULT_DEBOUNCE_MS, Event, ManagerNotification, Unloaded, WatchOptions
 
@@ -100,8 +101,7 @@ def _examples_dir() -> Path:
 
 
 def _default_build_dir() -> Path:
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(cache) / "plugin-host" / "examples"
+    return default_cache_dir() / "examples"
 
 
 def _module_round_trip(library_dir: Path, hops: int = 5) -> list[str]:
