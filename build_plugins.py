@@ -21,7 +21,11 @@ def main() -> int:
     parser.add_argument("--force", action="store_true", help="rebuild everything")
     parser.add_argument("--werror", action="store_true", help="treat compiler warnings as errors")
     args = parser.parse_args()
-    from plugin_annotations import BuildError, build_plugins
+    try:
+        from plugin_annotations import BuildError, build_plugins
+    except ImportError:  # a fresh clone, not installed: use the sources next to this script
+        sys.path[:0] = [str(ROOT / "interface"), str(ROOT / "annotations")]
+        from plugin_annotations import BuildError, build_plugins
 
     try:
         result = build_plugins(
