@@ -124,3 +124,14 @@ def test_examples_compile_warning_free_under_clang(tmp_path: Path, monkeypatch: 
     monkeypatch.setenv("LDSHARED", "clang -shared")
     result = build_plugins(EXAMPLES, tmp_path, extra_cflags=["-Werror", "-Wpedantic"])
     assert {"greeters", "host_owned", "multi_trait"} <= set(result.built)
+
+
+def test_cflags_from_the_environment_reach_the_compiler(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "flagged"
+    src.mkdir()
+    (src / "plugin.toml").write_text('name = "flagged"\nsources = ["flagged.c"]\n')
+    (src / "flagged.c").write_text("#ifdef FROM_CFLAGS\n#error CFLAGS reached the compiler\n#endif\nint x;\n")
+    build_plugins(tmp_path, tmp_path / "out")
+    monkeypatch.setenv("CFLAGS", "-DFROM_CFLAGS")
+    with pytest.raises(BuildError, match="CFLAGS reached the compiler"):
+        build_plugins(tmp_path, tmp_path / "out")  # the flag change alone forces the rebuild
