@@ -52,8 +52,9 @@ def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
     :raises SymbolNotFoundError: the library has neither.
     """
     spec = resolve_trait(trait)
-    if library.find_symbol(register_all_symbol(spec)) is not None:
-        return RegistrationSet.from_aggregate(library, spec)
+    aggregate = library.find_symbol(register_all_symbol(spec))
+    if aggregate is not None:
+        return RegistrationSet.from_aggregate(library, spec, aggregate)
     types = find_maker_types(library, spec)
     if not types:
         raise SymbolNotFoundError(

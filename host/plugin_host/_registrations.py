@@ -323,8 +323,10 @@ class RegistrationSet:
     # ---- creation ---------------------------------------------------------
 
     @classmethod
-    def from_aggregate(cls, library: Library, trait: TraitSpec) -> RegistrationSet:
+    def from_aggregate(cls, library: Library, trait: TraitSpec, function: int | None = None) -> RegistrationSet:
         """Call ``plugin_register_all_<T>_v1`` and validate the plugin-owned array.
+
+        :param function: the aggregate's address, when the caller looked it up already.
 
         :raises MakerReturnedNullError: the aggregate returned NULL.
         :raises InconsistentArrayError: the array is malformed; it is *not*
@@ -334,7 +336,8 @@ class RegistrationSet:
             not match the host's declaration (the whole array is released first).
         """
         symbol = register_all_symbol(trait)
-        function = library.symbol(symbol)
+        if function is None:
+            function = library.symbol(symbol)
         check = verify_descriptor(library, trait)  # before the first call into the plugin
         address = _ARRAY_FN(function)()
         if not address:
