@@ -100,3 +100,23 @@ def test_call_and_watch_refuse_the_wrong_kind_of_path(
     assert main(["watch", str(tmp_path / "missing")]) == 2
     out, err = capsys.readouterr()
     assert "not a directory" in err and "watching" not in out
+
+
+def test_list_keeps_listing_after_a_bad_file(
+    example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    (tmp_path / "liba_bad.so").write_text("text")
+    shutil.copy(example_plugins["foo"], tmp_path / "libfoo.so")
+    assert main(["list", str(tmp_path)]) == 1
+    out, err = capsys.readouterr()
+    assert "liba_bad.so" in err
+    assert "libfoo.so" in out and "plain library" in out
+
+
+def test_negative_debounce_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["watch", str(tmp_path), "--debounce-ms", "-5"])
+    assert exc.value.code == 2
+    assert "must be 0 or more" in capsys.readouterr().err

@@ -417,3 +417,21 @@ def test_unload_transformer_refuses_an_array_of_another_library(example_plugins:
     finally:
         a.close()
         b.close()
+
+
+def test_unload_by_path_waits_for_a_set_made_outside_the_manager(
+    manager: PluginManager, example_plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    lib = shutil.copy(example_plugins["greeters"], tmp_path / "libextra.so")
+    [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+    extra = register_trait(handle.library, PluginTrait.Greeter)  # not the manager's
+    assert manager.unload_by_path(lib) == {"Greeter": 3}
+    assert not manager.is_loaded(lib)
+    # The library stays mapped for the set still alive, and its registrations still answer.
+    assert str(lib) in mapped_paths()
+    reg = extra.registrations[0]
+    from plugin_host import proxy_class
+
+    assert "world" in proxy_class(extra.trait)(extra, reg).greet("world")  # type: ignore[attr-defined]
+    extra.release()
+    assert str(lib) not in mapped_paths()

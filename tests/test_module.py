@@ -328,3 +328,22 @@ def test_close_waits_for_a_call_in_flight(counter_dir: Path) -> None:
     closer.join(timeout=10)
     assert results == [42]
     assert not mod.is_open
+
+
+def test_a_truncated_library_is_refused_not_a_crash(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    from conftest import run_isolated
+
+    truncated = tmp_path / "libtrunc.so"
+    truncated.write_bytes(example_plugins["greeters"].read_bytes()[:3000])
+    proc = run_isolated(
+        f"""
+        from plugin_host import DynamicModule
+        from plugin_interface import NotASharedLibraryError
+        try:
+            DynamicModule({str(truncated)!r})
+        except NotASharedLibraryError as e:
+            print("refused:", e)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "refused:" in proc.stdout and "truncated" in proc.stdout and str(truncated) in proc.stdout

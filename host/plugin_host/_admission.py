@@ -78,11 +78,10 @@ class Admission:
         if not copy_on_load and not self.policy.needs_contents and self.probe is not True:
             fd, image = open_image(path)
             try:
-                trusted = self.policy.check_permissions(path, image.stat, dir_st)
-                if trusted or not self._probes(trusted):
+                if self.policy.check_permissions(path, image.stat, dir_st):
                     precheck_image(image)
-                    if trusted:
-                        return Library(path)
+                    return Library(path)
+                # Untrusted: checked once, on the private copy's bytes below.
             finally:
                 os.close(fd)
         # Untrusted, probed, hashed or asked for: load a private copy of bytes read once.

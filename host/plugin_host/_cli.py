@@ -202,12 +202,14 @@ def cmd_list(args: argparse.Namespace) -> int:
     problems: list[str] = []
     with PluginManager() as manager:
         for lib_path in _library_files(Path(args.path)):
+            known = len(problems)
             handles = _load_every_trait(manager, lib_path, _traits(args.trait), problems)
-            if not handles and not problems and args.trait is None and Path(args.path).is_dir():
+            refused = len(problems) > known  # this file's own problems, not an earlier file's
+            if not handles and not refused and args.trait is None and Path(args.path).is_dir():
                 # A build directory also holds plain libraries: link
                 # dependencies and explicit modules (native_plugins/foo, bar).
                 rows.append([str(lib_path), "-", "-", "-", "(no plugin: a plain library)"])
-            elif not handles and not problems:
+            elif not handles and not refused:
                 problems.append(f"{lib_path}: exports no plugin for {args.trait or 'any known trait'}")
             for h in handles:
                 owner = "plugin" if h.is_plugin_owned else "host"
@@ -300,6 +302,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plugin-host",
@@ -325,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--trait", help="only this trait (default: every known trait a file implements)")
     watch.add_argument(
         "--debounce-ms",
-        type=int,
+        type=_non_negative_int,
         default=DEFAULT_DEBOUNCE_MS,
         help=f"quiet time before acting on a file (default: {DEFAULT_DEBOUNCE_MS})",
     )

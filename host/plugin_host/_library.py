@@ -22,7 +22,7 @@ from plugin_interface import (
 
 from . import _os
 from ._precheck import check_regular
-from ._symbols import check_complete, exported_symbols, sniff_format
+from ._symbols import READ_FLAGS, check_complete, exported_symbols, sniff_format
 
 __all__ = ["CallGate", "Library", "write_private_copy"]
 
@@ -135,12 +135,13 @@ class Library:
             raise LibraryLoadError(self.path, str(e)) from e
         self._symbols: list[str] | None = None
         self.handles = 0  # registration sets alive on this library
+        self._close_requested = False
 
     def _make_private_copy(self, inspect: Callable[[Path, bytes, os.stat_result], None] | None) -> Path:
         # Read once, check and load those bytes: a file or symlink swapped
         # after this read cannot reach the loader.
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(self.path, READ_FLAGS)
             with open(fd, "rb") as src:
                 st = os.fstat(src.fileno())
                 check_regular(self.path, st)
@@ -201,6 +202,26 @@ class Library:
         """
         address = self.symbol(unmaker_counter_symbol(trait))
         return int(_COUNTER_FN(address)())
+
+    def request_close(self) -> bool:
+        """Close now if no registration set is alive, else when the last one is released.
+
+        The manager uses this, so a set made directly with ``register_trait``
+        on a manager's library never outlives the code it points into.
+
+        :returns: whether the library was closed now.
+        """
+        if self.handles == 0:
+            self.close()
+            return True
+        self._close_requested = True
+        return False
+
+    def release_handle(self) -> None:
+        """Count one registration set as released (called by the set itself)."""
+        self.handles -= 1
+        if self.handles == 0 and self._close_requested:
+            self.close()
 
     def close(self) -> None:
         """dlclose the library and remove its private copy; idempotent."""

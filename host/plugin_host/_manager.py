@@ -494,7 +494,8 @@ class PluginManager:
             del self._libraries[path]
             self._handles.pop(path, None)
         self._retired.pop(library, None)
-        library.close()
+        # A set someone made directly with register_trait() keeps it open until released.
+        library.request_close()
 
     def unload_by_path(self, path: str | os.PathLike[str]) -> dict[str, int | None]:
         """Release every registration of the file, then unload the library.

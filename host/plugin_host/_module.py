@@ -57,7 +57,7 @@ from plugin_interface import (
 
 from . import _os
 from ._library import CallGate
-from ._symbols import sniff_format
+from ._symbols import check_complete, sniff_format
 
 __all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
 
@@ -305,6 +305,7 @@ class DynamicModule:
                 return self
             if os.path.isabs(self.path) and os.path.exists(self.path):  # macOS system libs live in a cache
                 sniff_format(self.path)  # a typed error for text files, directories, ...
+                check_complete(self.path)  # a truncated library would SIGBUS inside dlopen
             try:
                 handle = _os.open_library(self.path)
             except OSError as e:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from plugin_interface import ArchitectureMismatchError, NoPluginSymbolsError, NotASharedLibraryError
 
-from ._symbols import _ELF_MAGIC, ElfLayout, check_elf_complete, format_of
+from ._symbols import _ELF_MAGIC, READ_FLAGS, ElfLayout, check_elf_complete, format_of, pread
 
 __all__ = ["HEAD_BYTES", "Image", "Precheck", "host_elf_identity", "open_image", "precheck_image"]
 
@@ -156,7 +156,7 @@ class Image:
         self.path = os.fspath(path)
         self.stat = st
         self._fd = fd
-        self.head = data if data is not None else os.pread(fd, HEAD_BYTES, 0)  # type: ignore[arg-type]
+        self.head = data if data is not None else pread(fd, HEAD_BYTES, 0)  # type: ignore[arg-type]
 
     @property
     def size(self) -> int:
@@ -167,10 +167,7 @@ class Image:
         """Up to ``length`` bytes at ``offset`` (fewer at the end of the image)."""
         if offset + length <= len(self.head) or self._fd is None:
             return self.head[offset : offset + length]
-        return os.pread(self._fd, length, offset)
-
-
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+        return pread(self._fd, length, offset)
 
 
 def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
@@ -183,7 +180,7 @@ def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
         loop, a directory, a device or FIFO.
     """
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, READ_FLAGS)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
     try:

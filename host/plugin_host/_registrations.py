@@ -425,7 +425,7 @@ class RegistrationSet:
             else:
                 self._release_host_owned()
         finally:
-            self.library.handles -= 1
+            self.library.release_handle()
 
     def _release_plugin_owned(self, address: int) -> None:
         release_all = self.library.find_symbol(unregister_all_symbol(self.trait))

@@ -18,7 +18,16 @@ from typing import NamedTuple
 
 from plugin_interface import NotASharedLibraryError
 
-__all__ = ["ElfLayout", "check_complete", "check_elf_complete", "exported_symbols", "format_of", "sniff_format"]
+__all__ = [
+    "READ_FLAGS",
+    "ElfLayout",
+    "check_complete",
+    "check_elf_complete",
+    "exported_symbols",
+    "format_of",
+    "pread",
+    "sniff_format",
+]
 
 _ELF_MAGIC = b"\x7fELF"
 _MACHO_MAGICS = {
@@ -79,6 +88,18 @@ class ElfLayout(NamedTuple):
     program_headers: list[tuple[int, int, int, int]]
 
 
+#: Open flags for reading a file to check: never block on a FIFO, never inherit.
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def pread(fd: int, length: int, offset: int) -> bytes:
+    """``os.pread``, or seek and read where it is missing (Windows)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, length, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, length)
+
+
 def check_complete(file: str | os.PathLike[str], path: str | os.PathLike[str] | None = None) -> None:
     """Refuse an ELF file shorter than its own headers say (a half-written file).
 
@@ -95,7 +116,7 @@ def check_complete(file: str | os.PathLike[str], path: str | os.PathLike[str] | 
     try:
         with open(file, "rb") as f:
             fd = f.fileno()
-            check_elf_complete(lambda offset, n: os.pread(fd, n, offset), os.fstat(fd).st_size, path)
+            check_elf_complete(lambda offset, n: pread(fd, n, offset), os.fstat(fd).st_size, path)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
 

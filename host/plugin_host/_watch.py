@@ -374,17 +374,17 @@ def start_watch_background(
     try:
         observer.schedule(_RawEventHandler(raw), str(root), recursive=opts.recursive, event_filter=_EVENT_FILTER)
         observer.start()
-    except BaseException:
+        if opts.load_existing:
+            # Listed once the observer runs: a file created meanwhile is listed,
+            # reported by the observer, or both (the owner skips an unchanged file).
+            existing = _existing_plugin_files(root, opts.recursive)
+            if existing:
+                notifications.put(WatchNotification(changed=tuple(existing)))
+    except BaseException:  # the observer's threads must not outlive a failed start
         observer.stop()
         if observer.is_alive():
             observer.join()
         raise
-    if opts.load_existing:
-        # Listed once the observer runs: a file created meanwhile is listed,
-        # reported by the observer, or both (the owner skips an unchanged file).
-        existing = _existing_plugin_files(root, opts.recursive)
-        if existing:
-            notifications.put(WatchNotification(changed=tuple(existing)))
     thread = threading.Thread(
         target=_watch_loop,
         args=(root, raw, notifications, stop, observer, opts.debounce_ms),
