@@ -25,7 +25,7 @@ from plugin_interface import (
     resolve_trait,
 )
 
-from ._manager import PluginHandle, PluginManager, is_plugin_file
+from ._manager import PluginHandle, PluginManager, plugin_files
 from ._module import DynamicModule
 from ._probe import default_cache_dir
 from ._proxy import TraitProxy
@@ -48,9 +48,7 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
 
 
 def _library_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if is_plugin_file(p))
-    return [path]
+    return plugin_files(path) if path.is_dir() else [path]
 
 
 def _traits(name: str | None) -> list[TraitSpec]:

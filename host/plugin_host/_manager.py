@@ -42,6 +42,16 @@ def is_plugin_file(path: str | os.PathLike[str]) -> bool:
     return name.endswith(shared_library_suffix()) and not name.startswith(".")
 
 
+def plugin_files(directory: Path) -> list[Path]:
+    """The candidate plugins of one directory (not recursive), sorted.
+
+    Entries are chosen by name alone: a directory or FIFO named like a plugin
+    is listed too, so that loading it reports what it is instead of skipping it.
+    """
+    with os.scandir(directory) as it:
+        return sorted(directory / e.name for e in it if is_plugin_file(e.name))
+
+
 def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
     """Make every registration of ``trait`` the library offers.
 
@@ -281,12 +291,11 @@ class PluginManager:
             return [self._load_file(target, spec)]
         handles: list[PluginHandle] = []
         failures: list[PluginError] = []
-        with os.scandir(target) as it:
-            names = sorted(e.name for e in it if is_plugin_file(e.name))
+        files = plugin_files(target)
         dir_stat = os.stat(target)
-        for name in names:
+        for file in files:
             try:
-                handles.append(self._load_file(target / name, spec, dir_stat))
+                handles.append(self._load_file(file, spec, dir_stat))
             except PluginError as e:
                 failures.append(e)
         if failures:

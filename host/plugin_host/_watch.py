@@ -73,7 +73,7 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
-from ._manager import PluginHandle, is_plugin_file
+from ._manager import PluginHandle, is_plugin_file, plugin_files
 from ._proxy import TraitProxy
 
 if TYPE_CHECKING:
@@ -329,8 +329,7 @@ def _watch_loop(
 
 def _existing_plugin_files(root: Path, recursive: bool) -> list[Path]:
     if not recursive:
-        with os.scandir(root) as it:
-            return sorted(root / e.name for e in it if is_plugin_file(e.name) and e.is_file())
+        return [p for p in plugin_files(root) if p.is_file()]
     found: list[Path] = []
     for dirpath, _dirs, files in os.walk(root):
         found += [Path(dirpath) / f for f in files if is_plugin_file(f) and os.path.isfile(os.path.join(dirpath, f))]
