@@ -34,6 +34,9 @@ from plugin_interface import (
     check_descriptor,
     declared_traits,
     parse_symbol,
+    unmaker_counter_symbol,
+    unmaker_symbol,
+    unregister_all_symbol,
 )
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
 
@@ -324,7 +327,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
             report(
                 "error",
                 "missing_unmaker",
-                f"{symbol}: maker without its unmaker plugin_unregister_{name}_{type_name}_v{version}",
+                f"{symbol}: maker without its unmaker {unmaker_symbol(name, type_name or '', version)}",
                 name,
                 symbol,
             )
@@ -336,7 +339,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
             report(
                 "error",
                 "aggregate_without_counter",
-                f"{aggregate}: aggregate without plugin_unmaker_counter_{name}_v{ABI_VERSION}",
+                f"{aggregate}: aggregate without {unmaker_counter_symbol(name)}",
                 name,
                 aggregate,
             )
@@ -344,8 +347,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
             report(
                 "error",
                 "aggregate_without_release",
-                f"{aggregate}: aggregate without plugin_unregister_all_{name}_v{ABI_VERSION} "
-                "(the array container would leak)",
+                f"{aggregate}: aggregate without {unregister_all_symbol(name)} (the array container would leak)",
                 name,
                 aggregate,
             )
@@ -353,7 +355,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
         report(
             "warning",
             "release_without_aggregate",
-            f"plugin_unregister_all_{name}_v{ABI_VERSION} without an aggregate",
+            f"{unregister_all_symbol(name)} without an aggregate",
             name,
         )
     descriptor_symbol = abi_descriptor_symbol(name)

@@ -407,7 +407,7 @@ class PluginManager:
             if not sets:
                 names = ", ".join(s.name for s in optional) or "none declared"
                 raise SymbolNotFoundError(
-                    library.path, "plugin_register_all_<Trait>_v1", f"implements no known trait: {names}"
+                    library.path, register_all_symbol("<Trait>"), f"implements no known trait: {names}"
                 )
         except BaseException:
             for made in sets.values():
