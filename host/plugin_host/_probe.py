@@ -159,12 +159,16 @@ class ProbeCache:
                 for k in oldest[: len(entries) - MAX_CACHE_ENTRIES]:
                     del entries[k]
             self._entries = entries
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError):  # a cache that cannot be written is only slower
                 self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
                 fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".probe-cache-")
-                with os.fdopen(fd, "w") as f:
-                    json.dump({"version": 1, "entries": entries}, f)
-                os.replace(tmp, self.file)
+                try:
+                    with os.fdopen(fd, "w") as f:
+                        json.dump({"version": 1, "entries": entries}, f)
+                    os.replace(tmp, self.file)
+                except BaseException:
+                    os.unlink(tmp)
+                    raise
 
     def clear(self) -> None:
         """Forget every entry."""

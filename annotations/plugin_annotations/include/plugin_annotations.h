@@ -88,15 +88,8 @@
 #  define PLUGIN__LIBRARY_SHARED __attribute__((weak, visibility("hidden")))
 #endif
 
-#define PLUGIN__CAT_(a, b) a##b
-#define PLUGIN__CAT(a, b) PLUGIN__CAT_(a, b)
-
 /* malloc'd printf; NULL when out of memory. */
-static inline char *plugin_string_format(const char *fmt, ...)
-#if defined(__GNUC__) || defined(__clang__)
-    __attribute__((format(printf, 1, 2)))
-#endif
-    ;
+static inline char *plugin_string_format(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static inline char *plugin_string_format(const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
