@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from plugin_interface import ArchitectureMismatchError, NoPluginSymbolsError, NotASharedLibraryError
 
-from ._symbols import _ELF_MAGIC, READ_FLAGS, ElfLayout, check_elf_complete, format_of, pread
+from ._symbols import _ELF_MAGIC, _PT_LOAD, READ_FLAGS, ElfLayout, check_elf_complete, format_of, pread
 
 __all__ = ["HEAD_BYTES", "Image", "Precheck", "host_elf_identity", "open_image", "precheck_image"]
 
@@ -56,7 +56,7 @@ _ET_NAMES = {
     4: "a core dump",
 }
 _ET_DYN = 3
-_PT_LOAD, _PT_DYNAMIC = 1, 2
+_PT_DYNAMIC = 2
 _DT_STRTAB, _DT_STRSZ = 5, 10
 #: e_machine -> name, as ``uname -m`` / the toolchains spell them.
 _MACHINE_NAMES = {
