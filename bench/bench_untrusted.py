@@ -39,18 +39,30 @@ REPO = Path(__file__).resolve().parents[1]
 @contextmanager
 def checks_off() -> Iterator[None]:
     """The load path without policy and pre-check (what the host did before issue 6)."""
-    original = admission.Admission.open_library
+    original_open, original_batch = admission.Admission.open_library, admission.Admission.admitted_in_place
 
     def bare(
-        self: admission.Admission, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None
+        self: admission.Admission,
+        path: Path,
+        *,
+        copy_on_load: bool,
+        dir_stat: os.stat_result | None = None,
+        admitted: bool = False,
     ) -> Library:
         return Library(path, copy_on_load=copy_on_load)
 
+    def none_checked(
+        self: admission.Admission, paths: list[Path], dir_stat: os.stat_result | None, *, copy_on_load: bool
+    ) -> list[bool]:
+        return [False] * len(paths)
+
     admission.Admission.open_library = bare  # type: ignore[method-assign]
+    admission.Admission.admitted_in_place = none_checked  # type: ignore[method-assign]
     try:
         yield
     finally:
-        admission.Admission.open_library = original  # type: ignore[method-assign]
+        admission.Admission.open_library = original_open  # type: ignore[method-assign]
+        admission.Admission.admitted_in_place = original_batch  # type: ignore[method-assign]
 
 
 def bench_precheck(lib: Path, repeats: int, count: int) -> float:

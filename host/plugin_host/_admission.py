@@ -28,7 +28,7 @@ from pathlib import Path
 
 from ._library import Library
 from ._policy import LoadPolicy, sha256_of
-from ._precheck import Image, open_image, precheck_image
+from ._precheck import Image, fast_precheck, open_checked, precheck, precheck_image
 from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober
 
 __all__ = ["Admission"]
@@ -60,10 +60,31 @@ class Admission:
     def _probes(self, trusted: bool) -> bool:
         return self.probe is True or (self.probe is None and not trusted)
 
-    def open_library(self, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None) -> Library:
+    def admitted_in_place(
+        self, paths: list[Path], dir_stat: os.stat_result | None, *, copy_on_load: bool
+    ) -> list[bool]:
+        """Per path, whether the file is admitted to load in place without further checks.
+
+        The directory load's fast path: the C pre-check (:func:`._precheck.fast_precheck`)
+        of every file in one call, for files this user or root owns and only
+        they can write, in a directory the same holds for.  A ``False`` file
+        goes through :meth:`open_library`, which decides and says why.
+        """
+        if copy_on_load or not self._in_place() or not self.policy.trusts_directory(dir_stat):
+            return [False] * len(paths)
+        return fast_precheck(paths, os.geteuid())
+
+    def _in_place(self) -> bool:
+        """Whether a trusted file may be loaded in place (no hash, no probe asked for)."""
+        return not self.policy.needs_contents and self.probe is not True
+
+    def open_library(
+        self, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None, admitted: bool = False
+    ) -> Library:
         """Admit and open ``path``.
 
         :param dir_stat: ``os.stat`` of ``path``'s directory, when the caller has it.
+        :param admitted: :meth:`admitted_in_place` said ``True`` for the file: it is opened straight away.
         :raises InsecurePluginError: refused by the policy.
         :raises NotASharedLibraryError: not a loadable shared library, truncated,
             or built for another machine (:class:`ArchitectureMismatchError`).
@@ -74,12 +95,16 @@ class Admission:
         """
         # A directory load stats the directory once for all its files (the
         # caller passes it); that saves a third of the pre-check's syscalls.
+        if admitted and not copy_on_load:
+            return Library(path)
         dir_st = dir_stat if dir_stat is not None else _dir_stat(path)
-        if not copy_on_load and not self.policy.needs_contents and self.probe is not True:
-            fd, image = open_image(path)
+        if not copy_on_load and self._in_place():
+            # The C pre-check opens, checks and closes the file in one call; on
+            # anything but a pass the steps below run in Python and say why.
+            fd, st = open_checked(path)
             try:
-                if self.policy.check_permissions(path, image.stat, dir_st):
-                    precheck_image(image)
+                if self.policy.check_permissions(path, st, dir_st):
+                    precheck(path, st, fd=fd)
                     return Library(path)
                 # Untrusted: checked once, on the private copy's bytes below.
             finally:
@@ -91,14 +116,18 @@ class Admission:
 
     def _inspect(self, path: Path, dir_st: os.stat_result | None, copy: Path, data: bytes, st: os.stat_result) -> None:
         trusted = self.policy.check_permissions(path, st, dir_st)
-        check = precheck_image(Image(path, st, data=data))
         probing = self._probes(trusted)
-        if not (probing or self.policy.needs_contents):
-            return
+        symbols: list[str] = []
+        if probing:  # the probe needs the plugin symbols the Python pre-check finds
+            symbols = precheck_image(Image(path, st, data=data)).plugin_symbols()
+        else:
+            precheck(path, st, data=data)
+            if not self.policy.needs_contents:
+                return
         sha256 = sha256_of(data)
         self.policy.check_contents(path, sha256)
         if probing:
-            self.prober.probe(path, copy, ProbeKey.of(path, st, sha256), check.plugin_symbols())
+            self.prober.probe(path, copy, ProbeKey.of(path, st, sha256), symbols)
 
 
 def _dir_stat(path: Path) -> os.stat_result | None:

@@ -121,7 +121,7 @@ class Library:
             they were read from.  It refuses by raising (the copy is removed).
             Without it the copy is checked for truncation only.
         """
-        self.path = Path(path).absolute()
+        self.path = path if isinstance(path, Path) and path.is_absolute() else Path(path).absolute()
         self.load_path = self.path
         if copy_on_load:
             self.load_path = self._make_private_copy(inspect)

@@ -107,14 +107,7 @@ class LoadPolicy:
         """
         if sys.platform == "win32":
             return True  # no POSIX owners or modes there: only the allowlist applies
-        me = os.geteuid()
-        if (
-            st.st_uid in (me, 0)
-            and not st.st_mode & _GROUP_OR_OTHERS_WRITE
-            and dir_st is not None
-            and dir_st.st_uid in (me, 0)
-            and not dir_st.st_mode & _GROUP_OR_OTHERS_WRITE
-        ):
+        if st.st_uid in (os.geteuid(), 0) and not st.st_mode & _GROUP_OR_OTHERS_WRITE and self.trusts_directory(dir_st):
             return True  # the common case, without building messages
         found = self.problems(st, dir_st)
         if not found:
@@ -122,6 +115,14 @@ class LoadPolicy:
         if self.allow_insecure_permissions:
             return False
         raise InsecurePluginError(path, "; ".join(found), _OPT_OUT)
+
+    def trusts_directory(self, dir_st: os.stat_result | None) -> bool:
+        """Whether a directory with this ``stat`` is owned by this user (or root)
+        and writable by no one else.  ``False`` means "not shown": then
+        :meth:`check_permissions` decides and says why."""
+        if sys.platform == "win32":
+            return True
+        return dir_st is not None and dir_st.st_uid in (os.geteuid(), 0) and not dir_st.st_mode & _GROUP_OR_OTHERS_WRITE
 
     def check_contents(self, path: str | os.PathLike[str], sha256: str) -> None:
         """Apply the allowlist to the bytes about to be loaded.

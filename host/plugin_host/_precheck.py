@@ -35,12 +35,24 @@ import stat
 import struct
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from plugin_interface import ArchitectureMismatchError, NoPluginSymbolsError, NotASharedLibraryError
 
+from . import _accel
 from ._symbols import _ELF_MAGIC, _PT_LOAD, READ_FLAGS, ElfLayout, check_elf_complete, format_of, pread
 
-__all__ = ["HEAD_BYTES", "Image", "Precheck", "host_elf_identity", "open_image", "precheck_image"]
+__all__ = [
+    "HEAD_BYTES",
+    "Image",
+    "Precheck",
+    "fast_precheck",
+    "host_elf_identity",
+    "open_checked",
+    "open_image",
+    "precheck",
+    "precheck_image",
+]
 
 #: How much of a file the pre-check reads up front; the headers and, for small
 #: libraries, the dynamic string table lie within it.
@@ -170,8 +182,8 @@ class Image:
         return pread(self._fd, length, offset)
 
 
-def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
-    """Open ``path`` for the pre-check: ``(fd, image)``; the caller closes ``fd``.
+def open_checked(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+    """Open ``path`` for the pre-check: ``(fd, fstat)``; the caller closes ``fd``.
 
     Opened non-blocking (a FIFO must not hang the host) and checked to be a
     regular file through the descriptor, so what is checked is what was opened.
@@ -186,13 +198,23 @@ def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
     try:
         st = os.fstat(fd)
         check_regular(path, st)
-        return fd, Image(path, st, fd=fd)
+        return fd, st
     except OSError as e:
         os.close(fd)
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
     except BaseException:
         os.close(fd)
         raise
+
+
+def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
+    """:func:`open_checked`, and the :class:`Image` of the open file: ``(fd, image)``."""
+    fd, st = open_checked(path)
+    try:
+        return fd, Image(path, st, fd=fd)
+    except OSError as e:
+        os.close(fd)
+        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
 
 
 def check_regular(path: str | os.PathLike[str], st: os.stat_result) -> None:
@@ -227,6 +249,45 @@ class Precheck:
         if self.layout is None:
             return []
         return sorted({m.decode() for m in _PLUGIN_NAME.findall(_dynamic_strings(self.image, self.layout))})
+
+
+def precheck(
+    path: str | os.PathLike[str], st: os.stat_result, *, fd: int | None = None, data: bytes | None = None
+) -> None:
+    """:func:`precheck_image` where only the verdict matters (the load path).
+
+    The C version (:mod:`._accel`) runs first when it is built; only when it
+    does not pass everything does the Python version run, to raise the typed
+    error with its message.  Give exactly one of ``fd`` (an open file whose
+    ``fstat`` is ``st``) and ``data`` (the image's bytes).
+
+    :raises NotASharedLibraryError: see :func:`precheck_image`.
+    :raises ArchitectureMismatchError: see :func:`precheck_image`.
+    :raises NoPluginSymbolsError: see :func:`precheck_image`.
+    """
+    if _expected_format() == "elf" and _accel.enabled():
+        host = host_elf_identity()
+        machine = -1 if host.machine is None else host.machine
+        if _accel.elf_precheck_passes(fd, data, st.st_size, HEAD_BYTES, host.elf_class, host.byte_order, machine):
+            return
+    precheck_image(Image(path, st, fd=fd, data=data))
+
+
+def fast_precheck(paths: list[Path], uid: int) -> list[bool]:
+    """The C pre-check (:mod:`._accel`) of many files in one call, when it is built and this host is ELF.
+
+    Per path, ``True`` when the file is a regular file owned by ``uid`` (or
+    root), writable by neither group nor others, and passes every pre-check.
+    ``False`` tells nothing more: then :func:`open_checked`, the policy and
+    :func:`precheck` decide, and say why.  All ``False`` without the C checks.
+    """
+    if not paths or _expected_format() != "elf" or not _accel.enabled():
+        return [False] * len(paths)
+    host = host_elf_identity()
+    machine = -1 if host.machine is None else host.machine
+    return _accel.precheck_paths(
+        [os.fspath(p) for p in paths], HEAD_BYTES, host.elf_class, host.byte_order, machine, uid
+    )
 
 
 def precheck_image(image: Image) -> Precheck:

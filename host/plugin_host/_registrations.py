@@ -48,6 +48,7 @@ from plugin_interface import (
 from plugin_interface._abi import MAKER_FN, UNMAKER_FN
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE
 
+from . import _accel
 from ._library import CallGate, Library
 
 __all__ = ["Registration", "RegistrationSet", "find_maker_types", "verify_descriptor"]
@@ -111,6 +112,11 @@ class Registration(NamedTuple):
     free_memory: int
     trait_version: int
     vtable_size: int
+
+
+def _new_registration(fields: tuple[str, int, int, dict[str, int], int, int, int]) -> Registration:
+    """``Registration(*fields)`` without the generated ``__new__``'s Python frame (the load path makes many)."""
+    return tuple.__new__(Registration, fields)
 
 
 def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
@@ -271,6 +277,30 @@ def _read_registration(
     )
 
 
+class _Plan(NamedTuple):
+    """What the C load path of one trait needs, computed once per trait."""
+
+    aggregate: str
+    descriptor: str
+    expected: bytes  # this host's descriptor, byte for byte
+    identical: DescriptorCheck  # the verdict for a plugin whose descriptor is identical
+    name: bytes
+    method_names: tuple[str, ...]
+
+
+@functools.cache
+def _plan(trait: TraitSpec) -> _Plan:
+    expected, identical = _host_descriptor(trait)
+    return _Plan(
+        register_all_symbol(trait),
+        abi_descriptor_symbol(trait),
+        expected,
+        identical,
+        trait.name.encode(),
+        tuple(m.name for m in trait.methods),
+    )
+
+
 class RegistrationSet:
     """The registrations of one trait made from one library, and their release.
 
@@ -338,8 +368,61 @@ class RegistrationSet:
         symbol = register_all_symbol(trait)
         if function is None:
             function = library.symbol(symbol)
+        if _accel.enabled():
+            made = cls._from_aggregate_in_c(library, trait, function)
+            if made is not None:
+                return made
         check = verify_descriptor(library, trait)  # before the first call into the plugin
-        address = _ARRAY_FN(function)()
+        return cls._from_array(library, trait, _ARRAY_FN(function)(), check)
+
+    @classmethod
+    def _from_aggregate_in_c(cls, library: Library, trait: TraitSpec, function: int) -> RegistrationSet | None:
+        """:meth:`from_aggregate` with the checks in C (:mod:`._accel`), for a plugin whose
+        descriptor is byte for byte this host's; ``None`` (nothing called) for any other."""
+        plan = _plan(trait)
+        version = plan.identical.found
+        result = _accel.register_all(
+            library.find_symbol(plan.descriptor),
+            plan.expected,
+            function,
+            MAX_REGISTRATIONS,
+            plan.name,
+            version.trait_version,
+            version.vtable_size,
+            len(plan.method_names),
+        )
+        if result is None:
+            return None  # no descriptor, or another one: verify_descriptor decides
+        address, records = result
+        if records is None:  # a check failed: the Python checks name it
+            return cls._from_array(library, trait, address, plan.identical)
+        names = plan.method_names
+        return cls(
+            library,
+            trait,
+            [
+                _new_registration(  # fields in Registration's order
+                    (
+                        type_name.decode(errors="replace"),
+                        reg,
+                        instance,
+                        dict(zip(names, methods, strict=True)),
+                        free_memory,
+                        trait_version,
+                        vtable_size,
+                    )
+                )
+                for (reg, instance, free_memory, trait_version, vtable_size, *methods), type_name in records
+            ],
+            array=address,
+        )
+
+    @classmethod
+    def _from_array(
+        cls, library: Library, trait: TraitSpec, address: int | None, check: DescriptorCheck | None
+    ) -> RegistrationSet:
+        """Validate the array the aggregate returned (the checks in Python)."""
+        symbol = register_all_symbol(trait)
         if not address:
             raise MakerReturnedNullError(library.path, symbol)
         regs_ptr, length, factories_ptr = _ARRAY.unpack(_read_bytes(address, _ARRAY.size))

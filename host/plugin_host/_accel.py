@@ -1,0 +1,139 @@
+"""The optional C versions of the per-file checks, and whether they are in use.
+
+``plugin_host._speedups`` is compiled from ``host/speedups/speedups.c`` at
+install time (cffi API mode).  It only answers "everything passes"; on any
+other answer the host runs the pure-Python check, which raises the typed error
+with its message, so the C code never decides what a user reads.
+
+It is skipped when it could not be built (no C compiler at install time), and
+when the environment sets ``PLUGIN_HOST_PURE_PYTHON=1``.  :func:`enabled` says
+which is in use; ``plugin-host --version`` prints it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+#: Room in the per-thread output buffers: words of registration records, and
+#: bytes of type names.  A plugin with more registrations is checked in Python.
+_OUT_WORDS = 4096
+_NAMES_BYTES = 16384
+
+__all__ = ["available", "elf_precheck_passes", "enabled", "precheck_paths", "register_all", "set_enabled"]
+
+_lib: Any
+_ffi: Any
+try:
+    from ._speedups import ffi as _ffi
+    from ._speedups import lib as _lib
+except ImportError:  # not built: pure Python
+    _ffi = _lib = None
+
+_on = _lib is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
+
+
+def available() -> bool:
+    """Whether the C extension was built and imports."""
+    return _lib is not None
+
+
+def enabled() -> bool:
+    """Whether the host uses the C checks now."""
+    return _on
+
+
+def set_enabled(on: bool) -> bool:
+    """Use the C checks (when built) or not; returns the previous setting (for tests and benchmarks)."""
+    global _on
+    previous = _on
+    _on = on and _lib is not None
+    return previous
+
+
+def elf_precheck_passes(
+    fd: int | None, data: bytes | None, size: int, head_len: int, elf_class: int, byte_order: int, machine: int
+) -> bool:
+    """``ph_precheck_elf``: whether the ELF pre-check passes everything (see speedups.c).
+
+    Reads ``data`` (the whole image), or the open file ``fd`` of ``size`` bytes.
+    """
+    buffer = _ffi.NULL if data is None else _ffi.from_buffer(data)
+    fd = -1 if fd is None else fd
+    verdict: int = _lib.ph_precheck_elf(fd, buffer, size, head_len, elf_class, byte_order, machine)
+    passed: int = _lib.PH_PASS
+    return verdict == passed
+
+
+#: One registration as ph_register_all reports it: address, instance,
+#: free_memory, trait_version, vtable_size, then the method addresses.
+Record = list[int]
+
+_tls = threading.local()
+
+
+def _buffers() -> tuple[Any, Any]:
+    """This thread's output buffers (cffi releases the GIL during a call)."""
+    try:
+        return _tls.buffers  # type: ignore[no-any-return]
+    except AttributeError:
+        _tls.buffers = (_ffi.new("uintptr_t[]", _OUT_WORDS), _ffi.new("char[]", _NAMES_BYTES))
+        return _tls.buffers  # type: ignore[no-any-return]
+
+
+def register_all(
+    descriptor: int | None,
+    expected: bytes,
+    aggregate: int,
+    max_len: int,
+    trait_name: bytes,
+    version: int,
+    vtable_size: int,
+    usable: int,
+) -> tuple[int, list[tuple[Record, bytes]] | None] | None:
+    """``ph_register_all`` (see speedups.h).
+
+    :returns: ``None`` when the descriptor is missing or differs from
+        ``expected`` (the aggregate was not called); else the array the
+        aggregate returned and, when every check passed, each registration's
+        record and type name (``None`` when a check failed).
+    """
+    out, names = _buffers()
+    verdict = _lib.ph_register_all(
+        descriptor or 0,
+        expected,
+        len(expected),
+        aggregate,
+        max_len,
+        trait_name,
+        version,
+        vtable_size,
+        usable,
+        out,
+        _OUT_WORDS,
+        names,
+        _NAMES_BYTES,
+    )
+    if verdict == _lib.PH_DESCRIPTOR:
+        return None
+    if verdict != _lib.PH_PASS:
+        return out[0], None
+    width = _lib.PH_RECORD_WORDS + usable
+    header = _lib.PH_HEADER_WORDS
+    length = out[1]
+    words = _ffi.unpack(out, header + length * width)
+    type_names = _ffi.unpack(names, out[2]).split(b"\0")
+    return out[0], [(words[header + i * width : header + (i + 1) * width], type_names[i]) for i in range(length)]
+
+
+def precheck_paths(
+    paths: list[str], head_len: int, elf_class: int, byte_order: int, machine: int, uid: int
+) -> list[bool]:
+    """``ph_precheck_paths``: per path, whether the file passes the ELF
+    pre-check and the policy's rule for the file (see speedups.h)."""
+    encoded = b"".join(os.fsencode(p) + b"\0" for p in paths)
+    verdicts = _ffi.new("unsigned char[]", max(len(paths), 1))
+    _lib.ph_precheck_paths(encoded, len(paths), head_len, elf_class, byte_order, machine, uid, verdicts)
+    passed = _lib.PH_PASS
+    return [v == passed for v in _ffi.unpack(verdicts, len(paths))]
