@@ -7,6 +7,7 @@ checks in pure Python (``plugin_host._speedups_loader`` says which is in use).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cffi
@@ -38,18 +39,23 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
                     uintptr_t *out, size_t out_words, char *names, size_t names_len);
 """
 
-ffibuilder = cffi.FFI()
-ffibuilder.cdef(CDEF)
-ffibuilder.set_source(
-    "plugin_host._speedups",
-    '#include "speedups.h"',
-    sources=[f"{HERE}/speedups.c"],
-    include_dirs=[HERE, INTERFACE_INCLUDE],
-    optional=True,
-)
 
-if __name__ == "__main__":  # a development build in place: python host/speedups/build.py
-    import os
+def make_builder(root: str = "") -> cffi.FFI:
+    """The builder, with paths under ``root`` (relative to the project root when empty)."""
+    builder = cffi.FFI()
+    builder.cdef(CDEF)
+    builder.set_source(
+        "plugin_host._speedups",
+        '#include "speedups.h"',
+        sources=[os.path.join(root, HERE, "speedups.c")],
+        include_dirs=[os.path.join(root, HERE), os.path.join(root, INTERFACE_INCLUDE)],
+        optional=True,
+    )
+    return builder
 
-    os.chdir(ROOT)
-    ffibuilder.compile(tmpdir="build/speedups", verbose=True)
+
+ffibuilder = make_builder()
+
+if __name__ == "__main__":  # a development build: python host/speedups/build.py (pip install -e . does the same)
+    built = make_builder(str(ROOT)).compile(tmpdir=str(ROOT / "build" / "speedups"), verbose=True)
+    print(f"built {built}; copy it into host/plugin_host/ to use it in place")

@@ -35,5 +35,15 @@ for lib in "$out"/lib*.so; do
     status=1
   fi
 done
+
+# The host's C checks (host/speedups) on every plugin, truncated and mutated.
+"$cc" "${warn[@]}" "${san[@]}" "${inc[@]}" -I "$repo/host/speedups" -o "$out/speedups_driver" \
+  "$here/speedups_driver.c" "$repo/host/speedups/speedups.c" -ldl
+for lib in "$out"/lib*.so; do
+  if ! "$out/speedups_driver" "$lib" "$out/scratch.so"; then
+    echo "asan: speedups FAILED on $lib" >&2
+    status=1
+  fi
+done
 [ "$status" -eq 0 ] && echo "asan: all plugins clean"
 exit "$status"

@@ -1,0 +1,128 @@
+/* speedups_driver.c -- the host's C checks (host/speedups) under AddressSanitizer.
+ *
+ * Usage: speedups_driver LIBRARY SCRATCH_FILE
+ *
+ * Feeds ph_precheck_elf every prefix of LIBRARY's first 4 KiB, then prefixes
+ * at a stride up to its full size, then 3000 copies with random bytes
+ * overwritten in the headers and first pages (fixed seed): each image in an
+ * exact-size heap buffer (so ASan sees any read past it), in a file read
+ * through pread (SCRATCH_FILE), and by path.  Then, when LIBRARY exports
+ * plugin_register_all_Greeter_v1 and its descriptor, runs ph_register_all
+ * against its own descriptor and releases the array as the host does.
+ * Exit 0: clean; 1: a check failed.  Memory errors are ASan's to report. */
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "speedups.h"
+
+static int check_image(const unsigned char *image, size_t len, const char *scratch, int cls, int order, int machine) {
+    unsigned char *copy = malloc(len ? len : 1);
+    if (copy == NULL) return -1;
+    memcpy(copy, image, len);
+    int in_memory = ph_precheck_elf(-1, copy, len, 8192, cls, order, machine);
+    int in_memory_small_head = ph_precheck_elf(-1, copy, len, 64, cls, order, machine);
+    free(copy);
+    int fd = open(scratch, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd < 0 || (len && write(fd, image, len) != (ssize_t)len) || close(fd) != 0) return -1;
+    fd = open(scratch, O_RDONLY);
+    if (fd < 0) return -1;
+    int on_fd = ph_precheck_elf(fd, NULL, len, 8192, cls, order, machine);
+    int on_fd_small_head = ph_precheck_elf(fd, NULL, len, 64, cls, order, machine);
+    close(fd);
+    int by_path = ph_precheck_path(scratch, 8192, cls, order, machine, (int64_t)geteuid());
+    /* The same bytes read the same way (an open file, or by path) get the same
+     * verdict.  The other calls differ in what counts as the head, which can
+     * change a verdict; they run for ASan's sake. */
+    (void)in_memory, (void)in_memory_small_head, (void)on_fd_small_head;
+    if (on_fd != by_path) {
+        printf("  FAIL: verdicts differ on a %zu-byte image: fd %d, path %d\n", len, on_fd, by_path);
+        return 1;
+    }
+    return 0;
+}
+
+static int check_aggregate(const char *path) {
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) return 0;
+    void *make_all = dlsym(lib, "plugin_register_all_Greeter_v1");
+    void *release_all = dlsym(lib, "plugin_unregister_all_Greeter_v1");
+    const PluginAbiDescriptor *descriptor = dlsym(lib, "plugin_abi_descriptor_Greeter_v1");
+    int failed = 0;
+    if (make_all != NULL && release_all != NULL && descriptor != NULL) {
+        uintptr_t out[256];
+        char names[256];
+        int verdict = ph_register_all((uintptr_t)descriptor, (const char *)descriptor, descriptor->struct_size,
+                                      (uintptr_t)make_all, 1u << 16, "Greeter", descriptor->trait_version,
+                                      descriptor->vtable_size, descriptor->method_count, out, 256, names,
+                                      sizeof names);
+        /* A NULL array (the null_maker plugin) must fail; any other array here is well formed. */
+        if (verdict != (out[0] == 0 ? PH_FAIL : PH_PASS)) {
+            printf("  FAIL: ph_register_all on %s: verdict %d\n", path, verdict);
+            failed = 1;
+        }
+        int made = out[0] != 0;
+        if (out[0] != 0) {
+            void (*release)(PluginRegistrationArray *);
+            *(void **)&release = release_all;
+            release((PluginRegistrationArray *)out[0]);
+        }
+        /* Too little room: the verdict says so, and the array is still returned to release. */
+        if (!made) {
+            dlclose(lib);
+            return failed;
+        }
+        verdict = ph_register_all((uintptr_t)descriptor, (const char *)descriptor, descriptor->struct_size,
+                                  (uintptr_t)make_all, 1u << 16, "Greeter", descriptor->trait_version,
+                                  descriptor->vtable_size, descriptor->method_count, out, 4, names, sizeof names);
+        if (verdict != PH_UNSUPPORTED || out[0] == 0) {
+            printf("  FAIL: ph_register_all with a 4-word buffer: verdict %d\n", verdict);
+            failed = 1;
+        }
+        if (out[0] != 0) {
+            void (*release)(PluginRegistrationArray *);
+            *(void **)&release = release_all;
+            release((PluginRegistrationArray *)out[0]);
+        }
+    }
+    dlclose(lib);
+    return failed;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s LIBRARY SCRATCH_FILE\n", argv[0]);
+        return 2;
+    }
+    FILE *f = fopen(argv[1], "rb");
+    if (f == NULL) return 2;
+    static unsigned char data[1 << 22];
+    size_t size = fread(data, 1, sizeof data, f);
+    fclose(f);
+    if (size < 64) return 2;
+    const int cls = data[4], order = data[5];
+    const int machine = data[18] | data[19] << 8;
+    int failed = 0;
+    for (size_t n = 0; n <= size && n <= 4096; n++) failed |= check_image(data, n, argv[2], cls, order, machine);
+    for (size_t n = 4096; n <= size; n += 61) failed |= check_image(data, n, argv[2], cls, order, machine);
+    static unsigned char mutated[1 << 22];
+    srand(12345);
+    for (int round = 0; round < 3000; round++) {
+        memcpy(mutated, data, size);
+        int patches = 1 + rand() % 4;
+        for (int p = 0; p < patches; p++) {
+            size_t span = rand() % 3 == 0 ? 128 : (size < 16384 ? size : 16384);
+            size_t at = (size_t)rand() % span;
+            mutated[at] = (unsigned char)rand();
+        }
+        size_t len = rand() % 4 == 0 ? (size_t)rand() % size : size;
+        failed |= check_image(mutated, len, argv[2], cls, order, machine);
+    }
+    failed |= check_aggregate(argv[1]);
+    printf("%s: %s\n", argv[1], failed ? "FAILED" : "clean");
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,287 @@
+"""The optional C checks (host/speedups) against their pure-Python twins.
+
+The C versions only say "passes"; on anything else the Python checks run and
+raise the typed error.  So what must hold is: the C checks pass exactly the
+images and arrays the Python checks pass.  These tests compare the two on
+fuzzed ELF images, on the catalogued bad files in a directory load, and on
+every malformed registration array the test plugins can make; and they check
+that CI really builds and uses the C version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from unittest import mock
+
+import pytest
+from conftest import CompilePlugin, run_isolated
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from plugin_host import PluginManager, PluginTrait, _accel, _precheck
+from plugin_host._precheck import HEAD_BYTES, Image, fast_precheck, host_elf_identity, precheck_image
+from plugin_host._registrations import RegistrationSet
+from plugin_interface import PluginError, register_all_symbol, resolve_trait
+from test_descriptor import HANDWRITTEN, HANDWRITTEN_DESCRIPTOR
+
+REPO = Path(__file__).resolve().parents[1]
+SPEEDUPS = REPO / "host" / "speedups"
+INCLUDE = REPO / "interface" / "plugin_interface" / "include"
+
+needs_speedups = pytest.mark.skipif(
+    not _accel.available(), reason="plugin_host._speedups was not built (no C compiler at install time)"
+)
+elf_only = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="the C pre-check is for ELF hosts")
+
+
+@pytest.fixture
+def pure_python() -> Iterator[None]:
+    previous = _accel.set_enabled(False)
+    try:
+        yield
+    finally:
+        _accel.set_enabled(previous)
+
+
+def test_ci_builds_and_uses_the_c_checks() -> None:
+    if not os.environ.get("CI"):
+        pytest.skip("only CI promises a C compiler at install time")
+    assert _accel.available(), "CI installed plugin-host without its C extension"
+    assert _accel.enabled()
+
+
+def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    code = "from plugin_host import _accel; print(_accel.enabled())"
+    monkeypatch.setenv("PLUGIN_HOST_PURE_PYTHON", "1")
+    assert run_isolated(code).stdout.strip() == "False"
+    monkeypatch.setenv("PLUGIN_HOST_PURE_PYTHON", "0")
+    assert run_isolated(code).stdout.strip() == str(_accel.available())
+
+
+@pytest.mark.parametrize("cc", ["gcc", "clang"])
+def test_c_source_compiles_warning_free(cc: str, tmp_path: Path) -> None:
+    if shutil.which(cc) is None:
+        pytest.skip(f"{cc} is not installed")
+    flags = ["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O2", "-fPIC", "-c"]
+    cmd = [cc, *flags, "-I", str(SPEEDUPS), "-I", str(INCLUDE), str(SPEEDUPS / "speedups.c")]
+    proc = subprocess.run([*cmd, "-o", str(tmp_path / "speedups.o")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+
+
+# ---- the pre-check ------------------------------------------------------------------------------
+
+
+def _python_passes(path: Path, data: bytes | None) -> bool:
+    """The pure-Python pre-check's verdict on the file (fd mode) or on ``data``."""
+    try:
+        if data is not None:
+            precheck_image(Image(path, os.stat(path), data=data))
+            return True
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            precheck_image(Image(path, os.fstat(fd), fd=fd))
+        finally:
+            os.close(fd)
+        return True
+    except PluginError:
+        return False
+
+
+def _c_verdicts(path: Path, data: bytes) -> tuple[bool, bool, bool]:
+    """The C pre-check's verdicts: by path (as a directory load asks), on an open file, on bytes."""
+    host = host_elf_identity()
+    machine = -1 if host.machine is None else host.machine
+    [by_path] = fast_precheck([path], os.geteuid())
+    fd = os.open(path, os.O_RDONLY)
+    head = _precheck.HEAD_BYTES  # patched by the fuzz test
+    try:
+        size = os.fstat(fd).st_size
+        on_fd = _accel.elf_precheck_passes(fd, None, size, head, host.elf_class, host.byte_order, machine)
+    finally:
+        os.close(fd)
+    on_data = _accel.elf_precheck_passes(None, data, len(data), HEAD_BYTES, host.elf_class, host.byte_order, machine)
+    return by_path, on_fd, on_data
+
+
+# Where a mutation does the most harm: the ELF header, the program headers,
+# and the first pages (dynamic string table of a small library).
+_OFFSETS = st.one_of(st.integers(0, 64), st.integers(64, 64 + 56 * 12), st.integers(0, 2 * HEAD_BYTES))
+
+
+@needs_speedups
+@elf_only
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    cut=st.one_of(st.none(), st.integers(0, 40_000)),
+    patches=st.lists(st.tuples(_OFFSETS, st.binary(min_size=1, max_size=8)), max_size=4),
+    # A 64-byte head sends both checks through PT_DYNAMIC to the dynamic string
+    # table, as for a library whose strings lie past the first pages.
+    head=st.sampled_from([64, HEAD_BYTES]),
+)
+def test_c_precheck_agrees_with_python_on_fuzzed_images(
+    example_plugins: dict[str, Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    cut: int | None,
+    patches: list[tuple[int, bytes]],
+    head: int,
+) -> None:
+    with mock.patch.object(_precheck, "HEAD_BYTES", head):
+        _fuzz_case(example_plugins["greeters"], tmp_path_factory, cut, patches)
+
+
+def _fuzz_case(
+    lib: Path, tmp_path_factory: pytest.TempPathFactory, cut: int | None, patches: list[tuple[int, bytes]]
+) -> None:
+    data = bytearray(lib.read_bytes())
+    if cut is not None:
+        del data[cut:]
+    for offset, value in patches:
+        data[offset : offset + len(value)] = value
+    path = tmp_path_factory.mktemp("fuzz") / "libfuzz.so"
+    path.write_bytes(bytes(data))
+    os.chmod(path, 0o644)
+    expected = _python_passes(path, None)
+    by_path, on_fd, on_data = _c_verdicts(path, bytes(data))
+    assert by_path == expected
+    assert on_fd == expected
+    assert on_data == _python_passes(path, bytes(data))
+
+
+@needs_speedups
+@elf_only
+def test_c_precheck_on_the_example_and_test_plugins(
+    example_plugins: dict[str, Path], test_plugins: dict[str, Path]
+) -> None:
+    for name in ("greeters", "host_owned", "multi_trait"):
+        path = example_plugins[name]
+        assert _c_verdicts(path, path.read_bytes()) == (True, True, True), path
+    for path in [example_plugins["foo"], *test_plugins.values()]:  # libfoo has no plugin symbols
+        expected = _python_passes(path, None)
+        assert _c_verdicts(path, path.read_bytes()) == (expected,) * 3, path
+
+
+_CATALOG_CHILD = """
+import json, os
+from plugin_host import PluginManager, PluginTrait, _accel, _precheck
+_accel.set_enabled({enabled})
+errors = []
+with PluginManager() as manager:
+    handles = manager.load_plugins({directory!r}, PluginTrait.Greeter, errors=errors)
+    loaded = sorted(os.path.basename(h.path) for h in handles)
+    greetings = sorted(h.proxies()[0].greet("x") for h in handles)
+print("RESULT " + json.dumps([loaded, greetings, sorted(type(e).__name__ + ": " + str(e) for e in errors)]))
+"""
+
+
+@needs_speedups
+@elf_only
+def test_directory_load_reports_the_same_with_and_without_c(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    """Bad files among good ones: the same files load, the same errors read the same."""
+    good = example_plugins["greeters"].read_bytes()
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for i in range(3):
+        (d / f"libgood{i}.so").write_bytes(good)
+    (d / "libempty.so").write_bytes(b"")
+    (d / "libtext.so").write_text("not a library\n")
+    (d / "libcut.so").write_bytes(good[: len(good) // 2])
+    (d / "libheader.so").write_bytes(good[:100])
+    arm = bytearray(good)
+    arm[18:20] = (183 if host_elf_identity().machine != 183 else 62).to_bytes(2, "little")
+    (d / "libarm.so").write_bytes(bytes(arm))
+    (d / "libplain.so").write_bytes(good.replace(b"plugin_register_", b"plugin_rEgister_"))
+    (d / "libdir.so").mkdir()
+    (d / "libopen.so").write_bytes(good)
+    os.chmod(d / "libopen.so", 0o666)
+    (d / "liblink.so").symlink_to(d / "libgood0.so")
+    os.mkfifo(d / "libfifo.so")
+    results = []
+    for enabled in (True, False):
+        proc = run_isolated(_CATALOG_CHILD.format(enabled=enabled, directory=str(d)))
+        [line] = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        results.append(json.loads(line[len("RESULT ") :]))
+    with_c, without_c = results
+    assert with_c == without_c
+    loaded, greetings, errors = with_c
+    assert loaded == ["libgood0.so", "libgood1.so", "libgood2.so", "liblink.so"]
+    assert len(greetings) == 4
+    assert len(errors) == 9, errors
+
+
+# ---- the registration checks --------------------------------------------------------------------
+
+_MALFORMED = [
+    (),
+    ("NULL_METHOD",),
+    ("SHORT_VTABLE",),
+    ("BAD_ABI_VERSION",),
+    ("BAD_TRAIT_NAME",),
+    ("BAD_TRAIT_VERSION",),
+    ("NULL_FACTORIES",),
+    ("NULL_REGISTRATIONS",),
+    ("NULL_ENTRY",),
+    ("HUGE_LEN",),
+]
+
+
+def _load(lib: Path) -> tuple[str, str, list[str]]:
+    with PluginManager() as manager:
+        try:
+            [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+        except PluginError as e:
+            return type(e).__name__, str(e), []
+        regs = handle.registration_set.registrations
+        greetings = [p.greet("you") for p in handle.proxies()]  # type: ignore[attr-defined]
+        return (
+            "loaded",
+            repr([(r.type_name, sorted(r.methods), r.trait_version, r.vtable_size) for r in regs]),
+            greetings,
+        )
+
+
+@needs_speedups
+@pytest.mark.parametrize("defines", _MALFORMED, ids=lambda d: d[0] if d else "good")
+def test_registration_checks_agree(compile_plugin: CompilePlugin, defines: tuple[str, ...]) -> None:
+    """A descriptor identical to the host's sends the load down the C path; the outcome is the Python one."""
+    lib = compile_plugin("handwritten", {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR}, defines)
+    with_c = _load(lib)
+    previous = _accel.set_enabled(False)
+    try:
+        without_c = _load(lib)
+    finally:
+        _accel.set_enabled(previous)
+    assert with_c == without_c
+    assert (with_c[0] == "loaded") == (defines == ())
+
+
+@needs_speedups
+def test_the_c_path_serves_a_well_formed_plugin(example_plugins: dict[str, Path]) -> None:
+    from plugin_host._library import Library
+
+    spec = resolve_trait(PluginTrait.Greeter)
+    library = Library(example_plugins["greeters"])
+    try:
+        made = RegistrationSet._from_aggregate_in_c(library, spec, library.symbol(register_all_symbol(spec)))
+        assert made is not None, "the examples' descriptors should match the host's byte for byte"
+        assert sorted(r.type_name for r in made.registrations) == ["English", "French", "Spanish"]
+        made.release()
+        assert library.get_unmaker_counter("Greeter") == 3
+    finally:
+        library.close()
+
+
+@needs_speedups
+@pytest.mark.parametrize("room", ["_OUT_WORDS", "_NAMES_BYTES"])
+def test_output_too_small_for_c_falls_back_to_python(
+    example_plugins: dict[str, Path], monkeypatch: pytest.MonkeyPatch, room: str
+) -> None:
+    """An array too big for the C output buffers is checked in Python, and loads the same."""
+    expected = _load(example_plugins["greeters"])
+    monkeypatch.setattr(_accel, room, 8)
+    assert _load(example_plugins["greeters"]) == expected
+    assert expected[0] == "loaded"
