@@ -8,7 +8,10 @@
 2. A ``Transformer`` proxy call on a 1 MiB bytearray vs the same C function
    called directly through ctypes on the same buffer.  Target: <= 1.05x.
 3. ``load_plugins`` of a directory of 200 plugin files vs a bare loop of
-   ``ctypes.CDLL`` + the same symbol look-ups.  Target: <= 1.3x.
+   ``ctypes.CDLL`` + the same symbol look-ups.  Target: <= 1.3x.  Two
+   diagnostic lines follow: the same load without policy and pre-check, and
+   with the per-file checks in pure Python (``plugin_host._speedups`` off, as
+   on an install without a C compiler).
 
 Each figure is the median of several repeats; the two sides of a ratio
 alternate within each repeat so machine noise hits both.  Run:
@@ -31,7 +34,7 @@ from pathlib import Path
 
 from bench_untrusted import checks_off  # the same bypass, for the diagnostic line
 from plugin_annotations import build_plugins
-from plugin_host import PluginManager, PluginTrait
+from plugin_host import PluginManager, PluginTrait, _accel
 from plugin_interface import register_all_symbol, unmaker_counter_symbol, unregister_all_symbol
 
 REPO = Path(__file__).resolve().parents[1]
@@ -120,7 +123,7 @@ def bench_load(libs: dict[str, Path], repeats: int, count: int) -> float:
         # path is a cheap refcount bump, which would flatter either side.
         for r in range(repeats):
             pair = []
-            for side in ("manager", "bare", "unchecked"):
+            for side in ("manager", "bare", "unchecked", "pure", "manager_again"):
                 d = Path(tmp) / f"{side}{r}"
                 d.mkdir()
                 for i in range(count):
@@ -142,6 +145,13 @@ def bench_load(libs: dict[str, Path], repeats: int, count: int) -> float:
             with checks_off():
                 return manager_load(d)
 
+        def manager_load_pure_python(d: Path) -> float:
+            previous = _accel.set_enabled(False)
+            try:
+                return manager_load(d)
+            finally:
+                _accel.set_enabled(previous)
+
         def bare_load(d: Path) -> float:
             start = time.perf_counter()
             loaded = []
@@ -158,8 +168,14 @@ def bench_load(libs: dict[str, Path], repeats: int, count: int) -> float:
         it_m = iter(r[0] for r in rounds)
         it_b = iter(r[1] for r in rounds)
         it_u = iter(r[2] for r in rounds)
+        it_p = iter(r[3] for r in rounds)
+        it_m2 = iter(r[4] for r in rounds)
         t_m, t_b, ratio = paired(lambda: manager_load(next(it_m)), lambda: bare_load(next(it_b)), repeats)
         t_u = statistics.median(manager_load_unchecked(next(it_u)) for _ in range(repeats))
+        # Paired with the C checks: unpaired medians taken minutes apart move with the machine's load.
+        t_p, _, pure_ratio = paired(
+            lambda: manager_load_pure_python(next(it_p)), lambda: manager_load(next(it_m2)), repeats
+        )
     print(
         f"load {count} files:    manager {t_m * 1e3:7.1f} ms   bare CDLL loop {t_b * 1e3:7.1f} ms   "
         f"ratio {ratio:.3f}  (target <= 1.3)"
@@ -167,6 +183,12 @@ def bench_load(libs: dict[str, Path], repeats: int, count: int) -> float:
     print(
         f"  diagnostic: same load without policy + pre-check {t_u * 1e3:7.1f} ms   "
         f"ratio to the bare loop {t_u / t_b:.3f}"
+    )
+    checks = "C checks in use" if _accel.enabled() else "C checks NOT in use: the figures above are pure Python"
+    print(
+        f"  diagnostic: same load with the checks in pure Python {t_p * 1e3:7.1f} ms   "
+        f"{pure_ratio:.3f}x the load with C checks (paired), so about {pure_ratio * ratio:.2f}x the bare loop  "
+        f"({checks})"
     )
     return ratio
 

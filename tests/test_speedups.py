@@ -285,3 +285,14 @@ def test_output_too_small_for_c_falls_back_to_python(
     monkeypatch.setattr(_accel, room, 8)
     assert _load(example_plugins["greeters"]) == expected
     assert expected[0] == "loaded"
+
+
+def test_version_says_which_checks_run(capsys: pytest.CaptureFixture[str]) -> None:
+    from plugin_host._cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith("plugin-host ")
+    assert ("load checks: C (plugin_host._speedups)" in out) == _accel.enabled()

@@ -307,11 +307,30 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from . import _accel
+
+    try:
+        number = version("plugin-host")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        number = "unknown"
+    if _accel.enabled():
+        checks = "C (plugin_host._speedups)"
+    elif _accel.available():
+        checks = "pure Python (C turned off by PLUGIN_HOST_PURE_PYTHON)"
+    else:
+        checks = "pure Python (plugin_host._speedups was not built)"
+    return f"plugin-host {number}; load checks: {checks}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plugin-host",
         description="Load native C plugins, call them through typed proxies, unload them.",
     )
+    parser.add_argument("--version", action="version", version=_version())
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="build the bundled example plugins, load, call and unload them")
     demo.add_argument("--build-dir", help="where to build the examples (default: ~/.cache/plugin-host/examples)")
