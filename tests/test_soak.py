@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -9,9 +10,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CompilePlugin
+from conftest import CompilePlugin, run_isolated
 from plugin_host import PluginManager, PluginTrait
-from plugin_host._library import _private_copy_dir
 from plugin_interface import PluginError, PluginUnloadedError
 from untrusted_sources import GREETER
 
@@ -27,52 +27,64 @@ def _rss_kib() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
 
 
-def _maps() -> list[str]:
-    with open("/proc/self/maps") as f:
-        return f.read().splitlines()
-
-
-def _file_maps(lines: list[str]) -> list[str]:
-    """The mappings of files (libraries, private copies): what a load/unload cycle maps and unmaps.
-
-    Anonymous regions ([heap], allocator arenas) are left out: the Python
-    allocator grows and splits them on its own schedule; the RSS bound below
-    is what catches a leak there.
-    """
-    return sorted(line for line in lines if len(line.split(maxsplit=5)) == 6 and line.split(maxsplit=5)[5][0] == "/")
-
-
 def _fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+_SOAK_CHILD = """
+import json, os
+from plugin_host import PluginManager, PluginTrait
+from plugin_host._library import _private_copy_dir
+
+def maps():
+    with open("/proc/self/maps") as f:
+        return f.read().splitlines()
+
+def rss_kib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+lib = {lib!r}
+manager = PluginManager(copy_on_load=True)
+
+def cycle():
+    [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+    assert handle.proxy("French").greet("x") == "Bonjour, x!"
+    # The counter is read after the release: every maker had its unmaker.
+    assert manager.unload_by_path(lib) == {{"Greeter": 3}}
+
+for _ in range(3000):  # warm-up: caches, allocator arenas, the interned-string table
+    cycle()
+before, fds, rss = maps(), len(os.listdir("/proc/self/fd")), rss_kib()
+for _ in range({cycles}):
+    cycle()
+after = maps()
+print("SOAK " + json.dumps({{
+    "before": before, "after": after, "fds": [fds, len(os.listdir("/proc/self/fd"))],
+    "copies_left": os.listdir(_private_copy_dir()), "rss_growth_kib": rss_kib() - rss,
+}}))
+"""
+
+
 def test_ten_thousand_load_unload_cycles(example_plugins: dict[str, Path]) -> None:
-    lib = example_plugins["greeters"]
-    manager = PluginManager(copy_on_load=True)
-    copies = _private_copy_dir()
-
-    def cycle() -> None:
-        [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
-        assert handle.proxy("French").greet("x") == "Bonjour, x!"
-        # The counter is read after the release: every maker had its unmaker.
-        assert manager.unload_by_path(lib) == {"Greeter": 3}
-
-    for _ in range(200):  # warm-up: caches, allocator arenas
-        cycle()
-    before = _maps()
-    fds, rss = _fds(), _rss_kib()
-    for _ in range(CYCLES):
-        cycle()
-    after = _maps()
-    # Every file mapping is back exactly (same lines, same addresses).
-    assert _file_maps(after) == _file_maps(before), "\n".join(set(after) ^ set(before))
-    anonymous = len(after) - len(before)
-    assert abs(anonymous) <= 2, "\n".join(set(after) ^ set(before))
-    assert _fds() == fds
-    assert not list(copies.iterdir())
-    growth_kib = _rss_kib() - rss
-    print(f"\n{CYCLES} cycles: RSS growth {growth_kib} KiB, maps {len(before)} -> {len(after)} lines, fds {fds}")
-    assert growth_kib < 2048
+    # In a fresh interpreter: the host's own footprint, not that of the test modules around it.
+    proc = run_isolated(_SOAK_CHILD.format(lib=str(example_plugins["greeters"]), cycles=CYCLES), timeout=600)
+    [line] = [x for x in proc.stdout.splitlines() if x.startswith("SOAK ")] or [proc.stdout + proc.stderr]
+    soak = json.loads(line[len("SOAK ") :])
+    before, after = soak["before"], soak["after"]
+    # Every mapping of a file (library, private copy) is back exactly: same lines, same addresses.
+    assert [m for m in after if "/" in m] == [m for m in before if "/" in m]
+    # Anonymous regions are the Python allocator's: its 1 MiB arenas come, go and merge with
+    # neighbours on its own schedule, so the line count may move by one or two; the RSS bound
+    # below is what catches a leak there.
+    assert abs(len(after) - len(before)) <= 2, "\n".join(sorted(set(after) ^ set(before)))
+    assert soak["fds"][1] == soak["fds"][0]
+    assert soak["copies_left"] == []
+    print(
+        f"\n{CYCLES} cycles: RSS growth {soak['rss_growth_kib']} KiB, maps {len(before)} -> {len(after)} lines "
+        f"({sum('/' in m for m in before)} of files), fds {soak['fds'][0]}"
+    )
+    assert soak["rss_growth_kib"] < 2048
 
 
 def test_swaps_under_eight_calling_threads(compile_plugin: CompilePlugin, tmp_path: Path) -> None:
