@@ -74,12 +74,11 @@ _tls = threading.local()
 
 
 def _buffers() -> tuple[Any, Any]:
-    """This thread's output buffers (cffi releases the GIL during a call)."""
-    try:
-        return _tls.buffers  # type: ignore[no-any-return]
-    except AttributeError:
-        _tls.buffers = (_ffi.new("uintptr_t[]", _OUT_WORDS), _ffi.new("char[]", _NAMES_BYTES))
-        return _tls.buffers  # type: ignore[no-any-return]
+    """This thread's output buffers (cffi releases the GIL during a call), of the sizes set above."""
+    buffers: tuple[Any, Any] | None = getattr(_tls, "buffers", None)
+    if buffers is None or len(buffers[0]) != _OUT_WORDS or len(buffers[1]) != _NAMES_BYTES:
+        buffers = _tls.buffers = (_ffi.new("uintptr_t[]", _OUT_WORDS), _ffi.new("char[]", _NAMES_BYTES))
+    return buffers
 
 
 def register_all(
@@ -111,9 +110,9 @@ def register_all(
         vtable_size,
         usable,
         out,
-        _OUT_WORDS,
+        len(out),
         names,
-        _NAMES_BYTES,
+        len(names),
     )
     if verdict == _lib.PH_DESCRIPTOR:
         return None

@@ -19,6 +19,14 @@ the policy, the pre-check, the hash and the probe all look at the bytes that
 are then written to the copy and loaded.  A file loaded in place is checked
 through an open descriptor and loaded by path right after; only this user or
 root (the policy guarantees it) could swap it in between.
+
+A directory load first asks :meth:`Admission.admitted_in_place` about all its
+files at once: the C pre-check (when built) and the policy's rule for the file
+and the directory, in one call before the first ``dlopen``.  A file it admits
+is opened straight away; any other takes the steps above, which decide and
+say why.  The window between check and load is then the directory load's
+length rather than a file's, with the same guarantee: only this user or root
+could have swapped the file.
 """
 
 from __future__ import annotations
@@ -93,14 +101,12 @@ class Admission:
         :raises BlockedPluginError: the same bytes failed a probe before.
         :raises LibraryLoadError: the dynamic loader refused it.
         """
-        # A directory load stats the directory once for all its files (the
-        # caller passes it); that saves a third of the pre-check's syscalls.
         if admitted and not copy_on_load:
             return Library(path)
+        # A directory load stats the directory once for all its files (the
+        # caller passes it); that saves a third of the pre-check's syscalls.
         dir_st = dir_stat if dir_stat is not None else _dir_stat(path)
         if not copy_on_load and self._in_place():
-            # The C pre-check opens, checks and closes the file in one call; on
-            # anything but a pass the steps below run in Python and say why.
             fd, st = open_checked(path)
             try:
                 if self.policy.check_permissions(path, st, dir_st):

@@ -280,7 +280,6 @@ def _read_registration(
 class _Plan(NamedTuple):
     """What the C load path of one trait needs, computed once per trait."""
 
-    aggregate: str
     descriptor: str
     expected: bytes  # this host's descriptor, byte for byte
     identical: DescriptorCheck  # the verdict for a plugin whose descriptor is identical
@@ -292,7 +291,6 @@ class _Plan(NamedTuple):
 def _plan(trait: TraitSpec) -> _Plan:
     expected, identical = _host_descriptor(trait)
     return _Plan(
-        register_all_symbol(trait),
         abi_descriptor_symbol(trait),
         expected,
         identical,
@@ -380,15 +378,15 @@ class RegistrationSet:
         """:meth:`from_aggregate` with the checks in C (:mod:`._accel`), for a plugin whose
         descriptor is byte for byte this host's; ``None`` (nothing called) for any other."""
         plan = _plan(trait)
-        version = plan.identical.found
+        host = plan.identical.found  # what the plugin's descriptor says, when it is byte for byte the host's
         result = _accel.register_all(
             library.find_symbol(plan.descriptor),
             plan.expected,
             function,
             MAX_REGISTRATIONS,
             plan.name,
-            version.trait_version,
-            version.vtable_size,
+            host.trait_version,
+            host.vtable_size,
             len(plan.method_names),
         )
         if result is None:
