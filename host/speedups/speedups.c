@@ -218,6 +218,7 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
         im.head_len = (size_t)size;
     } else {
 #if defined(_WIN32)
+        (void)head_len;
         return PH_UNSUPPORTED;
 #else
         if (head_len > HEAD_MAX) {
