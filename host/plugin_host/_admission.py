@@ -101,7 +101,7 @@ class Admission:
         :raises BlockedPluginError: the same bytes failed a probe before.
         :raises LibraryLoadError: the dynamic loader refused it.
         """
-        if admitted and not copy_on_load:
+        if admitted:
             return Library(path)
         # A directory load stats the directory once for all its files (the
         # caller passes it); that saves a third of the pre-check's syscalls.

@@ -265,11 +265,9 @@ def precheck(
     :raises ArchitectureMismatchError: see :func:`precheck_image`.
     :raises NoPluginSymbolsError: see :func:`precheck_image`.
     """
-    if _expected_format() == "elf" and _accel.enabled():
-        host = host_elf_identity()
-        machine = -1 if host.machine is None else host.machine
-        if _accel.elf_precheck_passes(fd, data, st.st_size, HEAD_BYTES, host.elf_class, host.byte_order, machine):
-            return
+    host = _c_host()
+    if host is not None and _accel.elf_precheck_passes(fd, data, st.st_size, HEAD_BYTES, *host):
+        return
     precheck_image(Image(path, st, fd=fd, data=data))
 
 
@@ -281,13 +279,18 @@ def fast_precheck(paths: list[Path], uid: int) -> list[bool]:
     ``False`` tells nothing more: then :func:`open_checked`, the policy and
     :func:`precheck` decide, and say why.  All ``False`` without the C checks.
     """
-    if not paths or _expected_format() != "elf" or not _accel.enabled():
+    host = _c_host()
+    if not paths or host is None:
         return [False] * len(paths)
+    return _accel.precheck_paths([os.fspath(p) for p in paths], HEAD_BYTES, *host, uid)
+
+
+def _c_host() -> tuple[int, int, int] | None:
+    """``(class, byte order, machine or -1)`` for the C pre-check, or ``None`` when it does not run here."""
+    if not _accel.enabled() or _expected_format() != "elf":
+        return None
     host = host_elf_identity()
-    machine = -1 if host.machine is None else host.machine
-    return _accel.precheck_paths(
-        [os.fspath(p) for p in paths], HEAD_BYTES, host.elf_class, host.byte_order, machine, uid
-    )
+    return host.elf_class, host.byte_order, -1 if host.machine is None else host.machine
 
 
 def precheck_image(image: Image) -> Precheck:

@@ -136,11 +136,6 @@ def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
 
 
 @functools.cache
-def _encoded_name(trait: TraitSpec) -> bytes:
-    return trait.name.encode()
-
-
-@functools.cache
 def _host_descriptor(trait: TraitSpec) -> tuple[bytes, DescriptorCheck]:
     """This host's descriptor of ``trait`` in C layout, and the verdict for an identical one."""
     expected = AbiDescriptor.for_trait(trait)
@@ -217,7 +212,7 @@ def _read_registration(
     if abi_version != ABI_VERSION:
         raise AbiMismatchError(path, symbol, "abi_version", ABI_VERSION, abi_version)
     trait_name = _read_cstring(trait_name_ptr) if trait_name_ptr else b""
-    if trait_name != _encoded_name(trait):
+    if trait_name != _plan(trait).name:
         raise AbiMismatchError(path, symbol, "trait_name", trait.name, trait_name.decode(errors="replace"))
     if check is None:
         usable = len(trait.methods)

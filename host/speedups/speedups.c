@@ -287,16 +287,17 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
 
 /* ---- registrations ----------------------------------------------------- */
 
-/* The checks of _registrations._read_registration on regs[0..n). */
+/* The checks of _registrations._read_registration on regs[0..n); the type
+ * names go one after another into names (names_len bytes), *used counts them. */
 static int check_registrations(PluginRegistration *const *regs, size_t n, const char *trait_name, uint32_t version,
-                               int check_vtable_size, uint32_t vtable_size, size_t usable, uintptr_t *out,
-                               const char **names) {
+                               uint32_t vtable_size, size_t usable, uintptr_t *out, char *names, size_t names_len,
+                               size_t *used) {
     const size_t needed = sizeof(void *) * (1 + usable); /* size_t size, then one pointer per method */
     for (size_t i = 0; i < n; i++) {
         const PluginRegistration *r = regs[i];
         if (r == NULL || r->struct_size < sizeof(PluginRegistration) || r->abi_version != PLUGIN_ABI_VERSION ||
             r->trait_name == NULL || strcmp(r->trait_name, trait_name) != 0 || r->trait_version != version ||
-            (check_vtable_size && r->vtable_size != vtable_size) || r->vtable_size < needed ||
+            r->vtable_size != vtable_size || r->vtable_size < needed ||
             r->vtable == NULL || r->free_memory == NULL || r->type_name == NULL) {
             return PH_FAIL;
         }
@@ -319,7 +320,12 @@ static int check_registrations(PluginRegistration *const *regs, size_t n, const 
                 return PH_FAIL;
             }
         }
-        names[i] = r->type_name;
+        size_t name_len = strlen(r->type_name) + 1;
+        if (name_len > names_len - *used) {
+            return PH_UNSUPPORTED;
+        }
+        memcpy(names + *used, r->type_name, name_len);
+        *used += name_len;
     }
     return PH_PASS;
 }
@@ -328,9 +334,9 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
                     size_t max_len, const char *trait_name, uint32_t version, uint32_t vtable_size, size_t usable,
                     uintptr_t *out, size_t out_words, char *names, size_t names_len) {
     out[0] = out[1] = out[2] = 0;
-    /* The descriptor first, before any plugin code runs: byte for byte the host's own. */
-    /* The head first: its struct_size says how long the plugin's descriptor
-     * is, so the rest is read only from a descriptor as long as the host's. */
+    /* The descriptor first, before any plugin code runs: byte for byte the
+     * host's own.  Its head first: the head's struct_size says how long the
+     * plugin's descriptor is, so the rest is read only from one as long. */
     const size_t head = sizeof(PluginAbiDescriptor);
     if (descriptor == 0 || expected_len < head || memcmp((const void *)descriptor, expected, head) != 0 ||
         memcmp((const char *)descriptor + head, expected + head, expected_len - head) != 0) {
@@ -354,23 +360,9 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
     if (array->len > (out_words - PH_HEADER_WORDS) / (PH_RECORD_WORDS + usable)) {
         return PH_UNSUPPORTED;
     }
-    const char **type_names = (const char **)malloc(sizeof(char *) * (array->len ? array->len : 1));
-    if (type_names == NULL) {
-        return PH_UNSUPPORTED;
-    }
-    int verdict = check_registrations(array->registrations, array->len, trait_name, version, 1, vtable_size, usable,
-                                      out + PH_HEADER_WORDS, type_names);
     size_t used = 0;
-    for (size_t i = 0; verdict == PH_PASS && i < array->len; i++) {
-        size_t n = strlen(type_names[i]) + 1;
-        if (n > names_len - used) {
-            verdict = PH_UNSUPPORTED;
-            break;
-        }
-        memcpy(names + used, type_names[i], n);
-        used += n;
-    }
-    free(type_names);
+    int verdict = check_registrations(array->registrations, array->len, trait_name, version, vtable_size, usable,
+                                      out + PH_HEADER_WORDS, names, names_len, &used);
     out[2] = used;
     return verdict;
 }

@@ -48,7 +48,8 @@ void ph_precheck_paths(const char *paths, size_t n, size_t head_len, int host_cl
  * returned, out[1] its length and out[2] the bytes of names used; on PH_PASS
  * out[PH_HEADER_WORDS...] holds PH_RECORD_WORDS + usable words per
  * registration and names its type names, each NUL-terminated.  PH_FAIL: a
- * check failed; PH_UNSUPPORTED: out or names too small. */
+ * check failed; PH_UNSUPPORTED: out or names too small (out_words must be
+ * at least PH_HEADER_WORDS). */
 int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_len, uintptr_t aggregate,
                     size_t max_len, const char *trait_name, uint32_t version, uint32_t vtable_size, size_t usable,
                     uintptr_t *out, size_t out_words, char *names, size_t names_len);
