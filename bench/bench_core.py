@@ -34,7 +34,8 @@ from pathlib import Path
 
 from bench_untrusted import checks_off  # the same bypass, for the diagnostic line
 from plugin_annotations import build_plugins
-from plugin_host import PluginManager, PluginTrait, _accel
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.loading import _accel
 from plugin_interface import register_all_symbol, unmaker_counter_symbol, unregister_all_symbol
 
 REPO = Path(__file__).resolve().parents[1]

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import watchdog.version
 from plugin_annotations import PluginSpec, build_plugins
-from plugin_host import DEFAULT_DEBOUNCE_MS, Error, Event, ManagerNotification, PluginManager, WatchOptions
+from plugin_host import Error, Event, ManagerNotification, PluginManager, WatchOptions
+from plugin_host.watch import DEFAULT_DEBOUNCE_MS, process_watch_notifications_blocking, start_watch_background
 from watchdog.observers import Observer
 
 SOURCE = """\
@@ -128,10 +129,10 @@ def measure(
 
     failure: list[BaseException] = []
     with PluginManager() as manager:
-        notifications, stop, watcher = manager.start_watch_background(watched, opts)
+        notifications, stop, watcher = start_watch_background(watched, opts)
         thread = threading.Thread(target=publisher)
         thread.start()
-        manager.process_watch_notifications_blocking(watched, notifications, "Greeter", opts, on_notification)
+        process_watch_notifications_blocking(manager, watched, notifications, "Greeter", opts, on_notification)
         thread.join()
         watcher.join()
     if failure:

@@ -28,10 +28,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import plugin_host._admission as admission
+import plugin_host.admission._admission as admission
 from plugin_annotations import build_plugins
-from plugin_host import PluginManager, PluginTrait, probe_library
-from plugin_host._library import Library
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.admission import probe_library
+from plugin_host.loading import Library
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import TEST_PLUGINS, CompilePlugin
 from greeter_versions import GREETER_CHANGED, GREETER_V2, build_greeter
-from plugin_host._cli import main
+from plugin_host.cli import main
 
 HANDWRITTEN = (TEST_PLUGINS / "handwritten" / "handwritten.c").read_text()
 

@@ -25,7 +25,8 @@ from plugin_annotations import (
     load_plugin_spec,
 )
 from plugin_host import DynamicModule, PluginError
-from plugin_host._cli import _module_round_trip, main
+from plugin_host.cli import main
+from plugin_host.cli._commands import _module_round_trip
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads ELF dynamic sections")
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from plugin_host._cli import main
+from plugin_host.cli import main
 
 
 def test_demo_builds_loads_calls_and_unloads(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,9 +22,9 @@ from greeter_versions import GREETER_CHANGED, SOURCE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_annotations import DEFAULT_CFLAGS, discover_plugins, generate_trait_header, get_include_dirs
-from plugin_host._abi_check import check_library, scan_library
-from plugin_host._cli import main
-from plugin_host._exports import read_exports
+from plugin_host.abi import check_library, scan_library
+from plugin_host.cli import main
+from plugin_host.formats import read_exports
 from plugin_interface import NotASharedLibraryError, library_filename
 from test_symbols import MUTATION, deadline, mutate
 
@@ -35,7 +35,7 @@ pytestmark = pytest.mark.cross
 TARGETS = {
     "x86_64-windows-gnu": ("win32", "pe", "x86_64"),
     "x86_64-macos": ("darwin", "macho", "x86_64"),
-    "aarch64-macos": ("darwin", "macho", "arm64"),
+    "aarch64-macos": ("darwin", "macho", "aarch64"),
 }
 EXAMPLE_TYPES = {
     "greeters": {"Greeter": ["English", "French", "Spanish"]},

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from conftest import TEST_PLUGINS, CompilePlugin, mapped_paths
 from plugin_host import (
-    Library,
     PluginManager,
     PluginTrait,
     get_unmaker_counter,
     get_unmaker_counter_for,
     register_trait,
 )
+from plugin_host.loading import Library
 from plugin_interface import (
     AbiMismatchError,
     AlreadyReleasedError,
@@ -430,7 +430,7 @@ def test_unload_by_path_waits_for_a_set_made_outside_the_manager(
     # The library stays mapped for the set still alive, and its registrations still answer.
     assert str(lib) in mapped_paths()
     reg = extra.registrations[0]
-    from plugin_host import proxy_class
+    from plugin_host.registry import proxy_class
 
     assert "world" in proxy_class(extra.trait)(extra, reg).greet("world")  # type: ignore[attr-defined]
     extra.release()

@@ -12,7 +12,7 @@ import cffi
 import pytest
 from conftest import CompilePlugin, mapped_paths
 from plugin_host import DynamicModule
-from plugin_host._module import find_module, parse_signature
+from plugin_host.loading import find_module, parse_signature
 from plugin_interface import (
     CallArgumentError,
     ModuleNotFoundInPathsError,

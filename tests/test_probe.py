@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from conftest import CompilePlugin
-from plugin_host import PluginManager, PluginTrait, ProbeCache, probe_library
-from plugin_host._probe import PROTOCOL, ProbeKey, run_probe
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.admission import ProbeCache, probe_library
+from plugin_host.admission._probe import PROTOCOL, ProbeKey, run_probe
 from plugin_interface import BlockedPluginError, MakerReturnedNullError, ProbeCrashedError, ProbeProtocolError
 from untrusted_sources import GREETER
 
@@ -68,7 +69,7 @@ def test_restart_does_not_reprobe(
     lib = example_plugins["multi_trait"]
     with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager:
         manager.load_plugins(lib, PluginTrait.Greeter)
-    import plugin_host._probe as probe_module
+    import plugin_host.admission._probe as probe_module
 
     def no_child(*args: object, **kwargs: object) -> None:
         raise AssertionError("probed again")
@@ -80,7 +81,7 @@ def test_restart_does_not_reprobe(
 
 
 def test_protocol_version_mismatch(example_plugins: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import plugin_host._probe as probe_module
+    import plugin_host.admission._probe as probe_module
 
     monkeypatch.setattr(probe_module, "PROTOCOL", PROTOCOL + 1)
     with pytest.raises(ProbeProtocolError, match="handshake") as exc:
@@ -89,7 +90,7 @@ def test_protocol_version_mismatch(example_plugins: dict[str, Path], monkeypatch
 
 
 def test_report_size_cap(example_plugins: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    import plugin_host._probe as probe_module
+    import plugin_host.admission._probe as probe_module
 
     monkeypatch.setattr(probe_module, "MAX_REPORT_BYTES", 16)
     with pytest.raises(ProbeProtocolError, match="more than 16 bytes"):

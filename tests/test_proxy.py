@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import CompilePlugin
-from plugin_host import PluginManager, PluginTrait, TraitProxy, proxy_class
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.registry import TraitProxy, proxy_class
 from plugin_interface import PluginCallError, PluginUnloadedError
 
 

@@ -22,9 +22,11 @@ import pytest
 from conftest import CompilePlugin, run_isolated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plugin_host import PluginManager, PluginTrait, _accel, _precheck
-from plugin_host._precheck import HEAD_BYTES, Image, fast_precheck, host_elf_identity, precheck_image
-from plugin_host._registrations import RegistrationSet
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.formats import host_elf_identity
+from plugin_host.loading import _accel, _precheck
+from plugin_host.loading._precheck import HEAD_BYTES, Image, fast_precheck, precheck_image
+from plugin_host.registry import RegistrationSet
 from plugin_interface import PluginError, register_all_symbol, resolve_trait
 from test_descriptor import HANDWRITTEN, HANDWRITTEN_DESCRIPTOR
 
@@ -33,7 +35,7 @@ SPEEDUPS = REPO / "host" / "speedups"
 INCLUDE = REPO / "interface" / "plugin_interface" / "include"
 
 needs_speedups = pytest.mark.skipif(
-    not _accel.available(), reason="plugin_host._speedups was not built (no C compiler at install time)"
+    not _accel.available(), reason="plugin_host.loading._speedups was not built (no C compiler at install time)"
 )
 elf_only = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="the C pre-check is for ELF hosts")
 
@@ -55,7 +57,7 @@ def test_ci_builds_and_uses_the_c_checks() -> None:
 
 
 def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
-    code = "from plugin_host import _accel; print(_accel.enabled())"
+    code = "from plugin_host.loading import _accel; print(_accel.enabled())"
     monkeypatch.setenv("PLUGIN_HOST_PURE_PYTHON", "1")
     assert run_isolated(code).stdout.strip() == "False"
     monkeypatch.setenv("PLUGIN_HOST_PURE_PYTHON", "0")
@@ -167,7 +169,8 @@ def test_c_precheck_on_the_example_and_test_plugins(
 
 _CATALOG_CHILD = """
 import json, os
-from plugin_host import PluginManager, PluginTrait, _accel, _precheck
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.loading import _accel, _precheck
 _accel.set_enabled({enabled})
 errors = []
 with PluginManager() as manager:
@@ -261,7 +264,7 @@ def test_registration_checks_agree(compile_plugin: CompilePlugin, defines: tuple
 
 @needs_speedups
 def test_the_c_path_serves_a_well_formed_plugin(example_plugins: dict[str, Path]) -> None:
-    from plugin_host._library import Library
+    from plugin_host.loading import Library
 
     spec = resolve_trait(PluginTrait.Greeter)
     library = Library(example_plugins["greeters"])
@@ -288,11 +291,11 @@ def test_output_too_small_for_c_falls_back_to_python(
 
 
 def test_version_says_which_checks_run(capsys: pytest.CaptureFixture[str]) -> None:
-    from plugin_host._cli import main
+    from plugin_host.cli import main
 
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0
     out = " ".join(capsys.readouterr().out.split())
     assert out.startswith("plugin-host ")
-    assert ("load checks: C (plugin_host._speedups)" in out) == _accel.enabled()
+    assert ("load checks: C (plugin_host.loading._speedups)" in out) == _accel.enabled()

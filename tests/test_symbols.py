@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plugin_host._abi_check import check_library, scan_library
-from plugin_host._exports import read_exports
-from plugin_host._symbols import exported_symbols, sniff_format
+from plugin_host.abi import check_library, scan_library
+from plugin_host.formats import exported_symbols, read_exports, sniff_format
 from plugin_interface import AbiDescriptor, NotASharedLibraryError, PluginTrait
 
 #: Wall-clock bound for one read of one (possibly hostile) file.
@@ -86,8 +85,8 @@ def test_read_refuses_an_unknown_symbol(example_plugins: dict[str, Path]) -> Non
 
 
 def test_host_finds_makers_from_the_symbol_table(example_plugins: dict[str, Path]) -> None:
-    from plugin_host import Library
-    from plugin_host._registrations import find_maker_types
+    from plugin_host.loading import Library
+    from plugin_host.registry import find_maker_types
 
     library = Library(example_plugins["host_owned"])
     try:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import CompilePlugin, run_isolated
-from plugin_host._precheck import _MACHINE_NAMES, host_elf_identity
+from plugin_host.formats import ELF_MACHINES, host_elf_identity, machine_name
 from untrusted_sources import GREETER, INCONSISTENT, PLAIN
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="ELF/Linux catalog")
@@ -199,7 +199,7 @@ def test_patched_machine(good: Path, tmp_path: Path) -> None:
     _expect(
         outcome,
         "ArchitectureMismatchError",
-        f"built for {_MACHINE_NAMES[other]}, this host is {_MACHINE_NAMES[host.machine or 62]}",
+        f"built for {machine_name(ELF_MACHINES, other)}, this host is {machine_name(ELF_MACHINES, host.machine or 62)}",
         bad,
     )
     assert outcome["attrs"]["field"] == "machine"
@@ -326,7 +326,7 @@ def test_file_swapped_during_load(good: Path, sayer: Path, tmp_path: Path) -> No
     truncated.write_bytes(sayer.read_bytes()[:5000])
     setup = f"""
 import os
-import plugin_host._library as L
+import plugin_host.loading._library as L
 real = L.write_private_copy
 def swapping(name, data, path):
     if str(path) == {str(target)!r}:

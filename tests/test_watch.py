@@ -1,4 +1,4 @@
-"""Hot reload (plugin_host._watch and PluginManager.reload): real files, real
+"""Hot reload (plugin_host.watch and PluginManager.reload): real files, real
 compiled plugins, the real watchdog observer.
 
 Every wait is a queue get with a timeout; "nothing happened" is shown either by
@@ -30,6 +30,9 @@ from plugin_host import (
     Unloaded,
     WatchNotification,
     WatchOptions,
+    process_watch_notifications_blocking,
+    start_watch_background,
+    watch_and_load_blocking,
 )
 from plugin_interface import (
     LibraryLoadError,
@@ -127,13 +130,13 @@ class Watching:
     ) -> None:
         self.manager = manager
         self.notes: queue.Queue[ManagerNotification | BaseException] = queue.Queue()
-        self.queue, self.stop, self.thread = manager.start_watch_background(directory, opts)
+        self.queue, self.stop, self.thread = start_watch_background(directory, opts)
         self.owner = threading.Thread(target=self._own, args=(directory, trait, opts), name="test manager owner")
         self.owner.start()
 
     def _own(self, directory: Path, trait: str | None, opts: WatchOptions) -> None:
         try:
-            self.manager.process_watch_notifications_blocking(directory, self.queue, trait, opts, self.notes.put)
+            process_watch_notifications_blocking(self.manager, directory, self.queue, trait, opts, self.notes.put)
         except BaseException as e:  # surfaced by next()
             self.notes.put(e)
 
@@ -371,11 +374,11 @@ def test_notifications_for_one_path_arrive_in_action_order(
     path.unlink()
     seen.append((type(watch.expect(Unloaded, path)).__name__, ""))
     assert seen == [
-        ("Event", "v1 x"),
-        ("Event", "v2 x"),
+        ("Loaded", "v1 x"),
+        ("Loaded", "v2 x"),
         ("Unloaded", ""),
-        ("Error", ""),
-        ("Event", "v3 x"),
+        ("LoadFailed", ""),
+        ("Loaded", "v3 x"),
         ("Unloaded", ""),
         ("Unloaded", ""),
     ]
@@ -548,7 +551,7 @@ def test_stop_ends_both_loops_within_a_second(watched: Path) -> None:
 
 
 def test_the_watchers_last_notification_says_it_stopped(watched: Path) -> None:
-    notifications, stop, thread = PluginManager().start_watch_background(watched)
+    notifications, stop, thread = start_watch_background(watched)
     stop.set()
     thread.join(TIMEOUT_S)
     assert notifications.get(timeout=TIMEOUT_S) == WatchNotification(stopped=True)
@@ -556,11 +559,11 @@ def test_the_watchers_last_notification_says_it_stopped(watched: Path) -> None:
 
 def test_a_missing_directory_is_refused_at_once(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="cannot watch a missing directory") as exc:
-        PluginManager().start_watch_background(tmp_path / "missing")
+        start_watch_background(tmp_path / "missing")
     assert exc.value.filename == str(tmp_path / "missing")
     (tmp_path / "file").write_text("")
     with pytest.raises(NotADirectoryError):
-        PluginManager().start_watch_background(tmp_path / "file")
+        start_watch_background(tmp_path / "file")
 
 
 def test_removing_the_watched_directory_unloads_and_reports(
@@ -595,7 +598,7 @@ def test_watch_and_load_blocking_runs_on_the_calling_thread(
         return True
 
     with PluginManager() as manager:
-        manager.watch_and_load_blocking(watched, PluginTrait.Greeter, FAST, callback)
+        watch_and_load_blocking(manager, watched, PluginTrait.Greeter, FAST, callback)
         assert seen == [("Event", "v1 x"), ("Event", "v2 x")]
         [handle] = manager.get_handles(path)
         assert handle.proxy("Versioned").greet("x") == "v2 x"  # type: ignore[attr-defined]
@@ -610,7 +613,7 @@ def test_watch_and_load_blocking_returns_cleanly_on_keyboard_interrupt(
         raise KeyboardInterrupt
 
     with PluginManager() as manager:
-        manager.watch_and_load_blocking(watched, "Greeter", FAST, callback)
+        watch_and_load_blocking(manager, watched, "Greeter", FAST, callback)
         assert manager.is_loaded(watched / "libgreet.so")
 
 
@@ -623,7 +626,7 @@ def test_a_failing_callback_propagates_to_the_owner_thread(
         raise RuntimeError("callback bug")
 
     with PluginManager() as manager, pytest.raises(RuntimeError, match="callback bug"):
-        manager.watch_and_load_blocking(watched, "Greeter", FAST, callback)
+        watch_and_load_blocking(manager, watched, "Greeter", FAST, callback)
 
 
 # ---- PluginManager.reload -------------------------------------------------------------

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from plugin_interface import (
     PluginError,
@@ -17,80 +16,24 @@ from plugin_interface import (
     TraitLike,
     TraitSpec,
     declared_traits,
-    maker_symbol,
     register_all_symbol,
     resolve_trait,
-    shared_library_suffix,
 )
 
-from ._admission import Admission
-from ._library import Library
-from ._policy import LoadPolicy
-from ._probe import DEFAULT_PROBE_TIMEOUT_S
-from ._proxy import TraitProxy, make_proxy
-from ._registrations import RegistrationSet, find_maker_types
+from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
+from .formats import plugin_files
+from .loading import Library, LoadPolicy
+from .registry import RegistrationSet, TraitProxy, make_proxy, register_trait, unload_trait
 
-if TYPE_CHECKING:
-    from ._watch import ManagerNotification, WatchNotification, WatchOptions
-
-__all__ = ["PluginHandle", "PluginManager", "Reloaded", "is_plugin_file", "register_trait", "unload_trait"]
-
-
-def is_plugin_file(path: str | os.PathLike[str]) -> bool:
-    """Whether a directory entry is a candidate plugin: the platform's suffix, not hidden."""
-    name = os.path.basename(path)
-    return name.endswith(shared_library_suffix()) and not name.startswith(".")
-
-
-def plugin_files(directory: Path) -> list[Path]:
-    """The candidate plugins of one directory (not recursive), sorted.
-
-    Entries are chosen by name alone: a directory or FIFO named like a plugin
-    is listed too, so that loading it reports what it is instead of skipping it.
-    """
-    with os.scandir(directory) as it:
-        # Sorting the names, not Paths: Path comparison costs microseconds each.
-        names = sorted(e.name for e in it if is_plugin_file(e.name))
-    return [directory / name for name in names]
-
-
-def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
-    """Make every registration of ``trait`` the library offers.
-
-    Uses ``plugin_register_all_<T>_v1`` when exported (plugin-owned array);
-    otherwise finds ``plugin_register_<T>_<Ty>_v1`` makers in the symbol table
-    and builds a host-owned array.
-
-    :raises SymbolNotFoundError: the library has neither.
-    """
-    spec = resolve_trait(trait)
-    aggregate = library.find_symbol(register_all_symbol(spec))
-    if aggregate is not None:
-        return RegistrationSet.from_aggregate(library, spec, aggregate)
-    types = find_maker_types(library, spec)
-    if not types:
-        raise SymbolNotFoundError(
-            library.path,
-            register_all_symbol(spec),
-            f"and no {maker_symbol(spec, '<Type>')} makers either",
-        )
-    return RegistrationSet.from_makers(library, spec, types)
-
-
-def unload_trait(library: Library, array: RegistrationSet) -> int | None:
-    """Release ``array`` per its ownership rule; the trait's final unmaker counter.
-
-    :returns: ``plugin_unmaker_counter_<T>_v1()`` after the release, or
-        ``None`` when the library does not export it.
-    :raises AlreadyReleasedError: if ``array`` was released already.
-    """
-    if array.library is not library:
-        raise ValueError(f"{array!r} was not made from {library!r}")
-    array.release()
-    try:
-        return library.get_unmaker_counter(array.trait.name)
-    except SymbolNotFoundError:
-        return None
+__all__ = [
+    "PluginHandle",
+    "PluginManager",
+    "ProbeMode",
+    "Reloaded",
+    "default_manager",
+    "load_plugins",
+    "unload_by_path",
+]
 
 
 class Reloaded(NamedTuple):
@@ -202,9 +145,10 @@ class PluginManager:
     :param policy: what files are refused before being read as libraries
         (default :class:`LoadPolicy`: files or directories another user could
         write are refused; ``LoadPolicy(allow_insecure_permissions=True)`` opts out).
-    :param probe: load each file in a short-lived child process first
-        (``True``), never (``False``), or only untrusted files, those the
-        policy let through although another user could write them (``None``).
+    :param probe: which files are loaded in a short-lived child process first
+        (:class:`ProbeMode`): ``ALWAYS``, ``NEVER``, or ``UNTRUSTED`` (the
+        default): files the policy let through although another user could
+        write them.  ``True``/``False``/``None`` are accepted for the same.
     :param probe_timeout_s: the probe's time limit, in seconds.
     :param probe_cache_dir: the probe's blocklist and clean-result cache
         (default ``$XDG_CACHE_HOME/plugin-host``).
@@ -230,7 +174,7 @@ class PluginManager:
         *,
         copy_on_load: bool = False,
         policy: LoadPolicy | None = None,
-        probe: bool | None = None,
+        probe: ProbeMode | bool | None = ProbeMode.UNTRUSTED,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         probe_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -437,60 +381,6 @@ class PluginManager:
                 self._retired[library] = {}
         return counters
 
-    # ---- watching ---------------------------------------------------------------
-
-    def start_watch_background(
-        self, directory: str | os.PathLike[str], opts: WatchOptions | None = None
-    ) -> tuple[queue.Queue[WatchNotification], threading.Event, threading.Thread]:
-        """Start a watcher thread that reports changed and removed plugin files.
-
-        The thread never touches the manager or any plugin object: feed its
-        queue to :meth:`process_watch_notifications_blocking` on the thread
-        that owns the manager.  See :func:`plugin_host.start_watch_background`.
-
-        :returns: ``(queue, stop, thread)``; set ``stop`` to end the watcher
-            (its last notification has ``stopped=True``), then join ``thread``.
-        :raises FileNotFoundError: if the directory does not exist.
-        :raises NotADirectoryError: if it is not a directory.
-        """
-        from ._watch import start_watch_background
-
-        return start_watch_background(directory, opts)
-
-    def process_watch_notifications_blocking(
-        self,
-        directory: str | os.PathLike[str],
-        notifications: queue.Queue[WatchNotification],
-        trait: TraitLike | None,
-        opts: WatchOptions | None,
-        callback: Callable[[ManagerNotification], bool | None],
-    ) -> None:
-        """Perform the loads and unloads the watcher reports, on this thread.
-
-        Returns when ``callback`` returns ``False`` or when the watcher
-        stopped.  See :func:`plugin_host.process_watch_notifications_blocking`.
-        """
-        from ._watch import process_watch_notifications_blocking
-
-        process_watch_notifications_blocking(self, directory, notifications, trait, opts, callback)
-
-    def watch_and_load_blocking(
-        self,
-        directory: str | os.PathLike[str],
-        trait: TraitLike | None,
-        opts: WatchOptions | None,
-        callback: Callable[[ManagerNotification], bool | None],
-    ) -> None:
-        """Watch ``directory`` and load, reload and unload its plugins on this thread.
-
-        Returns when ``callback`` returns ``False``, or cleanly on Ctrl-C
-        (KeyboardInterrupt).  The plugins stay loaded in the manager.  See
-        :func:`plugin_host.watch_and_load_blocking`.
-        """
-        from ._watch import watch_and_load_blocking
-
-        watch_and_load_blocking(self, directory, trait, opts, callback)
-
     # ---- unloading ------------------------------------------------------------
 
     def _unload_handle(self, handle: PluginHandle) -> int | None:
@@ -556,3 +446,29 @@ class PluginManager:
 
     def __repr__(self) -> str:
         return f"<PluginManager {len(self._libraries)} libraries>"
+
+
+_default_lock = threading.Lock()
+_default: PluginManager | None = None
+
+
+def default_manager() -> PluginManager:
+    """The process-wide manager behind :func:`load_plugins` and :func:`unload_by_path`
+    (created on first use, with the default policy)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = PluginManager()
+        return _default
+
+
+def load_plugins(
+    path: str | os.PathLike[str], trait: TraitLike, *, errors: list[PluginError] | None = None
+) -> list[PluginHandle]:
+    """:meth:`PluginManager.load_plugins` on :func:`default_manager`."""
+    return default_manager().load_plugins(path, trait, errors=errors)
+
+
+def unload_by_path(path: str | os.PathLike[str]) -> dict[str, int | None]:
+    """:meth:`PluginManager.unload_by_path` on :func:`default_manager`."""
+    return default_manager().unload_by_path(path)

@@ -2,8 +2,9 @@
  * speedups.c: the host's per-file checks in C.
  *
  * Loading a directory of plugins runs two checks per file: the pre-check of
- * the file's ELF headers before dlopen (plugin_host/_precheck.py) and the
- * validation of every registration the plugin made (_registrations.py).  In
+ * the file's ELF headers before dlopen (plugin_host/loading/_precheck.py) and
+ * the validation of every registration the plugin made
+ * (plugin_host/registry/_registrations.py).  In
  * Python they cost several times what dlopen itself does; here, about a
  * microsecond.
  *
@@ -36,8 +37,6 @@
 #define ET_DYN 3u
 #define DT_STRTAB 5
 #define DT_STRSZ 10
-#define MAX_DYNSTR_BYTES (16u << 20)
-#define HEAD_MAX 8192u
 
 static const char PLUGIN_PREFIX[] = "plugin_register_";
 
@@ -52,7 +51,7 @@ typedef struct Image {
     uint64_t size;
     const unsigned char *head; /* the first head_len bytes */
     size_t head_len;
-    unsigned char head_buf[HEAD_MAX];
+    unsigned char head_buf[PH_HEAD_BYTES];
 } Image;
 
 /* Bytes [offset, offset + length) of the image, all of them or NULL.  A
@@ -143,7 +142,7 @@ static Phdr read_phdr(const unsigned char *p, int elf64, int be) {
 }
 
 /* Whether the dynamic string table (found through PT_DYNAMIC) names a plugin
- * maker; the checks of _precheck._dynamic_strings on the way. */
+ * maker; the checks of loading/_precheck.py _dynamic_strings on the way. */
 static int dynamic_strings_name_plugins(const Image *im, const unsigned char *phdrs, uint64_t phnum,
                                         uint64_t phentsize, int elf64, int be) {
     int found = 0;
@@ -195,7 +194,7 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
             break;
         }
     }
-    if (!found || strsz > MAX_DYNSTR_BYTES || start > im->size || strsz > im->size - start) {
+    if (!found || strsz > (uint64_t)PH_MAX_DYNSTR_BYTES || start > im->size || strsz > im->size - start) {
         return 0;
     }
     const unsigned char *strings = image_view(im, start, strsz, &owned);
@@ -221,7 +220,7 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
         (void)head_len;
         return PH_UNSUPPORTED;
 #else
-        if (head_len > HEAD_MAX) {
+        if (head_len > sizeof im.head_buf) {
             return PH_UNSUPPORTED;
         }
         ssize_t n = pread(fd, im.head_buf, head_len, 0);
@@ -287,7 +286,7 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
 
 /* ---- registrations ----------------------------------------------------- */
 
-/* The checks of _registrations._read_registration on regs[0..n); the type
+/* The checks of registry/_registrations.py _read_registration on regs[0..n); the type
  * names go one after another into names (names_len bytes), *used counts them. */
 static int check_registrations(PluginRegistration *const *regs, size_t n, const char *trait_name, uint32_t version,
                                uint32_t vtable_size, size_t usable, uintptr_t *out, char *names, size_t names_len,
@@ -373,7 +372,7 @@ int ph_precheck_path(const char *path, size_t head_len, int host_class, int host
     (void)path, (void)head_len, (void)host_class, (void)host_order, (void)host_machine, (void)uid;
     return PH_UNSUPPORTED;
 #else
-    /* The flags of _symbols.READ_FLAGS: a FIFO must not block, nothing is inherited. */
+    /* The flags of plugin_host.formats.READ_FLAGS: a FIFO must not block, nothing is inherited. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0) {
         return PH_FAIL;

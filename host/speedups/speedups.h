@@ -11,6 +11,12 @@
 
 #include "plugin_interface.h"
 
+/* Limits the Python checks share (plugin_host/loading/_accel.py asserts them
+ * equal at import): how much of a file the pre-check reads up front, and the
+ * largest dynamic string table it accepts. */
+#define PH_HEAD_BYTES 8192
+#define PH_MAX_DYNSTR_BYTES (16 << 20)
+
 /* Verdicts: 0 passes; anything else means "ask the pure-Python check", which
  * raises the typed error with its message (or, on PH_UNSUPPORTED, decides). */
 #define PH_PASS 0
@@ -18,10 +24,11 @@
 #define PH_UNSUPPORTED 2
 #define PH_DESCRIPTOR 3
 
-/* The ELF pre-check of plugin_host._precheck on one image: the whole image in
- * memory (data, size bytes; fd ignored), or an open file of size bytes read
- * with pread (data NULL), whose first head_len bytes count as "the head".
- * host_machine < 0 means unknown (not compared). */
+/* The ELF pre-check of plugin_host.loading._precheck on one image: the whole
+ * image in memory (data, size bytes; fd ignored), or an open file of size
+ * bytes read with pread (data NULL), whose first head_len bytes (at most
+ * PH_HEAD_BYTES) count as "the head".  host_machine < 0 means unknown (not
+ * compared). */
 int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t head_len, int host_class,
                     int host_order, int host_machine);
 

@@ -1,28 +1,13 @@
-"""A library's export table, read from the file without loading it.
-
-The portable half of the symbol reader: :class:`ExportTable` (what every
-format backend returns) and :func:`read_exports`, which sniffs the format and
-dispatches to ``_exports_elf`` (pyelftools), ``_exports_pe`` (pefile) or
-``_exports_macho`` (macholib).  Nothing here executes the file.
-
-Why these parsers (see the README's "ABI verification"): they are pure Python,
-so a malformed file cannot crash the process (LIEF is ~30x faster but
-compiled, and has had crashes and hangs on malformed input); they raise
-assorted exceptions on malformed files, which every backend turns into
-:class:`NotASharedLibraryError`; and every count read from a file is checked
-against the file's size before it drives a loop, so no input can make them
-spin.
-"""
+"""The export table every format reader returns, and the bound every table read obeys."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 from plugin_interface import NotASharedLibraryError
 
-__all__ = ["ExportTable", "read_exports"]
+__all__ = ["ExportTable", "check_table"]
 
 Byteorder = Literal["little", "big"]
 
@@ -74,28 +59,6 @@ class ExportTable:
                 except OSError as e:
                     raise NotASharedLibraryError(self.path, f"cannot read {name}: {e.strerror or e}") from e
         raise NotASharedLibraryError(self.path, f"{name} at 0x{address:x} is not stored in the file")
-
-
-def read_exports(path: str | os.PathLike[str]) -> ExportTable:
-    """The export table of an ELF, PE or Mach-O shared library.
-
-    :raises NotASharedLibraryError: for anything that is not a readable,
-        well-formed library of those formats, naming the file and the flaw.
-    """
-    from ._symbols import sniff_format
-
-    fmt = sniff_format(path)
-    if fmt == "elf":
-        from ._exports_elf import read_elf_exports
-
-        return read_elf_exports(os.fspath(path))
-    if fmt == "pe":
-        from ._exports_pe import read_pe_exports
-
-        return read_pe_exports(os.fspath(path))
-    from ._exports_macho import read_macho_exports
-
-    return read_macho_exports(os.fspath(path))
 
 
 def check_table(path: str, what: str, offset: int, count: int, entry_size: int, file_size: int) -> None:

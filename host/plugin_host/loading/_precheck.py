@@ -12,7 +12,7 @@ refuses with a typed error naming the file:
 - wrong binary format, word size, byte order or machine: "built for aarch64,
   this host is x86-64" (:class:`~plugin_interface.ArchitectureMismatchError`);
 - load segments or header tables past the end of the file (the truncation that
-  would SIGBUS; :func:`._symbols.check_elf_complete`);
+  would SIGBUS; :func:`plugin_host.formats.check_elf_complete`);
 - no ``plugin_register_`` name in the dynamic string table at all
   (:class:`~plugin_interface.NoPluginSymbolsError`).
 
@@ -27,27 +27,41 @@ an ELF program (Linux, the BSDs); elsewhere only the binary format is compared.
 
 from __future__ import annotations
 
-import functools
 import os
-import platform
 import re
 import stat
 import struct
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from plugin_interface import ArchitectureMismatchError, NoPluginSymbolsError, NotASharedLibraryError
 
+from ..formats import (
+    BYTE_ORDER_NAMES,
+    CLASS_NAMES,
+    ELF_MACHINES,
+    ELF_TYPE_NAMES,
+    READ_FLAGS,
+    BinaryFormat,
+    DynamicTag,
+    ElfLayout,
+    ElfType,
+    SegmentType,
+    check_elf_complete,
+    format_of,
+    host_elf_identity,
+    machine_name,
+    native_format,
+    pread,
+)
 from . import _accel
-from ._symbols import _ELF_MAGIC, _PT_LOAD, READ_FLAGS, ElfLayout, check_elf_complete, format_of, pread
 
 __all__ = [
     "HEAD_BYTES",
+    "MAX_DYNSTR_BYTES",
     "Image",
     "Precheck",
+    "check_regular",
     "fast_precheck",
-    "host_elf_identity",
     "open_checked",
     "open_image",
     "precheck",
@@ -55,99 +69,13 @@ __all__ = [
 ]
 
 #: How much of a file the pre-check reads up front; the headers and, for small
-#: libraries, the dynamic string table lie within it.
-HEAD_BYTES = 8192
-#: A dynamic string table larger than this is treated as corruption.
-MAX_DYNSTR_BYTES = 16 << 20
+#: libraries, the dynamic string table lie within it.  The C pre-check's
+#: buffer has the same size (asserted at import, see :mod:`._accel`).
+HEAD_BYTES = _accel.HEAD_BYTES
+#: A dynamic string table larger than this is treated as corruption (also the C pre-check's limit).
+MAX_DYNSTR_BYTES = _accel.MAX_DYNSTR_BYTES
 
-_FORMAT_NAMES = {"elf": "ELF", "pe": "PE (Windows)", "macho": "Mach-O (macOS)"}
-_ET_NAMES = {
-    0: "no file type",
-    1: "a relocatable object (.o)",
-    2: "an executable (not position-independent)",
-    4: "a core dump",
-}
-_ET_DYN = 3
-_PT_DYNAMIC = 2
-_DT_STRTAB, _DT_STRSZ = 5, 10
-#: e_machine -> name, as ``uname -m`` / the toolchains spell them.
-_MACHINE_NAMES = {
-    2: "sparc",
-    3: "x86 (i386)",
-    8: "mips",
-    20: "ppc",
-    21: "ppc64",
-    22: "s390x",
-    40: "arm",
-    43: "sparc64",
-    62: "x86-64",
-    183: "aarch64",
-    243: "riscv",
-    258: "loongarch",
-}
-#: platform.machine() -> e_machine, the fallback when the interpreter's own header cannot be read.
-_PLATFORM_MACHINES = {
-    "x86_64": 62,
-    "amd64": 62,
-    "aarch64": 183,
-    "arm64": 183,
-    "i386": 3,
-    "i686": 3,
-    "x86": 3,
-    "armv7l": 40,
-    "armv6l": 40,
-    "riscv64": 243,
-    "ppc64le": 21,
-    "ppc64": 21,
-    "s390x": 22,
-    "loongarch64": 258,
-}
 _PLUGIN_NAME = re.compile(rb"plugin_[A-Za-z0-9_]+")
-
-
-@dataclass(frozen=True)
-class ElfIdentity:
-    """What an ELF header says the file was built for."""
-
-    elf_class: int  # 1 = 32-bit, 2 = 64-bit
-    byte_order: int  # 1 = little, 2 = big
-    machine: int | None  # e_machine; None when unknown
-
-
-def _machine_name(machine: int | None) -> str:
-    if machine is None:
-        return "an unknown machine"
-    return _MACHINE_NAMES.get(machine, f"machine {machine}")
-
-
-def _expected_format() -> str:
-    if sys.platform.startswith(("win", "cygwin", "msys")):
-        return "pe"
-    return "macho" if sys.platform == "darwin" else "elf"
-
-
-@functools.cache
-def host_elf_identity() -> ElfIdentity:
-    """The class, byte order and machine of this interpreter (what it can load).
-
-    Read from the interpreter's own ELF header; derived from
-    :func:`platform.machine`, :data:`sys.maxsize` and :data:`sys.byteorder`
-    when that cannot be read.
-    """
-    try:
-        with open(os.path.realpath(sys.executable), "rb") as f:
-            head = f.read(20)
-        if head[:4] == _ELF_MAGIC and head[4] in (1, 2) and head[5] in (1, 2):
-            order = "<" if head[5] == 1 else ">"
-            (machine,) = struct.unpack_from(order + "H", head, 18)
-            return ElfIdentity(head[4], head[5], machine)
-    except OSError:
-        pass
-    return ElfIdentity(
-        2 if sys.maxsize > 2**32 else 1,
-        1 if sys.byteorder == "little" else 2,
-        _PLATFORM_MACHINES.get(platform.machine().lower()),
-    )
 
 
 class Image:
@@ -231,12 +159,12 @@ def check_regular(path: str | os.PathLike[str], st: os.stat_result) -> None:
 class Precheck:
     """What the pre-check found.
 
-    :ivar format: ``"elf"``, ``"pe"`` or ``"macho"``.
+    :ivar format: the binary format.
     """
 
     __slots__ = ("format", "image", "layout")
 
-    def __init__(self, fmt: str, image: Image, layout: ElfLayout | None = None) -> None:
+    def __init__(self, fmt: BinaryFormat, image: Image, layout: ElfLayout | None = None) -> None:
         self.format = fmt
         self.image = image
         self.layout = layout
@@ -287,7 +215,7 @@ def fast_precheck(paths: list[Path], uid: int) -> list[bool]:
 
 def _c_host() -> tuple[int, int, int] | None:
     """``(class, byte order, machine or -1)`` for the C pre-check, or ``None`` when it does not run here."""
-    if not _accel.enabled() or _expected_format() != "elf":
+    if not _accel.enabled() or native_format() is not BinaryFormat.ELF:
         return None
     host = host_elf_identity()
     return host.elf_class, host.byte_order, -1 if host.machine is None else host.machine
@@ -305,10 +233,10 @@ def precheck_image(image: Image) -> Precheck:
     path = image.path
     head = image.read(0, 64)
     fmt = format_of(path, head)
-    expected = _expected_format()
-    if fmt != expected:
-        raise ArchitectureMismatchError(path, "format", _FORMAT_NAMES[expected], _FORMAT_NAMES[fmt])
-    if fmt != "elf":
+    expected = native_format()
+    if fmt is not expected:
+        raise ArchitectureMismatchError(path, "format", expected.display_name, fmt.display_name)
+    if fmt is not BinaryFormat.ELF:
         return Precheck(fmt, image)
     return Precheck(fmt, image, _check_elf(image, head))
 
@@ -321,19 +249,19 @@ def _check_elf(image: Image, head: bytes) -> ElfLayout:
         raise NotASharedLibraryError(path, "unknown ELF class or byte order")
     elf_class, byte_order = head[4], head[5]
     if elf_class != host.elf_class:
-        bits = {1: "32-bit (ELF32)", 2: "64-bit (ELF64)"}
-        raise ArchitectureMismatchError(path, "class", bits[host.elf_class], bits[elf_class])
+        raise ArchitectureMismatchError(path, "class", CLASS_NAMES[host.elf_class], CLASS_NAMES[elf_class])
     if byte_order != host.byte_order:
-        orders = {1: "little-endian", 2: "big-endian"}
-        raise ArchitectureMismatchError(path, "byte order", orders[host.byte_order], orders[byte_order])
+        expected, found = BYTE_ORDER_NAMES[host.byte_order], BYTE_ORDER_NAMES[byte_order]
+        raise ArchitectureMismatchError(path, "byte order", expected, found)
     layout = check_elf_complete(image.read, image.size, path)  # truncation: what would SIGBUS
     if layout is None:  # pragma: no cover - the magic was checked above
         raise NotASharedLibraryError(path, "not an ELF file")
-    if layout.e_type != _ET_DYN:
-        what = _ET_NAMES.get(layout.e_type, f"ELF type {layout.e_type}")
+    if layout.e_type != ElfType.ET_DYN:
+        what = ELF_TYPE_NAMES.get(layout.e_type, f"ELF type {layout.e_type}")
         raise NotASharedLibraryError(path, f"it is {what}, not a shared library")
     if host.machine is not None and layout.e_machine != host.machine:
-        raise ArchitectureMismatchError(path, "machine", _machine_name(host.machine), _machine_name(layout.e_machine))
+        expected, found = machine_name(ELF_MACHINES, host.machine), machine_name(ELF_MACHINES, layout.e_machine)
+        raise ArchitectureMismatchError(path, "machine", expected, found)
     # Fast path: in a small library the dynamic string table lies in the first
     # pages.  A hit elsewhere only lets the exact per-trait check decide later.
     if b"plugin_register_" not in image.head and b"plugin_register_" not in _dynamic_strings(image, layout):
@@ -344,7 +272,9 @@ def _check_elf(image: Image, head: bytes) -> ElfLayout:
 def _dynamic_strings(image: Image, layout: ElfLayout) -> bytes:
     """The dynamic string table, found through PT_DYNAMIC's DT_STRTAB and DT_STRSZ."""
     path = image.path
-    dynamic = next(((off, sz) for p_type, off, _, sz in layout.program_headers if p_type == _PT_DYNAMIC), None)
+    dynamic = next(
+        ((off, sz) for p_type, off, _, sz in layout.program_headers if p_type == SegmentType.PT_DYNAMIC), None
+    )
     if dynamic is None:
         raise NotASharedLibraryError(path, "no dynamic section (PT_DYNAMIC): not a shared library")
     d_offset, d_size = dynamic
@@ -355,11 +285,11 @@ def _dynamic_strings(image: Image, layout: ElfLayout) -> bytes:
     entries = image.read(d_offset, d_size - d_size % entry_len)
     # Entries past DT_NULL are padding (DT_NULL again); a dict keeps the C loop.
     tags = dict(struct.iter_unpack(entry_fmt, entries))
-    strtab, strsz = tags.get(_DT_STRTAB), tags.get(_DT_STRSZ)
+    strtab, strsz = tags.get(DynamicTag.DT_STRTAB), tags.get(DynamicTag.DT_STRSZ)
     if strtab is None or strsz is None:
         raise NotASharedLibraryError(path, "no dynamic string table (DT_STRTAB/DT_STRSZ)")
     for p_type, offset, vaddr, filesz in layout.program_headers:
-        if p_type == _PT_LOAD and vaddr <= strtab < vaddr + filesz:
+        if p_type == SegmentType.PT_LOAD and vaddr <= strtab < vaddr + filesz:
             start = strtab - vaddr + offset
             break
     else:

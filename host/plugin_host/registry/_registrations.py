@@ -48,8 +48,8 @@ from plugin_interface import (
 from plugin_interface._abi import MAKER_FN, UNMAKER_FN
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE
 
-from . import _accel
-from ._library import CallGate, Library
+from ..loading import _accel
+from ..loading._library import CallGate, Library
 
 __all__ = ["Registration", "RegistrationSet", "find_maker_types", "verify_descriptor"]
 

@@ -1,7 +1,8 @@
 """The optional C versions of the per-file checks, and whether they are in use.
 
-``plugin_host._speedups`` is compiled from ``host/speedups/speedups.c`` at
-install time (cffi API mode).  It only answers "everything passes"; on any
+``plugin_host.loading._speedups`` is compiled from ``host/speedups/speedups.c``
+at install time (cffi API mode; its declarations are read from
+``speedups.h``).  It only answers "everything passes"; on any
 other answer the host runs the pure-Python check, which raises the typed error
 with its message, so the C code never decides what a user reads.
 
@@ -21,7 +22,21 @@ from typing import Any
 _OUT_WORDS = 4096
 _NAMES_BYTES = 16384
 
-__all__ = ["available", "elf_precheck_passes", "enabled", "precheck_paths", "register_all", "set_enabled"]
+#: How much of a file the pre-check reads up front, in bytes (``PH_HEAD_BYTES`` in speedups.h).
+HEAD_BYTES = 8192
+#: The largest dynamic string table the pre-check accepts, in bytes (``PH_MAX_DYNSTR_BYTES``).
+MAX_DYNSTR_BYTES = 16 << 20
+
+__all__ = [
+    "HEAD_BYTES",
+    "MAX_DYNSTR_BYTES",
+    "available",
+    "elf_precheck_passes",
+    "enabled",
+    "precheck_paths",
+    "register_all",
+    "set_enabled",
+]
 
 _lib: Any
 _ffi: Any
@@ -30,6 +45,21 @@ try:
     from ._speedups import lib as _lib
 except ImportError:  # not built: pure Python
     _ffi = _lib = None
+
+
+def check_constants(lib: Any) -> None:
+    """Refuse a C extension whose limits differ from the ones above (one rule, two copies tied here).
+
+    :raises ImportError: naming the constant that differs.
+    """
+    for name, value in (("PH_HEAD_BYTES", HEAD_BYTES), ("PH_MAX_DYNSTR_BYTES", MAX_DYNSTR_BYTES)):
+        if getattr(lib, name) != value:
+            msg = f"plugin_host.loading._speedups: {name} is {getattr(lib, name)}, the Python checks use {value}"
+            raise ImportError(msg)
+
+
+if _lib is not None:
+    check_constants(_lib)
 
 _on = _lib is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
 

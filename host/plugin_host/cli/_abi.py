@@ -16,7 +16,7 @@ from typing import Any
 
 from plugin_interface import PluginError, UnknownTraitError, declared_traits, resolve_trait
 
-from ._abi_check import (
+from ..abi import (
     CHECK_SCHEMA,
     DIFF_SCHEMA,
     LibraryAbi,
@@ -28,18 +28,12 @@ from ._abi_check import (
     load_abi,
     scan_library,
 )
+from ..formats import ALL_LIBRARY_SUFFIXES, plugin_files
+from ._output import table
 
 __all__ = ["add_abi_parser"]
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-#: Library suffixes of every platform: CI checks cross-built .dll/.dylib files on Linux too.
-LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
-
-
-def _table(rows: list[list[str]], header: list[str]) -> str:
-    from ._cli import _table as table
-
-    return table(rows, header)
 
 
 def _usage_error(message: str) -> int:
@@ -53,11 +47,7 @@ def _library_files(paths: list[str]) -> list[Path] | str:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(
-                p
-                for p in path.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.name.endswith(LIBRARY_SUFFIXES)
-            )
+            files += plugin_files(path, ALL_LIBRARY_SUFFIXES)
         elif path.exists():
             files.append(path)
         else:
@@ -85,7 +75,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
     if isinstance(files, str):
         return _usage_error(files)
     if not files:
-        return _usage_error(f"no library files ({', '.join(LIBRARY_SUFFIXES)}) in {', '.join(args.paths)}")
+        return _usage_error(f"no library files ({', '.join(ALL_LIBRARY_SUFFIXES)}) in {', '.join(args.paths)}")
     traits = declared_traits()
     entries: list[dict[str, object]] = []
     rows: list[list[str]] = []
@@ -107,7 +97,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
         print()
     else:
         if rows:
-            print(_table(rows, ["library", "format", "trait", "types", "array", "descriptor", "host check"]))
+            print(table(rows, ["library", "format", "trait", "types", "array", "descriptor", "host check"]))
         for severity, message in messages:
             print(f"{severity}: {message}")
         warnings = len(messages) - errors
@@ -176,7 +166,7 @@ def cmd_abi_diff(args: argparse.Namespace) -> int:
     else:
         if changes:
             rows = [[c.kind, "breaking" if c.breaking else "compatible", c.trait or "-", c.message] for c in changes]
-            print(_table(rows, ["change", "classification", "trait", "detail"]))
+            print(table(rows, ["change", "classification", "trait", "detail"]))
         else:
             print("no change to the exported ABI")
         verdict = f"{len(breaking)} breaking change(s)" if breaking else "no breaking change"

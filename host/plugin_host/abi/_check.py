@@ -40,7 +40,7 @@ from plugin_interface import (
 )
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
 
-from ._exports import ExportTable, read_exports
+from ..formats import ExportTable, read_exports
 
 __all__ = [
     "DUMP_SCHEMA",

@@ -43,12 +43,17 @@ from pathlib import Path
 
 from plugin_interface import (
     BlockedPluginError,
+    NotASharedLibraryError,
     ProbeCrashedError,
     ProbeError,
     ProbeExitedError,
     ProbeProtocolError,
     ProbeTimeoutError,
 )
+
+from ..loading._library import write_private_copy
+from ..loading._policy import sha256_of
+from ..loading._precheck import Image, open_image, precheck_image
 
 __all__ = [
     "DEFAULT_PROBE_TIMEOUT_S",
@@ -364,17 +369,11 @@ def probe_library(
         failed fatally (:class:`~plugin_interface.ProbeError`), or the file is
         blocked (:class:`~plugin_interface.BlockedPluginError`).
     """
-    from ._library import write_private_copy
-    from ._policy import sha256_of
-    from ._precheck import Image, open_image, precheck_image
-
     fd, image = open_image(path)
     try:
         with open(fd, "rb", closefd=False) as f:
             data = f.read()
     except OSError as e:
-        from plugin_interface import NotASharedLibraryError
-
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
     finally:
         os.close(fd)

@@ -20,9 +20,9 @@ from plugin_interface import (
     unmaker_counter_symbol,
 )
 
+from ..formats import READ_FLAGS, check_complete, exported_symbols, sniff_format
 from . import _os
 from ._precheck import check_regular
-from ._symbols import READ_FLAGS, check_complete, exported_symbols, sniff_format
 
 __all__ = ["CallGate", "Library", "write_private_copy"]
 

@@ -11,11 +11,11 @@ import os
 
 from plugin_interface import NotASharedLibraryError
 
-from ._exports import ExportTable
+from ._machines import PE_MACHINES, machine_name
+from ._table import ExportTable
 
 __all__ = ["read_pe_exports"]
 
-_MACHINES = {0x14C: "i386", 0x8664: "x86_64", 0xAA64: "arm64", 0x1C4: "arm"}
 _PE32_PLUS = 0x20B
 
 
@@ -52,7 +52,7 @@ def read_pe_exports(path: str) -> ExportTable:
             )
             for s in pe.sections
         )
-        machine = _MACHINES.get(pe.FILE_HEADER.Machine, f"0x{pe.FILE_HEADER.Machine:x}")
+        machine = machine_name(PE_MACHINES, int(pe.FILE_HEADER.Machine))
         pointer_size = 8 if pe.OPTIONAL_HEADER.Magic == _PE32_PLUS else 4
     except Exception as e:  # pefile raises assorted errors on malformed directories
         raise NotASharedLibraryError(path, f"malformed PE file: {type(e).__name__}: {e}") from e

@@ -31,24 +31,45 @@ could have swapped the file.
 
 from __future__ import annotations
 
+import enum
 import os
 from pathlib import Path
 
-from ._library import Library
-from ._policy import LoadPolicy, sha256_of
-from ._precheck import Image, fast_precheck, open_checked, precheck, precheck_image
+from ..loading._library import Library
+from ..loading._policy import LoadPolicy, sha256_of
+from ..loading._precheck import Image, fast_precheck, open_checked, precheck, precheck_image
 from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober
 
-__all__ = ["Admission"]
+__all__ = ["Admission", "ProbeMode"]
+
+
+class ProbeMode(enum.Enum):
+    """Which files :class:`Admission` probes in a child process before loading them."""
+
+    #: Every file.
+    ALWAYS = "always"
+    #: No file.
+    NEVER = "never"
+    #: Only untrusted files: those the policy lets through although another user could have written them.
+    UNTRUSTED = "untrusted"
+
+    @classmethod
+    def of(cls, value: ProbeMode | bool | None) -> ProbeMode:
+        """The mode for ``value``; ``True``, ``False`` and ``None`` are the older spellings
+        of :attr:`ALWAYS`, :attr:`NEVER` and :attr:`UNTRUSTED`."""
+        if isinstance(value, ProbeMode):
+            return value
+        if value is None:
+            return cls.UNTRUSTED
+        return cls.ALWAYS if value else cls.NEVER
 
 
 class Admission:
     """A manager's admission settings.
 
     :param policy: the load policy.
-    :param probe: ``True`` probes every file in a child process before it is
-        loaded, ``False`` none, ``None`` only untrusted files (files the policy
-        lets through although another user could have written them).
+    :param probe: which files are probed in a child process before they are
+        loaded (:class:`ProbeMode`; default only untrusted ones).
     :param probe_timeout_s: the probe's time limit, in seconds.
     :param probe_cache_dir: where the blocklist and clean-probe cache live
         (default ``$XDG_CACHE_HOME/plugin-host``).
@@ -57,16 +78,16 @@ class Admission:
     def __init__(
         self,
         policy: LoadPolicy | None = None,
-        probe: bool | None = None,
+        probe: ProbeMode | bool | None = ProbeMode.UNTRUSTED,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         probe_cache_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.policy = policy if policy is not None else LoadPolicy()
-        self.probe = probe
+        self.probe = ProbeMode.of(probe)
         self.prober = Prober(probe_timeout_s, probe_cache_dir)
 
     def _probes(self, trusted: bool) -> bool:
-        return self.probe is True or (self.probe is None and not trusted)
+        return self.probe is ProbeMode.ALWAYS or (self.probe is ProbeMode.UNTRUSTED and not trusted)
 
     def admitted_in_place(
         self, paths: list[Path], dir_stat: os.stat_result | None, *, copy_on_load: bool
@@ -84,7 +105,7 @@ class Admission:
 
     def _in_place(self) -> bool:
         """Whether a trusted file may be loaded in place (no hash, no probe asked for)."""
-        return not self.policy.needs_contents and self.probe is not True
+        return not self.policy.needs_contents and self.probe is not ProbeMode.ALWAYS
 
     def open_library(
         self, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None, admitted: bool = False

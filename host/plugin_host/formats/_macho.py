@@ -15,7 +15,8 @@ from typing import BinaryIO
 
 from plugin_interface import NotASharedLibraryError
 
-from ._exports import ExportTable, check_table
+from ._machines import MACHO_CPUS, machine_name
+from ._table import ExportTable, check_table
 
 __all__ = ["read_macho_exports"]
 
@@ -31,7 +32,6 @@ _THIN = {
 MAX_FAT_ARCHS = 32
 _N_STAB, _N_PEXT, _N_TYPE, _N_EXT, _N_SECT = 0xE0, 0x10, 0x0E, 0x01, 0x0E
 _LC_SEGMENT, _LC_SEGMENT_64 = 0x1, 0x19
-_CPUS = {7: "i386", 0x01000007: "x86_64", 12: "arm", 0x0100000C: "arm64", 18: "ppc", 0x01000012: "ppc64"}
 
 
 def _check_thin(path: str, f: BinaryIO, offset: int, size: int) -> None:
@@ -108,7 +108,7 @@ def read_macho_exports(path: str) -> ExportTable:
     return ExportTable(
         path,
         "macho",
-        _CPUS.get(cpu, f"cpu{cpu}"),
+        machine_name(MACHO_CPUS, cpu),
         8 if is64 else 4,
         "little" if order == "<" else "big",
         symbols,

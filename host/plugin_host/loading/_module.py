@@ -55,9 +55,9 @@ from plugin_interface import (
     library_filename,
 )
 
+from ..formats import check_complete, sniff_format
 from . import _os
 from ._library import CallGate
-from ._symbols import check_complete, sniff_format
 
 __all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
 

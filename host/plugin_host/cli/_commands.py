@@ -1,4 +1,4 @@
-"""The ``plugin-host`` command line (also ``python -m plugin_host``).
+"""The ``plugin-host`` sub-commands demo, list, call and watch.
 
 Exit status: 0 on success, 1 when a plugin failed (load, call, build), 2 on a
 usage error.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,26 +24,15 @@ from plugin_interface import (
     resolve_trait,
 )
 
-from ._manager import PluginHandle, PluginManager, plugin_files
-from ._module import DynamicModule
-from ._probe import default_cache_dir
-from ._proxy import TraitProxy
-from ._watch import DEFAULT_DEBOUNCE_MS, Event, ManagerNotification, Unloaded, WatchOptions
+from .._manager import PluginHandle, PluginManager
+from ..admission import default_cache_dir
+from ..formats import plugin_files
+from ..loading import DynamicModule
+from ..registry import TraitProxy
+from ..watch import Event, ManagerNotification, Unloaded, WatchOptions, watch_and_load_blocking
+from ._output import EXIT_OK, EXIT_PLUGIN_ERROR, EXIT_USAGE, table
 
-__all__ = ["main"]
-
-EXIT_OK, EXIT_PLUGIN_ERROR, EXIT_USAGE = 0, 1, 2
-
-#: Extra sub-command installers (``watch``, ``abi``, ...): each adds its parser.
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
-
-
-def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), line]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(out)
+__all__ = ["cmd_call", "cmd_demo", "cmd_list", "cmd_watch", "describe_notification"]
 
 
 def _library_files(path: Path) -> list[Path]:
@@ -181,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 rows.append(
                     [lib_path.name, h.trait.name, p.type_name, owner, res, "-" if counter is None else str(counter)]
                 )
-    print(_table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter"]))
+    print(table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter"]))
     print("\nunmaker counter: registrations the plugin released after unload (equals the types loaded).")
     if {"foo", "bar"} <= result.outputs.keys():
         print("\nexplicit modules (DynamicModule): foo and bar use each other's interface, never link")
@@ -213,7 +201,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 owner = "plugin" if h.is_plugin_owned else "host"
                 rows.append([str(lib_path), h.trait.name, f"v{h.trait.version}", owner, ", ".join(h.type_names)])
     if rows:
-        print(_table(rows, ["plugin file", "trait", "version", "array", "types"]))
+        print(table(rows, ["plugin file", "trait", "version", "array", "types"]))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return EXIT_PLUGIN_ERROR if problems else EXIT_OK
@@ -290,7 +278,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with PluginManager() as manager:
         print(f"watching  {Path(args.dir).absolute()} (Ctrl-C to stop)", flush=True)
         try:
-            manager.watch_and_load_blocking(args.dir, args.trait, opts, show)
+            watch_and_load_blocking(manager, args.dir, args.trait, opts, show)
         except OSError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
@@ -298,88 +286,3 @@ def cmd_watch(args: argparse.Namespace) -> int:
             for trait, counter in counters.items():
                 show(Unloaded(path, counter, trait))
     return EXIT_OK
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from . import _accel
-
-    try:
-        number = version("plugin-host")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        number = "unknown"
-    if _accel.enabled():
-        checks = "C (plugin_host._speedups)"
-    elif _accel.available():
-        checks = "pure Python (C turned off by PLUGIN_HOST_PURE_PYTHON)"
-    else:
-        checks = "pure Python (plugin_host._speedups was not built)"
-    return f"plugin-host {number}; load checks: {checks}"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="plugin-host",
-        description="Load native C plugins, call them through typed proxies, unload them.",
-    )
-    parser.add_argument("--version", action="version", version=_version())
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="build the bundled example plugins, load, call and unload them")
-    demo.add_argument("--build-dir", help="where to build the examples (default: ~/.cache/plugin-host/examples)")
-    demo.set_defaults(func=cmd_demo)
-    lst = sub.add_parser("list", help="list the implementations a plugin file or directory exports")
-    lst.add_argument("path")
-    lst.add_argument("--trait", help="only this trait (default: every known trait)")
-    lst.set_defaults(func=cmd_list)
-    call = sub.add_parser("call", help="call one method of one implementation")
-    call.add_argument("path")
-    call.add_argument("trait")
-    call.add_argument("type")
-    call.add_argument("method")
-    call.add_argument("args", nargs="*")
-    call.set_defaults(func=cmd_call)
-    watch = sub.add_parser("watch", help="load a directory's plugins and reload them as they change, until Ctrl-C")
-    watch.add_argument("dir")
-    watch.add_argument("--trait", help="only this trait (default: every known trait a file implements)")
-    watch.add_argument(
-        "--debounce-ms",
-        type=_non_negative_int,
-        default=DEFAULT_DEBOUNCE_MS,
-        help=f"quiet time before acting on a file (default: {DEFAULT_DEBOUNCE_MS})",
-    )
-    watch.add_argument("--recursive", action="store_true", help="watch subdirectories too")
-    watch.set_defaults(func=cmd_watch)
-    from ._abi_cli import add_abi_parser  # here, not at the top: _abi_cli uses this module's helpers
-
-    add_abi_parser(sub)
-    for install in SUBCOMMANDS:
-        install(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    try:
-        status: int = args.func(args)
-    except PluginError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_PLUGIN_ERROR
-    except KeyError as e:
-        print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
-        return EXIT_PLUGIN_ERROR
-    except KeyboardInterrupt:
-        return 130
-    return status

@@ -1,0 +1,67 @@
+"""Binary formats: recognising, bounding and reading ELF, PE and Mach-O files.
+
+The lowest layer of the host: nothing here loads a file or runs its code,
+and nothing here imports another part of ``plugin_host``.  One module per
+format (:mod:`._elf`, :mod:`._pe`, :mod:`._macho`), one sniffer
+(:mod:`._sniff`), one machine vocabulary (:mod:`._machines`), one rule for
+which files count as plugins (:mod:`._files`).
+"""
+
+from __future__ import annotations
+
+from ._elf import (
+    BYTE_ORDER_NAMES,
+    CLASS_NAMES,
+    ELF_TYPE_NAMES,
+    DynamicTag,
+    ElfClass,
+    ElfData,
+    ElfIdentity,
+    ElfLayout,
+    ElfType,
+    SegmentType,
+    check_complete,
+    check_elf_complete,
+    host_elf_identity,
+)
+from ._exports import exported_symbols, read_exports
+from ._files import ALL_LIBRARY_SUFFIXES, is_plugin_file, plugin_files
+from ._io import MAX_LIBRARY_BYTES, READ_FLAGS, pread, read_capped
+from ._machines import ELF_MACHINES, Machine, machine_name
+from ._sniff import ELF_MAGIC, BinaryFormat, format_of, native_format, sniff_format
+from ._table import ExportTable, check_table
+
+__all__ = [
+    "ALL_LIBRARY_SUFFIXES",
+    "BYTE_ORDER_NAMES",
+    "CLASS_NAMES",
+    "ELF_MACHINES",
+    "ELF_MAGIC",
+    "ELF_TYPE_NAMES",
+    "MAX_LIBRARY_BYTES",
+    "READ_FLAGS",
+    "BinaryFormat",
+    "DynamicTag",
+    "ElfClass",
+    "ElfData",
+    "ElfIdentity",
+    "ElfLayout",
+    "ElfType",
+    "ExportTable",
+    "Machine",
+    "SegmentType",
+    "check_complete",
+    "check_elf_complete",
+    "check_table",
+    "exported_symbols",
+    "format_of",
+    "host_elf_identity",
+    "is_plugin_file",
+    "machine_name",
+    "native_format",
+    "plugin_files",
+    "pread",
+    "read_capped",
+    "read_exports",
+    "sniff_format",
+]

@@ -1,0 +1,43 @@
+"""Which directory entries count as plugin files: the one definition.
+
+The manager's directory loads, the watcher, ``plugin-host list`` and
+``plugin-host abi check`` all ask here.  An entry is a candidate by its name
+alone (the platform's library suffix, not hidden), so a directory or FIFO
+named like a plugin is listed too and loading it says what it is.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from plugin_interface import shared_library_suffix
+
+__all__ = ["ALL_LIBRARY_SUFFIXES", "is_plugin_file", "plugin_files"]
+
+#: Library suffixes of every platform: CI checks cross-built .dll/.dylib files on Linux too.
+ALL_LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
+
+
+def is_plugin_file(path: str | os.PathLike[str], suffixes: Iterable[str] | None = None) -> bool:
+    """Whether a directory entry is a candidate plugin: a library suffix, not hidden.
+
+    :param suffixes: the suffixes that count (default: this platform's only).
+    """
+    name = os.path.basename(path)
+    wanted = (shared_library_suffix(),) if suffixes is None else tuple(suffixes)
+    return name.endswith(wanted) and not name.startswith(".")
+
+
+def plugin_files(directory: str | os.PathLike[str], suffixes: Iterable[str] | None = None) -> list[Path]:
+    """The candidate plugins of one directory (not recursive), sorted by name.
+
+    :raises OSError: the directory cannot be listed.
+    """
+    wanted = None if suffixes is None else tuple(suffixes)
+    with os.scandir(directory) as it:
+        # Sorting the names, not Paths: Path comparison costs microseconds each.
+        names = sorted(e.name for e in it if is_plugin_file(e.name, wanted))
+    base = Path(directory)
+    return [base / name for name in names]

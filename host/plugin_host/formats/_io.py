@@ -1,0 +1,38 @@
+"""Bounded, non-blocking reads of files that may be hostile.
+
+Every read of a plugin file goes through these: a FIFO must not block the
+host, a descriptor must not leak into a child, and no read is sized by the
+file alone.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["MAX_LIBRARY_BYTES", "READ_FLAGS", "pread", "read_capped"]
+
+#: Open flags for reading a file to check: never block on a FIFO, never inherit.
+READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+#: A plugin file larger than this (in bytes) is refused before it is read whole.
+MAX_LIBRARY_BYTES = 1 << 30
+
+
+def pread(fd: int, length: int, offset: int) -> bytes:
+    """``os.pread``, or seek and read where it is missing (Windows)."""
+    if hasattr(os, "pread"):
+        return os.pread(fd, length, offset)
+    os.lseek(fd, offset, os.SEEK_SET)
+    return os.read(fd, length)
+
+
+def read_capped(fd: int, size: int) -> bytes:
+    """The first ``size`` bytes of ``fd`` (fewer if the file is shorter), in bounded chunks."""
+    chunks: list[bytes] = []
+    offset = 0
+    while offset < size:
+        chunk = pread(fd, min(size - offset, 1 << 24), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)

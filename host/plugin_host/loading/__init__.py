@@ -1,0 +1,35 @@
+"""The loading layer: which files may be opened, and opening them.
+
+The load policy (:mod:`._policy`), the pre-check of a file's headers before
+``dlopen`` (:mod:`._precheck`, with optional C versions in :mod:`._accel`),
+private copies, the :class:`Library` with its call gate (:mod:`._library`),
+explicit modules (:mod:`._module`) and the platform's ``dlopen`` (:mod:`._os`).
+Above :mod:`plugin_host.formats`; knows nothing of registrations.
+"""
+
+from __future__ import annotations
+
+from ._library import CallGate, Library, write_private_copy
+from ._module import DynamicModule, ModuleFunction, find_module, parse_signature
+from ._policy import LoadPolicy, sha256_of
+from ._precheck import HEAD_BYTES, Image, Precheck, fast_precheck, open_checked, open_image, precheck, precheck_image
+
+__all__ = [
+    "HEAD_BYTES",
+    "CallGate",
+    "DynamicModule",
+    "Image",
+    "Library",
+    "LoadPolicy",
+    "ModuleFunction",
+    "Precheck",
+    "fast_precheck",
+    "find_module",
+    "open_checked",
+    "open_image",
+    "parse_signature",
+    "precheck",
+    "precheck_image",
+    "sha256_of",
+    "write_private_copy",
+]
