@@ -34,7 +34,7 @@ def _fds() -> int:
 _SOAK_CHILD = """
 import json, os
 from plugin_host import PluginManager, PluginTrait
-from plugin_host.loading._library import _private_copy_dir
+from plugin_host.loading._copies import _private_copy_dir
 
 def maps():
     with open("/proc/self/maps") as f:

@@ -51,7 +51,7 @@ from plugin_interface import (
     ProbeTimeoutError,
 )
 
-from ..loading._library import write_private_copy
+from ..loading._copies import write_private_copy
 from ..loading._policy import sha256_of
 from ..loading._precheck import Image, open_image, precheck_image
 

@@ -9,7 +9,8 @@ Above :mod:`plugin_host.formats`; knows nothing of registrations.
 
 from __future__ import annotations
 
-from ._library import CallGate, Library, write_private_copy
+from ._copies import write_private_copy
+from ._library import CallGate, Library
 from ._module import DynamicModule, ModuleFunction, find_module, parse_signature
 from ._policy import LoadPolicy, sha256_of
 from ._precheck import HEAD_BYTES, Image, Precheck, fast_precheck, open_checked, open_image, precheck, precheck_image
