@@ -22,9 +22,11 @@ from plugin_host.loading import Library
 from plugin_interface import (
     AbiMismatchError,
     AlreadyReleasedError,
+    ErrorReason,
     InconsistentArrayError,
     LibraryLoadError,
     MakerReturnedNullError,
+    NoPluginSymbolsError,
     NotASharedLibraryError,
     PluginError,
     PluginLoadErrors,
@@ -249,15 +251,17 @@ def test_undefined_symbol_is_a_load_error(manager: PluginManager, test_plugins: 
     with pytest.raises(LibraryLoadError, match="plugin_test_symbol_defined_nowhere") as exc:
         manager.load_plugins(test_plugins["undefined_symbol"], PluginTrait.Greeter)
     assert exc.value.path == str(test_plugins["undefined_symbol"])
-    assert "undefined symbol" in exc.value.reason
+    assert "undefined symbol" in exc.value.detail
+    assert exc.value.reason is ErrorReason.LOADER_REFUSED
 
 
 def test_library_without_plugin_symbols(manager: PluginManager, compile_plugin: CompilePlugin) -> None:
     lib = compile_plugin("plain", "int plain_add(int a, int b) { return a + b; }\n")
     # The pre-check refuses it before dlopen (issue 6): no plugin_register_ name at all.
-    with pytest.raises(SymbolNotFoundError, match="no plugin symbols at all") as exc:
+    with pytest.raises(NoPluginSymbolsError, match="no plugin symbols at all") as exc:
         manager.load_plugins(lib, PluginTrait.Greeter)
-    assert exc.value.symbol == "plugin_register_*"
+    assert exc.value.symbol is None
+    assert exc.value.reason is ErrorReason.NO_PLUGIN_SYMBOLS
     assert str(lib) in str(exc.value)
     assert not manager.is_loaded(lib)
     assert str(lib) not in mapped_paths()

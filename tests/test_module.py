@@ -203,7 +203,7 @@ def test_signature_errors(signature: str, reason: str) -> None:
     with pytest.raises(SignatureError, match="bad C signature") as exc:
         parse_signature(signature)
     assert exc.value.signature == signature
-    assert reason in exc.value.reason
+    assert reason in exc.value.detail
 
 
 def test_signature_error_names_the_symbol(counter_dir: Path) -> None:
@@ -255,7 +255,7 @@ def test_wrong_arguments_raise_before_the_call(
             mod.invoke(symbol, signature, *args)
         assert exc.value.symbol == symbol
         assert exc.value.signature == signature
-        assert reason in exc.value.reason
+        assert reason in exc.value.detail
         assert isinstance(exc.value, TypeError)
         assert mod.invoke("counter_get", "int(void)") == 0  # the C function never ran
 

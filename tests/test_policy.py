@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from plugin_host import LoadPolicy, PluginManager, PluginTrait
-from plugin_interface import InsecurePluginError
+from plugin_host.errors import ErrorReason, InsecurePluginError
 
 
 @pytest.fixture
@@ -29,7 +29,8 @@ def test_world_writable_file_is_refused_with_the_opt_out(plugin: Path) -> None:
     with PluginManager() as manager, pytest.raises(InsecurePluginError) as exc:
         manager.load_plugins(plugin, PluginTrait.Greeter)
     assert exc.value.path == str(plugin)
-    assert exc.value.reason == "the file is writable by group and others (mode 0o666)"
+    assert exc.value.detail == "the file is writable by group and others (mode 0o666)"
+    assert exc.value.reason is ErrorReason.INSECURE
     assert exc.value.opt_out == "PluginManager(policy=LoadPolicy(allow_insecure_permissions=True))"
     assert not manager.is_loaded(plugin)
 

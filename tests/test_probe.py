@@ -15,7 +15,7 @@ from conftest import CompilePlugin
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.admission import ProbeCache, probe_library
 from plugin_host.admission._probe import PROTOCOL, ProbeKey, run_probe
-from plugin_interface import BlockedPluginError, MakerReturnedNullError, ProbeCrashedError, ProbeProtocolError
+from plugin_host.errors import BlockedPluginError, MakerReturnedNullError, ProbeCrashedError, ProbeProtocolError
 from untrusted_sources import GREETER
 
 

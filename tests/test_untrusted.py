@@ -38,7 +38,7 @@ try:
     outcome["loaded"] = [h.proxies()[0].greet("bad") for h in result]
 except PluginError as e:
     outcome = {{"type": type(e).__name__, "mro": [c.__name__ for c in type(e).__mro__], "message": str(e),
-               "attrs": {{k: getattr(e, k) for k in ("path", "symbol", "field", "expected", "found", "reason",
+               "attrs": {{k: getattr(e, k) for k in ("path", "symbol", "field", "expected", "found", "detail",
                                                     "signal", "signal_name", "exit_code", "timeout_s", "step")
                          if isinstance(getattr(e, k, None), (str, int, float))}},
                "errors": [type(x).__name__ + ": " + str(x) for x in getattr(e, "errors", [])]}}
@@ -229,7 +229,7 @@ def test_no_plugin_symbols(good: Path, compile_plugin: CompilePlugin) -> None:
     bad = compile_plugin("plain", PLAIN)
     outcome = run_case(good, bad)
     _expect(outcome, "NoPluginSymbolsError", "no plugin symbols at all", bad)
-    assert outcome["attrs"]["symbol"] == "plugin_register_*"
+    assert outcome["attrs"].get("symbol") is None  # no made-up symbol: the file names none
 
 
 def test_maker_returns_null(good: Path, test_plugins: dict[str, Path]) -> None:
@@ -245,7 +245,7 @@ def test_inconsistent_aggregate(good: Path, compile_plugin: CompilePlugin, defin
     bad = compile_plugin("inconsistent", INCONSISTENT, defines=(define,))
     outcome = run_case(good, bad)
     _expect(outcome, "InconsistentArrayError", "inconsistent array", bad)
-    assert reason in outcome["attrs"]["reason"]
+    assert reason in outcome["attrs"]["detail"]
     assert outcome["attrs"]["symbol"] == "plugin_register_all_Greeter_v1"
 
 

@@ -37,10 +37,10 @@ from plugin_host import (
 from plugin_interface import (
     LibraryLoadError,
     MakerReturnedNullError,
+    NoPluginSymbolsError,
     NotASharedLibraryError,
     PluginError,
     PluginUnloadedError,
-    SymbolNotFoundError,
 )
 
 TIMEOUT_S = 10.0  # generous: the machine is shared; a pass never waits this long
@@ -93,7 +93,7 @@ def broken(
     return {
         "text": (text, NotASharedLibraryError),
         "truncated": (truncated, NotASharedLibraryError),
-        "missing_symbol": (compile_plugin("nothing", NOT_A_GREETER), SymbolNotFoundError),
+        "missing_symbol": (compile_plugin("nothing", NOT_A_GREETER), NoPluginSymbolsError),
         "maker_returns_null": (test_plugins["null_maker"], MakerReturnedNullError),
         "undefined_symbol": (test_plugins["undefined_symbol"], LibraryLoadError),
     }

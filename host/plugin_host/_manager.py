@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -12,8 +13,8 @@ from plugin_interface import (
     PluginError,
     PluginLoadErrors,
     PluginUnloadedError,
-    SymbolNotFoundError,
     TraitLike,
+    TraitNotImplementedError,
     TraitSpec,
     declared_traits,
     register_all_symbol,
@@ -350,15 +351,13 @@ class PluginManager:
             for spec in required:
                 sets[spec.name] = register_trait(library, spec)
             for spec in optional:
-                try:
+                # Not implemented is fine here; implemented but broken is not.
+                with contextlib.suppress(TraitNotImplementedError):
                     sets[spec.name] = register_trait(library, spec)
-                except SymbolNotFoundError as e:
-                    if e.symbol != register_all_symbol(spec):
-                        raise  # implemented, but broken
             if not sets:
                 names = ", ".join(s.name for s in optional) or "none declared"
-                raise SymbolNotFoundError(
-                    library.path, register_all_symbol("<Trait>"), f"implements no known trait: {names}"
+                raise TraitNotImplementedError(
+                    library.path, names, register_all_symbol("<Trait>"), f"implements no known trait: {names}"
                 )
         except BaseException:
             for made in sets.values():

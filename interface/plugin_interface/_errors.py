@@ -1,21 +1,26 @@
 """The typed errors of the plugin system: one root, one class per concept.
 
-Every error carries the facts as attributes (``path``, ``symbol``, ...) and
-names the file and the symbol in its message.
+Every error carries the facts as attributes -- ``reason`` (an
+:class:`ErrorReason`, so callers never parse messages), ``path``, ``symbol``
+where there is one, ``detail`` where the message has a free-text part -- and
+names the file and the symbol in its message.  The host adds its own (load
+policy, probe) beside the layers that raise them: see ``plugin_host.errors``.
 """
 
 from __future__ import annotations
 
+import enum
 import os
+from collections.abc import Sequence
+from typing import ClassVar
 
 __all__ = [
     "AbiMismatchError",
+    "ErrorReason",
     "AlreadyReleasedError",
     "ArchitectureMismatchError",
-    "BlockedPluginError",
     "CallArgumentError",
     "InconsistentArrayError",
-    "InsecurePluginError",
     "LibraryLoadError",
     "MakerReturnedNullError",
     "MethodNotProvidedError",
@@ -26,15 +31,41 @@ __all__ = [
     "PluginError",
     "PluginLoadErrors",
     "PluginUnloadedError",
-    "ProbeCrashedError",
-    "ProbeError",
-    "ProbeExitedError",
-    "ProbeProtocolError",
-    "ProbeTimeoutError",
     "SignatureError",
     "SymbolNotFoundError",
+    "TraitNotImplementedError",
     "UnknownTraitError",
 ]
+
+
+class ErrorReason(enum.StrEnum):
+    """What went wrong, as a value a caller can compare (``error.reason``); one per error class."""
+
+    ERROR = "error"
+    NOT_A_LIBRARY = "not_a_library"
+    ARCHITECTURE_MISMATCH = "architecture_mismatch"
+    LOADER_REFUSED = "loader_refused"
+    NO_PLUGIN_SYMBOLS = "no_plugin_symbols"
+    SYMBOL_NOT_FOUND = "symbol_not_found"
+    TRAIT_NOT_IMPLEMENTED = "trait_not_implemented"
+    ABI_MISMATCH = "abi_mismatch"
+    MAKER_RETURNED_NULL = "maker_returned_null"
+    INCONSISTENT_ARRAY = "inconsistent_array"
+    ALREADY_RELEASED = "already_released"
+    UNLOADED = "unloaded"
+    CALL_FAILED = "call_failed"
+    METHOD_NOT_PROVIDED = "method_not_provided"
+    UNKNOWN_TRAIT = "unknown_trait"
+    LOAD_ERRORS = "load_errors"
+    MODULE_NOT_FOUND = "module_not_found"
+    BAD_SIGNATURE = "bad_signature"
+    BAD_ARGUMENT = "bad_argument"
+    INSECURE = "insecure"
+    PROBE_CRASHED = "probe_crashed"
+    PROBE_EXITED = "probe_exited"
+    PROBE_TIMEOUT = "probe_timeout"
+    PROBE_PROTOCOL = "probe_protocol"
+    BLOCKED = "blocked"
 
 
 def _fspath(path: str | os.PathLike[str] | None) -> str | None:
@@ -44,9 +75,13 @@ def _fspath(path: str | os.PathLike[str] | None) -> str | None:
 class PluginError(Exception):
     """Root of every error raised by the plugin system.
 
+    :ivar reason: what went wrong (each class has its own :class:`ErrorReason`).
     :ivar path: the library file concerned, when there is one.
     :ivar symbol: the C symbol concerned, when there is one.
     """
+
+    #: The reason every instance of the class carries.
+    REASON: ClassVar[ErrorReason] = ErrorReason.ERROR
 
     def __init__(
         self,
@@ -56,30 +91,43 @@ class PluginError(Exception):
         symbol: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.reason: ErrorReason = self.REASON
         self.path = _fspath(path)
         self.symbol = symbol
 
 
 class NotASharedLibraryError(PluginError):
-    """The file is not a shared library this host can load (text, empty, ...)."""
+    """The file is not a shared library this host can load (text, empty, truncated, ...).
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        msg = f"{os.fspath(path)}: not a loadable shared library: {reason}"
+    :ivar detail: what is wrong with it.
+    """
+
+    REASON = ErrorReason.NOT_A_LIBRARY
+
+    def __init__(self, path: str | os.PathLike[str], detail: str) -> None:
+        msg = f"{os.fspath(path)}: not a loadable shared library: {detail}"
         super().__init__(msg, path=path)
-        self.reason = reason
+        self.detail = detail
 
 
 class LibraryLoadError(PluginError):
-    """The dynamic loader refused the library (undefined symbol, bad format, ...)."""
+    """The dynamic loader refused the library (undefined symbol, bad format, ...).
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        msg = f"{os.fspath(path)}: the dynamic loader refused it: {reason}"
+    :ivar detail: the loader's message.
+    """
+
+    REASON = ErrorReason.LOADER_REFUSED
+
+    def __init__(self, path: str | os.PathLike[str], detail: str) -> None:
+        msg = f"{os.fspath(path)}: the dynamic loader refused it: {detail}"
         super().__init__(msg, path=path)
-        self.reason = reason
+        self.detail = detail
 
 
 class SymbolNotFoundError(PluginError):
     """A symbol the host needs is not exported by the library."""
+
+    REASON = ErrorReason.SYMBOL_NOT_FOUND
 
     def __init__(self, path: str | os.PathLike[str] | None, symbol: str, hint: str = "") -> None:
         where = os.fspath(path) if path is not None else "<library>"
@@ -98,6 +146,8 @@ class AbiMismatchError(PluginError):
     :ivar trait: the trait concerned, when the symbol alone does not say it.
     :ivar note: further differences or an explanation (may be empty).
     """
+
+    REASON = ErrorReason.ABI_MISMATCH
 
     def __init__(
         self,
@@ -125,22 +175,31 @@ class AbiMismatchError(PluginError):
 class MakerReturnedNullError(PluginError):
     """A maker (or an aggregate) returned NULL: the plugin could not register."""
 
+    REASON = ErrorReason.MAKER_RETURNED_NULL
+
     def __init__(self, path: str | os.PathLike[str], symbol: str) -> None:
         msg = f"{os.fspath(path)}: {symbol} returned NULL"
         super().__init__(msg, path=path, symbol=symbol)
 
 
 class InconsistentArrayError(PluginError):
-    """A registration array is malformed (NULL entries, factories missing, ...)."""
+    """A registration array is malformed (NULL entries, duplicates, factories missing, ...).
 
-    def __init__(self, path: str | os.PathLike[str], symbol: str, reason: str) -> None:
-        msg = f"{os.fspath(path)}: {symbol} returned an inconsistent array: {reason}"
+    :ivar detail: what is inconsistent.
+    """
+
+    REASON = ErrorReason.INCONSISTENT_ARRAY
+
+    def __init__(self, path: str | os.PathLike[str], symbol: str, detail: str) -> None:
+        msg = f"{os.fspath(path)}: {symbol} returned an inconsistent array: {detail}"
         super().__init__(msg, path=path, symbol=symbol)
-        self.reason = reason
+        self.detail = detail
 
 
 class AlreadyReleasedError(PluginError):
     """A registration set was released twice; the second release did nothing."""
+
+    REASON = ErrorReason.ALREADY_RELEASED
 
     def __init__(self, path: str | os.PathLike[str], symbol: str) -> None:
         msg = f"{os.fspath(path)}: {symbol}: registrations already released"
@@ -149,6 +208,8 @@ class AlreadyReleasedError(PluginError):
 
 class PluginUnloadedError(PluginError):
     """A proxy or handle was used after its library was unloaded."""
+
+    REASON = ErrorReason.UNLOADED
 
     def __init__(self, path: str | os.PathLike[str], symbol: str | None = None) -> None:
         what = f"{symbol}: " if symbol else ""
@@ -159,6 +220,8 @@ class PluginUnloadedError(PluginError):
 class PluginCallError(PluginError):
     """A call into a plugin reported failure (for example a NULL string)."""
 
+    REASON = ErrorReason.CALL_FAILED
+
 
 class MethodNotProvidedError(PluginCallError):
     """A method of the host's trait declaration that an older plugin lacks.
@@ -168,6 +231,8 @@ class MethodNotProvidedError(PluginCallError):
 
     :ivar method: the method name.
     """
+
+    REASON = ErrorReason.METHOD_NOT_PROVIDED
 
     def __init__(self, path: str | os.PathLike[str], symbol: str, method: str, provided: int, declared: int) -> None:
         msg = (
@@ -181,25 +246,51 @@ class MethodNotProvidedError(PluginCallError):
 class UnknownTraitError(PluginError, LookupError):
     """A trait name that is neither built in nor declared."""
 
+    REASON = ErrorReason.UNKNOWN_TRAIT
+
     def __init__(self, name: str, known: list[str]) -> None:
         msg = f"unknown trait {name!r}; known traits: {', '.join(sorted(known)) or 'none'}"
         super().__init__(msg)
         self.name = name
 
 
-class PluginLoadErrors(PluginError):
+class PluginLoadErrors(ExceptionGroup[PluginError], PluginError):
     """Several files of a directory failed to load; the good ones stayed loaded.
 
-    :ivar errors: one :class:`PluginError` per failed file.
+    An :class:`ExceptionGroup` of the files' errors, so ``except*`` picks the
+    kinds a caller handles; also a :class:`PluginError` for ``except PluginError``.
+
+    :ivar exceptions: one :class:`PluginError` per failed file (also as ``errors``).
     :ivar loaded: the handles that did load (they remain owned by the manager).
     """
 
-    def __init__(self, path: str | os.PathLike[str], errors: list[PluginError], loaded: list[object]) -> None:
+    REASON = ErrorReason.LOAD_ERRORS
+
+    def __new__(
+        cls, path: str | os.PathLike[str], errors: Sequence[PluginError], loaded: Sequence[object] = ()
+    ) -> PluginLoadErrors:
         lines = "\n".join(f"  - {e}" for e in errors)
         msg = f"{os.fspath(path)}: {len(errors)} plugin file(s) failed to load:\n{lines}"
-        super().__init__(msg, path=path)
-        self.errors = errors
-        self.loaded = loaded
+        self = super().__new__(cls, msg, list(errors))
+        return self
+
+    def __init__(
+        self, path: str | os.PathLike[str], errors: Sequence[PluginError], loaded: Sequence[object] = ()
+    ) -> None:
+        super().__init__(self.message, list(errors))
+        self.reason = self.REASON
+        self.path = _fspath(path)
+        self.symbol = None
+        self.loaded = list(loaded)
+
+    @property
+    def errors(self) -> list[PluginError]:
+        """The files' errors (the group's ``exceptions``)."""
+        return [e for e in self.exceptions if isinstance(e, PluginError)]
+
+    def derive(self, excs: Sequence[PluginError]) -> PluginLoadErrors:  # type: ignore[override]
+        """A group of some of the errors, as :meth:`split` and ``except*`` make (same path, same loaded)."""
+        return PluginLoadErrors(self.path or "", excs, self.loaded)
 
 
 class ModuleNotFoundInPathsError(PluginError, LookupError):
@@ -208,6 +299,8 @@ class ModuleNotFoundInPathsError(PluginError, LookupError):
     :ivar name: the module name asked for (``"my_plugin"``, ``"m"``).
     :ivar searched: every place tried, in order (files, then the system loader).
     """
+
+    REASON = ErrorReason.MODULE_NOT_FOUND
 
     def __init__(self, name: str, searched: list[str]) -> None:
         places = "\n".join(f"  - {s}" for s in searched) or "  (nowhere: no search path given)"
@@ -224,46 +317,33 @@ class SignatureError(PluginError, ValueError):
     """A C signature string that is not a usable function type.
 
     :ivar signature: the string as given (``"int(int, int)"``).
-    :ivar reason: what is wrong with it (the C parser's message).
+    :ivar detail: what is wrong with it (the C parser's message).
     """
 
-    def __init__(self, signature: object, reason: str, *, symbol: str | None = None) -> None:
+    REASON = ErrorReason.BAD_SIGNATURE
+
+    def __init__(self, signature: object, detail: str, *, symbol: str | None = None) -> None:
         what = f"{symbol}: " if symbol else ""
-        msg = f"{what}bad C signature {signature!r}: {reason}"
+        msg = f"{what}bad C signature {signature!r}: {detail}"
         super().__init__(msg, symbol=symbol)
         self.signature = signature
-        self.reason = reason
+        self.detail = detail
 
 
 class CallArgumentError(PluginError, TypeError):
     """Arguments that do not fit a C function's signature, caught before the call.
 
     :ivar signature: the function's C signature.
-    :ivar reason: which argument is wrong, and how.
+    :ivar detail: which argument is wrong, and how.
     """
 
-    def __init__(self, path: str | os.PathLike[str], symbol: str, signature: str, reason: str) -> None:
-        msg = f"{os.fspath(path)}: {symbol} ({signature}): {reason}"
+    REASON = ErrorReason.BAD_ARGUMENT
+
+    def __init__(self, path: str | os.PathLike[str], symbol: str, signature: str, detail: str) -> None:
+        msg = f"{os.fspath(path)}: {symbol} ({signature}): {detail}"
         super().__init__(msg, path=path, symbol=symbol)
         self.signature = signature
-        self.reason = reason
-
-
-# ---- untrusted plugins: policy, pre-check, isolated probe (issue 6) ----------
-
-
-class InsecurePluginError(PluginError):
-    """The load policy refused a file before reading it as a library.
-
-    :ivar reason: why (``"writable by group and others (mode 0o666)"``, ...).
-    :ivar opt_out: how to load it anyway, per manager.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str, opt_out: str) -> None:
-        msg = f"{os.fspath(path)}: refused by the load policy: {reason}; to load it anyway: {opt_out}"
-        super().__init__(msg, path=path)
-        self.reason = reason
-        self.opt_out = opt_out
+        self.detail = detail
 
 
 class ArchitectureMismatchError(NotASharedLibraryError):
@@ -274,6 +354,8 @@ class ArchitectureMismatchError(NotASharedLibraryError):
     :ivar found: the file's value (``"aarch64"``).
     """
 
+    REASON = ErrorReason.ARCHITECTURE_MISMATCH
+
     def __init__(self, path: str | os.PathLike[str], field: str, expected: str, found: str) -> None:
         super().__init__(path, f"built for {found}, this host is {expected}")
         self.field = field
@@ -281,87 +363,24 @@ class ArchitectureMismatchError(NotASharedLibraryError):
         self.found = found
 
 
-class NoPluginSymbolsError(SymbolNotFoundError):
-    """A shared library that exports no ``plugin_register_*`` symbol at all."""
+class NoPluginSymbolsError(PluginError):
+    """A shared library that names no ``plugin_register_*`` symbol at all: not a plugin."""
+
+    REASON = ErrorReason.NO_PLUGIN_SYMBOLS
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(path, "plugin_register_*", "no plugin symbols at all: not a plugin library")
-
-
-class ProbeError(PluginError):
-    """The isolated probe (a child process) saw the library fail fatally.
-
-    The host process did not load the library.  The failure is recorded in
-    the blocklist until the file changes.
-
-    :ivar step: what the child was doing (``"dlopen"`` = constructors, or a symbol).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], what: str, step: str) -> None:
-        symbol = step if step.startswith("plugin_") else None
-        msg = f"{os.fspath(path)}: isolated probe: {what} during {step}; not loaded into the host"
-        super().__init__(msg, path=path, symbol=symbol)
-        self.step = step
-
-
-class ProbeCrashedError(ProbeError):
-    """The probe child was killed by a signal (SIGSEGV, SIGBUS, SIGABRT, ...).
-
-    :ivar signal: the signal number.
-    :ivar signal_name: its name (``"SIGSEGV"``).
-    """
-
-    def __init__(self, path: str | os.PathLike[str], signal: int, signal_name: str, step: str) -> None:
-        super().__init__(path, f"crashed with {signal_name} (signal {signal})", step)
-        self.signal = signal
-        self.signal_name = signal_name
-
-
-class ProbeExitedError(ProbeError):
-    """The library ended the probe child with ``exit()`` before it reported.
-
-    :ivar exit_code: the child's exit status.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], exit_code: int, step: str) -> None:
-        super().__init__(path, f"the process exited with status {exit_code}", step)
-        self.exit_code = exit_code
-
-
-class ProbeTimeoutError(ProbeError):
-    """The probe child did not finish in time (a constructor or maker hangs).
-
-    :ivar timeout_s: the time limit, in seconds.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], timeout_s: float, step: str) -> None:
-        super().__init__(path, f"no answer within {timeout_s:g} s (killed)", step)
-        self.timeout_s = timeout_s
-
-
-class ProbeProtocolError(ProbeError):
-    """The probe child's report broke the protocol (version, size cap, framing).
-
-    :ivar reason: what was wrong.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str, step: str) -> None:
-        super().__init__(path, f"bad report: {reason}", step)
-        self.reason = reason
-
-
-class BlockedPluginError(PluginError):
-    """The file failed an isolated probe before and has not changed since.
-
-    :ivar reason: the recorded failure.
-    :ivar sha256: the content hash the failure was recorded for.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], reason: str, sha256: str) -> None:
-        msg = (
-            f"{os.fspath(path)}: blocked: an isolated probe of this exact file (sha256 {sha256[:12]}...) "
-            f"failed: {reason}; it is retried once the file changes"
-        )
+        msg = f"{os.fspath(path)}: no plugin symbols at all (no plugin_register_* name): not a plugin library"
         super().__init__(msg, path=path)
-        self.reason = reason
-        self.sha256 = sha256
+
+
+class TraitNotImplementedError(SymbolNotFoundError):
+    """The library implements no registration of this trait (neither its aggregate nor any maker).
+
+    :ivar trait: the trait's name.
+    """
+
+    REASON = ErrorReason.TRAIT_NOT_IMPLEMENTED
+
+    def __init__(self, path: str | os.PathLike[str], trait: str, symbol: str, hint: str = "") -> None:
+        super().__init__(path, symbol, hint or f"the library does not implement trait {trait}")
+        self.trait = trait

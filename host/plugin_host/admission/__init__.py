@@ -8,11 +8,25 @@ process first, so it sits above :mod:`plugin_host.registry`.
 from __future__ import annotations
 
 from ._admission import Admission, ProbeMode
+from ._errors import (
+    BlockedPluginError,
+    ProbeCrashedError,
+    ProbeError,
+    ProbeExitedError,
+    ProbeProtocolError,
+    ProbeTimeoutError,
+)
 from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeCache, ProbeKey, Prober, ProbeResult, default_cache_dir, probe_library
 
 __all__ = [
     "DEFAULT_PROBE_TIMEOUT_S",
     "Admission",
+    "BlockedPluginError",
+    "ProbeCrashedError",
+    "ProbeError",
+    "ProbeExitedError",
+    "ProbeProtocolError",
+    "ProbeTimeoutError",
     "ProbeMode",
     "ProbeCache",
     "ProbeKey",

@@ -9,12 +9,12 @@ handshake, length-prefixed JSON frames, a size cap; see
 :mod:`plugin_host._probe_child`).
 
 - A signal, an ``exit()`` or a hang past the timeout raises
-  :class:`~plugin_interface.ProbeCrashedError` (``.signal``),
-  :class:`~plugin_interface.ProbeExitedError` (``.exit_code``) or
-  :class:`~plugin_interface.ProbeTimeoutError` (``.timeout_s``), naming the step
+  :class:`~plugin_host.errors.ProbeCrashedError` (``.signal``),
+  :class:`~plugin_host.errors.ProbeExitedError` (``.exit_code``) or
+  :class:`~plugin_host.errors.ProbeTimeoutError` (``.timeout_s``), naming the step
   (``dlopen`` = constructors, or the symbol) it happened in; the file goes on a
   blocklist keyed by (path, size, mtime, SHA-256): until it changes, loading it
-  raises :class:`~plugin_interface.BlockedPluginError` without a new probe.
+  raises :class:`~plugin_host.errors.BlockedPluginError` without a new probe.
 - A clean probe is cached on the same key, so a restart does not probe an
   unchanged file again.
 - A failure the host reports safely by itself (the loader refuses the file, a
@@ -41,19 +41,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plugin_interface import (
+from plugin_interface import NotASharedLibraryError
+
+from ..loading._copies import write_private_copy
+from ..loading._policy import sha256_of
+from ..loading._precheck import Image, open_image, precheck_image
+from ._errors import (
     BlockedPluginError,
-    NotASharedLibraryError,
     ProbeCrashedError,
     ProbeError,
     ProbeExitedError,
     ProbeProtocolError,
     ProbeTimeoutError,
 )
-
-from ..loading._copies import write_private_copy
-from ..loading._policy import sha256_of
-from ..loading._precheck import Image, open_image, precheck_image
 
 __all__ = [
     "DEFAULT_PROBE_TIMEOUT_S",
@@ -366,8 +366,8 @@ def probe_library(
 
     :param use_cache: consult and update the blocklist and cache.
     :raises PluginError: the pre-check refused the file (typed), or the probe
-        failed fatally (:class:`~plugin_interface.ProbeError`), or the file is
-        blocked (:class:`~plugin_interface.BlockedPluginError`).
+        failed fatally (:class:`~plugin_host.errors.ProbeError`), or the file is
+        blocked (:class:`~plugin_host.errors.BlockedPluginError`).
     """
     fd, image = open_image(path)
     try:

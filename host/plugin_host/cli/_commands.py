@@ -19,6 +19,7 @@ from plugin_interface import (
     PluginError,
     PluginTrait,
     SymbolNotFoundError,
+    TraitNotImplementedError,
     TraitSpec,
     declared_traits,
     resolve_trait,
@@ -57,10 +58,8 @@ def _load_every_trait(
     for spec in traits:
         try:
             handles += manager.load_plugins(path, spec)
-        except SymbolNotFoundError as e:
-            if isinstance(e, NoPluginSymbolsError) or (e.symbol and e.symbol.startswith("plugin_register_all_")):
-                continue  # the library does not implement this trait (or any) at all
-            problems.append(str(e))
+        except (NoPluginSymbolsError, TraitNotImplementedError):
+            continue  # the library does not implement this trait (or any) at all
         except PluginError as e:
             problems.append(str(e))
             if not isinstance(e, _TRAIT_SPECIFIC):

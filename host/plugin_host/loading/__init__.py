@@ -12,7 +12,7 @@ from __future__ import annotations
 from ._copies import write_private_copy
 from ._library import CallGate, Library
 from ._module import DynamicModule, ModuleFunction, find_module, parse_signature
-from ._policy import LoadPolicy, sha256_of
+from ._policy import InsecurePluginError, LoadPolicy, sha256_of
 from ._precheck import HEAD_BYTES, Image, Precheck, fast_precheck, open_checked, open_image, precheck, precheck_image
 
 __all__ = [
@@ -20,6 +20,7 @@ __all__ = [
     "CallGate",
     "DynamicModule",
     "Image",
+    "InsecurePluginError",
     "Library",
     "LoadPolicy",
     "ModuleFunction",

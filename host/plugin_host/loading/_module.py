@@ -373,7 +373,7 @@ class DynamicModule:
         try:
             parsed = parse_signature(signature)
         except SignatureError as e:
-            raise SignatureError(signature, e.reason, symbol=symbol) from e
+            raise SignatureError(signature, e.detail, symbol=symbol) from e
         # The gate first, then the address: if a close slips in between, the
         # function holds a closed gate and refuses every call.  No lock here,
         # so a C callback into the host may look functions up while close()

@@ -28,13 +28,29 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from plugin_interface import InsecurePluginError
+from plugin_interface import ErrorReason, PluginError
 
-__all__ = ["LoadPolicy", "sha256_of"]
+__all__ = ["InsecurePluginError", "LoadPolicy", "sha256_of"]
 
 _GROUP_OR_OTHERS_WRITE = stat.S_IWGRP | stat.S_IWOTH
 _OPT_OUT = "PluginManager(policy=LoadPolicy(allow_insecure_permissions=True))"
 _OPT_OUT_HASH = "add its SHA-256 to LoadPolicy(sha256_allowlist=...)"
+
+
+class InsecurePluginError(PluginError):
+    """The load policy refused a file before reading it as a library.
+
+    :ivar detail: why (``"writable by group and others (mode 0o666)"``, ...).
+    :ivar opt_out: how to load it anyway, per manager.
+    """
+
+    REASON = ErrorReason.INSECURE
+
+    def __init__(self, path: str | os.PathLike[str], detail: str, opt_out: str) -> None:
+        msg = f"{os.fspath(path)}: refused by the load policy: {detail}; to load it anyway: {opt_out}"
+        super().__init__(msg, path=path)
+        self.detail = detail
+        self.opt_out = opt_out
 
 
 def sha256_of(data: bytes) -> str:

@@ -12,6 +12,7 @@ from plugin_interface import (
     PluginTrait,
     SymbolNotFoundError,
     TraitLike,
+    TraitNotImplementedError,
     maker_symbol,
     register_all_symbol,
     resolve_trait,
@@ -37,7 +38,7 @@ def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
     otherwise finds ``plugin_register_<T>_<Ty>_v1`` makers in the symbol table
     and builds a host-owned array.
 
-    :raises SymbolNotFoundError: the library has neither.
+    :raises TraitNotImplementedError: the library has neither.
     """
     spec = resolve_trait(trait)
     aggregate = library.find_symbol(register_all_symbol(spec))
@@ -45,11 +46,8 @@ def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
         return RegistrationSet.from_aggregate(library, spec, aggregate)
     types = find_maker_types(library, spec)
     if not types:
-        raise SymbolNotFoundError(
-            library.path,
-            register_all_symbol(spec),
-            f"and no {maker_symbol(spec, '<Type>')} makers either",
-        )
+        hint = f"and no {maker_symbol(spec, '<Type>')} makers either: the library does not implement {spec.name}"
+        raise TraitNotImplementedError(library.path, spec.name, register_all_symbol(spec), hint)
     return RegistrationSet.from_makers(library, spec, types)
 
 
