@@ -11,12 +11,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import CompilePlugin
+from conftest import CompilePlugin, mapped_paths
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.admission import ProbeCache, probe_library
 from plugin_host.admission._probe import PROTOCOL, ProbeKey, run_probe
 from plugin_host.errors import BlockedPluginError, MakerReturnedNullError, ProbeCrashedError, ProbeProtocolError
-from untrusted_sources import GREETER
+from untrusted_sources import DESCRIPTOR_SOURCE, GREETER, HOSTILE_DATA
 
 
 def test_clean_probe_is_cached(example_plugins: dict[str, Path], tmp_path: Path) -> None:
@@ -27,7 +27,7 @@ def test_clean_probe_is_cached(example_plugins: dict[str, Path], tmp_path: Path)
     assert second.clean and second.cached and second.duration_s == 0
     entries = json.loads((tmp_path / "probe-cache.json").read_text())["entries"]
     [(key, entry)] = entries.items()
-    assert entry["status"] == "clean" and key.endswith(f":{lib}")
+    assert entry["status"] == "clean" and f":{lib}:plugin-host " in key  # the file, then the host that probed it
 
 
 def test_host_owned_makers_run_in_the_child(example_plugins: dict[str, Path]) -> None:
@@ -94,7 +94,7 @@ def test_report_size_cap(example_plugins: dict[str, Path], monkeypatch: pytest.M
 
     monkeypatch.setattr(probe_module, "MAX_REPORT_BYTES", 16)
     with pytest.raises(ProbeProtocolError, match="more than 16 bytes"):
-        run_probe(example_plugins["greeters"], ["plugin_register_all_Greeter_v1"])
+        run_probe(example_plugins["greeters"], [PluginTrait.Greeter.spec])
 
 
 def test_cache_keys_and_corrupt_file(tmp_path: Path) -> None:
@@ -111,3 +111,70 @@ def test_cache_keys_and_corrupt_file(tmp_path: Path) -> None:
     }  # type: ignore[index]
     changed = ProbeKey(key.path, key.size + 1, key.mtime_ns, key.sha256)
     assert ProbeCache(tmp_path).get(changed) is None
+
+
+# ---- the probe runs the host's own pipeline ------------------------------------------
+
+#: Registration data only the host's own reads trip over: the makers and unmakers
+#: are fine, so a probe that ran only them called these "clean".
+HOSTILE = ["GARBAGE_TRAIT_NAME", "GARBAGE_TYPE_NAME", "GARBAGE_VTABLE", "COUNTER_AS_DATA", "ABS_DESCRIPTOR"]
+
+
+def _hostile(compile_plugin: CompilePlugin, define: str | None, c_path: bool) -> Path:
+    sources = {"hostile.c": HOSTILE_DATA}
+    if c_path and define != "ABS_DESCRIPTOR":
+        sources["descriptor.c"] = DESCRIPTOR_SOURCE
+    return compile_plugin("hostile", sources, defines=(define,) if define else ())
+
+
+@pytest.mark.parametrize("c_path", [False, True], ids=["python-path", "c-path"])
+@pytest.mark.parametrize("define", HOSTILE)
+def test_the_probe_catches_what_only_the_hosts_reads_reveal(
+    compile_plugin: CompilePlugin, tmp_path: Path, define: str, c_path: bool
+) -> None:
+    lib = _hostile(compile_plugin, define, c_path)
+    with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager:
+        with pytest.raises(ProbeCrashedError) as exc:
+            manager.load_plugins(lib, PluginTrait.Greeter)
+        assert exc.value.path == str(lib)
+        assert exc.value.signal_name in ("SIGSEGV", "SIGBUS")
+        assert not manager.is_loaded(lib)
+        with pytest.raises(BlockedPluginError):  # and on every restart, until the file changes
+            manager.load_plugins(lib, PluginTrait.Greeter)
+    assert str(lib) not in mapped_paths()
+
+
+@pytest.mark.parametrize("c_path", [False, True], ids=["python-path", "c-path"])
+def test_the_good_variant_of_the_hostile_plugin_is_clean(
+    compile_plugin: CompilePlugin, tmp_path: Path, c_path: bool
+) -> None:
+    lib = _hostile(compile_plugin, None, c_path)
+    result = probe_library(lib, cache_dir=tmp_path)
+    assert result.clean and result.made == 1
+    with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager:
+        [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+        assert handle.proxy("Data").greet("x") == "Data, x!"
+        assert manager.unload_by_path(lib) == {"Greeter": 1}
+
+
+def test_an_upgraded_host_probes_again(
+    example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import plugin_host.admission._probe as probe_module
+
+    lib = example_plugins["greeters"]
+    assert not probe_library(lib, cache_dir=tmp_path).cached
+    assert probe_library(lib, cache_dir=tmp_path).cached
+    monkeypatch.setattr(probe_module, "_host_version", lambda: "99.0")
+    again = probe_library(lib, cache_dir=tmp_path)
+    assert again.clean and not again.cached  # the verdict of another host version is not reused
+    entries = json.loads((tmp_path / "probe-cache.json").read_text())["entries"]
+    assert len(entries) == 2 and any("plugin-host 99.0/" in key for key in entries)
+
+
+def test_the_probe_runs_only_traits_the_host_knows_and_the_file_names(example_plugins: dict[str, Path]) -> None:
+    lib = example_plugins["multi_trait"]
+    result = probe_library(lib, use_cache=False)
+    with PluginManager(probe=False) as manager:
+        made = sum(len(h.type_names) for t in PluginTrait for h in manager.load_plugins(lib, t))
+    assert result.clean and made == 3 and result.made == made  # its Greeters and its Transformer

@@ -76,3 +76,105 @@ PLUGIN_EXPORT void plugin_unregister_all_Greeter_v1(PluginRegistrationArray *a) 
 
 #: A library that exports no plugin symbol at all.
 PLAIN = "int plain_add(int a, int b) { return a + b; }\n"
+
+#: A Greeter whose registration data is bad in a way only the host's own reads
+#: reveal (its makers and unmakers run fine): GARBAGE_TRAIT_NAME, GARBAGE_TYPE_NAME
+#: and GARBAGE_VTABLE point into unmapped memory; COUNTER_AS_DATA exports
+#: plugin_unmaker_counter_Greeter_v1 as data, not a function; ABS_DESCRIPTOR
+#: exports plugin_abi_descriptor_Greeter_v1 at an absolute address.  Without a
+#: define it is a good plugin (type "Data").  Link it with DESCRIPTOR_SOURCE for
+#: a byte-identical descriptor (the C load path).
+HOSTILE_DATA = r"""
+/* hostile_data.c -- registration data that only the host's reads trip over. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "plugin_interface.h"
+#include "plugin_trait_greeter.h"
+
+#define UNMAPPED ((const void *)(uintptr_t)0x10)
+
+static size_t unmade;
+
+static char *hello(void *self, const char *name) {
+    (void)self;
+    size_t n = strlen(name) + sizeof "Data, !";
+    char *out = malloc(n);
+    if (out) {
+        snprintf(out, n, "Data, %s!", name);
+    }
+    return out;
+}
+
+static void release(void *p) { free(p); }
+
+static const GreeterVTable vtable = {.size = sizeof(GreeterVTable), .greet = hello};
+
+static PluginRegistration *make(void) {
+    PluginRegistration *r = calloc(1, sizeof *r);
+    if (!r) {
+        return NULL;
+    }
+    r->struct_size = sizeof *r;
+    r->abi_version = PLUGIN_ABI_VERSION;
+    r->trait_name = "Greeter";
+    r->trait_version = PLUGIN_TRAIT_VERSION_Greeter;
+    r->type_name = "Data";
+    r->vtable = &vtable;
+    r->vtable_size = (uint32_t)sizeof vtable;
+    r->free_memory = release;
+#if defined(GARBAGE_TRAIT_NAME)
+    r->trait_name = UNMAPPED;
+#elif defined(GARBAGE_TYPE_NAME)
+    r->type_name = UNMAPPED;
+#elif defined(GARBAGE_VTABLE)
+    r->vtable = UNMAPPED;
+#endif
+    return r;
+}
+
+static void unmake(PluginRegistration *r) {
+    free(r);
+    unmade++;
+}
+
+static const PluginRegistrationFactory factories[1] = {{make, unmake}};
+static PluginRegistration *entries[1];
+static PluginRegistrationArray array = {entries, 1, factories};
+
+PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_Greeter_v1(void);
+PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_Greeter_v1(void) {
+    entries[0] = make();
+    return entries[0] ? &array : NULL;
+}
+
+PLUGIN_EXPORT void plugin_unregister_all_Greeter_v1(PluginRegistrationArray *a);
+PLUGIN_EXPORT void plugin_unregister_all_Greeter_v1(PluginRegistrationArray *a) { unmake(a->registrations[0]); }
+
+#if defined(COUNTER_AS_DATA)
+PLUGIN_EXPORT extern const size_t plugin_unmaker_counter_Greeter_v1;
+PLUGIN_EXPORT const size_t plugin_unmaker_counter_Greeter_v1 = 0;
+#else
+PLUGIN_EXPORT size_t plugin_unmaker_counter_Greeter_v1(void);
+PLUGIN_EXPORT size_t plugin_unmaker_counter_Greeter_v1(void) { return unmade; }
+#endif
+
+#if defined(ABS_DESCRIPTOR)
+__asm__(".globl plugin_abi_descriptor_Greeter_v1\n"
+        ".type plugin_abi_descriptor_Greeter_v1, @object\n"
+        ".set plugin_abi_descriptor_Greeter_v1, 0x10\n");
+#endif
+"""
+
+#: A descriptor byte for byte the host's, for HOSTILE_DATA's C-path variants.
+DESCRIPTOR_SOURCE = r"""
+/* descriptor.c -- the Greeter descriptor the macros would emit. */
+#include "plugin_trait_greeter.h"
+PLUGIN_EXPORT extern const GreeterAbiDescriptor plugin_abi_descriptor_Greeter_v1;
+PLUGIN_EXPORT const GreeterAbiDescriptor plugin_abi_descriptor_Greeter_v1 = {
+    {(uint32_t)sizeof(GreeterAbiDescriptor), PLUGIN_ABI_VERSION, PLUGIN_TRAIT_VERSION_Greeter,
+     (uint32_t)sizeof(PluginRegistration), (uint32_t)sizeof(GreeterVTable), PLUGIN_TRAIT_METHOD_COUNT_Greeter,
+     PLUGIN_TRAIT_FINGERPRINT_Greeter},
+    {PLUGIN_TRAIT_METHOD_FINGERPRINTS_Greeter}};
+"""

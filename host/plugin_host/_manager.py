@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -14,7 +13,6 @@ from plugin_interface import (
     PluginLoadErrors,
     PluginUnloadedError,
     TraitLike,
-    TraitNotImplementedError,
     TraitSpec,
     declared_traits,
     register_all_symbol,
@@ -24,7 +22,7 @@ from plugin_interface import (
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
 from .formats import plugin_files
 from .loading import Library, LoadPolicy
-from .registry import RegistrationSet, TraitProxy, make_proxy, register_trait, unload_trait
+from .registry import RegistrationSet, TraitProxy, make_proxy, register_traits, release_sets, unload_trait
 
 __all__ = [
     "PluginHandle",
@@ -263,10 +261,10 @@ class PluginManager:
             opened = library is None
             if library is None:
                 library = self._admission.open_library(
-                    path, copy_on_load=self.copy_on_load, dir_stat=dir_stat, admitted=admitted
+                    path, copy_on_load=self.copy_on_load, dir_stat=dir_stat, admitted=admitted, traits=[spec]
                 )
             try:
-                regset = register_trait(library, spec)
+                regset = register_traits(library, [spec])[spec.name]
             except BaseException:
                 if opened and library.handles == 0:
                     library.close()
@@ -324,7 +322,7 @@ class PluginManager:
             required = {spec.name: spec for spec in wanted}
             for handle in old_handles.values():
                 required.setdefault(handle.trait.name, handle.trait)
-            library = self._admission.open_library(target, copy_on_load=True)
+            library = self._admission.open_library(target, copy_on_load=True, traits=[*required.values(), *optional])
             sets = self._register_version(
                 library, list(required.values()), [s for s in optional if s.name not in required]
             )
@@ -342,50 +340,39 @@ class PluginManager:
     def _register_version(
         self, library: Library, required: list[TraitSpec], optional: list[TraitSpec]
     ) -> dict[str, RegistrationSet]:
-        """Register ``required`` and whichever of ``optional`` the library implements.
-
-        On failure every set made is released and the library closed.
-        """
-        sets: dict[str, RegistrationSet] = {}
+        """:func:`~plugin_host.registry.register_traits`; on failure the new library is closed."""
         try:
-            for spec in required:
-                sets[spec.name] = register_trait(library, spec)
-            for spec in optional:
-                # Not implemented is fine here; implemented but broken is not.
-                with contextlib.suppress(TraitNotImplementedError):
-                    sets[spec.name] = register_trait(library, spec)
-            if not sets:
-                names = ", ".join(s.name for s in optional) or "none declared"
-                raise TraitNotImplementedError(
-                    library.path, names, register_all_symbol("<Trait>"), f"implements no known trait: {names}"
-                )
+            return register_traits(library, required, optional)
         except BaseException:
-            for made in sets.values():
-                made.release()
-            library.close()
+            library.request_close()
             raise
-        return sets
 
     def _release_version(self, path: Path, library: Library, handles: dict[str, PluginHandle]) -> dict[str, int | None]:
         """Unload a version that is no longer current; its counters per trait."""
-        counters: dict[str, int | None] = {}
         try:
-            for name, handle in handles.items():
-                if not handle.registration_set.is_released:
-                    counters[name] = unload_trait(library, handle.registration_set)
+            return release_sets(library, {name: h.registration_set for name, h in handles.items()})
         finally:
             if library.handles == 0:
                 self._close_library(path, library)
             else:  # sets made outside the manager: keep it until they are unloaded
                 self._retired[library] = {}
-        return counters
 
     # ---- unloading ------------------------------------------------------------
 
-    def _unload_handle(self, handle: PluginHandle) -> int | None:
+    def _unload_handle(self, handle: PluginHandle, *, strict: bool = True) -> int | None:
+        """Release a handle's set and forget the handle; close its library after the last one.
+
+        :param strict: raise :class:`AlreadyReleasedError` for a set someone
+            released already (``handle.unload()`` twice); else (the manager's
+            own sweeps) skip the release, read the counter, and go on.
+        """
         with self._lock:
             library = handle.library
-            counter = unload_trait(library, handle.registration_set)
+            regset = handle.registration_set
+            if strict or not regset.is_released:
+                counter = unload_trait(library, regset)
+            else:  # released out of band (unload_trait on the set): finish the bookkeeping
+                counter = library.get_unmaker_counter_or_none(regset.trait.name)
             for per_file in (self._handles.get(handle.path, {}), self._retired.get(library, {})):
                 if per_file.get(handle.trait.name) is handle:
                     del per_file[handle.trait.name]
@@ -417,21 +404,34 @@ class PluginManager:
             counters: dict[str, int | None] = {}
             for old in retired:  # older versions first; the current version's counters win
                 for handle in list(self._retired.get(old, {}).values()):
-                    counters[handle.trait.name] = self._unload_handle(handle)
+                    counters[handle.trait.name] = self._unload_handle(handle, strict=False)
                 if old in self._retired:
                     self._close_library(target, old)
             for handle in list(self._handles.get(target, {}).values()):
-                counters[handle.trait.name] = self._unload_handle(handle)
+                counters[handle.trait.name] = self._unload_handle(handle, strict=False)
             library = self._libraries.get(target)
             if library is not None:  # loaded but no live handle
                 self._close_library(target, library)
             return counters
 
     def unload_all(self) -> dict[Path, dict[str, int | None]]:
-        """Unload every file; the counters per file, as :meth:`unload_by_path`."""
+        """Unload every file; the counters per file, as :meth:`unload_by_path`.
+
+        Every file is unloaded even when one fails: the failures are raised
+        together at the end (:class:`PluginLoadErrors`, a group), after the rest.
+        """
         with self._lock:
             paths = dict.fromkeys([*self._libraries, *(lib.path for lib in self._retired)])
-            return {p: self.unload_by_path(p) for p in paths}
+            counters: dict[Path, dict[str, int | None]] = {}
+            failures: list[PluginError] = []
+            for p in paths:
+                try:
+                    counters[p] = self.unload_by_path(p)
+                except PluginError as e:
+                    failures.append(e)
+            if failures:
+                raise PluginLoadErrors("unload_all", failures, [], "failed to unload")
+            return counters
 
     def close(self) -> None:
         """Unload everything (alias of :meth:`unload_all` without the result)."""

@@ -267,15 +267,23 @@ class PluginLoadErrors(ExceptionGroup[PluginError], PluginError):
     REASON = ErrorReason.LOAD_ERRORS
 
     def __new__(
-        cls, path: str | os.PathLike[str], errors: Sequence[PluginError], loaded: Sequence[object] = ()
+        cls,
+        path: str | os.PathLike[str],
+        errors: Sequence[PluginError],
+        loaded: Sequence[object] = (),
+        what: str = "failed to load",
     ) -> PluginLoadErrors:
         lines = "\n".join(f"  - {e}" for e in errors)
-        msg = f"{os.fspath(path)}: {len(errors)} plugin file(s) failed to load:\n{lines}"
+        msg = f"{os.fspath(path)}: {len(errors)} plugin file(s) {what}:\n{lines}"
         self = super().__new__(cls, msg, list(errors))
         return self
 
     def __init__(
-        self, path: str | os.PathLike[str], errors: Sequence[PluginError], loaded: Sequence[object] = ()
+        self,
+        path: str | os.PathLike[str],
+        errors: Sequence[PluginError],
+        loaded: Sequence[object] = (),
+        what: str = "failed to load",
     ) -> None:
         super().__init__(self.message, list(errors))
         self.reason = self.REASON

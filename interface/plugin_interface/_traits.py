@@ -19,11 +19,11 @@ import inspect
 import re
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ._errors import UnknownTraitError
-from ._types import CStr, CType, MutBuffer, OwnedStr, Size, ctype_for_annotation
+from ._types import CStr, CType, MutBuffer, OwnedStr, Size, ctype_by_name, ctype_for_annotation
 
 __all__ = [
     "Greeter",
@@ -60,7 +60,7 @@ class MethodSpec:
     name: str
     params: tuple[ParamSpec, ...]
     returns: CType
-    doc: str
+    doc: str = field(default="", compare=False)  # documentation, not ABI
 
     @property
     def c_params(self) -> list[str]:
@@ -106,7 +106,7 @@ class TraitSpec:
     name: str
     version: int
     methods: tuple[MethodSpec, ...]
-    doc: str = ""
+    doc: str = field(default="", compare=False)  # documentation, not ABI
 
     def __hash__(self) -> int:
         # Specs are dict keys and cache keys on hot paths: hash the identity
@@ -139,6 +139,39 @@ class TraitSpec:
             if m.name == name:
                 return m
         raise KeyError(f"trait {self.name} has no method {name!r}")
+
+    def to_json(self) -> dict[str, object]:
+        """The declaration as plain data (what the probe child and dumps carry); see :meth:`from_json`."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "methods": [
+                {"name": m.name, "params": [[p.name, p.ctype.name] for p in m.params], "returns": m.returns.name}
+                for m in self.methods
+            ],
+        }
+
+    @classmethod
+    def from_json(cls, data: object) -> TraitSpec:
+        """Rebuild a declaration from :meth:`to_json` output (not registered: see :func:`declared_traits`).
+
+        :raises ValueError: if ``data`` is not such a declaration.
+        """
+        try:
+            if not isinstance(data, dict):
+                raise TypeError("not an object")
+            name, version, methods = data["name"], data["version"], data["methods"]
+            if not isinstance(name, str) or not _IDENTIFIER.match(name):
+                raise TypeError(f"bad trait name {name!r}")
+            if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+                raise TypeError(f"bad trait version {version!r}")
+            specs = []
+            for m in methods:
+                params = tuple(ParamSpec(str(pname), ctype_by_name(str(ctype))) for pname, ctype in m["params"])
+                specs.append(MethodSpec(str(m["name"]), params, ctype_by_name(str(m["returns"])), ""))
+            return cls(name, version, tuple(specs))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"not a trait declaration: {e}") from e
 
 
 _REGISTRY: dict[str, TraitSpec] = {}

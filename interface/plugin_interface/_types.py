@@ -37,6 +37,7 @@ __all__ = [
     "Size",
     "U32",
     "U64",
+    "ctype_by_name",
     "ctype_for_annotation",
 ]
 
@@ -119,3 +120,14 @@ def ctype_for_annotation(annotation: object) -> CType | None:
         return _VOCABULARY.get(annotation)
     except TypeError:  # unhashable annotation
         return None
+
+
+_BY_NAME: dict[str, CType] = {ct.name: ct for ct in _VOCABULARY.values()}
+
+
+def ctype_by_name(name: str) -> CType:
+    """The :class:`CType` called ``name`` (``"CStr"``), as :attr:`CType.name` spells it.
+
+    :raises KeyError: for a name outside the vocabulary.
+    """
+    return _BY_NAME[name]

@@ -33,12 +33,15 @@ from __future__ import annotations
 
 import enum
 import os
+from collections.abc import Sequence
 from pathlib import Path
+
+from plugin_interface import TraitSpec
 
 from ..loading._library import Library
 from ..loading._policy import LoadPolicy, sha256_of
 from ..loading._precheck import Image, fast_precheck, open_checked, precheck, precheck_image
-from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober
+from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober, host_identity, probe_traits
 
 __all__ = ["Admission", "ProbeMode"]
 
@@ -108,12 +111,20 @@ class Admission:
         return not self.policy.needs_contents and self.probe is not ProbeMode.ALWAYS
 
     def open_library(
-        self, path: Path, *, copy_on_load: bool, dir_stat: os.stat_result | None = None, admitted: bool = False
+        self,
+        path: Path,
+        *,
+        copy_on_load: bool,
+        dir_stat: os.stat_result | None = None,
+        admitted: bool = False,
+        traits: Sequence[TraitSpec] = (),
     ) -> Library:
         """Admit and open ``path``.
 
         :param dir_stat: ``os.stat`` of ``path``'s directory, when the caller has it.
         :param admitted: :meth:`admitted_in_place` said ``True`` for the file: it is opened straight away.
+        :param traits: the traits the caller will register (the probe runs them, and every declared
+            trait the file names).
         :raises InsecurePluginError: refused by the policy.
         :raises NotASharedLibraryError: not a loadable shared library, truncated,
             or built for another machine (:class:`ArchitectureMismatchError`).
@@ -138,10 +149,20 @@ class Admission:
                 os.close(fd)
         # Untrusted, probed, hashed or asked for: load a private copy of bytes read once.
         return Library(
-            path, copy_on_load=True, inspect=lambda copy, data, st: self._inspect(path, dir_st, copy, data, st)
+            path,
+            copy_on_load=True,
+            inspect=lambda copy, data, st: self._inspect(path, dir_st, copy, data, st, traits),
         )
 
-    def _inspect(self, path: Path, dir_st: os.stat_result | None, copy: Path, data: bytes, st: os.stat_result) -> None:
+    def _inspect(
+        self,
+        path: Path,
+        dir_st: os.stat_result | None,
+        copy: Path,
+        data: bytes,
+        st: os.stat_result,
+        traits: Sequence[TraitSpec],
+    ) -> None:
         trusted = self.policy.check_permissions(path, st, dir_st)
         probing = self._probes(trusted)
         symbols: list[str] = []
@@ -154,7 +175,8 @@ class Admission:
         sha256 = sha256_of(data)
         self.policy.check_contents(path, sha256)
         if probing:
-            self.prober.probe(path, copy, ProbeKey.of(path, st, sha256), symbols)
+            chosen = probe_traits(symbols, traits)
+            self.prober.probe(path, copy, ProbeKey.of(path, st, sha256, host_identity(chosen)), chosen)
 
 
 def _dir_stat(path: Path) -> os.stat_result | None:

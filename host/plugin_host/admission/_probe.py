@@ -1,12 +1,14 @@
 """The isolated probe: try a library in a short-lived child process first.
 
 Python cannot catch a SIGSEGV, an ``exit()`` or a hang inside a plugin's
-constructors or makers.  The probe loads the library in a child process
-(a fresh interpreter started with ``subprocess``, i.e. fork+exec: never a bare
-``fork`` of a host whose watcher threads are running), runs its constructors,
-calls every maker and unmaker once, and reports back over a pipe (a version
-handshake, length-prefixed JSON frames, a size cap; see
-:mod:`plugin_host._probe_child`).
+constructors or makers, nor in the host's own reads of the plugin's data.
+The probe loads the library in a child process (a fresh interpreter started
+with ``subprocess``, i.e. fork+exec: never a bare ``fork`` of a host whose
+watcher threads are running) and runs there the host's own pipeline
+(:func:`plugin_host.registry.exercise`: descriptor, aggregate or makers,
+every registration read, release, unmaker counter) for every trait the host
+knows that the file names; it reports back over a pipe (a version handshake,
+length-prefixed JSON frames, a size cap; see :mod:`._probe_child`).
 
 - A signal, an ``exit()`` or a hang past the timeout raises
   :class:`~plugin_host.errors.ProbeCrashedError` (``.signal``),
@@ -16,7 +18,9 @@ handshake, length-prefixed JSON frames, a size cap; see
   blocklist keyed by (path, size, mtime, SHA-256): until it changes, loading it
   raises :class:`~plugin_host.errors.BlockedPluginError` without a new probe.
 - A clean probe is cached on the same key, so a restart does not probe an
-  unchanged file again.
+  unchanged file again.  The key also names this host (its version, the
+  probe protocol, which checks run, the traits probed): an upgraded host, or
+  one that knows other traits, probes again.
 - A failure the host reports safely by itself (the loader refuses the file, a
   maker returns NULL, a malformed array) is neither blocked nor cached: the
   in-process load that follows raises the usual typed error.
@@ -28,6 +32,8 @@ The blocklist and the cache are one JSON file,
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import json
 import os
 import selectors
@@ -38,11 +44,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from plugin_interface import NotASharedLibraryError
+import plugin_interface
+from plugin_interface import NotASharedLibraryError, TraitSpec, declared_traits
 
+from ..loading import _accel
 from ..loading._copies import write_private_copy
 from ..loading._policy import sha256_of
 from ..loading._precheck import Image, open_image, precheck_image
@@ -54,6 +64,7 @@ from ._errors import (
     ProbeProtocolError,
     ProbeTimeoutError,
 )
+from ._probe_child import PROTOCOL
 
 __all__ = [
     "DEFAULT_PROBE_TIMEOUT_S",
@@ -63,12 +74,12 @@ __all__ = [
     "ProbeKey",
     "ProbeResult",
     "default_cache_dir",
+    "host_identity",
+    "probe_traits",
     "probe_library",
     "run_probe",
 ]
 
-#: Protocol version spoken with :mod:`._probe_child`.
-PROTOCOL = 1
 #: A child that takes longer than this (in seconds) is killed.
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 #: A child's report may not exceed this many bytes.
@@ -77,7 +88,7 @@ MAX_REPORT_BYTES = 256 * 1024
 MAX_STDERR_BYTES = 4096
 #: Cache entries kept (oldest dropped first).
 MAX_CACHE_ENTRIES = 4096
-_CHILD = Path(__file__).with_name("_probe_child.py")
+_CHILD_MODULE = "plugin_host.admission._probe_child"
 
 
 def default_cache_dir() -> Path:
@@ -86,22 +97,57 @@ def default_cache_dir() -> Path:
     return Path(base) / "plugin-host"
 
 
+@functools.cache
+def _host_version() -> str:
+    try:
+        return version("plugin-host")
+    except PackageNotFoundError:  # pragma: no cover - a source tree
+        return "unknown"
+
+
+def host_identity(traits: Sequence[TraitSpec]) -> str:
+    """What a probe verdict depends on besides the file: this host's version, the probe
+    protocol, which checks run (C or Python) and the traits probed (their declarations)."""
+    declarations = json.dumps(sorted((t.to_json() for t in traits), key=lambda d: str(d["name"])), sort_keys=True)
+    digest = hashlib.sha256(declarations.encode()).hexdigest()[:16]
+    checks = "C" if _accel.enabled() else "Python"
+    return f"plugin-host {_host_version()}/probe {PROTOCOL}/checks {checks}/traits {digest}"
+
+
+def probe_traits(symbols: Iterable[str], requested: Iterable[TraitSpec] = ()) -> list[TraitSpec]:
+    """The traits a probe runs: those requested and every declared one that ``symbols`` name.
+
+    :param symbols: the file's ``plugin_*`` names (from the pre-check).
+    """
+    names = list(symbols)
+    chosen: dict[str, TraitSpec] = {}
+    for spec in [*requested, *declared_traits().values()]:
+        if spec.name in chosen:
+            continue
+        prefixes = (f"plugin_register_all_{spec.name}_v", f"plugin_register_{spec.name}_")
+        if any(n.startswith(prefixes) for n in names):
+            chosen[spec.name] = spec
+    return list(chosen.values())
+
+
 @dataclass(frozen=True)
 class ProbeKey:
-    """What identifies one version of a file: path, size, mtime and content hash."""
+    """What identifies one probe verdict: the file's path, size, mtime and content
+    hash, and the host that probed it (:func:`host_identity`)."""
 
     path: str
     size: int
     mtime_ns: int
     sha256: str
+    host: str = ""
 
     @classmethod
-    def of(cls, path: str | os.PathLike[str], st: os.stat_result, sha256: str) -> ProbeKey:
+    def of(cls, path: str | os.PathLike[str], st: os.stat_result, sha256: str, host: str = "") -> ProbeKey:
         """The key of the bytes with hash ``sha256`` read from ``path`` (``st`` from their ``fstat``)."""
-        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns, sha256)
+        return cls(os.path.abspath(path), st.st_size, st.st_mtime_ns, sha256, host)
 
     def __str__(self) -> str:
-        return f"{self.sha256}:{self.size}:{self.mtime_ns}:{self.path}"
+        return f"{self.sha256}:{self.size}:{self.mtime_ns}:{self.path}:{self.host}"
 
 
 @dataclass(frozen=True)
@@ -198,16 +244,26 @@ def _frames(buffer: bytes) -> tuple[list[dict[str, object]], bytes]:
     return frames, buffer
 
 
+def _child_command(write_fd: int) -> list[str]:
+    """The child's command line: an isolated interpreter (no PYTHONPATH, no user site)
+    that imports this very host (its package directories are put first on ``sys.path``)."""
+    host = Path(__file__).resolve().parents[2]  # the directory holding plugin_host
+    interface = Path(plugin_interface.__file__ or "").resolve().parents[1]
+    roots = list(dict.fromkeys([str(host), str(interface)]))
+    bootstrap = f"import sys; sys.path[:0] = {roots!r}; from {_CHILD_MODULE} import main; sys.exit(main())"
+    return [sys.executable, "-I", "-c", bootstrap, str(write_fd)]
+
+
 def run_probe(
     load_path: str | os.PathLike[str],
-    symbols: list[str],
+    traits: Sequence[TraitSpec],
     *,
     path: str | os.PathLike[str] | None = None,
     timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
 ) -> ProbeResult:
     """Probe ``load_path`` in a child process (no cache).
 
-    :param symbols: candidate ``plugin_*`` names (the child calls the ones exported).
+    :param traits: the traits to run the pipeline for (:func:`probe_traits`).
     :param path: the name to report (default ``load_path``), e.g. the original of a private copy.
     :raises ProbeCrashedError: the child died of a signal.
     :raises ProbeExitedError: the child exited before reporting.
@@ -219,7 +275,7 @@ def run_probe(
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(_CHILD), str(write_fd)],
+            _child_command(write_fd),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -236,7 +292,14 @@ def run_probe(
     frames: list[dict[str, object]] = []
     stderr = b""
     try:
-        request = json.dumps({"protocol": PROTOCOL, "path": os.fspath(load_path), "symbols": symbols}).encode()
+        request = json.dumps(
+            {
+                "protocol": PROTOCOL,
+                "path": os.fspath(load_path),
+                "traits": [t.to_json() for t in traits],
+                "accel": _accel.enabled(),
+            }
+        ).encode()
         assert proc.stdin is not None and proc.stderr is not None
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.write(request)
@@ -330,7 +393,11 @@ class Prober:
         self.cache = ProbeCache(cache_dir)
 
     def probe(
-        self, path: str | os.PathLike[str], load_path: str | os.PathLike[str], key: ProbeKey, symbols: list[str]
+        self,
+        path: str | os.PathLike[str],
+        load_path: str | os.PathLike[str],
+        key: ProbeKey,
+        traits: Sequence[TraitSpec],
     ) -> ProbeResult:
         """Probe ``load_path`` (the bytes of ``key``) unless the cache knows them.
 
@@ -343,7 +410,7 @@ class Prober:
         if entry is not None and entry.get("status") == "clean":
             return ProbeResult(os.fspath(path), True, cached=True)
         try:
-            result = run_probe(load_path, symbols, path=path, timeout_s=self.timeout_s)
+            result = run_probe(load_path, traits, path=path, timeout_s=self.timeout_s)
         except ProbeError as e:
             self.cache.put(key, "blocked", f"{type(e).__name__}: {e}")
             raise
@@ -358,6 +425,7 @@ def probe_library(
     timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
+    traits: Iterable[TraitSpec] = (),
 ) -> ProbeResult:
     """Pre-check and probe one library file without loading it into this process.
 
@@ -365,6 +433,7 @@ def probe_library(
     once, pre-checked, copied privately and the copy probed.
 
     :param use_cache: consult and update the blocklist and cache.
+    :param traits: traits to probe beside the declared ones the file names.
     :raises PluginError: the pre-check refused the file (typed), or the probe
         failed fatally (:class:`~plugin_host.errors.ProbeError`), or the file is
         blocked (:class:`~plugin_host.errors.BlockedPluginError`).
@@ -377,12 +446,12 @@ def probe_library(
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
     finally:
         os.close(fd)
-    symbols = precheck_image(Image(path, image.stat, data=data)).plugin_symbols()
+    chosen = probe_traits(precheck_image(Image(path, image.stat, data=data)).plugin_symbols(), traits)
     copy = write_private_copy(Path(path).name, data, path)
     try:
         if not use_cache:
-            return run_probe(copy, symbols, path=path, timeout_s=timeout_s)
-        key = ProbeKey.of(path, image.stat, sha256_of(data))
-        return Prober(timeout_s, cache_dir).probe(path, copy, key, symbols)
+            return run_probe(copy, chosen, path=path, timeout_s=timeout_s)
+        key = ProbeKey.of(path, image.stat, sha256_of(data), host_identity(chosen))
+        return Prober(timeout_s, cache_dir).probe(path, copy, key, chosen)
     finally:
         copy.unlink(missing_ok=True)

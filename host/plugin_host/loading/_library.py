@@ -162,6 +162,11 @@ class Library:
         address = self.symbol(unmaker_counter_symbol(trait))
         return int(_COUNTER_FN(address)())
 
+    def get_unmaker_counter_or_none(self, trait: str) -> int | None:
+        """:meth:`get_unmaker_counter`, or ``None`` when the library does not export it."""
+        address = self.find_symbol(unmaker_counter_symbol(trait))
+        return None if address is None else int(_COUNTER_FN(address)())
+
     def request_close(self) -> bool:
         """Close now if no registration set is alive, else when the last one is released.
 

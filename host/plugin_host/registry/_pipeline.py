@@ -1,30 +1,44 @@
-"""The registration pipeline: what the host does with an opened library.
+"""The registration pipeline: everything the host does with an opened library.
 
-:func:`register_trait` and :func:`unload_trait` are the two halves every
-load path runs -- the manager in-process, and the probe child before it
-(:mod:`plugin_host.admission`), so whatever the host will do with a library
-has already been done once where a crash cannot hurt.
+Two halves, and every load path runs exactly these: :func:`register_traits`
+(descriptor check, aggregate or makers, every registration read: names,
+vtables) and :func:`release_sets` (unregister per the ownership rule, then the
+unmaker counter).  The manager runs them in-process; the probe child
+(:mod:`plugin_host.admission`) runs them first, through :func:`exercise`, so
+whatever the host will do with a library has already been done once where a
+crash cannot hurt.  :func:`register_trait` and :func:`unload_trait` are the
+one-trait forms.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterable, Mapping
+
 from plugin_interface import (
+    PluginError,
     PluginTrait,
     SymbolNotFoundError,
     TraitLike,
     TraitNotImplementedError,
+    TraitSpec,
     maker_symbol,
     register_all_symbol,
     resolve_trait,
+    unmaker_counter_symbol,
 )
 
 from ..loading import Library
 from ._registrations import RegistrationSet, find_maker_types
 
 __all__ = [
+    "Exercised",
+    "exercise",
     "register_greeter",
     "register_trait",
+    "register_traits",
     "register_transformer",
+    "release_sets",
     "unload_greeter",
     "unload_trait",
     "unload_transformer",
@@ -85,3 +99,101 @@ def register_transformer(library: Library) -> RegistrationSet:
 def unload_transformer(library: Library, array: RegistrationSet) -> int | None:
     """:func:`unload_trait` for a Transformer array: release it, return the counter."""
     return unload_trait(library, array)
+
+
+def register_traits(
+    library: Library, required: Iterable[TraitSpec], optional: Iterable[TraitSpec] = ()
+) -> dict[str, RegistrationSet]:
+    """Register every ``required`` trait and whichever ``optional`` ones the library implements.
+
+    On failure every set made is released first (nothing is left half-made),
+    and the library is left open for the caller to close.
+
+    :returns: trait name -> its registrations.
+    :raises TraitNotImplementedError: a required trait is not implemented, or
+        no trait at all when only optional ones were asked for.
+    :raises PluginError: a trait is implemented but broken (typed, as :func:`register_trait`).
+    """
+    sets: dict[str, RegistrationSet] = {}
+    try:
+        for spec in required:
+            sets[spec.name] = register_trait(library, spec)
+        tried = []
+        for spec in optional:
+            if spec.name in sets:
+                continue
+            tried.append(spec.name)
+            # Not implemented is fine here; implemented but broken is not.
+            with contextlib.suppress(TraitNotImplementedError):
+                sets[spec.name] = register_trait(library, spec)
+        if not sets:
+            names = ", ".join(tried) or "none declared"
+            raise TraitNotImplementedError(
+                library.path, names, register_all_symbol("<Trait>"), f"implements no known trait: {names}"
+            )
+    except BaseException:
+        release_sets(library, sets)
+        raise
+    return sets
+
+
+def release_sets(library: Library, sets: Mapping[str, RegistrationSet]) -> dict[str, int | None]:
+    """Release each set not yet released (:func:`unload_trait`); the counters per trait.
+
+    A set already released elsewhere is skipped, and every other set is
+    still released when one release raises (the first error is raised at the end).
+    """
+    counters: dict[str, int | None] = {}
+    first: BaseException | None = None
+    for name, regset in sets.items():
+        if regset.is_released:
+            continue
+        try:
+            counters[name] = unload_trait(library, regset)
+        except BaseException as e:  # finish the rest first: nothing may stay made
+            first = first or e
+    if first is not None:
+        raise first
+    return counters
+
+
+class Exercised:
+    """What :func:`exercise` did: per trait, the registrations made and the final counter.
+
+    :ivar made: trait name -> number of registrations made (and released).
+    :ivar counters: trait name -> the unmaker counter after the release (``None`` if not exported).
+    :ivar problems: failures the host reports safely in-process (typed errors, as ``"Type: message"``).
+    """
+
+    def __init__(self) -> None:
+        self.made: dict[str, int] = {}
+        self.counters: dict[str, int | None] = {}
+        self.problems: list[str] = []
+
+
+def exercise(library: Library, traits: Iterable[TraitSpec], step: Callable[[str], None]) -> Exercised:
+    """Run the whole pipeline once per trait, as the host will: register, then release.
+
+    The probe child's job.  ``step(name)`` is called before each stage that
+    runs plugin code or reads plugin memory, so a crash can be placed.
+
+    :returns: what was made; a typed failure is recorded, not raised (the
+        host would raise it in-process just as safely).
+    """
+    done = Exercised()
+    for spec in traits:
+        step(register_all_symbol(spec))
+        try:
+            sets = register_traits(library, [spec])
+        except TraitNotImplementedError:
+            continue
+        except PluginError as e:
+            done.problems.append(f"{type(e).__name__}: {e}")
+            continue
+        done.made[spec.name] = len(sets[spec.name].registrations)
+        step(unmaker_counter_symbol(spec))
+        try:
+            done.counters.update(release_sets(library, sets))
+        except PluginError as e:
+            done.problems.append(f"{type(e).__name__}: {e}")
+    return done
