@@ -49,8 +49,9 @@ def checks_off() -> Iterator[None]:
         copy_on_load: bool,
         dir_stat: os.stat_result | None = None,
         admitted: bool = False,
+        traits: object = (),
     ) -> Library:
-        return Library(path, copy_on_load=copy_on_load)
+        return Library.from_private_copy(path) if copy_on_load else Library(path)
 
     def none_checked(
         self: admission.Admission, paths: list[Path], dir_stat: os.stat_result | None, *, copy_on_load: bool

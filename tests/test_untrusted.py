@@ -326,7 +326,7 @@ def test_file_swapped_during_load(good: Path, sayer: Path, tmp_path: Path) -> No
     truncated.write_bytes(sayer.read_bytes()[:5000])
     setup = f"""
 import os
-import plugin_host.loading._library as L
+import plugin_host.loading._copies as L
 real = L.write_private_copy
 def swapping(name, data, path):
     if str(path) == {str(target)!r}:

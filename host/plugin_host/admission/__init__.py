@@ -7,7 +7,7 @@ process first, so it sits above :mod:`plugin_host.registry`.
 
 from __future__ import annotations
 
-from ._admission import Admission, ProbeMode
+from ._admission import Admission, AdmittedImage, ProbeMode
 from ._errors import (
     BlockedPluginError,
     ProbeCrashedError,
@@ -20,6 +20,7 @@ from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeCache, ProbeKey, Prober, Probe
 
 __all__ = [
     "DEFAULT_PROBE_TIMEOUT_S",
+    "AdmittedImage",
     "Admission",
     "BlockedPluginError",
     "ProbeCrashedError",

@@ -1,7 +1,8 @@
-"""Admission of one plugin file: load policy -> pre-check -> probe -> open.
+"""Admission of one plugin file: load policy -> pre-check -> hash -> probe, then open.
 
 Every library a :class:`~plugin_host.PluginManager` opens goes through
-:meth:`Admission.open_library`, in this order:
+:meth:`Admission.admit`, in this order, which yields an :class:`AdmittedImage`
+(the file to open); :class:`~plugin_host.loading.Library` then only opens it:
 
 1. **Policy** (:class:`~plugin_host.LoadPolicy`): ownership and write
    permissions of the file and its directory, read with ``fstat`` on the file
@@ -10,7 +11,7 @@ Every library a :class:`~plugin_host.PluginManager` opens goes through
    plugin symbols; no ``dlopen`` yet.
 3. **Probe** (:mod:`._probe`), when enabled: a child process loads the same
    bytes first.
-4. **Open**: ``dlopen`` of those bytes.
+4. **Open**: ``dlopen`` of those bytes (:meth:`Admission.open_library`).
 
 Check and load see the same bytes whenever that matters: a file loaded from a
 private copy (``copy_on_load``, every :meth:`~plugin_host.PluginManager.reload`,
@@ -34,16 +35,39 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from plugin_interface import TraitSpec
 
+from ..loading._copies import make_private_copy
 from ..loading._library import Library
 from ..loading._policy import LoadPolicy, sha256_of
 from ..loading._precheck import Image, fast_precheck, open_checked, precheck, precheck_image
 from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober, host_identity, probe_traits
 
-__all__ = ["Admission", "ProbeMode"]
+__all__ = ["AdmittedImage", "Admission", "ProbeMode"]
+
+
+@dataclass(frozen=True)
+class AdmittedImage:
+    """What :meth:`Admission.admit` let through: the file to open, and why it may be.
+
+    :ivar path: the file the caller asked for.
+    :ivar load_path: the file to ``dlopen``: ``path`` itself, or a private copy of
+        the very bytes that were checked (then it must be opened, or removed).
+    :ivar trusted: only this user or root could have written it (else the policy
+        let an insecure file through: it was copied, and probed unless probing is off).
+    """
+
+    path: Path
+    load_path: Path
+    trusted: bool
+
+    @property
+    def is_private_copy(self) -> bool:
+        """Whether :attr:`load_path` is a private copy."""
+        return self.load_path != self.path
 
 
 class ProbeMode(enum.Enum):
@@ -110,6 +134,53 @@ class Admission:
         """Whether a trusted file may be loaded in place (no hash, no probe asked for)."""
         return not self.policy.needs_contents and self.probe is not ProbeMode.ALWAYS
 
+    def admit(
+        self,
+        path: Path,
+        *,
+        copy_on_load: bool,
+        dir_stat: os.stat_result | None = None,
+        admitted: bool = False,
+        traits: Sequence[TraitSpec] = (),
+    ) -> AdmittedImage:
+        """Decide whether ``path`` may be opened, and which file to open.
+
+        :param dir_stat: ``os.stat`` of ``path``'s directory, when the caller has it.
+        :param admitted: :meth:`admitted_in_place` said ``True`` for the file: it is admitted in place.
+        :param traits: the traits the caller will register (the probe runs them, and every declared
+            trait the file names).
+        :returns: the file to open: ``path`` itself, or a private copy of the bytes checked
+            (the caller owns the copy: hand it to :class:`~plugin_host.loading.Library`).
+        :raises InsecurePluginError: refused by the policy.
+        :raises NotASharedLibraryError: not a loadable shared library, truncated,
+            or built for another machine (:class:`ArchitectureMismatchError`).
+        :raises NoPluginSymbolsError: no plugin symbol at all.
+        :raises ProbeError: the probe child crashed, exited or hung.
+        :raises BlockedPluginError: the same bytes failed a probe before.
+        """
+        if admitted:
+            return AdmittedImage(path, path, trusted=True)
+        # A directory load stats the directory once for all its files (the
+        # caller passes it); that saves a third of the pre-check's syscalls.
+        dir_st = dir_stat if dir_stat is not None else _dir_stat(path)
+        if not copy_on_load and self._in_place():
+            fd, st = open_checked(path)
+            try:
+                if self.policy.check_permissions(path, st, dir_st):
+                    precheck(path, st, fd=fd)
+                    return AdmittedImage(path, path, trusted=True)
+                # Untrusted: checked once, on the private copy's bytes below.
+            finally:
+                os.close(fd)
+        # Untrusted, probed, hashed or asked for: a private copy of bytes read once.
+        verdict: list[bool] = []
+
+        def inspect(copy: Path, data: bytes, st: os.stat_result) -> None:
+            verdict.append(self._inspect(path, dir_st, copy, data, st, traits))
+
+        copy = make_private_copy(path, inspect)
+        return AdmittedImage(path, copy, trusted=verdict[0])
+
     def open_library(
         self,
         path: Path,
@@ -119,40 +190,13 @@ class Admission:
         admitted: bool = False,
         traits: Sequence[TraitSpec] = (),
     ) -> Library:
-        """Admit and open ``path``.
+        """:meth:`admit` ``path``, then open what was admitted.
 
-        :param dir_stat: ``os.stat`` of ``path``'s directory, when the caller has it.
-        :param admitted: :meth:`admitted_in_place` said ``True`` for the file: it is opened straight away.
-        :param traits: the traits the caller will register (the probe runs them, and every declared
-            trait the file names).
-        :raises InsecurePluginError: refused by the policy.
-        :raises NotASharedLibraryError: not a loadable shared library, truncated,
-            or built for another machine (:class:`ArchitectureMismatchError`).
-        :raises NoPluginSymbolsError: no plugin symbol at all.
-        :raises ProbeError: the probe child crashed, exited or hung.
-        :raises BlockedPluginError: the same bytes failed a probe before.
-        :raises LibraryLoadError: the dynamic loader refused it.
+        :raises PluginError: as :meth:`admit`; :class:`LibraryLoadError` when the
+            dynamic loader refuses the admitted file.
         """
-        if admitted:
-            return Library(path)
-        # A directory load stats the directory once for all its files (the
-        # caller passes it); that saves a third of the pre-check's syscalls.
-        dir_st = dir_stat if dir_stat is not None else _dir_stat(path)
-        if not copy_on_load and self._in_place():
-            fd, st = open_checked(path)
-            try:
-                if self.policy.check_permissions(path, st, dir_st):
-                    precheck(path, st, fd=fd)
-                    return Library(path)
-                # Untrusted: checked once, on the private copy's bytes below.
-            finally:
-                os.close(fd)
-        # Untrusted, probed, hashed or asked for: load a private copy of bytes read once.
-        return Library(
-            path,
-            copy_on_load=True,
-            inspect=lambda copy, data, st: self._inspect(path, dir_st, copy, data, st, traits),
-        )
+        image = self.admit(path, copy_on_load=copy_on_load, dir_stat=dir_stat, admitted=admitted, traits=traits)
+        return Library(image.path, load_path=image.load_path)
 
     def _inspect(
         self,
@@ -162,7 +206,8 @@ class Admission:
         data: bytes,
         st: os.stat_result,
         traits: Sequence[TraitSpec],
-    ) -> None:
+    ) -> bool:
+        """Policy, pre-check, hash and probe of the bytes about to be loaded; whether they are trusted."""
         trusted = self.policy.check_permissions(path, st, dir_st)
         probing = self._probes(trusted)
         symbols: list[str] = []
@@ -171,12 +216,13 @@ class Admission:
         else:
             precheck(path, st, data=data)
             if not self.policy.needs_contents:
-                return
+                return trusted
         sha256 = sha256_of(data)
         self.policy.check_contents(path, sha256)
         if probing:
             chosen = probe_traits(symbols, traits)
             self.prober.probe(path, copy, ProbeKey.of(path, st, sha256, host_identity(chosen)), chosen)
+        return trusted
 
 
 def _dir_stat(path: Path) -> os.stat_result | None:

@@ -9,7 +9,7 @@ Above :mod:`plugin_host.formats`; knows nothing of registrations.
 
 from __future__ import annotations
 
-from ._copies import write_private_copy
+from ._copies import make_private_copy, write_private_copy
 from ._library import CallGate, Library
 from ._module import DynamicModule, ModuleFunction, find_module, parse_signature
 from ._policy import InsecurePluginError, LoadPolicy, sha256_of
@@ -26,6 +26,7 @@ __all__ = [
     "ModuleFunction",
     "Precheck",
     "fast_precheck",
+    "make_private_copy",
     "find_module",
     "open_checked",
     "open_image",

@@ -13,11 +13,15 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from plugin_interface import NotASharedLibraryError
 
-__all__ = ["write_private_copy"]
+from ..formats import READ_FLAGS, check_complete
+from ._precheck import check_regular
+
+__all__ = ["make_private_copy", "write_private_copy"]
 
 _copy_ids = itertools.count()
 _private_dir_lock = threading.Lock()
@@ -57,4 +61,36 @@ def write_private_copy(name: str, data: bytes, path: str | os.PathLike[str]) -> 
     except OSError as e:
         target.unlink(missing_ok=True)
         raise NotASharedLibraryError(path, f"cannot copy it for loading: {e.strerror or e}") from e
+    return target
+
+
+def make_private_copy(path: Path, inspect: Callable[[Path, bytes, os.stat_result], None] | None = None) -> Path:
+    """Read ``path`` once and write its bytes to a private copy; the copy's path.
+
+    :param inspect: called as ``inspect(copy, data, stat)`` after the copy is
+        written: ``data`` are the very bytes of the copy, ``stat`` the ``fstat``
+        of the file they were read from.  It refuses by raising (the copy is
+        removed).  Without it the copy is checked for truncation only.
+    :raises NotASharedLibraryError: the file cannot be read or copied, or is truncated.
+    """
+    # Read once, check and load those bytes: a file or symlink swapped
+    # after this read cannot reach the loader.
+    try:
+        fd = os.open(path, READ_FLAGS)
+        with open(fd, "rb") as src:
+            st = os.fstat(src.fileno())
+            check_regular(path, st)
+            data = src.read()
+    except OSError as e:
+        raise NotASharedLibraryError(path, f"cannot copy it for loading: {e.strerror or e}") from e
+    target = write_private_copy(path.name, data, path)
+    try:
+        if inspect is not None:
+            inspect(target, data, st)
+        else:
+            # A copy taken mid-write would make dlopen fault (SIGBUS) on the missing pages.
+            check_complete(target, path)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
     return target

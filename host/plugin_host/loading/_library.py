@@ -10,16 +10,14 @@ from pathlib import Path
 
 from plugin_interface import (
     LibraryLoadError,
-    NotASharedLibraryError,
     PluginUnloadedError,
     SymbolNotFoundError,
     unmaker_counter_symbol,
 )
 
-from ..formats import READ_FLAGS, check_complete, exported_symbols, sniff_format
+from ..formats import exported_symbols, sniff_format
 from . import _os
-from ._copies import write_private_copy
-from ._precheck import check_regular
+from ._copies import make_private_copy
 
 __all__ = ["CallGate", "Library"]
 
@@ -65,25 +63,23 @@ class Library:
     is open; :meth:`close` must not race with itself (the manager serialises).
     """
 
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        *,
-        copy_on_load: bool = False,
-        inspect: Callable[[Path, bytes, os.stat_result], None] | None = None,
-    ) -> None:
-        """Open ``path`` (from a private copy with ``copy_on_load``).
+    def __init__(self, path: str | os.PathLike[str], *, load_path: str | os.PathLike[str] | None = None) -> None:
+        """Open ``load_path`` (default ``path``) with the dynamic loader.
 
-        :param inspect: with ``copy_on_load``, called as ``inspect(copy, data,
-            stat)`` after the copy is written and before it is opened: ``data``
-            are the very bytes of the copy, ``stat`` the ``fstat`` of the file
-            they were read from.  It refuses by raising (the copy is removed).
-            Without it the copy is checked for truncation only.
+        Nothing is checked here: :class:`~plugin_host.admission.Admission`
+        decides what may be opened (policy, pre-check, hash, probe) and hands
+        over the file to open, which is ``path`` itself or a private copy of
+        the bytes it checked.  A private copy belongs to the library from then
+        on: it is removed at :meth:`close`, or at once if the loader refuses it.
+
+        :param path: the file the user asked for (what errors and ``path`` name).
+        :param load_path: the file to open, when it differs (a private copy).
+        :raises NotASharedLibraryError: the loader refused a file that is no
+            shared library at all (a directory, empty, text...).
+        :raises LibraryLoadError: the loader refused it (with its message).
         """
         self.path = path if isinstance(path, Path) and path.is_absolute() else Path(path).absolute()
-        self.load_path = self.path
-        if copy_on_load:
-            self.load_path = self._make_private_copy(inspect)
+        self.load_path = self.path if load_path is None else Path(load_path)
         try:
             self._handle: int | None = _os.open_library(str(self.load_path))
         except OSError as e:
@@ -96,28 +92,13 @@ class Library:
         self.handles = 0  # registration sets alive on this library
         self._close_requested = False
 
-    def _make_private_copy(self, inspect: Callable[[Path, bytes, os.stat_result], None] | None) -> Path:
-        # Read once, check and load those bytes: a file or symlink swapped
-        # after this read cannot reach the loader.
-        try:
-            fd = os.open(self.path, READ_FLAGS)
-            with open(fd, "rb") as src:
-                st = os.fstat(src.fileno())
-                check_regular(self.path, st)
-                data = src.read()
-        except OSError as e:
-            raise NotASharedLibraryError(self.path, f"cannot copy it for loading: {e.strerror or e}") from e
-        target = write_private_copy(self.path.name, data, self.path)
-        try:
-            if inspect is not None:
-                inspect(target, data, st)
-            else:
-                # A copy taken mid-write would make dlopen fault (SIGBUS) on the missing pages.
-                check_complete(target, self.path)
-        except BaseException:
-            target.unlink(missing_ok=True)
-            raise
-        return target
+    @classmethod
+    def from_private_copy(
+        cls, path: str | os.PathLike[str], inspect: Callable[[Path, bytes, os.stat_result], None] | None = None
+    ) -> Library:
+        """Copy ``path`` privately (:func:`~plugin_host.loading.make_private_copy`) and open the copy."""
+        target = Path(path).absolute()
+        return cls(target, load_path=make_private_copy(target, inspect))
 
     def _remove_private_copy(self) -> None:
         if self.load_path != self.path:
