@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from conftest import CompilePlugin, run_isolated
 from plugin_host.formats import ELF_MACHINES, host_elf_identity, machine_name
-from untrusted_sources import GREETER, INCONSISTENT, PLAIN
+from untrusted_sources import DESCRIPTOR_SOURCE, DUPLICATE_MAKERS, GREETER, HOSTILE_DATA, INCONSISTENT, PLAIN
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="ELF/Linux catalog")
 
@@ -364,3 +364,22 @@ except NotASharedLibraryError as e:
 def test_catalog_has_at_least_15_cases() -> None:
     cases = [name for name in globals() if name.startswith("test_") and name != "test_catalog_has_at_least_15_cases"]
     assert len(cases) >= 15
+
+
+@pytest.mark.parametrize("c_path", [False, True], ids=["python-path", "c-path"])
+def test_a_registration_listed_twice_is_refused_not_freed_twice(
+    good: Path, compile_plugin: CompilePlugin, c_path: bool
+) -> None:
+    """Released entry by entry (no plugin_unregister_all), a duplicate would be unmade twice: a double free."""
+    sources = {"dup.c": HOSTILE_DATA, **({"descriptor.c": DESCRIPTOR_SOURCE} if c_path else {})}
+    bad = compile_plugin("dup", sources, defines=("DUPLICATE_ENTRY",))
+    outcome = run_case(good, bad)
+    _expect(outcome, "InconsistentArrayError", "registrations[1] is registrations[0] again", bad)
+    assert outcome["attrs"]["symbol"] == "plugin_register_all_Greeter_v1"
+
+
+def test_two_makers_returning_one_registration_are_refused(good: Path, compile_plugin: CompilePlugin) -> None:
+    bad = compile_plugin("dupmakers", DUPLICATE_MAKERS)
+    outcome = run_case(good, bad)
+    _expect(outcome, "InconsistentArrayError", "returned the registration plugin_register_Greeter_A_v1 made", bad)
+    assert outcome["attrs"]["symbol"] == "plugin_register_Greeter_B_v1"

@@ -81,7 +81,8 @@ PLAIN = "int plain_add(int a, int b) { return a + b; }\n"
 #: reveal (its makers and unmakers run fine): GARBAGE_TRAIT_NAME, GARBAGE_TYPE_NAME
 #: and GARBAGE_VTABLE point into unmapped memory; COUNTER_AS_DATA exports
 #: plugin_unmaker_counter_Greeter_v1 as data, not a function; ABS_DESCRIPTOR
-#: exports plugin_abi_descriptor_Greeter_v1 at an absolute address.  Without a
+#: exports plugin_abi_descriptor_Greeter_v1 at an absolute address; DUPLICATE_ENTRY
+#: lists one registration twice and has no plugin_unregister_all.  Without a
 #: define it is a good plugin (type "Data").  Link it with DESCRIPTOR_SOURCE for
 #: a byte-identical descriptor (the C load path).
 HOSTILE_DATA = r"""
@@ -139,18 +140,31 @@ static void unmake(PluginRegistration *r) {
     unmade++;
 }
 
+#if defined(DUPLICATE_ENTRY)
+/* The same registration twice, and no plugin_unregister_all: releasing entry
+ * by entry through the factories would free it twice. */
+static const PluginRegistrationFactory factories[2] = {{make, unmake}, {make, unmake}};
+static PluginRegistration *entries[2];
+static PluginRegistrationArray array = {entries, 2, factories};
+#else
 static const PluginRegistrationFactory factories[1] = {{make, unmake}};
 static PluginRegistration *entries[1];
 static PluginRegistrationArray array = {entries, 1, factories};
+#endif
 
 PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_Greeter_v1(void);
 PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_Greeter_v1(void) {
     entries[0] = make();
+#if defined(DUPLICATE_ENTRY)
+    entries[1] = entries[0];
+#endif
     return entries[0] ? &array : NULL;
 }
 
+#if !defined(DUPLICATE_ENTRY)
 PLUGIN_EXPORT void plugin_unregister_all_Greeter_v1(PluginRegistrationArray *a);
 PLUGIN_EXPORT void plugin_unregister_all_Greeter_v1(PluginRegistrationArray *a) { unmake(a->registrations[0]); }
+#endif
 
 #if defined(COUNTER_AS_DATA)
 PLUGIN_EXPORT extern const size_t plugin_unmaker_counter_Greeter_v1;
@@ -177,4 +191,58 @@ PLUGIN_EXPORT const GreeterAbiDescriptor plugin_abi_descriptor_Greeter_v1 = {
      (uint32_t)sizeof(PluginRegistration), (uint32_t)sizeof(GreeterVTable), PLUGIN_TRAIT_METHOD_COUNT_Greeter,
      PLUGIN_TRAIT_FINGERPRINT_Greeter},
     {PLUGIN_TRAIT_METHOD_FINGERPRINTS_Greeter}};
+"""
+
+#: Two host-owned makers that hand out the same registration: releasing each
+#: through its own unmaker would free it twice.
+DUPLICATE_MAKERS = r"""
+/* duplicate_makers.c -- plugin_register_Greeter_A_v1 and _B_v1 return one pointer. */
+#include <stdlib.h>
+#include <string.h>
+#include "plugin_interface.h"
+#include "plugin_trait_greeter.h"
+
+static char *hello(void *self, const char *name) {
+    (void)self;
+    (void)name;
+    char *out = malloc(sizeof "hello");
+    if (out) {
+        memcpy(out, "hello", sizeof "hello");
+    }
+    return out;
+}
+
+static void release(void *p) { free(p); }
+
+static const GreeterVTable vtable = {.size = sizeof(GreeterVTable), .greet = hello};
+static PluginRegistration *shared;
+
+static PluginRegistration *make(void) {
+    if (!shared) {
+        shared = calloc(1, sizeof *shared);
+        if (!shared) {
+            return NULL;
+        }
+        shared->struct_size = sizeof *shared;
+        shared->abi_version = PLUGIN_ABI_VERSION;
+        shared->trait_name = "Greeter";
+        shared->trait_version = PLUGIN_TRAIT_VERSION_Greeter;
+        shared->type_name = "Shared";
+        shared->vtable = &vtable;
+        shared->vtable_size = (uint32_t)sizeof vtable;
+        shared->free_memory = release;
+    }
+    return shared;
+}
+
+static void unmake(PluginRegistration *r) { free(r); }
+
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_A_v1(void);
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_A_v1(void) { return make(); }
+PLUGIN_EXPORT void plugin_unregister_Greeter_A_v1(PluginRegistration *r);
+PLUGIN_EXPORT void plugin_unregister_Greeter_A_v1(PluginRegistration *r) { unmake(r); }
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_B_v1(void);
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_B_v1(void) { return make(); }
+PLUGIN_EXPORT void plugin_unregister_Greeter_B_v1(PluginRegistration *r);
+PLUGIN_EXPORT void plugin_unregister_Greeter_B_v1(PluginRegistration *r) { unmake(r); }
 """

@@ -355,6 +355,20 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
             return PH_FAIL;
         }
     }
+    /* The same registration twice would be unmade twice (a double free).  A
+     * quadratic look is cheap for the arrays plugins make; longer ones are
+     * left to the Python check (a set). */
+    if (array->len > PH_DUPLICATE_SCAN_MAX) {
+        out[1] = array->len;
+        return PH_UNSUPPORTED;
+    }
+    for (size_t i = 1; i < array->len; i++) {
+        for (size_t j = 0; j < i; j++) {
+            if (array->registrations[i] == array->registrations[j]) {
+                return PH_FAIL;
+            }
+        }
+    }
     out[1] = array->len;
     if (array->len > (out_words - PH_HEADER_WORDS) / (PH_RECORD_WORDS + usable)) {
         return PH_UNSUPPORTED;

@@ -62,6 +62,8 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
                     uintptr_t *out, size_t out_words, char *names, size_t names_len);
 
 #define PH_HEADER_WORDS 3
+/* Arrays longer than this are checked for duplicate registrations in Python. */
+#define PH_DUPLICATE_SCAN_MAX 64
 /* Per registration in out: address, instance, free_memory, trait_version,
  * vtable_size, then the usable method pointers. */
 #define PH_RECORD_WORDS 5

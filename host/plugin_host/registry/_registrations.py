@@ -429,9 +429,14 @@ class RegistrationSet:
             raise InconsistentArrayError(library.path, symbol, f"len is {length} but registrations is NULL")
         entries = struct.unpack(f"@{length}P", _read_bytes(regs_ptr, _POINTER_SIZE * length)) if length else ()
         factories = struct.unpack(f"@{2 * length}P", _read_bytes(factories_ptr, 2 * _POINTER_SIZE * length))
+        seen: dict[int, int] = {}
         for i, entry in enumerate(entries):
             if not entry:
                 raise InconsistentArrayError(library.path, symbol, f"registrations[{i}] is NULL")
+            first = seen.setdefault(entry, i)
+            if first != i:  # releasing it would run its unmaker twice: a double free
+                msg = f"registrations[{i}] is registrations[{first}] again ({entry:#x})"
+                raise InconsistentArrayError(library.path, symbol, msg)
             if not factories[2 * i] or not factories[2 * i + 1]:
                 raise InconsistentArrayError(library.path, symbol, f"factories[{i}] has a NULL maker or unmaker")
         made = cls(library, trait, [], array=address)
@@ -472,6 +477,12 @@ class RegistrationSet:
                 reg = MAKER_FN(maker)()
                 if not reg:
                     raise MakerReturnedNullError(library.path, maker_symbol(trait, type_name))
+                if reg in host_array[:i]:  # two makers, one registration: its release would free it twice
+                    other = pairs[list(host_array[:i]).index(reg)][0]
+                    msg = (
+                        f"{maker_symbol(trait, type_name)} returned the registration {maker_symbol(trait, other)} made"
+                    )
+                    raise InconsistentArrayError(library.path, maker_symbol(trait, type_name), msg)
                 host_array[i] = reg
                 made.registrations.append(
                     _read_registration(library, trait, reg, maker_symbol(trait, type_name), check)
