@@ -339,7 +339,7 @@ def test_host_owned_maker_returning_null_releases_the_others(
         with pytest.raises(MakerReturnedNullError):
             register_trait(library, PluginTrait.Greeter)
         assert library.get_unmaker_counter("Greeter") == 1
-        assert library.handles == 0
+        assert library.live_sets == 0
     finally:
         library.close()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import CompilePlugin, mapped_paths
 from plugin_host import PluginManager, PluginTrait
-from plugin_host.admission import ProbeCache, probe_library
+from plugin_host.admission import ProbeCache, ProbeStatus, probe_library
 from plugin_host.admission._probe import PROTOCOL, ProbeKey, run_probe
 from plugin_host.errors import BlockedPluginError, MakerReturnedNullError, ProbeCrashedError, ProbeProtocolError
 from untrusted_sources import DESCRIPTOR_SOURCE, GREETER, HOSTILE_DATA
@@ -103,7 +103,7 @@ def test_cache_keys_and_corrupt_file(tmp_path: Path) -> None:
     st = os.stat(tmp_path)
     key = ProbeKey.of(tmp_path / "libx.so", st, "ab" * 32)
     assert cache.get(key) is None
-    cache.put(key, "blocked", "ProbeTimeoutError: ...")
+    cache.put(key, ProbeStatus.BLOCKED, "ProbeTimeoutError: ...")
     assert ProbeCache(tmp_path).get(key) == {
         "status": "blocked",
         "reason": "ProbeTimeoutError: ...",

@@ -266,7 +266,7 @@ class PluginManager:
             try:
                 regset = register_traits(library, [spec])[spec.name]
             except BaseException:
-                if opened and library.handles == 0:
+                if opened and library.live_sets == 0:
                     library.close()
                 raise
             handle = PluginHandle(self, regset)
@@ -352,7 +352,7 @@ class PluginManager:
         try:
             return release_sets(library, {name: h.registration_set for name, h in handles.items()})
         finally:
-            if library.handles == 0:
+            if library.live_sets == 0:
                 self._close_library(path, library)
             else:  # sets made outside the manager: keep it until they are unloaded
                 self._retired[library] = {}
@@ -376,7 +376,7 @@ class PluginManager:
             for per_file in (self._handles.get(handle.path, {}), self._retired.get(library, {})):
                 if per_file.get(handle.trait.name) is handle:
                     del per_file[handle.trait.name]
-            if library.handles == 0:
+            if library.live_sets == 0:
                 self._close_library(handle.path, library)
             return counter
 

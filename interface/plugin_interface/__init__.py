@@ -16,6 +16,7 @@ from ._abi import (
     PluginRegistrationArray,
     PluginRegistrationFactory,
     SymbolName,
+    SymbolRole,
     abi_descriptor_symbol,
     library_filename,
     maker_symbol,
@@ -63,7 +64,7 @@ from ._traits import (
     declared_traits,
     resolve_trait,
 )
-from ._types import F64, I32, I64, U32, U64, Bool, Buffer, CStr, CType, MutBuffer, OwnedStr, Size
+from ._types import F64, I32, I64, U32, U64, Bool, Buffer, CStr, CType, MutBuffer, OwnedStr, Size, TypeKind
 
 __all__ = [
     "ABI_VERSION",
@@ -107,11 +108,13 @@ __all__ = [
     "Size",
     "SupportsUnmakerCounter",
     "SymbolName",
+    "SymbolRole",
     "SymbolNotFoundError",
     "TraitLike",
     "TraitNotImplementedError",
     "TraitSpec",
     "Transformer",
+    "TypeKind",
     "U32",
     "U64",
     "UnknownTraitError",

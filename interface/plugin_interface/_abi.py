@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import enum
 import functools
 import re
 import sys
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from ._traits import TraitSpec
 
 __all__ = [
+    "SymbolRole",
     "ABI_VERSION",
     "PluginAbiDescriptor",
     "PluginRegistration",
@@ -128,18 +130,28 @@ def abi_descriptor_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> str
     return f"plugin_abi_descriptor_{_name(trait)}_v{abi}"
 
 
+class SymbolRole(enum.StrEnum):
+    """What an exported symbol of the scheme is for (the value is its spelling in JSON dumps)."""
+
+    MAKER = "maker"
+    UNMAKER = "unmaker"
+    REGISTER_ALL = "register_all"
+    UNREGISTER_ALL = "unregister_all"
+    UNMAKER_COUNTER = "unmaker_counter"
+    ABI_DESCRIPTOR = "abi_descriptor"
+
+
 @dataclass(frozen=True)
 class SymbolName:
     """A parsed plugin symbol.
 
-    :ivar role: ``"maker"``, ``"unmaker"``, ``"register_all"``,
-        ``"unregister_all"``, ``"unmaker_counter"`` or ``"abi_descriptor"``.
+    :ivar role: what the symbol is for.
     :ivar trait: the trait name.
     :ivar type_name: the implementation type (makers and unmakers only).
     :ivar abi: the ``_vN`` version.
     """
 
-    role: str
+    role: SymbolRole
     trait: str
     type_name: str | None
     abi: int
@@ -159,10 +171,10 @@ def parse_symbol(symbol: str) -> SymbolName | None:
     """
     m = _AGGREGATE_RE.match(symbol)
     if m:
-        return SymbolName(m.group(1), m.group(2), None, int(m.group(3)))
+        return SymbolName(SymbolRole(m.group(1)), m.group(2), None, int(m.group(3)))
     m = _IMPL_RE.match(symbol)
     if m:
-        role = "maker" if m.group(1) == "register" else "unmaker"
+        role = SymbolRole.MAKER if m.group(1) == "register" else SymbolRole.UNMAKER
         return SymbolName(role, m.group(2), m.group(3), int(m.group(4)))
     return None
 

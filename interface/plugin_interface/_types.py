@@ -21,6 +21,7 @@ marker                  C                                   Python side
 from __future__ import annotations
 
 import ctypes
+import enum
 from dataclasses import dataclass
 from typing import Any, NewType
 
@@ -35,6 +36,7 @@ __all__ = [
     "MutBuffer",
     "OwnedStr",
     "Size",
+    "TypeKind",
     "U32",
     "U64",
     "ctype_by_name",
@@ -54,6 +56,17 @@ F64 = NewType("F64", float)
 Bool = NewType("Bool", bool)
 
 
+class TypeKind(enum.StrEnum):
+    """How the host converts a value of one marker (what :attr:`CType.kind` says)."""
+
+    SCALAR = "scalar"
+    CSTR = "cstr"
+    BUFFER = "buffer"
+    MUTBUFFER = "mutbuffer"
+    OWNEDSTR = "ownedstr"
+    VOID = "void"
+
+
 @dataclass(frozen=True)
 class CType:
     """How one marker crosses the boundary.
@@ -64,8 +77,7 @@ class CType:
     :ivar c_return: C return type, or ``None`` if it cannot be returned.
     :ivar cffi: cffi spellings of the expanded parameter(s) (or the return).
     :ivar ctypes_types: ctypes equivalents, parallel to ``cffi``.
-    :ivar kind: ``"scalar"``, ``"cstr"``, ``"buffer"``, ``"mutbuffer"``,
-        ``"ownedstr"`` or ``"void"``; how the host converts values.
+    :ivar kind: how the host converts values.
     """
 
     name: str
@@ -73,24 +85,24 @@ class CType:
     c_return: str | None
     cffi: tuple[str, ...]
     ctypes_types: tuple[Any, ...]
-    kind: str
+    kind: TypeKind
     python_type: type
 
 
 def _scalar(name: str, c: str, ct: Any, py: type) -> CType:
-    return CType(name, (c + " {name}",), c, (c,), (ct,), "scalar", py)
+    return CType(name, (c + " {name}",), c, (c,), (ct,), TypeKind.SCALAR, py)
 
 
 _VOCABULARY: dict[object, CType] = {
-    CStr: CType("CStr", ("const char *{name}",), None, ("const char *",), (ctypes.c_char_p,), "cstr", str),
-    OwnedStr: CType("OwnedStr", (), "char *", ("char *",), (ctypes.c_void_p,), "ownedstr", str),
+    CStr: CType("CStr", ("const char *{name}",), None, ("const char *",), (ctypes.c_char_p,), TypeKind.CSTR, str),
+    OwnedStr: CType("OwnedStr", (), "char *", ("char *",), (ctypes.c_void_p,), TypeKind.OWNEDSTR, str),
     Buffer: CType(
         "Buffer",
         ("const uint8_t *{name}", "size_t {name}_len"),
         None,
         ("const uint8_t *", "size_t"),
         (ctypes.c_void_p, ctypes.c_size_t),
-        "buffer",
+        TypeKind.BUFFER,
         bytes,
     ),
     MutBuffer: CType(
@@ -99,7 +111,7 @@ _VOCABULARY: dict[object, CType] = {
         None,
         ("uint8_t *", "size_t"),
         (ctypes.c_void_p, ctypes.c_size_t),
-        "mutbuffer",
+        TypeKind.MUTBUFFER,
         bytearray,
     ),
     I32: _scalar("I32", "int32_t", ctypes.c_int32, int),
@@ -109,8 +121,8 @@ _VOCABULARY: dict[object, CType] = {
     Size: _scalar("Size", "size_t", ctypes.c_size_t, int),
     F64: _scalar("F64", "double", ctypes.c_double, float),
     Bool: _scalar("Bool", "_Bool", ctypes.c_bool, bool),
-    None: CType("None", (), "void", ("void",), (None,), "void", type(None)),
-    type(None): CType("None", (), "void", ("void",), (None,), "void", type(None)),
+    None: CType("None", (), "void", ("void",), (None,), TypeKind.VOID, type(None)),
+    type(None): CType("None", (), "void", ("void",), (None,), TypeKind.VOID, type(None)),
 }
 
 

@@ -16,7 +16,16 @@ from ._errors import (
     ProbeProtocolError,
     ProbeTimeoutError,
 )
-from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeCache, ProbeKey, Prober, ProbeResult, default_cache_dir, probe_library
+from ._probe import (
+    DEFAULT_PROBE_TIMEOUT_S,
+    ProbeCache,
+    ProbeKey,
+    Prober,
+    ProbeResult,
+    ProbeStatus,
+    default_cache_dir,
+    probe_library,
+)
 
 __all__ = [
     "DEFAULT_PROBE_TIMEOUT_S",
@@ -32,6 +41,7 @@ __all__ = [
     "ProbeCache",
     "ProbeKey",
     "ProbeResult",
+    "ProbeStatus",
     "Prober",
     "default_cache_dir",
     "probe_library",

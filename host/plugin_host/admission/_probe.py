@@ -32,6 +32,7 @@ The blocklist and the cache are one JSON file,
 from __future__ import annotations
 
 import contextlib
+import enum
 import functools
 import hashlib
 import json
@@ -73,6 +74,7 @@ __all__ = [
     "ProbeCache",
     "ProbeKey",
     "ProbeResult",
+    "ProbeStatus",
     "default_cache_dir",
     "host_identity",
     "probe_traits",
@@ -95,6 +97,15 @@ def default_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/plugin-host`` (default ``~/.cache/plugin-host``)."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "plugin-host"
+
+
+class ProbeStatus(enum.StrEnum):
+    """What the probe cache records for one version of a file."""
+
+    #: Every step ran; the file loads without a new probe.
+    CLEAN = "clean"
+    #: The probe crashed, exited or hung; loading raises BlockedPluginError until the file changes.
+    BLOCKED = "blocked"
 
 
 @functools.cache
@@ -194,17 +205,17 @@ class ProbeCache:
         return {k: v for k, v in data["entries"].items() if isinstance(v, dict)}
 
     def get(self, key: ProbeKey) -> dict[str, object] | None:
-        """The entry recorded for ``key`` (``{"status": "clean" | "blocked", "reason": ...}``), or ``None``."""
+        """The entry recorded for ``key`` (``{"status": a ProbeStatus value, "reason": ...}``), or ``None``."""
         with self._lock:
             if self._entries is None:
                 self._entries = self._read()
             return self._entries.get(str(key))
 
-    def put(self, key: ProbeKey, status: str, reason: str = "") -> None:
+    def put(self, key: ProbeKey, status: ProbeStatus, reason: str = "") -> None:
         """Record ``status`` for ``key`` and save (best effort: an unwritable cache only costs re-probes)."""
         with self._lock:
             entries = self._read()
-            entries[str(key)] = {"status": status, "reason": reason, "time": time.time()}
+            entries[str(key)] = {"status": str(status), "reason": reason, "time": time.time()}
             if len(entries) > MAX_CACHE_ENTRIES:
                 oldest = sorted(entries, key=lambda k: float(entries[k].get("time", 0)))  # type: ignore[arg-type]
                 for k in oldest[: len(entries) - MAX_CACHE_ENTRIES]:
@@ -405,17 +416,17 @@ class Prober:
         :raises ProbeError: a new fatal failure (then recorded).
         """
         entry = self.cache.get(key)
-        if entry is not None and entry.get("status") == "blocked":
+        if entry is not None and entry.get("status") == ProbeStatus.BLOCKED:
             raise BlockedPluginError(path, str(entry.get("reason", "")), key.sha256)
-        if entry is not None and entry.get("status") == "clean":
+        if entry is not None and entry.get("status") == ProbeStatus.CLEAN:
             return ProbeResult(os.fspath(path), True, cached=True)
         try:
             result = run_probe(load_path, traits, path=path, timeout_s=self.timeout_s)
         except ProbeError as e:
-            self.cache.put(key, "blocked", f"{type(e).__name__}: {e}")
+            self.cache.put(key, ProbeStatus.BLOCKED, f"{type(e).__name__}: {e}")
             raise
         if result.clean:
-            self.cache.put(key, "clean")
+            self.cache.put(key, ProbeStatus.CLEAN)
         return result
 
 

@@ -21,6 +21,7 @@ from plugin_interface import (
     SymbolNotFoundError,
     TraitNotImplementedError,
     TraitSpec,
+    TypeKind,
     declared_traits,
     resolve_trait,
 )
@@ -215,9 +216,9 @@ def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[
     buffers: list[bytearray] = []
     for p, text in zip(spec.params, raw, strict=True):
         kind = p.ctype.kind
-        if kind == "cstr":
+        if kind is TypeKind.CSTR:
             values.append(text)
-        elif kind in ("buffer", "mutbuffer"):
+        elif kind in (TypeKind.BUFFER, TypeKind.MUTBUFFER):
             buf = bytearray(text.encode())
             buffers.append(buf)
             values.append(buf)

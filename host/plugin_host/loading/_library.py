@@ -89,7 +89,7 @@ class Library:
             sniff_format(self.path)
             raise LibraryLoadError(self.path, str(e)) from e
         self._symbols: list[str] | None = None
-        self.handles = 0  # registration sets alive on this library
+        self.live_sets = 0  # registration sets alive on this library (a count; see PluginManager.handles)
         self._close_requested = False
 
     @classmethod
@@ -156,7 +156,7 @@ class Library:
 
         :returns: whether the library was closed now.
         """
-        if self.handles == 0:
+        if self.live_sets == 0:
             self.close()
             return True
         self._close_requested = True
@@ -164,8 +164,8 @@ class Library:
 
     def release_handle(self) -> None:
         """Count one registration set as released (called by the set itself)."""
-        self.handles -= 1
-        if self.handles == 0 and self._close_requested:
+        self.live_sets -= 1
+        if self.live_sets == 0 and self._close_requested:
             self.close()
 
     def close(self) -> None:

@@ -23,7 +23,14 @@ import functools
 from typing import Any
 
 import cffi
-from plugin_interface import MethodNotProvidedError, MethodSpec, PluginCallError, PluginUnloadedError, TraitSpec
+from plugin_interface import (
+    MethodNotProvidedError,
+    MethodSpec,
+    PluginCallError,
+    PluginUnloadedError,
+    TraitSpec,
+    TypeKind,
+)
 
 from ._registrations import Registration, RegistrationSet
 
@@ -105,12 +112,12 @@ def _method_source(m: MethodSpec) -> str:
     args = ["self._instance"]
     for p in m.params:
         kind = p.ctype.kind
-        if kind == "cstr":
+        if kind is TypeKind.CSTR:
             args.append(f"_encode({p.name})")
-        elif kind == "buffer":
+        elif kind is TypeKind.BUFFER:
             pre.append(f"    _b_{p.name} = _from_buffer('uint8_t[]', {p.name})")
             args += [f"_b_{p.name}", f"len(_b_{p.name})"]
-        elif kind == "mutbuffer":
+        elif kind is TypeKind.MUTBUFFER:
             pre.append(f"    _b_{p.name} = _from_buffer('uint8_t[]', {p.name}, require_writable=True)")
             args += [f"_b_{p.name}", f"len(_b_{p.name})"]
         else:
@@ -126,7 +133,7 @@ def _method_source(m: MethodSpec) -> str:
         "        if not self._gate.open:",
         f"            raise self._unloaded({m.name!r})",
     ]
-    if m.returns.kind == "ownedstr":
+    if m.returns.kind is TypeKind.OWNEDSTR:
         body += [
             f"        p = {call}",
             "        if p == _NULL:",
@@ -136,7 +143,7 @@ def _method_source(m: MethodSpec) -> str:
             "        finally:",
             "            self._free(p)",
         ]
-    elif m.returns.kind == "void":
+    elif m.returns.kind is TypeKind.VOID:
         body += [f"        {call}"]
     else:
         body += [f"        return {call}"]

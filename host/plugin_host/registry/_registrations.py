@@ -36,6 +36,7 @@ from plugin_interface import (
     MakerReturnedNullError,
     PluginRegistration,
     PluginRegistrationArray,
+    SymbolRole,
     TraitSpec,
     abi_descriptor_symbol,
     check_descriptor,
@@ -126,7 +127,7 @@ def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
         parsed = parse_symbol(name)
         if (
             parsed is not None
-            and parsed.role == "maker"
+            and parsed.role is SymbolRole.MAKER
             and parsed.trait == trait.name
             and parsed.abi == ABI_VERSION
             and parsed.type_name is not None
@@ -324,7 +325,7 @@ class RegistrationSet:
         self._host_array = host_array
         self._unmakers: list[int] = []
         self._released = False
-        library.handles += 1
+        library.live_sets += 1
 
     @property
     def is_plugin_owned(self) -> bool:
