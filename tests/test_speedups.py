@@ -24,8 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.formats import host_elf_identity
-from plugin_host.loading import _accel, _precheck
-from plugin_host.loading._precheck import HEAD_BYTES, Image, fast_precheck, precheck_image
+from plugin_host.loading import HEAD_BYTES, Image, _accel, _precheck, fast_precheck, precheck_image
 from plugin_host.registry import RegistrationSet
 from plugin_interface import PluginError, register_all_symbol, resolve_trait
 from test_descriptor import HANDWRITTEN, HANDWRITTEN_DESCRIPTOR

@@ -3,6 +3,9 @@ end to end (declaration -> generated header -> compiled plugin -> proxy)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Protocol
 
@@ -13,13 +16,17 @@ from plugin_host import PluginManager
 from plugin_interface import (
     F64,
     I32,
+    RESERVED_METHOD_NAMES,
     U64,
+    AlreadyLoadedError,
     Buffer,
     CStr,
+    MethodNotProvidedError,
     OwnedStr,
     PluginTrait,
     UnknownTraitError,
     declare_trait,
+    declared_trait_versions,
     declared_traits,
     resolve_trait,
 )
@@ -132,8 +139,125 @@ def test_bad_trait_name_and_conflicting_redeclaration() -> None:
         class Bad3(Protocol):
             def f(self) -> None: ...
 
-    with pytest.raises(ValueError, match="already declared with a different definition"):
+    with pytest.raises(ValueError, match="Greeter v1 is already declared with a different definition"):
 
         @declare_trait(name="Greeter")
         class Greeter2(Protocol):
             def other(self) -> None: ...
+
+
+# ---- several versions in one process -------------------------------------------------
+
+
+@declare_trait(version=1, name="Scorer")
+class ScorerV1(Protocol):
+    """Scores a text."""
+
+    def score(self, text: CStr) -> F64:
+        """How much ``text`` is worth."""
+        ...
+
+
+@declare_trait(version=2, name="Scorer")
+class ScorerV2(Protocol):
+    """Scores a text, and says who scored."""
+
+    def score(self, text: CStr) -> F64:
+        """How much ``text`` is worth."""
+        ...
+
+    def name(self) -> OwnedStr:
+        """Who is scoring (appended in v2)."""
+        ...
+
+
+SCORER_C = """
+#include <string.h>
+#include "plugin_annotations.h"
+#include "plugin_trait_scorer.h"
+
+static double score(void *self, const char *text) { (void)self; return (double)strlen(text) * SCALE; }
+#if PLUGIN_TRAIT_VERSION_Scorer >= 2
+static char *name(void *self) { (void)self; return plugin_string_format("scorer v%u", PLUGIN_TRAIT_VERSION_Scorer); }
+PLUGIN_IMPL(Scorer, Length, .score = score, .name = name)
+#else
+PLUGIN_IMPL(Scorer, Length, .score = score)
+#endif
+PLUGIN_AGGREGATES(Scorer)
+"""
+
+
+@pytest.fixture(scope="module")
+def scorers(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """One Scorer plugin built against each declared version: version -> library."""
+    built = {}
+    for version, trait in ((1, ScorerV1), (2, ScorerV2)):
+        headers = tmp_path_factory.mktemp(f"scorer-v{version}")
+        write_trait_headers(headers, [trait])
+        built[version] = compile_plugin(
+            f"scorer{version}", SCORER_C, defines=(f"SCALE={version}.0",), include_dirs=(headers,)
+        )
+    return built
+
+
+def test_both_versions_of_a_trait_live_in_one_process() -> None:
+    assert [s.version for s in declared_trait_versions("Scorer")] == [1, 2]
+    assert resolve_trait("Scorer") is resolve_trait(ScorerV2)  # a bare name means the latest
+    assert resolve_trait("Scorer@1") is resolve_trait(ScorerV1) and resolve_trait("Scorer@v2").version == 2
+    assert declared_traits()["Scorer"].version == 2
+    with pytest.raises(UnknownTraitError, match="Scorer@7"):
+        resolve_trait("Scorer@7")
+
+
+def test_a_v1_plugin_in_a_v2_host_and_back(scorers: dict[int, Path]) -> None:
+    with PluginManager() as manager:
+        [old] = manager.load_plugins(scorers[1], ScorerV2)  # v1 plugin, v2 host
+        proxy = old.proxy("Length")
+        assert proxy.score("abcd") == 4.0  # type: ignore[attr-defined]
+        assert not proxy.has_method("name")
+        with pytest.raises(MethodNotProvidedError, match="Scorer.Length.name"):
+            proxy.name()  # type: ignore[attr-defined]
+        [new] = manager.load_plugins(scorers[2], ScorerV1)  # v2 plugin, v1 host: it sees v1's methods
+        assert new.proxy("Length").score("abcd") == 8.0  # type: ignore[attr-defined]
+        assert not hasattr(new.proxy("Length"), "name")
+        assert manager.unload_by_path(scorers[1]) == {"Scorer": 1}
+        with pytest.raises(AlreadyLoadedError, match="loaded already for Scorer v1; unload it before") as exc:
+            manager.load_plugins(scorers[2], ScorerV2)  # one file, one version of a trait at a time
+        assert exc.value.loaded == 1 and exc.value.wanted == 2
+        manager.unload_by_path(scorers[2])
+        [same] = manager.load_plugins(scorers[2], ScorerV2)  # and the v2 plugin in the v2 host
+        assert same.proxy("Length").name() == "scorer v2"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("reserved", sorted(RESERVED_METHOD_NAMES))
+def test_a_method_named_like_a_proxy_attribute_is_refused_at_declaration(reserved: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"def {reserved}(self) -> None: ...", {"__annotations__": {}}, namespace)
+    with pytest.raises(ValueError, match=f"Clash.{reserved}: the name is taken by every proxy's own attributes"):
+        declare_trait()(type("Clash", (Protocol,), {reserved: namespace[reserved]}))
+
+
+def test_headers_for_any_module(tmp_path: Path) -> None:
+    """``python -m plugin_annotations headers MODULE[:TRAIT] -o DIR``, and the header says exactly that."""
+    (tmp_path / "my_traits.py").write_text(
+        "from typing import Protocol\n"
+        "from plugin_interface import CStr, F64, declare_trait\n\n\n"
+        "@declare_trait(version=4)\n"
+        "class Ranker(Protocol):\n"
+        "    def rank(self, text: CStr) -> F64: ...\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    command = [sys.executable, "-m", "plugin_annotations", "headers", "my_traits:Ranker", "-o", "out"]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    header = (tmp_path / "out" / "plugin_trait_ranker.h").read_text()
+    assert "`python -m plugin_annotations headers my_traits:Ranker -o out`" in header
+    assert "#define PLUGIN_TRAIT_VERSION_Ranker 4u" in header
+    check = subprocess.run([*command, "--check"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0 and check.stdout == ""
+    missing = subprocess.run(
+        [*command[:4], "my_traits:Nope", "-o", "out"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert missing.returncode == 2 and "declares no trait 'Nope'" in missing.stderr
+    no_dir = subprocess.run(command[:5], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert no_dir.returncode == 2 and "-o DIR is required" in no_dir.stdout + no_dir.stderr

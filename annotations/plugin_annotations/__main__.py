@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from . import BuildError, build_plugins, get_include_dirs, write_trait_headers
+from ._headers import traits_of
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m plugin_annotations", description=__doc__)
     parser.add_argument("--cflags", action="store_true", help="print the -I flags a plugin needs")
     sub = parser.add_subparsers(dest="command")
-    h = sub.add_parser("headers", help="(re)generate the built-in trait headers")
-    h.add_argument("--check", action="store_true", help="exit 1 if a committed header is stale")
-    h.add_argument("directory", nargs="?", help="default: plugin_interface's include directory")
+    h = sub.add_parser(
+        "headers",
+        help="(re)generate trait headers: the built-in ones, or those a module declares",
+        description="Without MODULE: the built-in traits' headers, into plugin_interface's include directory "
+        "(or DIR). With MODULE or MODULE:TRAIT: the headers of the traits that module declares, into -o DIR.",
+    )
+    h.add_argument("--check", action="store_true", help="exit 1 if a header is stale (write nothing)")
+    h.add_argument("-o", "--output", metavar="DIR", help="where to write the headers")
+    h.add_argument(
+        "targets", nargs="*", metavar="MODULE[:TRAIT]", help="modules whose traits to write (default: built-in)"
+    )
     b = sub.add_parser("build", help="build every plugin directory under ROOT")
     b.add_argument("root")
     b.add_argument("build_dir")
@@ -24,7 +34,24 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(f"-I{d}" for d in get_include_dirs()))
         return 0
     if args.command == "headers":
-        changed = write_trait_headers(args.directory, check=args.check)
+        targets = list(args.targets)
+        output = args.output
+        if output is None and len(targets) == 1 and (Path(targets[0]).is_dir() or "/" in targets[0]):
+            output, targets = targets[0], []  # the older form: headers [DIR]
+        traits = None
+        if targets:
+            if output is None:
+                print(
+                    "error: -o DIR is required with MODULE (a user trait's header never goes into site-packages)",
+                    file=sys.stderr,
+                )
+                return 2
+            try:
+                traits = [spec for target in targets for spec in traits_of(target)]
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+        changed = write_trait_headers(output, traits, check=args.check)
         for path in changed:
             print(f"{'stale' if args.check else 'wrote'}: {path}")
         return 1 if (args.check and changed) else 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import textwrap
 from collections.abc import Iterable
@@ -10,7 +11,7 @@ from pathlib import Path
 from plugin_interface import PluginTrait, TraitSpec, get_include, resolve_trait
 from plugin_interface._traits import TraitLike
 
-__all__ = ["generate_trait_header", "write_trait_headers"]
+__all__ = ["generate_trait_header", "regenerate_command", "traits_of", "write_trait_headers"]
 
 
 def _comment(text: str, indent: str = "") -> list[str]:
@@ -22,17 +23,28 @@ def _comment(text: str, indent: str = "") -> list[str]:
     return [f"{indent}/* {lines[0]}"] + [f"{indent} * {line}" for line in lines[1:]] + [f"{indent} */"]
 
 
-def generate_trait_header(trait: TraitLike) -> str:
+def regenerate_command(spec: TraitSpec, directory: str | os.PathLike[str] | None = None) -> str:
+    """The command that writes ``spec``'s header again (what the header's first comment says)."""
+    if not spec.source or spec.source.startswith("plugin_interface."):
+        return "python -m plugin_annotations headers"  # the built-in traits, into plugin_interface's include dir
+    target = os.fspath(directory) if directory is not None else "DIR"
+    return f"python -m plugin_annotations headers {spec.source} -o {target}"
+
+
+def generate_trait_header(trait: TraitLike, directory: str | os.PathLike[str] | None = None) -> str:
     """The C header text for ``trait``: version macros and the vtable struct.
 
     The output is deterministic, so a committed header can be checked for
     staleness by comparing it with a fresh generation.
+
+    :param directory: where the header goes (named in the regeneration command it carries).
     """
     spec: TraitSpec = resolve_trait(trait)
     guard = f"PLUGIN_TRAIT_{spec.name.upper()}_H"
     out = [
-        f"/* {spec.header_name} -- GENERATED from the Python declaration of trait {spec.name};",
-        " * do not edit: regenerate with `python -m plugin_annotations headers`.",
+        f"/* {spec.header_name} -- GENERATED from the Python declaration of trait {spec.name} v{spec.version}",
+        f" * ({spec.source or 'built from data'}); do not edit: regenerate with",
+        f" * `{regenerate_command(spec, directory)}`.",
         " */",
         f"#ifndef {guard}",
         f"#define {guard}",
@@ -105,7 +117,7 @@ def write_trait_headers(
     for trait in traits if traits is not None else list(PluginTrait):
         spec = resolve_trait(trait)
         path = target / spec.header_name
-        text = generate_trait_header(spec)
+        text = generate_trait_header(spec, directory)
         try:
             current = path.read_text()
         except FileNotFoundError:
@@ -116,3 +128,29 @@ def write_trait_headers(
                 target.mkdir(parents=True, exist_ok=True)
                 path.write_text(text)
     return changed
+
+
+def traits_of(target: str) -> list[TraitSpec]:
+    """The traits ``MODULE`` or ``MODULE:NAME`` declares (``NAME``: the class or the trait name).
+
+    :raises ValueError: the module cannot be imported, or declares no such trait.
+    """
+    module_name, _, wanted = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise ValueError(f"{module_name}: cannot import it: {e}") from e
+    found: list[TraitSpec] = []
+    for attr, value in vars(module).items():
+        spec = getattr(value, "__plugin_trait__", None)
+        if not isinstance(spec, TraitSpec) or not isinstance(value, type):
+            continue
+        if wanted and wanted not in (attr, spec.name):
+            continue
+        if spec.source != f"{module_name}:{value.__qualname__}":
+            continue  # imported from elsewhere: its own module writes it
+        found.append(spec)
+    if not found:
+        what = f"trait {wanted!r}" if wanted else "traits"
+        raise ValueError(f"{module_name}: declares no {what} (classes decorated with @declare_trait)")
+    return found

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from plugin_interface import (
+    AlreadyLoadedError,
     PluginError,
     PluginLoadErrors,
     PluginUnloadedError,
@@ -256,6 +257,9 @@ class PluginManager:
         with self._lock:
             existing = self._handles.get(path, {}).get(spec.name)
             if existing is not None:
+                if existing.trait != spec:  # another version: its registrations are not this one's
+                    symbol = register_all_symbol(spec)
+                    raise AlreadyLoadedError(path, symbol, spec.name, existing.trait.version, spec.version)
                 return existing
             library = self._libraries.get(path)
             opened = library is None

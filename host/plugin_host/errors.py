@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from plugin_interface import (
     AbiMismatchError,
+    AlreadyLoadedError,
     AlreadyReleasedError,
     ArchitectureMismatchError,
     CallArgumentError,
@@ -44,6 +45,7 @@ from .loading import InsecurePluginError
 
 __all__ = [
     "AbiMismatchError",
+    "AlreadyLoadedError",
     "AlreadyReleasedError",
     "ArchitectureMismatchError",
     "BlockedPluginError",

@@ -32,6 +32,7 @@ from ._counters import SupportsUnmakerCounter, get_unmaker_counter, get_unmaker_
 from ._descriptor import AbiDescriptor, AbiDifference, DescriptorCheck, check_descriptor
 from ._errors import (
     AbiMismatchError,
+    AlreadyLoadedError,
     AlreadyReleasedError,
     ArchitectureMismatchError,
     CallArgumentError,
@@ -53,6 +54,7 @@ from ._errors import (
     UnknownTraitError,
 )
 from ._traits import (
+    RESERVED_METHOD_NAMES,
     Greeter,
     MethodSpec,
     ParamSpec,
@@ -61,6 +63,7 @@ from ._traits import (
     TraitSpec,
     Transformer,
     declare_trait,
+    declared_trait_versions,
     declared_traits,
     resolve_trait,
 )
@@ -71,6 +74,7 @@ __all__ = [
     "AbiDescriptor",
     "AbiDifference",
     "AbiMismatchError",
+    "AlreadyLoadedError",
     "AlreadyReleasedError",
     "ArchitectureMismatchError",
     "Bool",
@@ -104,6 +108,7 @@ __all__ = [
     "PluginRegistrationFactory",
     "PluginTrait",
     "PluginUnloadedError",
+    "RESERVED_METHOD_NAMES",
     "SignatureError",
     "Size",
     "SupportsUnmakerCounter",
@@ -121,6 +126,7 @@ __all__ = [
     "abi_descriptor_symbol",
     "check_descriptor",
     "declare_trait",
+    "declared_trait_versions",
     "declared_traits",
     "get_include",
     "get_unmaker_counter",

@@ -16,6 +16,7 @@ from typing import ClassVar
 
 __all__ = [
     "AbiMismatchError",
+    "AlreadyLoadedError",
     "ErrorReason",
     "AlreadyReleasedError",
     "ArchitectureMismatchError",
@@ -52,6 +53,7 @@ class ErrorReason(enum.StrEnum):
     MAKER_RETURNED_NULL = "maker_returned_null"
     INCONSISTENT_ARRAY = "inconsistent_array"
     ALREADY_RELEASED = "already_released"
+    ALREADY_LOADED = "already_loaded"
     UNLOADED = "unloaded"
     CALL_FAILED = "call_failed"
     METHOD_NOT_PROVIDED = "method_not_provided"
@@ -204,6 +206,25 @@ class AlreadyReleasedError(PluginError):
     def __init__(self, path: str | os.PathLike[str], symbol: str) -> None:
         msg = f"{os.fspath(path)}: {symbol}: registrations already released"
         super().__init__(msg, path=path, symbol=symbol)
+
+
+class AlreadyLoadedError(PluginError):
+    """The file is loaded already for another version of the trait; unload it first.
+
+    :ivar loaded: the trait version it is loaded for.
+    :ivar wanted: the version asked for.
+    """
+
+    REASON = ErrorReason.ALREADY_LOADED
+
+    def __init__(self, path: str | os.PathLike[str], symbol: str, trait: str, loaded: int, wanted: int) -> None:
+        msg = (
+            f"{os.fspath(path)}: {symbol}: loaded already for {trait} v{loaded}; "
+            f"unload it before loading it for {trait} v{wanted}"
+        )
+        super().__init__(msg, path=path, symbol=symbol)
+        self.loaded = loaded
+        self.wanted = wanted
 
 
 class PluginUnloadedError(PluginError):

@@ -33,6 +33,8 @@ __all__ = [
     "TraitSpec",
     "Transformer",
     "declare_trait",
+    "RESERVED_METHOD_NAMES",
+    "declared_trait_versions",
     "declared_traits",
     "resolve_trait",
 ]
@@ -107,6 +109,8 @@ class TraitSpec:
     version: int
     methods: tuple[MethodSpec, ...]
     doc: str = field(default="", compare=False)  # documentation, not ABI
+    #: Where it was declared, ``"package.module:Class"`` (empty when built from data).
+    source: str = field(default="", compare=False)
 
     def __hash__(self) -> int:
         # Specs are dict keys and cache keys on hot paths: hash the identity
@@ -174,7 +178,13 @@ class TraitSpec:
             raise ValueError(f"not a trait declaration: {e}") from e
 
 
-_REGISTRY: dict[str, TraitSpec] = {}
+#: Every declared trait, by (name, version): several versions of one trait may
+#: live in one process (a test loads a v1 plugin into a v2 host and back).
+_REGISTRY: dict[tuple[str, int], TraitSpec] = {}
+
+#: Attribute names every proxy has of its own; a trait method may not take one
+#: (``plugin_host``'s TraitProxy asserts at import that it adds no other).
+RESERVED_METHOD_NAMES = frozenset({"type_name", "trait", "path", "is_alive", "has_method"})
 
 P = TypeVar("P")
 
@@ -213,7 +223,8 @@ def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[typ
     :param name: the trait name in C symbols; defaults to the class name.
     :returns: the decorator; the class gains ``__plugin_trait__`` (a :class:`TraitSpec`).
     :raises TypeError: if a method is not annotated with the type markers.
-    :raises ValueError: if another trait of that name was declared differently.
+    :raises ValueError: if the same name and version was declared differently, or a
+        method takes a name every proxy has of its own (:data:`RESERVED_METHOD_NAMES`).
     """
     if version < 1:
         raise ValueError(f"trait version must be >= 1, got {version}")
@@ -222,18 +233,20 @@ def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[typ
         tname = name or cls.__name__
         if not _IDENTIFIER.match(tname):
             raise ValueError(f"trait name {tname!r} must be letters and digits (it goes into C symbols)")
-        methods = tuple(
-            _method_spec(tname, attr, value)
-            for attr, value in vars(cls).items()
-            if inspect.isfunction(value) and not attr.startswith("_")
-        )
+        functions = [(attr, value) for attr, value in vars(cls).items() if inspect.isfunction(value)]
+        for attr, _ in functions:
+            if attr in RESERVED_METHOD_NAMES:
+                reserved = ", ".join(sorted(RESERVED_METHOD_NAMES))
+                msg = f"{tname}.{attr}: the name is taken by every proxy's own attributes ({reserved}); rename it"
+                raise ValueError(msg)
+        methods = tuple(_method_spec(tname, attr, value) for attr, value in functions if not attr.startswith("_"))
         if not methods:
             raise TypeError(f"trait {tname} declares no methods")
-        spec = TraitSpec(tname, version, methods, inspect.getdoc(cls) or "")
-        known = _REGISTRY.get(tname)
+        spec = TraitSpec(tname, version, methods, inspect.getdoc(cls) or "", f"{cls.__module__}:{cls.__qualname__}")
+        known = _REGISTRY.get((tname, version))
         if known is not None and known != spec:
-            raise ValueError(f"trait {tname} is already declared with a different definition")
-        _REGISTRY[tname] = spec
+            raise ValueError(f"trait {tname} v{version} is already declared with a different definition")
+        _REGISTRY[(tname, version)] = spec
         cls.__plugin_trait__ = spec  # type: ignore[attr-defined]
         return cls
 
@@ -241,8 +254,16 @@ def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[typ
 
 
 def declared_traits() -> dict[str, TraitSpec]:
-    """Every trait declared so far, built-in ones included, by name."""
-    return dict(_REGISTRY)
+    """Every trait declared so far, built-in ones included, by name (the latest version of each)."""
+    latest: dict[str, TraitSpec] = {}
+    for (name, _), spec in sorted(_REGISTRY.items()):
+        latest[name] = spec
+    return latest
+
+
+def declared_trait_versions(name: str | None = None) -> list[TraitSpec]:
+    """Every declared version of trait ``name`` (of every trait without it), oldest first."""
+    return [spec for (n, _), spec in sorted(_REGISTRY.items()) if name is None or n == name]
 
 
 # ---- built-in traits -------------------------------------------------------
@@ -285,18 +306,23 @@ TraitLike = TraitSpec | PluginTrait | str | type
 def resolve_trait(trait: TraitLike) -> TraitSpec:
     """Turn a trait given as spec, enum member, name or declared class into its spec.
 
-    :raises UnknownTraitError: for a name nobody declared.
+    A name means the latest declared version; ``"Name@2"`` (or ``"Name@v2"``) one version.
+
+    :raises UnknownTraitError: for a name (or version) nobody declared.
     """
     if isinstance(trait, TraitSpec):
         return trait
     if isinstance(trait, PluginTrait):
         return trait.spec
     if isinstance(trait, str):
-        spec = _REGISTRY.get(trait)
-        if spec is None:
-            raise UnknownTraitError(trait, list(_REGISTRY))
-        return spec
+        name, _, wanted = trait.partition("@")
+        versions = declared_trait_versions(name)
+        if wanted:
+            versions = [s for s in versions if str(s.version) == wanted.removeprefix("v")]
+        if not versions:
+            raise UnknownTraitError(trait, [f"{n}@{v}" for n, v in _REGISTRY] if wanted else list(declared_traits()))
+        return versions[-1]
     spec = getattr(trait, "__plugin_trait__", None)
     if isinstance(spec, TraitSpec):
         return spec
-    raise UnknownTraitError(repr(trait), list(_REGISTRY))
+    raise UnknownTraitError(repr(trait), list(declared_traits()))

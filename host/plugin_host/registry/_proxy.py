@@ -24,6 +24,7 @@ from typing import Any
 
 import cffi
 from plugin_interface import (
+    RESERVED_METHOD_NAMES,
     MethodNotProvidedError,
     MethodSpec,
     PluginCallError,
@@ -103,6 +104,11 @@ class TraitProxy:
     def __repr__(self) -> str:
         state = "" if self._gate.open else " (unloaded)"
         return f"<{self.trait.name} proxy {self.type_name} from {self.path}{state}>"
+
+
+_OWN_NAMES = {name for name in dir(TraitProxy) if not name.startswith("_")}
+if not _OWN_NAMES <= RESERVED_METHOD_NAMES:  # a trait method of that name would be shadowed
+    raise ImportError(f"TraitProxy has public names {_OWN_NAMES - RESERVED_METHOD_NAMES} not in RESERVED_METHOD_NAMES")
 
 
 def _method_source(m: MethodSpec) -> str:

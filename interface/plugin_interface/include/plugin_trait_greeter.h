@@ -1,5 +1,6 @@
-/* plugin_trait_greeter.h -- GENERATED from the Python declaration of trait Greeter;
- * do not edit: regenerate with `python -m plugin_annotations headers`.
+/* plugin_trait_greeter.h -- GENERATED from the Python declaration of trait Greeter v1
+ * (plugin_interface._traits:Greeter); do not edit: regenerate with
+ * `python -m plugin_annotations headers`.
  */
 #ifndef PLUGIN_TRAIT_GREETER_H
 #define PLUGIN_TRAIT_GREETER_H

@@ -1,5 +1,6 @@
-/* plugin_trait_transformer.h -- GENERATED from the Python declaration of trait Transformer;
- * do not edit: regenerate with `python -m plugin_annotations headers`.
+/* plugin_trait_transformer.h -- GENERATED from the Python declaration of trait Transformer v1
+ * (plugin_interface._traits:Transformer); do not edit: regenerate with
+ * `python -m plugin_annotations headers`.
  */
 #ifndef PLUGIN_TRAIT_TRANSFORMER_H
 #define PLUGIN_TRAIT_TRANSFORMER_H
