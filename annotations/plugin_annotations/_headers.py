@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-from plugin_interface import PluginTrait, TraitSpec, get_include, resolve_trait
+from plugin_interface import PluginTrait, TraitSpec, encode_declaration, get_include, resolve_trait
 from plugin_interface._traits import TraitLike
 
 __all__ = ["generate_trait_header", "regenerate_command", "traits_of", "write_trait_headers"]
@@ -21,6 +21,22 @@ def _comment(text: str, indent: str = "") -> list[str]:
     if len(lines) == 1:
         return [f"{indent}/* {lines[0]} */"]
     return [f"{indent}/* {lines[0]}"] + [f"{indent} * {line}" for line in lines[1:]] + [f"{indent} */"]
+
+
+def _c_string(data: bytes) -> str:
+    """``data`` as a C string literal (printable ASCII kept, the rest escaped)."""
+    out = []
+    for byte in data:
+        ch = chr(byte)
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif 0x20 <= byte < 0x7F:
+            out.append(ch)
+        else:
+            out.append(f"\\{byte:03o}")
+    return '"' + "".join(out) + '"'
 
 
 def regenerate_command(spec: TraitSpec, directory: str | os.PathLike[str] | None = None) -> str:
@@ -82,6 +98,11 @@ def generate_trait_header(trait: TraitLike, directory: str | os.PathLike[str] | 
         f"#define PLUGIN_TRAIT_METHOD_COUNT_{spec.name} {len(spec.methods)}u",
         f"#define PLUGIN_TRAIT_METHOD_FINGERPRINTS_{spec.name} \\",
         f"    {fingerprints}",
+        "",
+        "/* The trait's declaration as plugin_trait_declaration_<T>_v1 embeds it (format:",
+        ' * plugin_interface/_declaration.py, and the README\'s "Self-describing plugins"). */',
+        f"#define PLUGIN_TRAIT_DECLARATION_{spec.name} \\",
+        f"    {_c_string(encode_declaration(spec))}",
         "",
         f"/* The type of plugin_abi_descriptor_{spec.name}_v1 (see PluginAbiDescriptor). */",
         f"typedef struct {spec.name}AbiDescriptor {{",

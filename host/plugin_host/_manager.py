@@ -15,7 +15,7 @@ from plugin_interface import (
     PluginUnloadedError,
     TraitLike,
     TraitSpec,
-    declared_traits,
+    UnknownTraitError,
     register_all_symbol,
     resolve_trait,
 )
@@ -23,7 +23,16 @@ from plugin_interface import (
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
 from .formats import plugin_files
 from .loading import Library, LoadPolicy
-from .registry import RegistrationSet, TraitProxy, make_proxy, register_traits, release_sets, unload_trait
+from .registry import (
+    RegistrationSet,
+    TraitProxy,
+    implemented_traits,
+    make_proxy,
+    register_traits,
+    release_sets,
+    trait_for,
+    unload_trait,
+)
 
 __all__ = [
     "PluginHandle",
@@ -212,29 +221,32 @@ class PluginManager:
     def load_plugins(
         self,
         path: str | os.PathLike[str],
-        trait: TraitLike,
+        trait: TraitLike | None = None,
         *,
         errors: list[PluginError] | None = None,
     ) -> list[PluginHandle]:
-        """Load a plugin file, or every plugin file of a directory, for ``trait``.
+        """Load a plugin file, or every plugin file of a directory, for ``trait`` (or for every trait).
 
         A file already loaded for ``trait`` is not loaded again: its existing
         handle is returned.
 
         :param path: a library file, or a directory (non-recursive; files with
             the platform's suffix, hidden files skipped).
-        :param trait: the trait (:class:`PluginTrait`, name, or declaration).
+        :param trait: the trait (:class:`PluginTrait`, name, or declaration);
+            ``None`` loads every trait each file implements that has a
+            declaration: the host's, else the one the library embeds
+            (``plugin_trait_declaration_<T>_v1``).
         :param errors: for a directory, failures are appended here and loading
             goes on; without it they are raised together at the end as
             :class:`PluginLoadErrors` (the good files stay loaded either way).
-        :returns: one handle per loaded file.
+        :returns: one handle per loaded file (per file and trait, with ``trait=None``).
         :raises PluginError: for a single file that fails (typed: not a shared
             library, missing symbol, ABI mismatch, maker returned NULL, ...).
         """
-        spec = resolve_trait(trait)
+        spec = None if trait is None else resolve_trait(trait)
         target = Path(path).absolute()
         if not target.is_dir():
-            return [self._load_file(target, spec)]
+            return self._load_file(target, spec)
         handles: list[PluginHandle] = []
         failures: list[PluginError] = []
         files = plugin_files(target)
@@ -242,7 +254,7 @@ class PluginManager:
         admitted = self._admission.admitted_in_place(files, dir_stat, copy_on_load=self.copy_on_load)
         for file, ok in zip(files, admitted, strict=True):
             try:
-                handles.append(self._load_file(file, spec, dir_stat, admitted=ok))
+                handles += self._load_file(file, spec, dir_stat, admitted=ok)
             except PluginError as e:
                 failures.append(e)
         if failures:
@@ -252,31 +264,44 @@ class PluginManager:
         return handles
 
     def _load_file(
-        self, path: Path, spec: TraitSpec, dir_stat: os.stat_result | None = None, *, admitted: bool = False
-    ) -> PluginHandle:
+        self, path: Path, spec: TraitSpec | None, dir_stat: os.stat_result | None = None, *, admitted: bool = False
+    ) -> list[PluginHandle]:
+        """Load ``path`` for ``spec`` (for every trait it implements when ``None``)."""
         with self._lock:
-            existing = self._handles.get(path, {}).get(spec.name)
-            if existing is not None:
+            loaded = self._handles.get(path, {})
+            if spec is not None and spec.name in loaded:
+                existing = loaded[spec.name]
                 if existing.trait != spec:  # another version: its registrations are not this one's
                     symbol = register_all_symbol(spec)
                     raise AlreadyLoadedError(path, symbol, spec.name, existing.trait.version, spec.version)
-                return existing
+                return [existing]
             library = self._libraries.get(path)
             opened = library is None
             if library is None:
                 library = self._admission.open_library(
-                    path, copy_on_load=self.copy_on_load, dir_stat=dir_stat, admitted=admitted, traits=[spec]
+                    path,
+                    copy_on_load=self.copy_on_load,
+                    dir_stat=dir_stat,
+                    admitted=admitted,
+                    traits=[] if spec is None else [spec],
                 )
             try:
-                regset = register_traits(library, [spec])[spec.name]
+                if spec is not None:
+                    sets = register_traits(library, [spec])
+                else:
+                    wanted = _traits_of(library, skip=set(loaded))
+                    sets = register_traits(library, [], wanted) if wanted or not loaded else {}
             except BaseException:
                 if opened and library.live_sets == 0:
                     library.close()
                 raise
-            handle = PluginHandle(self, regset)
             self._libraries[path] = library
-            self._handles.setdefault(path, {})[spec.name] = handle
-            return handle
+            per_file = self._handles.setdefault(path, {})
+            for name, regset in sets.items():
+                per_file[name] = PluginHandle(self, regset)
+            if spec is not None:
+                return [per_file[spec.name]]
+            return list(per_file.values())
 
     # ---- hot reload -------------------------------------------------------------
 
@@ -300,8 +325,9 @@ class PluginManager:
         plugin, and its proxies raise :class:`PluginUnloadedError` from then
         on -- and the old library is closed.
 
-        :param traits: the traits to load; ``None`` means every declared trait
-            the file implements (at least one).  The traits the current
+        :param traits: the traits to load; ``None`` means every trait the file
+            implements that has a declaration, the host's or the library's own
+            (at least one).  The traits the current
             version is loaded for are always included.
         :param unload_old: release and close the old version; with ``False``
             it stays loaded as a retired version (its handles and proxies keep
@@ -313,9 +339,10 @@ class PluginManager:
             returned NULL, ...); the current version is untouched.
         """
         target = Path(path).absolute()
+        discover = traits is None
         if traits is None:
             wanted: list[TraitSpec] = []
-            optional = list(declared_traits().values())
+            optional: list[TraitSpec] = []
         elif isinstance(traits, str) or not isinstance(traits, Sequence):
             wanted, optional = [resolve_trait(traits)], []
         else:
@@ -327,6 +354,12 @@ class PluginManager:
             for handle in old_handles.values():
                 required.setdefault(handle.trait.name, handle.trait)
             library = self._admission.open_library(target, copy_on_load=True, traits=[*required.values(), *optional])
+            if discover:
+                try:
+                    optional = _traits_of(library, skip=set(required))
+                except BaseException:
+                    library.close()
+                    raise
             sets = self._register_version(
                 library, list(required.values()), [s for s in optional if s.name not in required]
             )
@@ -451,6 +484,31 @@ class PluginManager:
         return f"<PluginManager {len(self._libraries)} libraries>"
 
 
+def _traits_of(library: Library, skip: set[str]) -> list[TraitSpec]:
+    """The declarations of every trait ``library`` implements (but ``skip``), the host's or its own.
+
+    A trait with neither is left out; so is one whose two declarations disagree
+    when another trait can load (then :func:`register_traits` reports nothing
+    implemented if none can).
+
+    :raises AbiMismatchError: the only trait's declarations disagree.
+    """
+    specs: list[TraitSpec] = []
+    problems: list[PluginError] = []
+    for name in implemented_traits(library):
+        if name in skip:
+            continue
+        try:
+            specs.append(trait_for(library, name))
+        except UnknownTraitError:
+            continue
+        except PluginError as e:
+            problems.append(e)
+    if problems and not specs:
+        raise problems[0]
+    return specs
+
+
 _default_lock = threading.Lock()
 _default: PluginManager | None = None
 
@@ -466,7 +524,7 @@ def default_manager() -> PluginManager:
 
 
 def load_plugins(
-    path: str | os.PathLike[str], trait: TraitLike, *, errors: list[PluginError] | None = None
+    path: str | os.PathLike[str], trait: TraitLike | None = None, *, errors: list[PluginError] | None = None
 ) -> list[PluginHandle]:
     """:meth:`PluginManager.load_plugins` on :func:`default_manager`."""
     return default_manager().load_plugins(path, trait, errors=errors)

@@ -23,12 +23,14 @@ from ._abi import (
     parse_symbol,
     register_all_symbol,
     shared_library_suffix,
+    trait_declaration_symbol,
     unmaker_counter_symbol,
     unmaker_symbol,
     unregister_all_symbol,
     vtable_struct,
 )
 from ._counters import SupportsUnmakerCounter, get_unmaker_counter, get_unmaker_counter_for
+from ._declaration import DECLARATION_FORMAT, MAX_DECLARATION_BYTES, decode_declaration, encode_declaration
 from ._descriptor import AbiDescriptor, AbiDifference, DescriptorCheck, check_descriptor
 from ._errors import (
     AbiMismatchError,
@@ -71,6 +73,8 @@ from ._types import F64, I32, I64, U32, U64, Bool, Buffer, CStr, CType, MutBuffe
 
 __all__ = [
     "ABI_VERSION",
+    "DECLARATION_FORMAT",
+    "MAX_DECLARATION_BYTES",
     "AbiDescriptor",
     "AbiDifference",
     "AbiMismatchError",
@@ -126,6 +130,8 @@ __all__ = [
     "abi_descriptor_symbol",
     "check_descriptor",
     "declare_trait",
+    "decode_declaration",
+    "encode_declaration",
     "declared_trait_versions",
     "declared_traits",
     "get_include",
@@ -137,6 +143,7 @@ __all__ = [
     "register_all_symbol",
     "resolve_trait",
     "shared_library_suffix",
+    "trait_declaration_symbol",
     "unmaker_counter_symbol",
     "unmaker_symbol",
     "unregister_all_symbol",

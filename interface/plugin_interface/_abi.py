@@ -25,6 +25,7 @@ __all__ = [
     "parse_symbol",
     "register_all_symbol",
     "shared_library_suffix",
+    "trait_declaration_symbol",
     "unmaker_counter_symbol",
     "unmaker_symbol",
     "unregister_all_symbol",
@@ -125,6 +126,11 @@ def unmaker_counter_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> st
     return f"plugin_unmaker_counter_{_name(trait)}_v{abi}"
 
 
+def trait_declaration_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> str:
+    """``plugin_trait_declaration_<Trait>_v<abi>`` (exported data: the embedded declaration)."""
+    return f"plugin_trait_declaration_{_name(trait)}_v{abi}"
+
+
 def abi_descriptor_symbol(trait: TraitSpec | str, abi: int = ABI_VERSION) -> str:
     """``plugin_abi_descriptor_<Trait>_v<abi>`` (exported data, not a function)."""
     return f"plugin_abi_descriptor_{_name(trait)}_v{abi}"
@@ -139,6 +145,7 @@ class SymbolRole(enum.StrEnum):
     UNREGISTER_ALL = "unregister_all"
     UNMAKER_COUNTER = "unmaker_counter"
     ABI_DESCRIPTOR = "abi_descriptor"
+    TRAIT_DECLARATION = "trait_declaration"
 
 
 @dataclass(frozen=True)
@@ -158,7 +165,7 @@ class SymbolName:
 
 
 _AGGREGATE_RE = re.compile(
-    r"^plugin_(register_all|unregister_all|unmaker_counter|abi_descriptor)_([A-Za-z][A-Za-z0-9]*)_v([0-9]+)$"
+    r"^plugin_(register_all|unregister_all|unmaker_counter|abi_descriptor|trait_declaration)_([A-Za-z][A-Za-z0-9]*)_v([0-9]+)$"
 )
 _IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+?)_v([0-9]+)$")
 

@@ -52,6 +52,10 @@
  * Supported compilers: gcc and clang (also `zig cc`), C11.  MSVC lacks
  * weak definitions and __start_/__stop_ symbols and is rejected with #error.
  *
+ * Embedded declaration: plugin_trait_declaration_T_v1 is a const char array,
+ * the trait's declaration as text (PLUGIN_TRAIT_DECLARATION_T), emitted with
+ * the descriptor; no pointers, so it too is read from the file alone.
+ *
  * ABI descriptor: plugin_abi_descriptor_T_v1 is a const TAbiDescriptor
  * (sizes, versions and method fingerprints of the trait header this library
  * was compiled against), defined once per library per trait by the macro
@@ -62,6 +66,10 @@
  *   2026-11-21  first release (ABI version 1).
  *   2026-11-21  PLUGIN_UNMAKER_COUNTER (and so PLUGIN_AGGREGATES) also exports
  *               plugin_abi_descriptor_T_v1 (compatible).
+ *   2026-12-01  ... and plugin_trait_declaration_T_v1, the trait's declaration
+ *               (PLUGIN_TRAIT_DECLARATION_T of the generated header), so a host
+ *               or tool with no Python declaration knows the methods
+ *               (compatible; headers must be regenerated).
  */
 #ifndef PLUGIN_ANNOTATIONS_H
 #define PLUGIN_ANNOTATIONS_H
@@ -215,7 +223,9 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
          PLUGIN_TRAIT_VERSION_##T, (uint32_t)sizeof(PluginRegistration),              \
          (uint32_t)sizeof(T##VTable), PLUGIN_TRAIT_METHOD_COUNT_##T,                  \
          PLUGIN_TRAIT_FINGERPRINT_##T},                                               \
-        {PLUGIN_TRAIT_METHOD_FINGERPRINTS_##T}};
+        {PLUGIN_TRAIT_METHOD_FINGERPRINTS_##T}};                                      \
+    PLUGIN_EXPORT extern const char plugin_trait_declaration_##T##_v1[];              \
+    PLUGIN_EXPORT const char plugin_trait_declaration_##T##_v1[] = PLUGIN_TRAIT_DECLARATION_##T;
 
 /* Exports plugin_unmaker_counter_T_v1 and plugin_abi_descriptor_T_v1.
  * PLUGIN_AGGREGATES includes it; use this alone in a library that has

@@ -6,6 +6,7 @@ Above :mod:`plugin_host.loading` (it reads plugin memory of an opened
 
 from __future__ import annotations
 
+from ._declarations import check_declarations, implemented_traits, read_declaration, trait_for
 from ._pipeline import (
     Exercised,
     exercise,
@@ -26,15 +27,19 @@ __all__ = [
     "Registration",
     "RegistrationSet",
     "TraitProxy",
+    "check_declarations",
     "exercise",
     "find_maker_types",
+    "implemented_traits",
     "make_proxy",
     "proxy_class",
+    "read_declaration",
     "register_greeter",
     "register_trait",
     "register_traits",
     "register_transformer",
     "release_sets",
+    "trait_for",
     "unload_greeter",
     "unload_trait",
     "unload_transformer",

@@ -25,10 +25,12 @@ from plugin_interface import (
     maker_symbol,
     register_all_symbol,
     resolve_trait,
+    trait_declaration_symbol,
     unmaker_counter_symbol,
 )
 
 from ..loading import Library
+from ._declarations import implemented_traits, read_declaration
 from ._registrations import RegistrationSet, find_maker_types
 
 __all__ = [
@@ -171,17 +173,36 @@ class Exercised:
         self.problems: list[str] = []
 
 
-def exercise(library: Library, traits: Iterable[TraitSpec], step: Callable[[str], None]) -> Exercised:
+def exercise(
+    library: Library, traits: Iterable[TraitSpec], step: Callable[[str], None], *, discover: bool = True
+) -> Exercised:
     """Run the whole pipeline once per trait, as the host will: register, then release.
 
     The probe child's job.  ``step(name)`` is called before each stage that
     runs plugin code or reads plugin memory, so a crash can be placed.
 
+    :param discover: also run every other trait the library implements and
+        embeds a declaration of (what ``load_plugins(path)`` with no trait loads).
     :returns: what was made; a typed failure is recorded, not raised (the
         host would raise it in-process just as safely).
     """
     done = Exercised()
-    for spec in traits:
+    todo = list(traits)
+    if discover:
+        known = {spec.name for spec in todo}
+        step("symbol table")
+        for name in implemented_traits(library):
+            if name in known:
+                continue
+            step(trait_declaration_symbol(name))
+            try:
+                embedded = read_declaration(library, name)
+            except PluginError as e:
+                done.problems.append(f"{type(e).__name__}: {e}")
+                continue
+            if embedded is not None:
+                todo.append(embedded)
+    for spec in todo:
         step(register_all_symbol(spec))
         try:
             sets = register_traits(library, [spec])

@@ -30,6 +30,11 @@ typedef struct GreeterVTable {
 #define PLUGIN_TRAIT_METHOD_FINGERPRINTS_Greeter \
     UINT64_C(0x276281f942385c9f)
 
+/* The trait's declaration as plugin_trait_declaration_<T>_v1 embeds it (format:
+ * plugin_interface/_declaration.py, and the README's "Self-describing plugins"). */
+#define PLUGIN_TRAIT_DECLARATION_Greeter \
+    "plugin-host-trait/1\n{\"methods\":[{\"name\":\"greet\",\"params\":[[\"name\",\"CStr\"]],\"returns\":\"OwnedStr\"}],\"name\":\"Greeter\",\"version\":1}"
+
 /* The type of plugin_abi_descriptor_Greeter_v1 (see PluginAbiDescriptor). */
 typedef struct GreeterAbiDescriptor {
     PluginAbiDescriptor header;

@@ -30,6 +30,11 @@ typedef struct TransformerVTable {
 #define PLUGIN_TRAIT_METHOD_FINGERPRINTS_Transformer \
     UINT64_C(0x100343b50125688b)
 
+/* The trait's declaration as plugin_trait_declaration_<T>_v1 embeds it (format:
+ * plugin_interface/_declaration.py, and the README's "Self-describing plugins"). */
+#define PLUGIN_TRAIT_DECLARATION_Transformer \
+    "plugin-host-trait/1\n{\"methods\":[{\"name\":\"transform\",\"params\":[[\"data\",\"MutBuffer\"]],\"returns\":\"Size\"}],\"name\":\"Transformer\",\"version\":1}"
+
 /* The type of plugin_abi_descriptor_Transformer_v1 (see PluginAbiDescriptor). */
 typedef struct TransformerAbiDescriptor {
     PluginAbiDescriptor header;

@@ -1,0 +1,115 @@
+"""Which traits a loaded library implements, and their declarations: Python's, or the library's own.
+
+A library built with the macros embeds its traits' declarations
+(``plugin_trait_declaration_<T>_v1``, see :mod:`plugin_interface._declaration`),
+so the host can load and call a trait it has no Python declaration for.
+When it has one, the two must agree method by method (where both have the
+method: a plugin built against another version of the trait may have more
+or fewer), and a disagreement names the method.
+"""
+
+from __future__ import annotations
+
+import cffi
+from plugin_interface import (
+    ABI_VERSION,
+    MAX_DECLARATION_BYTES,
+    AbiMismatchError,
+    SymbolRole,
+    TraitSpec,
+    UnknownTraitError,
+    declared_traits,
+    decode_declaration,
+    parse_symbol,
+    trait_declaration_symbol,
+)
+
+from ..loading import Library
+
+__all__ = ["check_declarations", "implemented_traits", "read_declaration", "trait_for"]
+
+_ffi = cffi.FFI()
+_CHAR_P = _ffi.typeof("char *")
+
+
+def implemented_traits(library: Library) -> list[str]:
+    """The traits the library has an aggregate or a maker of (at this host's ABI version), sorted."""
+    names = set()
+    for symbol in library.exported_symbols():
+        parsed = parse_symbol(symbol)
+        if (
+            parsed is not None
+            and parsed.abi == ABI_VERSION
+            and parsed.role in (SymbolRole.REGISTER_ALL, SymbolRole.MAKER)
+        ):
+            names.add(parsed.trait)
+    return sorted(names)
+
+
+def read_declaration(library: Library, trait: str) -> TraitSpec | None:
+    """The declaration the library embeds for ``trait``, or ``None`` when it embeds none.
+
+    **Safety**: reads at most :data:`~plugin_interface.MAX_DECLARATION_BYTES` of the
+    library's data, up to the first NUL (the probe runs this too, for untrusted files).
+
+    :raises AbiMismatchError: the embedded bytes are no declaration of ``trait``.
+    """
+    symbol = trait_declaration_symbol(trait)
+    address = library.find_symbol(symbol)
+    if address is None:
+        return None
+    data: bytes = _ffi.string(_ffi.cast(_CHAR_P, address), MAX_DECLARATION_BYTES)
+    try:
+        spec = decode_declaration(data)
+    except ValueError as e:
+        raise AbiMismatchError(library.path, symbol, "declaration", "a readable declaration", str(e)) from e
+    if spec.name != trait:
+        raise AbiMismatchError(library.path, symbol, "declaration name", trait, spec.name)
+    return spec
+
+
+def check_declarations(library: Library, host: TraitSpec, plugin: TraitSpec) -> None:
+    """Refuse a library whose embedded declaration disagrees with the host's, naming each method.
+
+    Only the methods both have are compared (in vtable order): the descriptor's
+    compatibility rule decides about appended ones.
+
+    :raises AbiMismatchError: with ``field`` ``"method N"`` of the first difference; every one in the message.
+    """
+    differences = []
+    for i, (mine, theirs) in enumerate(zip(host.methods, plugin.methods, strict=False)):
+        if mine.signature != theirs.signature:
+            differences.append((i, mine, theirs))
+    if not differences:
+        return
+    i, mine, theirs = differences[0]
+    notes = [f"also method {j} `{m.name}`: host {m.signature}, plugin {t.signature}" for j, m, t in differences[1:]]
+    raise AbiMismatchError(
+        library.path,
+        trait_declaration_symbol(host.name),
+        f"method {i} `{mine.name}`",
+        mine.signature,
+        theirs.signature,
+        trait=host.name,
+        note="; ".join(notes),
+    )
+
+
+def trait_for(library: Library, name: str) -> TraitSpec:
+    """The declaration to load trait ``name`` of the library with.
+
+    The host's Python declaration (checked against the embedded one when the
+    library has both), else the embedded one.
+
+    :raises UnknownTraitError: neither exists.
+    :raises AbiMismatchError: they disagree, or the embedded one is unreadable.
+    """
+    host = declared_traits().get(name)
+    embedded = read_declaration(library, name)
+    if host is not None and embedded is not None:
+        check_declarations(library, host, embedded)
+    spec = host or embedded
+    if spec is None:
+        known = sorted(declared_traits())
+        raise UnknownTraitError(f"{name} (in {library.path}, which embeds no declaration of it)", known)
+    return spec

@@ -1,0 +1,133 @@
+"""Self-describing plugins: the declaration a library embeds, used when the host has none."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Protocol
+
+import plugin_interface._traits
+import pytest
+from conftest import CompilePlugin
+from plugin_annotations import write_trait_headers
+from plugin_host import PluginManager
+from plugin_host.admission import probe_library
+from plugin_host.errors import AbiMismatchError
+from plugin_interface import (
+    DECLARATION_FORMAT,
+    MAX_DECLARATION_BYTES,
+    U32,
+    CStr,
+    OwnedStr,
+    TraitSpec,
+    declare_trait,
+    declared_traits,
+    decode_declaration,
+    encode_declaration,
+)
+
+#: A trait no Python code in this process declares: only the plugin knows it.
+COUNTER = TraitSpec.from_json(
+    {
+        "name": "Vowels",
+        "version": 2,
+        "methods": [
+            {"name": "count", "params": [["text", "CStr"]], "returns": "U32"},
+            {"name": "label", "params": [], "returns": "OwnedStr"},
+        ],
+    }
+)
+
+VOWELS_C = """
+#include <string.h>
+#include "plugin_annotations.h"
+#include "plugin_trait_vowels.h"
+
+static uint32_t count(void *self, const char *text) {
+    (void)self;
+    uint32_t n = 0;
+    for (; *text; text++) n += strchr("aeiou", *text) != NULL;
+    return n;
+}
+static char *label(void *self) { (void)self; return plugin_string_format("vowels"); }
+PLUGIN_IMPL(Vowels, Latin, .count = count, .label = label)
+PLUGIN_AGGREGATES(Vowels)
+"""
+
+
+@pytest.fixture(scope="module")
+def vowels(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    headers = tmp_path_factory.mktemp("vowels-headers")
+    write_trait_headers(headers, [COUNTER])
+    return compile_plugin("vowels", VOWELS_C, include_dirs=(headers,))
+
+
+def test_the_declaration_round_trips_and_says_its_format() -> None:
+    data = encode_declaration(COUNTER)
+    assert data.startswith(DECLARATION_FORMAT.encode() + b"\n{")
+    assert decode_declaration(data + b"\0junk after the NUL") == COUNTER
+    assert json.loads(data.split(b"\n", 1)[1]) == COUNTER.to_json()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"plugin-host-trait/2\n{}", "unknown declaration format"),
+        (b"plugin-host-trait/1\n{not json", "not JSON"),
+        (b"plugin-host-trait/1\n" + b"[" * 100_000, "bytes or more"),
+        (b"plugin-host-trait/1\n" + b"[" * 5000 + b"]" * 5000, "not JSON|not a trait declaration"),
+        (
+            b'plugin-host-trait/1\n{"name": "X", "version": 1, "methods": [{"name": "f", "params": [], '
+            b'"returns": "Nope"}]}',
+            "not a trait declaration",
+        ),
+        (b'plugin-host-trait/1\n{"name": "X", "version": 0, "methods": []}', "bad trait version"),
+    ],
+)
+def test_a_bad_declaration_is_refused(data: bytes, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        decode_declaration(data)
+    assert len(b"[" * 100_000) > MAX_DECLARATION_BYTES
+
+
+def test_a_trait_only_the_plugin_declares_loads_and_answers(vowels: Path) -> None:
+    assert "Vowels" not in declared_traits()
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(vowels)  # no trait: every trait the file implements
+        assert handle.trait == COUNTER and handle.trait.name == "Vowels" and handle.trait.version == 2
+        latin = handle.proxy("Latin")
+        assert latin.count("hello world") == 3  # type: ignore[attr-defined]
+        assert latin.label() == "vowels"  # type: ignore[attr-defined]
+        assert manager.unload_by_path(vowels) == {"Vowels": 1}
+
+
+def test_every_trait_of_a_file_and_a_directory(example_plugins: dict[str, Path]) -> None:
+    with PluginManager() as manager:
+        handles = manager.load_plugins(example_plugins["multi_trait"])
+        assert sorted(h.trait.name for h in handles) == ["Greeter", "Transformer"]
+        directory = example_plugins["greeters"].parent
+        names = {(h.path.name, h.trait.name) for h in manager.load_plugins(directory, errors=[])}
+        assert {("libgreeters.so", "Greeter"), ("libmulti_trait.so", "Transformer")} <= names
+
+
+def test_a_python_declaration_that_disagrees_names_the_method(vowels: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Declared for this test only: the registry is restored afterwards.
+    monkeypatch.setattr(plugin_interface._traits, "_REGISTRY", dict(plugin_interface._traits._REGISTRY))
+
+    @declare_trait(version=2, name="Vowels")
+    class Vowels(Protocol):
+        def count(self, words: CStr) -> U32: ...  # the parameter renamed: a different signature
+
+        def label(self) -> OwnedStr: ...
+
+    with PluginManager() as manager, pytest.raises(AbiMismatchError) as exc:
+        manager.load_plugins(vowels)
+    assert exc.value.field == "method 0 `count`"
+    assert exc.value.expected == "count(CStr words) -> U32"
+    assert exc.value.found == "count(CStr text) -> U32"
+    assert exc.value.symbol == "plugin_trait_declaration_Vowels_v1"
+
+
+def test_the_probe_runs_the_embedded_traits_too(vowels: Path) -> None:
+    result = probe_library(vowels, use_cache=False)
+    assert result.clean and result.made == 1
