@@ -33,6 +33,15 @@ Reload semantics:
   remove within one window is one removal of something never loaded (nothing
   is reported).  For one path, notifications arrive in the order the actions
   happened.
+- **The watched directory replaced** (``rm -rf dir && mkdir dir``, ``mv dir
+  dir.old && mkdir dir``): the watcher knows the directory by its identity
+  (``st_dev``, ``st_ino``, checked on its events and every
+  :data:`~._observer.ROOT_CHECK_S`), and a change gets one debounce window.  If
+  another directory is at the path when it ends, every plugin loaded from the
+  old one is unloaded (:class:`Unloaded`, also for files a rename took away),
+  the watch moves to the new directory and its plugin files load.  If none is
+  there, the plugins are unloaded, one :class:`LoadFailed` for the directory
+  (:class:`FileNotFoundError`) follows and the watch ends.
 
 **Platform-specific behaviour**: which raw events a save produces differs per
 platform (on Linux a compiler linking in place gives deleted, created,
