@@ -580,6 +580,88 @@ def test_removing_the_watched_directory_unloads_and_reports(
     assert not watch.owner.is_alive()
 
 
+def replace_directory(directory: Path, how: str, elsewhere: Path) -> None:
+    """Take ``directory`` away: ``rm -rf`` it or ``mv`` it to ``elsewhere``."""
+    if how == "rmtree":
+        shutil.rmtree(directory)
+    else:
+        os.rename(directory, elsewhere)
+
+
+#: Long enough that ``rm -rf dir && mkdir dir`` always completes inside one window.
+REPLACE_WINDOW = WatchOptions(debounce_ms=500, emit_proxies=True)
+
+
+@pytest.mark.parametrize("how", ["rmtree", "rename"])
+def test_a_directory_replaced_within_the_window_is_watched_again(
+    watched: Path, staging: Path, tmp_path: Path, versions: dict[int, Path], how: str
+) -> None:
+    """``rm -rf dir && mkdir dir`` or ``mv dir dir.old && mkdir dir``: the old
+    plugins go, the new directory's files load, and later files there too."""
+    w = Watching(PluginManager(), watched, REPLACE_WINDOW)
+    try:
+        old = publish(versions[1], watched / "libold.so", staging)
+        old_event = w.event(old)
+        moved = tmp_path / "watched.old"
+        replace_directory(watched, how, moved)
+        watched.mkdir()
+        new = publish(versions[2], watched / "libnew.so", staging)
+        assert w.expect(Unloaded, old) == Unloaded(old, 1, "Greeter")
+        assert greet(w.event(new)) == "v2 x"  # listed when the watch moved to the new directory
+        with pytest.raises(PluginUnloadedError):
+            greet(old_event)
+        later = publish(versions[3], watched / "liblater.so", staging)
+        assert greet(w.event(later)) == "v3 x"  # the new directory's own events
+        if how == "rename":  # the old directory is no longer watched under the old name
+            publish(versions[1], moved / "libstale.so", staging)
+            (moved / "libold.so").unlink()
+            marker = publish(versions[1], watched / "libmarker.so", staging)
+            w.event(marker)  # nothing came before it
+        assert sorted(h.path.name for h in w.manager.handles) == sorted(
+            ["libnew.so", "liblater.so"] + (["libmarker.so"] if how == "rename" else [])
+        )
+        path = watched / "libnew.so"
+        path.unlink()
+        assert w.expect(Unloaded, path) == Unloaded(path, 1, "Greeter")
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("how", ["rmtree", "rename"])
+def test_a_directory_gone_past_the_window_unloads_and_stops(
+    watch: Watching, watched: Path, staging: Path, tmp_path: Path, versions: dict[int, Path], how: str
+) -> None:
+    """The directory is still missing when its window ends: its plugins are
+    unloaded (even those renamed away with it), one Error, the watch ends."""
+    first = publish(versions[1], watched / "libfirst.so", staging)
+    second = publish(versions[2], watched / "libsecond.so", staging)
+    assert {watch.event().path, watch.event().path} == {first, second}
+    replace_directory(watched, how, tmp_path / "watched.old")
+    assert {watch.expect(Unloaded).path, watch.expect(Unloaded).path} == {first, second}
+    error = watch.expect(Error, watched)
+    assert isinstance(error, Error) and isinstance(error.error, FileNotFoundError)
+    assert "the watched directory was removed" in error.reason
+    watch.owner.join(TIMEOUT_S)
+    assert not watch.owner.is_alive()
+    watched.mkdir()  # too late: the watch has ended
+    assert watch.manager.handles == []
+
+
+def test_a_directory_that_goes_takes_plugins_loaded_without_the_watcher(
+    watched: Path, staging: Path, tmp_path: Path, versions: dict[int, Path]
+) -> None:
+    manager = PluginManager()
+    [handle] = manager.load_plugins(publish(versions[1], watched / "libbefore.so", staging), "Greeter")
+    w = Watching(manager, watched, WatchOptions(debounce_ms=20, load_existing=False))
+    try:
+        os.rename(watched, tmp_path / "watched.old")  # no file event: only the directory's identity tells
+        assert w.expect(Unloaded, handle.path) == Unloaded(handle.path, 1, "Greeter")
+        w.expect(Error, watched)
+        assert not handle.is_loaded
+    finally:
+        w.close()
+
+
 def test_watch_and_load_blocking_runs_on_the_calling_thread(
     watched: Path, staging: Path, versions: dict[int, Path]
 ) -> None:

@@ -17,7 +17,7 @@ from ..loading import _accel
 from ..watch import DEFAULT_DEBOUNCE_MS
 from ._abi import add_abi_parser
 from ._commands import cmd_call, cmd_demo, cmd_list, cmd_watch, describe_notification
-from ._output import EXIT_PLUGIN_ERROR, EXIT_USAGE
+from ._output import EXIT_PLUGIN_ERROR, EXIT_USAGE, tolerant_stdout
 
 __all__ = ["SUBCOMMANDS", "build_parser", "describe_notification", "main"]
 
@@ -92,7 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        status: int = args.func(args)
+        with tolerant_stdout():
+            status: int = args.func(args)
     except PluginError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_PLUGIN_ERROR

@@ -33,6 +33,15 @@ Reload semantics:
   remove within one window is one removal of something never loaded (nothing
   is reported).  For one path, notifications arrive in the order the actions
   happened.
+- **The watched directory replaced** (``rm -rf dir && mkdir dir``, ``mv dir
+  dir.old && mkdir dir``): the watcher knows the directory by its identity
+  (``st_dev``, ``st_ino``, checked on its events and every
+  :data:`~._observer.ROOT_CHECK_S`), and a change gets one debounce window.  If
+  another directory is at the path when it ends, every plugin loaded from the
+  old one is unloaded (:class:`Unloaded`, also for files a rename took away),
+  the watch moves to the new directory and its plugin files load.  If none is
+  there, the plugins are unloaded, one :class:`LoadFailed` for the directory
+  (:class:`FileNotFoundError`) follows and the watch ends.
 
 **Platform-specific behaviour**: which raw events a save produces differs per
 platform (on Linux a compiler linking in place gives deleted, created,
@@ -77,6 +86,11 @@ def _signature(path: Path) -> tuple[int, ...]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def _under(by_directory: dict[Path, set[Path]], directory: Path) -> list[Path]:
+    """The keys of ``by_directory`` that are ``directory`` or below it."""
+    return [d for d in by_directory if d == directory or directory in d.parents]
+
+
 class _Processor:
     """Performs the actions of notifications on the owner thread."""
 
@@ -92,9 +106,35 @@ class _Processor:
         self._opts = opts
         self._callback = callback
         self._seen: dict[Path, tuple[int, ...]] = {}  # the version last acted upon
+        # The same paths by directory: a directory that goes costs a scan of
+        # the directories, a file that goes one lookup.
+        self._seen_in: dict[Path, set[Path]] = {}
 
     def _emit(self, note: ManagerNotification) -> bool:
         return self._callback(note) is not False
+
+    def _remember(self, path: Path, signature: tuple[int, ...]) -> None:
+        self._seen[path] = signature
+        self._seen_in.setdefault(path.parent, set()).add(path)
+
+    def _forget(self, path: Path) -> bool:
+        """Forget one file; whether it was known."""
+        if self._seen.pop(path, None) is None:
+            return False
+        siblings = self._seen_in[path.parent]
+        siblings.discard(path)
+        if not siblings:
+            del self._seen_in[path.parent]
+        return True
+
+    def _forget_tree(self, directory: Path) -> set[Path]:
+        """Forget every file under ``directory``; the files forgotten."""
+        files: set[Path] = set()
+        for parent in _under(self._seen_in, directory):
+            files |= self._seen_in.pop(parent)
+        for path in files:
+            del self._seen[path]
+        return files
 
     def changed(self, paths: Iterable[Path]) -> bool:
         """Load each path's new version; ``False`` once the callback asks to stop."""
@@ -105,7 +145,7 @@ class _Processor:
                 continue  # gone again: its removal is on its way
             if self._seen.get(path) == signature:
                 continue  # e.g. loaded by the initial scan, then reported by the watcher
-            self._seen[path] = signature
+            self._remember(path, signature)
             if not self._opts.auto_load:
                 if not self._emit(Loaded(path)):
                     return False
@@ -126,13 +166,29 @@ class _Processor:
         return True
 
     def removed(self, paths: Iterable[Path]) -> bool:
-        """Unload what was loaded from each path (or under it, for a directory)."""
+        """Unload what was loaded from each path (or under it, for a directory).
+
+        A file acted upon or loaded costs one lookup; any other path may be a
+        directory, and costs a scan of the directories files were seen in
+        (plus, once per call, an index of what the manager holds, for files
+        loaded without the watcher).
+        """
+        held_in: dict[Path, set[Path]] | None = None
         for gone in paths:
-            for seen in [p for p in self._seen if p == gone or gone in p.parents]:
-                del self._seen[seen]
+            if self._forget(gone) or self._manager.is_loaded(gone):
+                loaded = [gone]
+            else:
+                under = self._forget_tree(gone)
+                if self._opts.auto_unload:
+                    if held_in is None:
+                        held_in = {}
+                        for handle in self._manager.handles:
+                            held_in.setdefault(handle.path.parent, set()).add(handle.path)
+                    for parent in _under(held_in, gone):
+                        under |= held_in[parent]
+                loaded = sorted(under)
             if not self._opts.auto_unload:
                 continue
-            loaded = sorted({h.path for h in self._manager.handles if h.path == gone or gone in h.path.parents})
             for path in loaded:
                 try:
                     counters = self._manager.unload_by_path(path)

@@ -6,6 +6,13 @@ a load error, not a crash at first call), and the plugin's symbols never
 interpose on other libraries.  glibc unmaps a library at ``dlclose`` once its
 reference count is zero, unless it was built with ``-z nodelete``, has
 ``STB_GNU_UNIQUE`` symbols or pending ``thread_local`` destructors.
+
+The loader's messages are bytes: the path (a file name need not be UTF-8)
+and names read from the library (a damaged ``DT_NEEDED`` string).  CPython's
+``_ctypes`` decodes them as strict UTF-8 and raises :class:`UnicodeDecodeError`
+instead of :class:`OSError`; here they are decoded with ``backslashreplace``
+(``caf\\xe9``), so a caller always gets an :class:`OSError` with a printable
+message.
 """
 
 from __future__ import annotations
@@ -16,9 +23,21 @@ import os
 _MODE = os.RTLD_NOW | os.RTLD_LOCAL
 
 
+def _loader_message(e: UnicodeDecodeError) -> str:
+    """The loader's message that ``_ctypes`` failed to decode, from its raw bytes."""
+    return bytes(e.object).decode("utf-8", "backslashreplace")
+
+
 def open_library(path: str) -> int:
-    """dlopen ``path``; :raises OSError: with the loader's message."""
-    handle: int = _ctypes.dlopen(path, _MODE)
+    """dlopen ``path`` (undecodable bytes as surrogates, as :func:`os.fsdecode` gives).
+
+    :raises OSError: with the loader's message.
+    """
+    try:
+        handle: int = _ctypes.dlopen(path, _MODE)
+    except UnicodeDecodeError as e:
+        msg = _loader_message(e)
+        raise OSError(msg) from e
     return handle
 
 
@@ -26,7 +45,7 @@ def find_symbol(handle: int, name: str) -> int | None:
     """The address of ``name`` in the library, or ``None`` if it is not exported."""
     try:
         address: int = _ctypes.dlsym(handle, name)
-    except OSError:
+    except (OSError, UnicodeDecodeError):  # "<path>: undefined symbol: <name>", the path maybe not UTF-8
         return None
     return address or None
 
