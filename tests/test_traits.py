@@ -7,23 +7,32 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 from conftest import CompilePlugin
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
 from plugin_interface import (
+    F32,
     F64,
+    I8,
+    I16,
     I32,
+    I64,
     RESERVED_METHOD_NAMES,
+    U8,
+    U16,
+    U32,
     U64,
     AlreadyLoadedError,
+    Bool,
     Buffer,
     CStr,
     MethodNotProvidedError,
     OwnedStr,
     PluginTrait,
+    Size,
     UnknownTraitError,
     declare_trait,
     declared_trait_versions,
@@ -261,3 +270,70 @@ def test_headers_for_any_module(tmp_path: Path) -> None:
     assert missing.returncode == 2 and "declares no trait 'Nope'" in missing.stderr
     no_dir = subprocess.run(command[:5], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert no_dir.returncode == 2 and "-o DIR is required" in no_dir.stdout + no_dir.stderr
+
+
+# ---- the scalar vocabulary -------------------------------------------------------------
+
+
+@declare_trait(version=1)
+class Widths(Protocol):
+    """Every fixed-width scalar, in and out: each method returns its argument plus one."""
+
+    def i8(self, x: I8) -> I8: ...
+    def i16(self, x: I16) -> I16: ...
+    def i32(self, x: I32) -> I32: ...
+    def i64(self, x: I64) -> I64: ...
+    def u8(self, x: U8) -> U8: ...
+    def u16(self, x: U16) -> U16: ...
+    def u32(self, x: U32) -> U32: ...
+    def u64(self, x: U64) -> U64: ...
+    def f32(self, x: F32) -> F32: ...
+    def f64(self, x: F64) -> F64: ...
+    def sz(self, x: Size) -> Size: ...
+    def flag(self, x: Bool) -> Bool: ...
+
+
+WIDTHS_C = """
+#include "plugin_annotations.h"
+#include "plugin_trait_widths.h"
+#define PLUS_ONE(name, type) static type name(void *self, type x) { (void)self; return (type)(x + 1); }
+PLUS_ONE(i8, int8_t) PLUS_ONE(i16, int16_t) PLUS_ONE(i32, int32_t) PLUS_ONE(i64, int64_t)
+PLUS_ONE(u8, uint8_t) PLUS_ONE(u16, uint16_t) PLUS_ONE(u32, uint32_t) PLUS_ONE(u64, uint64_t)
+PLUS_ONE(f32, float) PLUS_ONE(f64, double) PLUS_ONE(sz, size_t)
+static _Bool flag(void *self, _Bool x) { (void)self; return !x; }
+PLUGIN_IMPL(Widths, Plus, .i8 = i8, .i16 = i16, .i32 = i32, .i64 = i64, .u8 = u8, .u16 = u16, .u32 = u32,
+            .u64 = u64, .f32 = f32, .f64 = f64, .sz = sz, .flag = flag)
+PLUGIN_AGGREGATES(Widths)
+"""
+
+
+def test_every_scalar_crosses_with_its_c_type_and_range(compile_plugin: CompilePlugin, tmp_path: Path) -> None:
+    write_trait_headers(tmp_path, [Widths])
+    header = (tmp_path / "plugin_trait_widths.h").read_text()
+    assert "int8_t (*i8)(void *self, int8_t x);" in header and "float (*f32)(void *self, float x);" in header
+    lib = compile_plugin("widths", WIDTHS_C, include_dirs=(tmp_path,))
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(lib, Widths)
+        p: Any = handle.proxy("Plus")
+        assert (p.i8(126), p.i8(127), p.u8(254), p.u8(255)) == (127, -128, 255, 0)  # C's wrap-around, not ours
+        assert (p.i16(-32768), p.u16(65535), p.i32(-1), p.u32(2**32 - 1)) == (-32767, 0, 0, 0)
+        assert (p.i64(2**63 - 2), p.u64(2**64 - 2), p.sz(41)) == (2**63 - 1, 2**64 - 1, 42)
+        assert p.f32(0.5) == 1.5 and p.f64(1e300) == 1e300 + 1 and p.f32(1e39) == float("inf")
+        assert p.flag(True) is False and p.flag(False) is True
+        for method, bad in (("i8", 128), ("i8", -129), ("u8", -1), ("u16", 65536), ("u64", 2**64), ("i64", 2**63)):
+            with pytest.raises(OverflowError):  # checked before the call: never truncated silently
+                getattr(p, method)(bad)
+        with pytest.raises(TypeError):
+            p.i32(1.5)
+        assert manager.unload_by_path(lib) == {"Widths": 1}
+    spec = resolve_trait(Widths)
+    assert [m.params[0].ctype.name for m in spec.methods][:4] == ["I8", "I16", "I32", "I64"]
+    assert len(set(spec.method_fingerprints)) == len(spec.methods)  # every type enters the fingerprint
+
+
+@pytest.mark.parametrize("name", ["size", "int", "return"])
+def test_a_method_named_like_a_c_word_is_refused(name: str) -> None:
+    namespace: dict[str, object] = {}
+    exec(f"def {name}_(self) -> None: ...", {}, namespace)
+    with pytest.raises(ValueError, match=f"CWord.{name}: a method cannot be called '{name}' in C"):
+        declare_trait()(type("CWord", (Protocol,), {name: namespace[f"{name}_"]}))

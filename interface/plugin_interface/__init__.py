@@ -69,7 +69,26 @@ from ._traits import (
     declared_traits,
     resolve_trait,
 )
-from ._types import F64, I32, I64, U32, U64, Bool, Buffer, CStr, CType, MutBuffer, OwnedStr, Size, TypeKind
+from ._types import (
+    F32,
+    F64,
+    I8,
+    I16,
+    I32,
+    I64,
+    U8,
+    U16,
+    U32,
+    U64,
+    Bool,
+    Buffer,
+    CStr,
+    CType,
+    MutBuffer,
+    OwnedStr,
+    Size,
+    TypeKind,
+)
 
 __all__ = [
     "ABI_VERSION",
@@ -88,8 +107,11 @@ __all__ = [
     "CallArgumentError",
     "DescriptorCheck",
     "ErrorReason",
+    "F32",
     "F64",
     "Greeter",
+    "I8",
+    "I16",
     "I32",
     "I64",
     "InconsistentArrayError",
@@ -124,6 +146,8 @@ __all__ = [
     "TraitSpec",
     "Transformer",
     "TypeKind",
+    "U8",
+    "U16",
     "U32",
     "U64",
     "UnknownTraitError",

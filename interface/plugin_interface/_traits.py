@@ -185,6 +185,16 @@ _REGISTRY: dict[tuple[str, int], TraitSpec] = {}
 #: Attribute names every proxy has of its own; a trait method may not take one
 #: (``plugin_host``'s TraitProxy asserts at import that it adds no other).
 RESERVED_METHOD_NAMES = frozenset({"type_name", "trait", "path", "is_alive", "has_method"})
+#: Names a method (or parameter) cannot have in C: the vtable's own ``size`` field, and C's keywords.
+C_RESERVED_NAMES = frozenset(
+    {"size"}
+    | set(
+        "auto break case char const continue default do double else enum extern float for goto if inline int long "
+        "register restrict return short signed sizeof static struct switch typedef union unsigned void volatile "
+        "while _Alignas _Alignof _Atomic _Bool _Complex _Generic _Imaginary _Noreturn _Static_assert _Thread_local "
+        "bool true false".split()
+    )
+)
 
 P = TypeVar("P")
 
@@ -198,7 +208,7 @@ def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSp
             if pname != "self":
                 raise TypeError(f"{trait}.{name}: first parameter must be self")
             continue
-        if not _C_IDENTIFIER.match(pname):
+        if not _C_IDENTIFIER.match(pname) or pname in C_RESERVED_NAMES - {"size"}:
             raise TypeError(f"{trait}.{name}: parameter {pname!r} is not a C identifier")
         ctype = ctype_for_annotation(hints.get(pname))
         if ctype is None or not ctype.c_params:
@@ -235,6 +245,9 @@ def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[typ
             raise ValueError(f"trait name {tname!r} must be letters and digits (it goes into C symbols)")
         functions = [(attr, value) for attr, value in vars(cls).items() if inspect.isfunction(value)]
         for attr, _ in functions:
+            if attr in C_RESERVED_NAMES:
+                msg = f"{tname}.{attr}: a method cannot be called {attr!r} in C (the vtable's size field, or a keyword)"
+                raise ValueError(msg)
             if attr in RESERVED_METHOD_NAMES:
                 reserved = ", ".join(sorted(RESERVED_METHOD_NAMES))
                 msg = f"{tname}.{attr}: the name is taken by every proxy's own attributes ({reserved}); rename it"

@@ -12,7 +12,8 @@ marker                  C                                   Python side
 ``MutBuffer`` (param)   ``uint8_t *x, size_t x_len``        writable buffer, no copy
 ``OwnedStr`` (return)   ``char *`` released by the caller   ``str``
                         with ``registration->free_memory``
-``I32`` ... ``F64``     ``int32_t`` ... ``double``          ``int`` / ``float``
+``I8`` ... ``U64``      ``int8_t`` ... ``uint64_t``         ``int`` (range-checked)
+``F32``, ``F64``        ``float``, ``double``               ``float``
 ``Bool``                ``_Bool``                           ``bool``
 ``None`` (return)       ``void``                            ``None``
 ======================  ==================================  =====================
@@ -30,13 +31,18 @@ __all__ = [
     "Buffer",
     "CStr",
     "CType",
+    "F32",
     "F64",
+    "I8",
+    "I16",
     "I32",
     "I64",
     "MutBuffer",
     "OwnedStr",
     "Size",
     "TypeKind",
+    "U8",
+    "U16",
     "U32",
     "U64",
     "ctype_by_name",
@@ -47,11 +53,16 @@ CStr = NewType("CStr", str)
 OwnedStr = NewType("OwnedStr", str)
 Buffer = NewType("Buffer", bytes)
 MutBuffer = NewType("MutBuffer", bytearray)
+I8 = NewType("I8", int)
+I16 = NewType("I16", int)
 I32 = NewType("I32", int)
 I64 = NewType("I64", int)
+U8 = NewType("U8", int)
+U16 = NewType("U16", int)
 U32 = NewType("U32", int)
 U64 = NewType("U64", int)
 Size = NewType("Size", int)
+F32 = NewType("F32", float)
 F64 = NewType("F64", float)
 Bool = NewType("Bool", bool)
 
@@ -114,11 +125,16 @@ _VOCABULARY: dict[object, CType] = {
         TypeKind.MUTBUFFER,
         bytearray,
     ),
+    I8: _scalar("I8", "int8_t", ctypes.c_int8, int),
+    I16: _scalar("I16", "int16_t", ctypes.c_int16, int),
     I32: _scalar("I32", "int32_t", ctypes.c_int32, int),
     I64: _scalar("I64", "int64_t", ctypes.c_int64, int),
+    U8: _scalar("U8", "uint8_t", ctypes.c_uint8, int),
+    U16: _scalar("U16", "uint16_t", ctypes.c_uint16, int),
     U32: _scalar("U32", "uint32_t", ctypes.c_uint32, int),
     U64: _scalar("U64", "uint64_t", ctypes.c_uint64, int),
     Size: _scalar("Size", "size_t", ctypes.c_size_t, int),
+    F32: _scalar("F32", "float", ctypes.c_float, float),
     F64: _scalar("F64", "double", ctypes.c_double, float),
     Bool: _scalar("Bool", "_Bool", ctypes.c_bool, bool),
     None: CType("None", (), "void", ("void",), (None,), TypeKind.VOID, type(None)),
