@@ -16,6 +16,7 @@ from plugin_interface import (
     ABI_VERSION,
     AbiDescriptor,
     PluginAbiDescriptor,
+    PluginBytes,
     PluginRegistration,
     PluginRegistrationArray,
     PluginRegistrationFactory,
@@ -30,6 +31,7 @@ MIRRORS: dict[str, type[ctypes.Structure]] = {
     "PluginRegistrationFactory": PluginRegistrationFactory,
     "PluginRegistrationArray": PluginRegistrationArray,
     "PluginAbiDescriptor": PluginAbiDescriptor,
+    "PluginBytes": PluginBytes,
     **{t.vtable_name: vtable_struct(t) for t in TRAITS},
 }
 
@@ -46,6 +48,7 @@ def _cdef() -> str:
         """typedef struct { uint32_t struct_size; uint32_t abi_version; uint32_t trait_version;
             uint32_t registration_size; uint32_t vtable_size; uint32_t method_count; uint64_t fingerprint;
             ...; } PluginAbiDescriptor;""",
+        "typedef struct { uint8_t *data; size_t len; ...; } PluginBytes;",
     ]
     for t in TRAITS:
         methods = " ".join(f"{m.cffi_type.replace('(*)', f'(*{m.name})', 1)};" for m in t.methods)

@@ -15,6 +15,7 @@ __all__ = [
     "SymbolRole",
     "ABI_VERSION",
     "PluginAbiDescriptor",
+    "PluginBytes",
     "PluginRegistration",
     "PluginRegistrationArray",
     "PluginRegistrationFactory",
@@ -54,6 +55,12 @@ class PluginRegistration(ctypes.Structure):
         ("vtable", ctypes.c_void_p),
         ("free_memory", ctypes.c_void_p),
     ]
+
+
+class PluginBytes(ctypes.Structure):
+    """Mirror of ``PluginBytes`` (what an ``OwnedBytes`` method returns)."""
+
+    _fields_ = [("data", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
 class PluginRegistrationFactory(ctypes.Structure):

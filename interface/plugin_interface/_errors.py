@@ -31,6 +31,7 @@ __all__ = [
     "PluginCallError",
     "PluginError",
     "PluginLoadErrors",
+    "PluginMethodError",
     "PluginUnloadedError",
     "SignatureError",
     "SymbolNotFoundError",
@@ -56,6 +57,7 @@ class ErrorReason(enum.StrEnum):
     ALREADY_LOADED = "already_loaded"
     UNLOADED = "unloaded"
     CALL_FAILED = "call_failed"
+    METHOD_FAILED = "method_failed"
     METHOD_NOT_PROVIDED = "method_not_provided"
     UNKNOWN_TRAIT = "unknown_trait"
     LOAD_ERRORS = "load_errors"
@@ -242,6 +244,22 @@ class PluginCallError(PluginError):
     """A call into a plugin reported failure (for example a NULL string)."""
 
     REASON = ErrorReason.CALL_FAILED
+
+
+class PluginMethodError(PluginCallError):
+    """A method declared to return ``Status`` reported failure: a non-zero code and the plugin's message.
+
+    :ivar code: the status the method returned.
+    :ivar message: what the plugin said (empty when it said nothing).
+    """
+
+    REASON = ErrorReason.METHOD_FAILED
+
+    def __init__(self, path: str | os.PathLike[str], symbol: str, code: int, message: str) -> None:
+        said = f": {message}" if message else " (no message)"
+        super().__init__(f"{os.fspath(path)}: {symbol} failed with status {code}{said}", path=path, symbol=symbol)
+        self.code = code
+        self.message = message
 
 
 class MethodNotProvidedError(PluginCallError):

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ._errors import UnknownTraitError
-from ._types import CStr, CType, MutBuffer, OwnedStr, Size, ctype_by_name, ctype_for_annotation
+from ._types import CStr, CType, MutBuffer, OwnedStr, Size, TypeKind, ctype_by_name, ctype_for_annotation
 
 __all__ = [
     "Greeter",
@@ -66,10 +66,12 @@ class MethodSpec:
 
     @property
     def c_params(self) -> list[str]:
-        """The C parameter declarations, ``void *self`` first."""
+        """The C parameter declarations, ``void *self`` first (and ``char **error`` last for a ``Status``)."""
         out = ["void *self"]
         for p in self.params:
             out.extend(decl.format(name=p.name) for decl in p.ctype.c_params)
+        if self.returns.kind is TypeKind.STATUS:
+            out.append("char **error")
         return out
 
     @property
@@ -78,6 +80,8 @@ class MethodSpec:
         args = ["void *"]
         for p in self.params:
             args.extend(p.ctype.cffi)
+        if self.returns.kind is TypeKind.STATUS:
+            args.append("char **")
         return f"{self.returns.cffi[0]}(*)({', '.join(args)})"
 
     @property
@@ -214,14 +218,14 @@ def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSp
         if ctype is None or not ctype.c_params:
             raise TypeError(
                 f"{trait}.{name}: parameter {pname!r} has annotation {hints.get(pname)!r}, "
-                "which is not a parameter marker (CStr, Buffer, MutBuffer, I32, ...)"
+                "which is not a parameter marker (CStr, Buffer, MutBuffer, I32, Array[F32], Out[I64], ...)"
             )
         params.append(ParamSpec(pname, ctype))
     returns = ctype_for_annotation(hints.get("return", None))
     if returns is None or returns.c_return is None:
         raise TypeError(
             f"{trait}.{name}: return annotation {hints.get('return')!r} is not a return "
-            "marker (OwnedStr, I32, ..., None)"
+            "marker (OwnedStr, OwnedBytes, Status, I32, ..., None)"
         )
     return MethodSpec(name, tuple(params), returns, inspect.getdoc(func) or "")
 

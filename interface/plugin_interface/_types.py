@@ -15,18 +15,33 @@ marker                  C                                   Python side
 ``I8`` ... ``U64``      ``int8_t`` ... ``uint64_t``         ``int`` (range-checked)
 ``F32``, ``F64``        ``float``, ``double``               ``float``
 ``Bool``                ``_Bool``                           ``bool``
+``Array[T]`` (param)    ``const T *x, size_t x_len``        C-contiguous buffer of T items, no copy
+``MutArray[T]`` (param) ``T *x, size_t x_len``              writable buffer of T items, no copy
+``Out[T]`` (param)      ``T *x`` (the plugin writes it)     returned after the result
+``OwnedBytes`` (return) ``PluginBytes {data, len}``,        ``bytes``
+                        ``data`` released by the caller
+``Status`` (return)     ``int32_t``, plus a last parameter  ``None``; non-zero raises
+                        ``char **error`` the plugin may     ``PluginMethodError(code, message)``
+                        set (released by the caller)
 ``None`` (return)       ``void``                            ``None``
 ======================  ==================================  =====================
+
+``T`` is a scalar marker (``I8`` ... ``F64``, ``Size``, ``Bool``).  "Released
+by the caller" means the host calls the registration's ``free_memory`` on it,
+once, right after copying it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import enum
+import re
+import struct
 from dataclasses import dataclass
 from typing import Any, NewType
 
 __all__ = [
+    "Array",
     "Bool",
     "Buffer",
     "CStr",
@@ -37,9 +52,13 @@ __all__ = [
     "I16",
     "I32",
     "I64",
+    "MutArray",
     "MutBuffer",
+    "Out",
+    "OwnedBytes",
     "OwnedStr",
     "Size",
+    "Status",
     "TypeKind",
     "U8",
     "U16",
@@ -65,6 +84,11 @@ Size = NewType("Size", int)
 F32 = NewType("F32", float)
 F64 = NewType("F64", float)
 Bool = NewType("Bool", bool)
+OwnedBytes = NewType("OwnedBytes", bytes)
+
+
+class Status:
+    """Return marker: the method reports success (0) or an error code and message (see the table above)."""
 
 
 class TypeKind(enum.StrEnum):
@@ -76,6 +100,11 @@ class TypeKind(enum.StrEnum):
     MUTBUFFER = "mutbuffer"
     OWNEDSTR = "ownedstr"
     VOID = "void"
+    ARRAY = "array"
+    MUTARRAY = "mutarray"
+    OUT = "out"
+    OWNEDBYTES = "ownedbytes"
+    STATUS = "status"
 
 
 @dataclass(frozen=True)
@@ -98,6 +127,17 @@ class CType:
     ctypes_types: tuple[Any, ...]
     kind: TypeKind
     python_type: type
+    #: The element type of an array or out-parameter (``None`` for the others).
+    item: CType | None = None
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+    @property
+    def buffer_formats(self) -> frozenset[str]:
+        """The buffer-protocol formats (``memoryview.format`` without a byte-order
+        prefix) whose items are this scalar, e.g. ``{"q", "l"}`` for ``I64`` on LP64."""
+        return _FORMATS.get(self.name, frozenset())
 
 
 def _scalar(name: str, c: str, ct: Any, py: type) -> CType:
@@ -137,13 +177,85 @@ _VOCABULARY: dict[object, CType] = {
     F32: _scalar("F32", "float", ctypes.c_float, float),
     F64: _scalar("F64", "double", ctypes.c_double, float),
     Bool: _scalar("Bool", "_Bool", ctypes.c_bool, bool),
+    OwnedBytes: CType("OwnedBytes", (), "PluginBytes", ("PluginBytes",), (None,), TypeKind.OWNEDBYTES, bytes),
+    Status: CType("Status", (), "int32_t", ("int32_t",), (ctypes.c_int32,), TypeKind.STATUS, type(None)),
     None: CType("None", (), "void", ("void",), (None,), TypeKind.VOID, type(None)),
     type(None): CType("None", (), "void", ("void",), (None,), TypeKind.VOID, type(None)),
 }
 
 
+@dataclass(frozen=True)
+class _Generic:
+    """``Array[F32]``, ``MutArray[I16]``, ``Out[I64]``: a marker over a scalar marker."""
+
+    kind: TypeKind
+    item: object
+
+
+class _Subscriptable:
+    """Base of the generic markers; ``Array[F32]`` makes the annotation."""
+
+    _kind: TypeKind
+
+    def __class_getitem__(cls, item: object) -> _Generic:
+        return _Generic(cls._kind, item)
+
+
+class Array(_Subscriptable):
+    """``Array[T]`` (parameter): ``const T *x, size_t x_len``; any C-contiguous buffer of T items, no copy."""
+
+    _kind = TypeKind.ARRAY
+
+
+class MutArray(_Subscriptable):
+    """``MutArray[T]`` (parameter): ``T *x, size_t x_len``; a writable C-contiguous buffer of T items, no copy."""
+
+    _kind = TypeKind.MUTARRAY
+
+
+class Out(_Subscriptable):
+    """``Out[T]`` (parameter): ``T *x``; the plugin writes it, the proxy returns it after the result."""
+
+    _kind = TypeKind.OUT
+
+
+def _generic(kind: TypeKind, item: CType) -> CType | None:
+    if item.kind is not TypeKind.SCALAR:
+        return None
+    c = item.c_params[0].removesuffix(" {name}")
+    ct = item.ctypes_types[0]
+    if kind is TypeKind.ARRAY:
+        return CType(
+            f"Array[{item.name}]",
+            (f"const {c} *{{name}}", "size_t {name}_len"),
+            None,
+            (f"const {c} *", "size_t"),
+            (ctypes.POINTER(ct), ctypes.c_size_t),
+            kind,
+            memoryview,
+            item,
+        )
+    if kind is TypeKind.MUTARRAY:
+        return CType(
+            f"MutArray[{item.name}]",
+            (f"{c} *{{name}}", "size_t {name}_len"),
+            None,
+            (f"{c} *", "size_t"),
+            (ctypes.POINTER(ct), ctypes.c_size_t),
+            kind,
+            memoryview,
+            item,
+        )
+    return CType(
+        f"Out[{item.name}]", (f"{c} *{{name}}",), None, (f"{c} *",), (ctypes.POINTER(ct),), kind, item.python_type, item
+    )
+
+
 def ctype_for_annotation(annotation: object) -> CType | None:
     """The :class:`CType` of a marker used as an annotation, or ``None``."""
+    if isinstance(annotation, _Generic):
+        item = ctype_for_annotation(annotation.item)
+        return None if item is None else _generic(annotation.kind, item)
     try:
         return _VOCABULARY.get(annotation)
     except TypeError:  # unhashable annotation
@@ -151,11 +263,38 @@ def ctype_for_annotation(annotation: object) -> CType | None:
 
 
 _BY_NAME: dict[str, CType] = {ct.name: ct for ct in _VOCABULARY.values()}
+_GENERIC_NAME = re.compile(r"^(Array|MutArray|Out)\[([A-Za-z0-9]+)\]$")
+_GENERIC_KINDS = {"Array": TypeKind.ARRAY, "MutArray": TypeKind.MUTARRAY, "Out": TypeKind.OUT}
 
 
 def ctype_by_name(name: str) -> CType:
-    """The :class:`CType` called ``name`` (``"CStr"``), as :attr:`CType.name` spells it.
+    """The :class:`CType` called ``name`` (``"CStr"``, ``"Array[F32]"``), as :attr:`CType.name` spells it.
 
     :raises KeyError: for a name outside the vocabulary.
     """
-    return _BY_NAME[name]
+    known = _BY_NAME.get(name)
+    if known is not None:
+        return known
+    m = _GENERIC_NAME.match(name)
+    made = _generic(_GENERIC_KINDS[m.group(1)], _BY_NAME[m.group(2)]) if m and m.group(2) in _BY_NAME else None
+    if made is None:
+        raise KeyError(name)
+    return made
+
+
+def _formats() -> dict[str, frozenset[str]]:
+    """Per scalar marker, the struct/buffer format characters with the same kind and native size."""
+    kinds = {"b": "i", "h": "i", "i": "i", "l": "i", "q": "i", "n": "i"}
+    kinds |= {c.upper(): "u" for c in "bhilqn"} | {"f": "f", "d": "f", "?": "?"}
+    by_shape: dict[tuple[str, int], set[str]] = {}
+    for char, kind in kinds.items():
+        by_shape.setdefault((kind, struct.calcsize(char)), set()).add(char)
+    shapes = {
+        "I8": ("i", 1), "I16": ("i", 2), "I32": ("i", 4), "I64": ("i", 8),
+        "U8": ("u", 1), "U16": ("u", 2), "U32": ("u", 4), "U64": ("u", 8),
+        "Size": ("u", ctypes.sizeof(ctypes.c_size_t)), "F32": ("f", 4), "F64": ("f", 8), "Bool": ("?", 1),
+    }  # fmt: skip
+    return {name: frozenset(by_shape.get(shape, ())) for name, shape in shapes.items()}
+
+
+_FORMATS = _formats()

@@ -114,6 +114,14 @@ typedef struct PluginRegistrationArray {
     const PluginRegistrationFactory *factories;
 } PluginRegistrationArray;
 
+/* What a method declared to return OwnedBytes returns: len bytes at data,
+ * allocated by the plugin and released by the host with the registration's
+ * free_memory(data), once, after copying them (data may be NULL when len is 0). */
+typedef struct PluginBytes {
+    uint8_t *data;
+    size_t len;
+} PluginBytes;
+
 /* The head of the exported constant plugin_abi_descriptor_T_v1, one per
  * library and trait (type TAbiDescriptor from the generated trait header,
  * which continues with uint64_t method_fingerprints[method_count]).
