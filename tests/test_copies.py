@@ -418,7 +418,8 @@ def test_a_copy_that_cannot_be_written_is_a_typed_error(
 ) -> None:
     """With the name left unshortened (a file system that says it takes longer names),
     the copy fails with ENAMETOOLONG; its cleanup fails the same way: neither escapes."""
-    monkeypatch.setattr(_copies, "_name_max", lambda directory: 4096)
+    _copies._private_copy_dir()  # made first: its NAME_MAX is not looked up again below
+    monkeypatch.setattr(_copies, "_private_name_max", 4096)
     with pytest.raises(NotASharedLibraryError, match="cannot copy it for loading: File name too long") as exc:
         write_private_copy(LONG_NAME, b"data", long_named)
     assert exc.value.path == str(long_named)

@@ -79,6 +79,7 @@ _DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLL
 _copy_ids = itertools.count()
 _private_dir_lock = threading.Lock()
 _private_dir: Path | None = None
+_private_name_max = 255  # NAME_MAX of _private_dir's file system
 _lock_fd: int | None = None  # _private_dir, opened and flock-ed while this process lives
 _stale_checked = False
 
@@ -202,7 +203,7 @@ def write_private_copy(name: str, data: bytes, path: str | os.PathLike[str]) -> 
     directory = _private_copy_dir()
     # A unique name: the loader must not hand back an old mapping of the
     # same path, and the original may be rebuilt while this copy is loaded.
-    target = directory / copy_name(next(_copy_ids), name, _name_max(directory))
+    target = directory / copy_name(next(_copy_ids), name, _private_name_max)
     try:
         fd = os.open(target, _CREATE_FLAGS, 0o700)
         with open(fd, "wb") as dst:
@@ -232,10 +233,11 @@ def _name_max(directory: Path) -> int:
 def _private_copy_dir() -> Path:
     """A directory only this process writes to, removed at interpreter exit.
 
-    Its first creation in a process removes the directories crashed hosts left
+    Its file system's ``NAME_MAX`` is then in ``_private_name_max``.  Its first
+    creation in a process removes the directories crashed hosts left
     (:func:`remove_stale_copy_dirs`).
     """
-    global _private_dir, _lock_fd, _stale_checked
+    global _private_dir, _private_name_max, _lock_fd, _stale_checked
     with _private_dir_lock:
         if _private_dir is not None and _private_dir.is_dir():
             return _private_dir
@@ -250,7 +252,7 @@ def _private_copy_dir() -> Path:
         directory = Path(tempfile.mkdtemp(prefix=f"{COPY_DIR_PREFIX}{pid}-"))
         _lock_fd = _lock_directory(directory)
         atexit.register(_remove_own_dir, directory, pid)
-        _private_dir = directory
+        _private_dir, _private_name_max = directory, _name_max(directory)
         return directory
 
 
