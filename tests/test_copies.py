@@ -4,8 +4,8 @@ within NAME_MAX, cleanup that never raises, stale directories of dead hosts.
 Huge files are sparse (``truncate``: they cost no disk).  Every load of one
 runs in a child interpreter whose address space is capped (``RLIMIT_AS``) a
 few hundred MiB above what it uses: a read sized by the file fails there with
-MemoryError instead of costing this shared machine gigabytes, and
-``ru_maxrss`` shows what each load cost.
+MemoryError instead of costing this shared machine gigabytes, and the peak
+RSS (``VmHWM``, reset before each case) shows what each load cost.
 """
 
 from __future__ import annotations
@@ -58,29 +58,48 @@ def run_child(code: str, *args: str, env: dict[str, str], timeout: float = 120.0
     )
 
 
-def elf_header(phentsize: int, phnum: int) -> bytes:
+def _order() -> str:
+    return "<" if host_elf_identity().byte_order == ElfData.ELFDATA2LSB else ">"
+
+
+def elf_header(phentsize: int, phnum: int, program_headers: bytes = b"") -> bytes:
     """An ELF64 header of this host's byte order and machine: a shared library whose
-    program headers start right after it (offset 64) and whose section headers are absent."""
+    program headers (``program_headers``, the rest zeros) start right after it (offset 64)
+    and whose section headers are absent."""
     host = host_elf_identity()
-    order = "<" if host.byte_order == ElfData.ELFDATA2LSB else ">"
+    order = _order()
     ident = b"\x7fELF" + bytes([ElfClass.ELFCLASS64, host.byte_order, 1]) + bytes(9)
-    return struct.pack(
-        order + "16sHHIQQQIHHHHHH",
-        ident,
-        ElfType.ET_DYN,
-        host.machine or 0,
-        1,  # e_version
-        0,  # e_entry
-        64,  # e_phoff
-        0,  # e_shoff
-        0,  # e_flags
-        64,  # e_ehsize
-        phentsize,
-        phnum,
-        64,  # e_shentsize
-        0,  # e_shnum
-        0,  # e_shstrndx
+    return (
+        struct.pack(
+            order + "16sHHIQQQIHHHHHH",
+            ident,
+            ElfType.ET_DYN,
+            host.machine or 0,
+            1,  # e_version
+            0,  # e_entry
+            64,  # e_phoff
+            0,  # e_shoff
+            0,  # e_flags
+            64,  # e_ehsize
+            phentsize,
+            phnum,
+            64,  # e_shentsize
+            0,  # e_shnum
+            0,  # e_shstrndx
+        )
+        + program_headers
     )
+
+
+def dynamic_segment(offset: int, size: int) -> bytes:
+    """An ELF64 PT_DYNAMIC program header."""
+    return struct.pack(_order() + "IIQQQQQQ", 2, 6, offset, offset, offset, size, size, 8)
+
+
+#: The huge files: zeros; a real plugin padded with zeros (passes every check of its head);
+#: a 4 GiB program header table (65535 entries of 65535 bytes); a 256 MiB one (4096 entries: a
+#: read of it fits under the child's cap, so the peak RSS shows it); one PT_DYNAMIC of almost 8 GiB.
+KINDS = ("junk", "huge", "bomb", "tablebomb", "dynbomb")
 
 
 # ---- huge sparse files: bounded reads, typed errors ------------------------
@@ -96,23 +115,29 @@ from plugin_interface import NotASharedLibraryError, PluginError
 
 args = json.loads(sys.argv[1])
 good, work = Path(args["good"]), Path(args["work"])
-HUGE, BOMB_HEADER = args["huge_bytes"], bytes.fromhex(args["bomb_header"])
+HUGE, HEADS = args["huge_bytes"], {kind: bytes.fromhex(head) for kind, head in args["heads"].items()}
 
 
 def make(kind, path):
     # Sparse: truncate() makes the size without writing (or storing) the bytes.
     with open(path, "wb") as f:
-        if kind == "huge":  # a real plugin, then zeros: passes every check of its head
+        if kind == "huge":
             f.write(good.read_bytes())
-        elif kind == "bomb":  # 65535 program headers of 65535 bytes: a 4 GiB table
-            f.write(BOMB_HEADER)
+        else:
+            f.write(HEADS.get(kind, b""))
         f.truncate(HUGE)
     return path
 
 
-def vm_bytes():
+def status_kib(field):
     with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) << 10
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
+def reset_peak_rss():
+    # Linux: "5" resets the peak RSS (VmHWM) to the current RSS, so each scenario's peak is its own.
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
 
 
 def described(e):
@@ -132,7 +157,7 @@ def directory(manager_args):
     def run(out, d):
         for name in ("a", "b"):
             shutil.copy(good, d / f"libgood_{name}.so")
-        for kind in ("junk", "huge", "bomb"):
+        for kind in args["kinds"]:
             make(kind, d / f"lib{kind}.so")
         errors = []
         with PluginManager(**manager_args) as m:
@@ -163,7 +188,7 @@ def probe(kind):
 
 def watch(out, d):
     # The watcher's first scan loads what is there: three huge files and a good one.
-    for kind in ("junk", "huge", "bomb"):
+    for kind in args["kinds"]:
         make(kind, d / f"lib{kind}.so")
     shutil.copy(good, d / "libgood.so")
     queue, stop, thread = start_watch_background(d, WatchOptions(debounce_ms=20))
@@ -171,7 +196,7 @@ def watch(out, d):
 
     def on_note(note):
         notes.append(note)
-        return len(notes) < 4
+        return len(notes) < len(args["kinds"]) + 1
 
     try:
         with PluginManager() as m:
@@ -183,18 +208,20 @@ def watch(out, d):
     out["errors"] += [described(n.error) for n in notes if getattr(n, "error", None) is not None]
 
 
-scenarios = {"directory-in-place": directory({}), "directory-copy": directory({"copy_on_load": True}), "watch": watch}
-for kind in ("junk", "huge", "bomb"):
-    scenarios[f"in-place-{kind}"] = single({}, kind)
+# Single files first: the watcher's threads take address space (stacks, malloc arenas) the cap then lacks.
+scenarios = {f"in-place-{kind}": single({}, kind) for kind in args["kinds"]}
+for kind in args["kinds"]:
     scenarios[f"copy-on-load-{kind}"] = single({"copy_on_load": True}, kind)
     scenarios[f"probed-{kind}"] = single({"probe": True, "probe_cache_dir": str(work / "cache")}, kind)
     scenarios[f"reload-{kind}"] = reload(kind)
     scenarios[f"probe_library-{kind}"] = probe(kind)
+scenarios.update({"directory-in-place": directory({}), "directory-copy": directory({"copy_on_load": True})})
+scenarios["watch"] = watch
 
 # Everything a load uses imported and mapped first; then the cap.
 with PluginManager(copy_on_load=True) as m:
     m.load_plugins(good, "Greeter")
-cap = vm_bytes() + (args["headroom_mib"] << 20)
+cap = (status_kib("VmSize") << 10) + (args["headroom_mib"] << 20)
 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
 results = {}
@@ -202,14 +229,15 @@ for name, scenario in scenarios.items():
     d = work / name
     d.mkdir()
     out = {"errors": [], "loaded": 0}
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset_peak_rss()
+    before = status_kib("VmRSS")
     try:
         scenario(out, d)
     except PluginError as e:
         out["errors"].append(described(e))
     except BaseException as e:  # MemoryError, OSError: what must never escape a load
         out["escaped"] = f"{type(e).__name__}: {e}"
-    out["rss_growth_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+    out["rss_growth_kib"] = status_kib("VmHWM") - before
     private = _copies._private_dir
     out["copies_left"] = sorted(os.listdir(private)) if private is not None and private.is_dir() else []
     results[name] = out
@@ -225,23 +253,23 @@ MAX_RSS_GROWTH_KIB = 64 << 10
 LIMIT_MESSAGE = f"it is {HUGE_BYTES} bytes, over the limit of {MAX_LIBRARY_BYTES} bytes for a private copy"
 JUNK_MESSAGE = "unrecognised file format"
 # Copy-on-load, reload, probed, probe_library and the watcher read the file; a file loaded in place is mapped.
+NO_DYNAMIC = "no dynamic section"
+DYNAMIC_TOO_LARGE = f"its dynamic section ({HUGE_BYTES - 4096} bytes) is larger than"
+IN_PLACE = {"junk": JUNK_MESSAGE, "bomb": NO_DYNAMIC, "tablebomb": NO_DYNAMIC, "dynbomb": DYNAMIC_TOO_LARGE}
+COPIED = {kind: JUNK_MESSAGE if kind == "junk" else LIMIT_MESSAGE for kind in KINDS}
 EXPECTED: dict[str, tuple[int, list[tuple[str, str]]]] = {
-    # scenario: (libraries loaded, [(file name, message part)] of the typed errors)
-    "directory-in-place": (3, [("libbomb.so", "no dynamic section"), ("libjunk.so", JUNK_MESSAGE)]),
-    "directory-copy": (
-        2,
-        [("libbomb.so", LIMIT_MESSAGE), ("libhuge.so", LIMIT_MESSAGE), ("libjunk.so", JUNK_MESSAGE)],
-    ),
-    "watch": (1, [("libbomb.so", LIMIT_MESSAGE), ("libhuge.so", LIMIT_MESSAGE), ("libjunk.so", JUNK_MESSAGE)]),
-    "in-place-junk": (0, [("libjunk.so", JUNK_MESSAGE)]),
-    "in-place-huge": (1, []),
-    "in-place-bomb": (0, [("libbomb.so", "no dynamic section")]),
+    # scenario: (libraries loaded, [(file name, message part)] of the typed errors, by file name)
+    "directory-in-place": (3, sorted((f"lib{kind}.so", m) for kind, m in IN_PLACE.items())),
+    "directory-copy": (2, sorted((f"lib{kind}.so", m) for kind, m in COPIED.items())),
+    "watch": (1, sorted((f"lib{kind}.so", m) for kind, m in COPIED.items())),
+    "in-place-huge": (1, []),  # mapped by the loader, never read
 }
-for _kind in ("junk", "huge", "bomb"):
-    _message = JUNK_MESSAGE if _kind == "junk" else LIMIT_MESSAGE
+for _kind in KINDS:
+    if _kind in IN_PLACE:
+        EXPECTED[f"in-place-{_kind}"] = (0, [(f"lib{_kind}.so", IN_PLACE[_kind])])
     for _how in ("copy-on-load", "probed", "probe_library"):
-        EXPECTED[f"{_how}-{_kind}"] = (0, [(f"lib{_kind}.so", _message)])
-    EXPECTED[f"reload-{_kind}"] = (0, [("libplugin.so", _message)])
+        EXPECTED[f"{_how}-{_kind}"] = (0, [(f"lib{_kind}.so", COPIED[_kind])])
+    EXPECTED[f"reload-{_kind}"] = (0, [("libplugin.so", COPIED[_kind])])
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +280,12 @@ def sparse_results(good: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         "good": str(good),
         "work": str(work),
         "huge_bytes": HUGE_BYTES,
-        "bomb_header": elf_header(65535, 65535).hex(),
+        "kinds": KINDS,
+        "heads": {
+            "bomb": elf_header(65535, 65535).hex(),
+            "tablebomb": elf_header(65535, 4096).hex(),
+            "dynbomb": elf_header(56, 1, dynamic_segment(4096, HUGE_BYTES - 4096)).hex(),
+        },
         "headroom_mib": HEADROOM_MIB,
     }
     (work / "tmp").mkdir()
@@ -285,7 +318,7 @@ def test_huge_sparse_file_is_refused_with_bounded_memory(
 
 
 def test_reload_of_a_huge_file_keeps_the_current_version(sparse_results: dict[str, dict[str, Any]]) -> None:
-    for kind in ("junk", "huge", "bomb"):
+    for kind in KINDS:
         assert sparse_results[f"reload-{kind}"]["still_serves"] == "Hello, x!"
 
 
