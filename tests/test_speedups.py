@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -151,6 +152,65 @@ def _fuzz_case(
     assert by_path == expected
     assert on_fd == expected
     assert on_data == _python_passes(path, bytes(data))
+
+
+def _elf64_program_headers(data: bytes) -> tuple[str, int, int, int]:
+    """``(byte order, e_phoff, e_phentsize, e_phnum)`` of an ELF64 image."""
+    order = "<" if data[5] == 1 else ">"
+    (phoff,) = struct.unpack_from(order + "Q", data, 32)
+    phentsize, phnum = struct.unpack_from(order + "HH", data, 54)
+    return order, phoff, phentsize, phnum
+
+
+@needs_speedups
+@elf_only
+def test_wide_program_header_entries_are_read_entry_by_entry(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    """e_phentsize larger than an entry: the C pre-check reads the used 56 bytes of each
+    (never the whole table, which can be 4 GiB) and agrees with Python, here that it passes."""
+    data = bytearray(example_plugins["greeters"].read_bytes())
+    if data[4] != 2:
+        pytest.skip("an ELF64 host")
+    order, phoff, phentsize, phnum = _elf64_program_headers(bytes(data))
+    wide = 200
+    data += bytes(-len(data) % 8)
+    new_phoff = len(data)  # past the head: read through the descriptor, entry by entry
+    for i in range(phnum):
+        data += data[phoff + i * phentsize : phoff + (i + 1) * phentsize] + b"\xa5" * (wide - phentsize)
+    struct.pack_into(order + "Q", data, 32, new_phoff)
+    struct.pack_into(order + "H", data, 54, wide)
+    path = tmp_path / "libwide.so"
+    path.write_bytes(bytes(data))
+    assert new_phoff > HEAD_BYTES
+    assert _python_passes(path, None) and _python_passes(path, bytes(data))
+    assert _c_verdicts(path, bytes(data)) == (True, True, True)
+
+
+@needs_speedups
+@elf_only
+def test_dynamic_section_over_the_limit_is_refused_by_both(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    """A PT_DYNAMIC larger than MAX_DYNAMIC_BYTES (within the file) is corruption for C and
+    Python alike: it is read whole, and a sparse file could make it gigabytes."""
+    data = bytearray(example_plugins["greeters"].read_bytes())
+    if data[4] != 2:
+        pytest.skip("an ELF64 host")
+    order, phoff, phentsize, phnum = _elf64_program_headers(bytes(data))
+    entries = [phoff + i * phentsize for i in range(phnum)]
+    [entry] = [e for e in entries if struct.unpack_from(order + "I", data, e)[0] == 2]  # PT_DYNAMIC
+    (d_offset,) = struct.unpack_from(order + "Q", data, entry + 8)
+    struct.pack_into(order + "Q", data, entry + 32, _precheck.MAX_DYNAMIC_BYTES + 16)
+    data += bytes(d_offset + _precheck.MAX_DYNAMIC_BYTES + 16 - len(data))  # so it is not truncated
+    path = tmp_path / "libbigdynamic.so"
+    path.write_bytes(bytes(data))
+    limit = _precheck.MAX_DYNAMIC_BYTES
+    with mock.patch.object(_precheck, "HEAD_BYTES", 64):  # past the head: both read PT_DYNAMIC
+        assert _c_verdicts(path, bytes(data))[1] is False
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with pytest.raises(PluginError, match=f"its dynamic section .* is larger than {limit} bytes") as exc:
+                precheck_image(Image(path, os.fstat(fd), fd=fd))
+        finally:
+            os.close(fd)
+    assert exc.value.path == str(path)
 
 
 @needs_speedups

@@ -21,7 +21,7 @@ from plugin_interface import (
 )
 
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
-from .formats import plugin_files
+from .formats import MAX_LIBRARY_BYTES, plugin_files
 from .loading import Library, LoadPolicy
 from .registry import (
     RegistrationSet,
@@ -161,6 +161,11 @@ class PluginManager:
     :param probe_timeout_s: the probe's time limit, in seconds.
     :param probe_cache_dir: the probe's blocklist and clean-result cache
         (default ``$XDG_CACHE_HOME/plugin-host``).
+    :param max_library_bytes: the largest file loaded from a private copy
+        (copy-on-load, reload, probed, hash-allowlisted or untrusted files), in
+        bytes; default :data:`plugin_host.formats.MAX_LIBRARY_BYTES` (1 GiB).  A
+        larger file is refused with :class:`~plugin_interface.NotASharedLibraryError`
+        before it is read.
 
     **Untrusted plugins**: every file goes through the policy, a pre-check of
     its headers (no ``dlopen`` of a truncated file, a file for another
@@ -186,9 +191,10 @@ class PluginManager:
         probe: ProbeMode | bool | None = ProbeMode.UNTRUSTED,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         probe_cache_dir: str | os.PathLike[str] | None = None,
+        max_library_bytes: int = MAX_LIBRARY_BYTES,
     ) -> None:
         self.copy_on_load = copy_on_load
-        self._admission = Admission(policy, probe, probe_timeout_s, probe_cache_dir)
+        self._admission = Admission(policy, probe, probe_timeout_s, probe_cache_dir, max_library_bytes)
         self._libraries: dict[Path, Library] = {}
         self._handles: dict[Path, dict[str, PluginHandle]] = {}
         self._retired: dict[Library, dict[str, PluginHandle]] = {}  # older versions still loaded

@@ -91,6 +91,33 @@ static const unsigned char *image_view(const Image *im, uint64_t offset, uint64_
 #endif
 }
 
+/* The first used bytes of each of n entries of stride bytes from offset, packed
+ * (n * used bytes, malloc'ed into *owned), or NULL: a table of wide entries is
+ * never read whole (65535 entries of 65535 bytes would be 4 GiB). */
+static const unsigned char *image_entries(const Image *im, uint64_t offset, uint64_t n, uint64_t stride,
+                                          uint64_t used, unsigned char **owned) {
+    *owned = NULL;
+    if (stride == used || n == 0) {
+        return image_view(im, offset, n * stride, owned);
+    }
+    unsigned char *buf = malloc((size_t)(n * used));
+    if (buf == NULL) {
+        return NULL;
+    }
+    for (uint64_t i = 0; i < n; i++) {
+        unsigned char *part = NULL;
+        const unsigned char *entry = image_view(im, offset + i * stride, used, &part);
+        if (entry == NULL) {
+            free(buf);
+            return NULL;
+        }
+        memcpy(buf + i * used, entry, (size_t)used);
+        free(part);
+    }
+    *owned = buf;
+    return buf;
+}
+
 static uint64_t rd(const unsigned char *p, unsigned width, int big_endian) {
     uint64_t v = 0;
     for (unsigned i = 0; i < width; i++) {
@@ -155,7 +182,8 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
             break;
         }
     }
-    if (!found || dyn.offset > im->size || dyn.filesz > im->size - dyn.offset) {
+    if (!found || dyn.offset > im->size || dyn.filesz > im->size - dyn.offset ||
+        dyn.filesz > (uint64_t)PH_MAX_DYNAMIC_BYTES) {
         return 0;
     }
     const uint64_t entry_len = elf64 ? 16 : 8;
@@ -255,17 +283,20 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
     if (shoff && (shoff > size || shnum * shentsize > size - shoff)) {
         return PH_FAIL; /* truncated: the section headers end past the file */
     }
-    if (phnum && phentsize < (elf64 ? 56u : 32u)) {
+    const uint64_t used = elf64 ? 56u : 32u; /* the bytes of an entry read_phdr reads */
+    if (phnum && phentsize < used) {
         return PH_FAIL;
     }
     unsigned char *owned = NULL;
-    const unsigned char *phdrs = image_view(&im, phoff, phnum * phentsize, &owned);
+    /* Entries wider than used are packed: only their used bytes are read. */
+    const uint64_t stride = used;
+    const unsigned char *phdrs = image_entries(&im, phoff, phnum, phentsize, used, &owned);
     if (phdrs == NULL) {
         return PH_FAIL;
     }
     int verdict = PH_PASS;
     for (uint64_t i = 0; i < phnum && verdict == PH_PASS; i++) {
-        Phdr h = read_phdr(phdrs + i * phentsize, elf64, be);
+        Phdr h = read_phdr(phdrs + i * stride, elf64, be);
         if (h.type == PT_LOAD && (h.offset > size || h.filesz > size - h.offset)) {
             verdict = PH_FAIL; /* truncated: a load segment ends past the file (SIGBUS in dlopen) */
         }
@@ -277,7 +308,7 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
         verdict = PH_FAIL;
     }
     if (verdict == PH_PASS && !contains_prefix(im.head, im.head_len) &&
-        !dynamic_strings_name_plugins(&im, phdrs, phnum, phentsize, elf64, be)) {
+        !dynamic_strings_name_plugins(&im, phdrs, phnum, stride, elf64, be)) {
         verdict = PH_FAIL;
     }
     free(owned);

@@ -13,9 +13,10 @@
 
 /* Limits the Python checks share (plugin_host/loading/_accel.py asserts them
  * equal at import): how much of a file the pre-check reads up front, and the
- * largest dynamic string table it accepts. */
+ * largest dynamic string table and dynamic section it accepts. */
 #define PH_HEAD_BYTES 8192
 #define PH_MAX_DYNSTR_BYTES (16 << 20)
+#define PH_MAX_DYNAMIC_BYTES (1 << 20)
 
 /* Verdicts: 0 passes; anything else means "ask the pure-Python check", which
  * raises the typed error with its message (or, on PH_UNSUPPORTED, decides). */

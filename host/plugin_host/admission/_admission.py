@@ -40,6 +40,7 @@ from pathlib import Path
 
 from plugin_interface import TraitSpec
 
+from ..formats import MAX_LIBRARY_BYTES
 from ..loading._copies import make_private_copy
 from ..loading._library import Library
 from ..loading._policy import LoadPolicy, sha256_of
@@ -100,6 +101,8 @@ class Admission:
     :param probe_timeout_s: the probe's time limit, in seconds.
     :param probe_cache_dir: where the blocklist and clean-probe cache live
         (default ``$XDG_CACHE_HOME/plugin-host``).
+    :param max_library_bytes: the largest file loaded from a private copy, in
+        bytes (a file loaded in place is mapped, not read).
     """
 
     def __init__(
@@ -108,7 +111,11 @@ class Admission:
         probe: ProbeMode | bool | None = ProbeMode.UNTRUSTED,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         probe_cache_dir: str | os.PathLike[str] | None = None,
+        max_library_bytes: int = MAX_LIBRARY_BYTES,
     ) -> None:
+        if max_library_bytes <= 0:
+            raise ValueError(f"max_library_bytes must be positive, got {max_library_bytes}")
+        self.max_library_bytes = max_library_bytes
         self.policy = policy if policy is not None else LoadPolicy()
         self.probe = ProbeMode.of(probe)
         self.prober = Prober(probe_timeout_s, probe_cache_dir)
@@ -178,7 +185,7 @@ class Admission:
         def inspect(copy: Path, data: bytes, st: os.stat_result) -> None:
             verdict.append(self._inspect(path, dir_st, copy, data, st, traits))
 
-        copy = make_private_copy(path, inspect)
+        copy = make_private_copy(path, inspect, self.max_library_bytes)
         return AdmittedImage(path, copy, trusted=verdict[0])
 
     def open_library(

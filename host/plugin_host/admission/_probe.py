@@ -51,12 +51,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import plugin_interface
-from plugin_interface import NotASharedLibraryError, TraitSpec, declared_traits
+from plugin_interface import TraitSpec, declared_traits
 
+from ..formats import MAX_LIBRARY_BYTES
 from ..loading import _accel
-from ..loading._copies import write_private_copy
+from ..loading._copies import read_for_copy, remove_private_copy, write_private_copy
 from ..loading._policy import sha256_of
-from ..loading._precheck import Image, open_image, precheck_image
+from ..loading._precheck import Image, precheck_image
 from ._errors import (
     BlockedPluginError,
     ProbeCrashedError,
@@ -437,6 +438,7 @@ def probe_library(
     cache_dir: str | os.PathLike[str] | None = None,
     use_cache: bool = True,
     traits: Iterable[TraitSpec] = (),
+    max_library_bytes: int = MAX_LIBRARY_BYTES,
 ) -> ProbeResult:
     """Pre-check and probe one library file without loading it into this process.
 
@@ -445,24 +447,18 @@ def probe_library(
 
     :param use_cache: consult and update the blocklist and cache.
     :param traits: traits to probe beside the declared ones the file names.
+    :param max_library_bytes: the largest file read, in bytes.
     :raises PluginError: the pre-check refused the file (typed), or the probe
         failed fatally (:class:`~plugin_host.errors.ProbeError`), or the file is
         blocked (:class:`~plugin_host.errors.BlockedPluginError`).
     """
-    fd, image = open_image(path)
-    try:
-        with open(fd, "rb", closefd=False) as f:
-            data = f.read()
-    except OSError as e:
-        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
-    chosen = probe_traits(precheck_image(Image(path, image.stat, data=data)).plugin_symbols(), traits)
+    data, st = read_for_copy(path, max_library_bytes)
+    chosen = probe_traits(precheck_image(Image(path, st, data=data)).plugin_symbols(), traits)
     copy = write_private_copy(Path(path).name, data, path)
     try:
         if not use_cache:
             return run_probe(copy, chosen, path=path, timeout_s=timeout_s)
-        key = ProbeKey.of(path, image.stat, sha256_of(data), host_identity(chosen))
+        key = ProbeKey.of(path, st, sha256_of(data), host_identity(chosen))
         return Prober(timeout_s, cache_dir).probe(path, copy, key, chosen)
     finally:
-        copy.unlink(missing_ok=True)
+        remove_private_copy(copy)

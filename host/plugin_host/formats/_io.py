@@ -13,7 +13,10 @@ __all__ = ["MAX_LIBRARY_BYTES", "READ_FLAGS", "pread", "read_capped"]
 
 #: Open flags for reading a file to check: never block on a FIFO, never inherit.
 READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
-#: A plugin file larger than this (in bytes) is refused before it is read whole.
+#: The largest plugin file read whole, in bytes: for a private copy (copy-on-load, reload, probed,
+#: hash-allowlisted or untrusted files); a larger one is refused before its contents are read.  1 GiB
+#: is above real plugins (a debug build of a big C++ library reaches a few hundred MiB) and below what a
+#: host should hold for one file.  ``PluginManager(max_library_bytes=...)`` sets it per manager.
 MAX_LIBRARY_BYTES = 1 << 30
 
 

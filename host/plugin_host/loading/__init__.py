@@ -9,7 +9,7 @@ Above :mod:`plugin_host.formats`; knows nothing of registrations.
 
 from __future__ import annotations
 
-from ._copies import make_private_copy, write_private_copy
+from ._copies import make_private_copy, read_for_copy, remove_stale_copy_dirs, write_private_copy
 from ._library import CallGate, Library
 from ._module import DynamicModule, ModuleFunction, find_module, parse_signature
 from ._policy import InsecurePluginError, LoadPolicy, sha256_of
@@ -33,6 +33,8 @@ __all__ = [
     "parse_signature",
     "precheck",
     "precheck_image",
+    "read_for_copy",
+    "remove_stale_copy_dirs",
     "sha256_of",
     "write_private_copy",
 ]

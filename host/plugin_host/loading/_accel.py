@@ -26,9 +26,13 @@ _NAMES_BYTES = 16384
 HEAD_BYTES = 8192
 #: The largest dynamic string table the pre-check accepts, in bytes (``PH_MAX_DYNSTR_BYTES``).
 MAX_DYNSTR_BYTES = 16 << 20
+#: The largest dynamic section (``PT_DYNAMIC``) the pre-check accepts, in bytes (``PH_MAX_DYNAMIC_BYTES``):
+#: 65536 ELF64 entries, where real libraries have a few dozen.
+MAX_DYNAMIC_BYTES = 1 << 20
 
 __all__ = [
     "HEAD_BYTES",
+    "MAX_DYNAMIC_BYTES",
     "MAX_DYNSTR_BYTES",
     "available",
     "elf_precheck_passes",
@@ -52,7 +56,12 @@ def check_constants(lib: Any) -> None:
 
     :raises ImportError: naming the constant that differs.
     """
-    for name, value in (("PH_HEAD_BYTES", HEAD_BYTES), ("PH_MAX_DYNSTR_BYTES", MAX_DYNSTR_BYTES)):
+    limits = (
+        ("PH_HEAD_BYTES", HEAD_BYTES),
+        ("PH_MAX_DYNSTR_BYTES", MAX_DYNSTR_BYTES),
+        ("PH_MAX_DYNAMIC_BYTES", MAX_DYNAMIC_BYTES),
+    )
+    for name, value in limits:
         if getattr(lib, name) != value:
             msg = f"plugin_host.loading._speedups: {name} is {getattr(lib, name)}, the Python checks use {value}"
             raise ImportError(msg)

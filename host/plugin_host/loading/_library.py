@@ -17,7 +17,7 @@ from plugin_interface import (
 
 from ..formats import exported_symbols, sniff_format
 from . import _os
-from ._copies import make_private_copy
+from ._copies import make_private_copy, remove_private_copy
 
 __all__ = ["CallGate", "Library"]
 
@@ -102,7 +102,7 @@ class Library:
 
     def _remove_private_copy(self) -> None:
         if self.load_path != self.path:
-            self.load_path.unlink(missing_ok=True)
+            remove_private_copy(self.load_path)
 
     @property
     def is_open(self) -> bool:

@@ -57,6 +57,7 @@ from . import _accel
 
 __all__ = [
     "HEAD_BYTES",
+    "MAX_DYNAMIC_BYTES",
     "MAX_DYNSTR_BYTES",
     "Image",
     "Precheck",
@@ -74,6 +75,9 @@ __all__ = [
 HEAD_BYTES = _accel.HEAD_BYTES
 #: A dynamic string table larger than this is treated as corruption (also the C pre-check's limit).
 MAX_DYNSTR_BYTES = _accel.MAX_DYNSTR_BYTES
+#: A dynamic section larger than this is treated as corruption (also the C pre-check's limit): it is
+#: read whole, and a crafted sparse file could otherwise make it gigabytes.
+MAX_DYNAMIC_BYTES = _accel.MAX_DYNAMIC_BYTES
 
 _PLUGIN_NAME = re.compile(rb"plugin_[A-Za-z0-9_]+")
 
@@ -280,6 +284,9 @@ def _dynamic_strings(image: Image, layout: ElfLayout) -> bytes:
     d_offset, d_size = dynamic
     if d_offset + d_size > image.size:
         raise NotASharedLibraryError(path, f"truncated: the dynamic section ends past {image.size} bytes")
+    if d_size > MAX_DYNAMIC_BYTES:
+        msg = f"its dynamic section ({d_size} bytes) is larger than {MAX_DYNAMIC_BYTES} bytes: corrupt"
+        raise NotASharedLibraryError(path, msg)
     entry_fmt = layout.order + ("qQ" if layout.elf_class == 2 else "iI")
     entry_len = 16 if layout.elf_class == 2 else 8
     entries = image.read(d_offset, d_size - d_size % entry_len)
