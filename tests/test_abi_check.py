@@ -5,12 +5,17 @@ codes, and the diff classification a CI job relies on."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import TEST_PLUGINS, CompilePlugin
 from greeter_versions import GREETER_CHANGED, GREETER_V2, build_greeter
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from plugin_host.abi import LibraryAbi, diff_abi, scan_library
+from plugin_host.abi._check import MAX_DUMP_BYTES
 from plugin_host.cli import main
 
 HANDWRITTEN = (TEST_PLUGINS / "handwritten" / "handwritten.c").read_text()
@@ -281,3 +286,162 @@ def test_diff_usage_errors(
     bad.write_text("{ not json")
     status, _, err = run(capsys, "abi", "diff", str(bad), lib)
     assert status == 2 and "not valid JSON" in err
+
+
+# ---- hostile dumps: every malformed dump is a usage error naming the file, never a traceback ----------------------
+
+
+def _greeter_dump(lib: Path) -> dict[str, Any]:
+    return scan_library(lib).to_json()
+
+
+def _set(path: str, value: object) -> Callable[[dict[str, Any]], None]:
+    """A mutation of a dump: ``path`` is "a/b/0/c" through its objects and lists."""
+
+    def mutate(data: dict[str, Any]) -> None:
+        *parents, last = path.split("/")
+        target: Any = data
+        for key in parents:
+            target = target[int(key)] if isinstance(target, list) else target[key]
+        if value is _DELETE:
+            del target[int(last) if isinstance(target, list) else last]
+        else:
+            target[int(last) if isinstance(target, list) else last] = value
+
+    return mutate
+
+
+_DELETE = object()
+_DESCRIPTOR = "traits/Greeter/descriptor"
+#: (mutation, what the message must say): each was a traceback or a silent mis-read before.
+BAD_DUMPS = {
+    "negative method_count": (_set(f"{_DESCRIPTOR}/method_count", -1), "method_count must be an integer"),
+    "fewer fingerprints than method_count": (
+        _set(f"{_DESCRIPTOR}/method_fingerprints", []),
+        "method_count 1 but 0 method fingerprint(s)",
+    ),
+    "more fingerprints than method_count": (
+        _set(f"{_DESCRIPTOR}/method_count", 0),
+        "method_count 0 but 1 method fingerprint(s)",
+    ),
+    "absurd method_count": (_set(f"{_DESCRIPTOR}/method_count", 1 << 31), "method_count 2147483648 but 1"),
+    "too many methods": (
+        lambda d: d["traits"]["Greeter"]["descriptor"].update(method_count=5000, method_fingerprints=["0x1"] * 5000),
+        "method_count 5000 exceeds 4096",
+    ),
+    "struct_size too small": (_set(f"{_DESCRIPTOR}/struct_size", 8), "struct_size 8 is too small"),
+    "method_count a string": (_set(f"{_DESCRIPTOR}/method_count", "1"), "method_count must be an integer"),
+    "method_count true": (_set(f"{_DESCRIPTOR}/method_count", True), "method_count must be an integer"),
+    "missing trait_version": (_set(f"{_DESCRIPTOR}/trait_version", _DELETE), "trait_version must be an integer"),
+    "fingerprint not hex": (_set(f"{_DESCRIPTOR}/fingerprint", "0xnothex"), "fingerprint must be a 0x-prefixed"),
+    "fingerprint over 64 bits": (_set(f"{_DESCRIPTOR}/fingerprint", "0x" + "f" * 17), "64-bit hex"),
+    "method fingerprint a number": (
+        _set(f"{_DESCRIPTOR}/method_fingerprints/0", 12),
+        "method_fingerprints[0] must be",
+    ),
+    "descriptor a list": (_set(_DESCRIPTOR, [1, 2]), "not an object"),
+    "pointer_size infinite": (_set("pointer_size", float("inf")), "pointer_size must be 4 or 8"),
+    "pointer_size zero": (_set("pointer_size", 0), "pointer_size must be 4 or 8"),
+    "library nested": (_set("library", [[[]]]), "library, format and machine must be strings"),
+    "unknown format": (_set("format", "coff"), "format must be one of elf, pe, macho"),
+    "traits a list": (_set("traits", []), "traits must be an object"),
+    "trait not an object": (_set("traits/Greeter", "x"), "trait Greeter: must be an object"),
+    "trait name with a space": (
+        lambda d: d["traits"].update({"Gr eeter": d["traits"].pop("Greeter")}),
+        "not a trait name",
+    ),
+    "symbol not a string": (_set("traits/Greeter/symbols/0", 7), "symbols must be a list of strings"),
+    "symbol of another trait": (
+        _set("traits/Greeter/symbols/0", "plugin_register_Transformer_X_v1"),
+        "is not one of its symbols",
+    ),
+    "_vN beyond int()": (
+        _set("traits/Greeter/symbols/0", "plugin_register_all_Greeter_v" + "1" * 5000),
+        "is not one of its symbols",
+    ),
+    "descriptor_error a number": (_set("traits/Greeter/descriptor_error", 3), "descriptor_error must be"),
+    "malformed a string": (_set("malformed", "abc"), "malformed must be a list of strings"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_DUMPS, ids=list(BAD_DUMPS))
+def test_diff_refuses_a_malformed_dump(
+    case: str, example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    mutate, expected = BAD_DUMPS[case]
+    data = _greeter_dump(example_plugins["greeters"])
+    mutate(data)
+    bad = tmp_path / "bad.abi.json"
+    bad.write_text(json.dumps(data))  # Infinity, as Python's json writes and reads it
+    good = str(example_plugins["greeters"])
+    for argv in (["abi", "diff", str(bad), good], ["abi", "diff", good, str(bad), "--json"]):
+        status, out, err = run(capsys, *argv)
+        assert status == 2 and out == ""
+        assert err.startswith(f"error: {bad}: malformed ABI dump: ") and expected in err, err
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('{"schema": "plugin-host-abi/1", "traits": ' + "[" * 100_000, "not valid JSON: nested too deeply"),
+        ('{"schema": "plugin-host-abi/1", "pointer_size": ' + "9" * 5000 + "}", "not valid JSON: Exceeds the limit"),
+        ('{"schema": "plugin-host-abi/1", "traits": {"Gree', "not valid JSON: Unterminated string"),
+        (b'{"schema": "\xff"}', "not valid JSON: 'utf-8' codec can't decode"),
+    ],
+    ids=["deep nesting", "5000-digit integer", "truncated", "not UTF-8"],
+)
+def test_diff_refuses_invalid_json(
+    text: str | bytes,
+    expected: str,
+    example_plugins: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    bad = tmp_path / "bad.abi.json"
+    bad.write_bytes(text if isinstance(text, bytes) else text.encode())
+    status, _, err = run(capsys, "abi", "diff", str(bad), str(example_plugins["greeters"]))
+    assert status == 2 and err.startswith(f"error: {bad}: ") and expected in err, err
+
+
+def test_diff_refuses_a_huge_dump_unread(
+    example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    huge = tmp_path / "huge.abi.json"
+    with huge.open("wb") as f:  # sparse: costs no disk
+        f.write(b"{")
+        f.truncate(MAX_DUMP_BYTES + 1)
+    status, _, err = run(capsys, "abi", "diff", str(huge), str(example_plugins["greeters"]))
+    assert status == 2 and f"{huge}: {MAX_DUMP_BYTES + 1} bytes is too large for an ABI dump" in err
+
+
+def test_diff_of_accepted_dumps_never_fails(example_plugins: dict[str, Path]) -> None:
+    """Any dump ``from_json`` accepts can be diffed against any other: the validation is complete."""
+    base = _greeter_dump(example_plugins["greeters"])
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(), st.text(max_size=20))
+    values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(), inner))
+    fields = [
+        "pointer_size",
+        "format",
+        "malformed",
+        *(f"{_DESCRIPTOR}/{f}" for f in ("struct_size", "vtable_size", "method_count", "trait_version")),
+        *(f"{_DESCRIPTOR}/{f}" for f in ("registration_size", "abi_version", "fingerprint", "method_fingerprints")),
+        "traits/Greeter/symbols",
+    ]
+    small_ints = st.integers(0, 64)
+
+    @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(st.tuples(st.sampled_from(fields), values | small_ints), max_size=4), st.booleans())
+    def check(mutations: list[tuple[str, object]], old_first: bool) -> None:
+        data = json.loads(json.dumps(base))
+        for path, value in mutations:
+            _set(path, value)(data)
+        try:
+            mutated = LibraryAbi.from_json(data, "mutated")
+        except ValueError:
+            return
+        original = LibraryAbi.from_json(base, "base")
+        pair = (mutated, original) if old_first else (original, mutated)
+        for change in diff_abi(*pair):
+            json.dumps(change.to_json())
+
+    check()

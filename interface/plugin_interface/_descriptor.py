@@ -162,15 +162,27 @@ class AbiDescriptor:
 
     @classmethod
     def from_json(cls, data: object) -> AbiDescriptor:
-        """Inverse of :meth:`to_json`; :raises ValueError: on a malformed object."""
-        try:
-            if not isinstance(data, dict):
-                raise TypeError("not an object")
-            values = [int(data[f]) for f in _FIELDS]
-            fingerprint = int(str(data["fingerprint"]), 16)
-            methods = tuple(int(str(fp), 16) for fp in data["method_fingerprints"])
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"malformed descriptor: {e}") from e
+        """Inverse of :meth:`to_json`, held to what :meth:`from_bytes` accepts.
+
+        A dump is as untrusted as a library: every field must be a JSON
+        integer that fits its C field, and the counts must agree, so a
+        comparison never indexes past the fingerprints it was given.
+
+        :raises ValueError: naming the first malformed field.
+        """
+        if not isinstance(data, dict):
+            raise ValueError(f"malformed descriptor: not an object ({type(data).__name__})")
+        values = [_json_uint(data, f, 32) for f in _FIELDS]
+        fingerprint = _json_fingerprint(data.get("fingerprint"), "fingerprint")
+        listed = data.get("method_fingerprints")
+        if not isinstance(listed, list):
+            raise ValueError("malformed descriptor: method_fingerprints must be a list")
+        struct_size, method_count = values[0], values[5]
+        if len(listed) != method_count:
+            msg = f"malformed descriptor: method_count {method_count} but {len(listed)} method fingerprint(s)"
+            raise ValueError(msg)
+        _check_sizes(struct_size, method_count)
+        methods = tuple(_json_fingerprint(fp, f"method_fingerprints[{i}]") for i, fp in enumerate(listed))
         return cls._make(values, fingerprint, methods)
 
     @classmethod
@@ -178,6 +190,34 @@ class AbiDescriptor:
         return cls(
             **dict(zip(_FIELDS, head, strict=True)), fingerprint=fingerprint, method_fingerprints=method_fingerprints
         )
+
+
+def _json_value(value: object) -> str:
+    """A short description of a decoded JSON value (never a recursive ``repr``: it may nest deeply)."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value[:40]) + ("..." if len(value) > 40 else "")
+    return "an object" if isinstance(value, dict) else "a list"
+
+
+def _json_uint(data: dict[object, object], name: str, bits: int) -> int:
+    """``data[name]``, a JSON integer in ``[0, 2**bits)`` (``bool`` is not one)."""
+    value = data.get(name)
+    if type(value) is not int or not 0 <= value < 1 << bits:
+        msg = f"malformed descriptor: {name} must be an integer from 0 to {(1 << bits) - 1}, got {_json_value(value)}"
+        raise ValueError(msg)
+    return value
+
+
+def _json_fingerprint(value: object, name: str) -> int:
+    """A fingerprint as :func:`_fmt` writes it: ``0x`` and at most 16 hex digits."""
+    digits = value[2:] if isinstance(value, str) and value[:2] in ("0x", "0X") else ""
+    if not 0 < len(digits) <= 16 or not all(c in "0123456789abcdefABCDEF" for c in digits):
+        raise ValueError(
+            f"malformed descriptor: {name} must be a 0x-prefixed 64-bit hex string, got {_json_value(value)}"
+        )
+    return int(digits, 16)
 
 
 def descriptor_size(head: bytes, byteorder: Byteorder = "little") -> int:

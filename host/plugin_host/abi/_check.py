@@ -21,14 +21,15 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Protocol
 
 from plugin_interface import (
     ABI_VERSION,
     AbiDescriptor,
     NotASharedLibraryError,
+    SymbolName,
     TraitSpec,
     abi_descriptor_symbol,
     check_descriptor,
@@ -40,11 +41,12 @@ from plugin_interface import (
 )
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
 
-from ..formats import ExportTable, read_exports
+from ..formats import READ_FLAGS, BinaryFormat, ExportTable, pread, read_capped, read_exports
 
 __all__ = [
     "DUMP_SCHEMA",
     "CHECK_SCHEMA",
+    "MAX_DUMP_BYTES",
     "DIFF_SCHEMA",
     "AbiChange",
     "LibraryAbi",
@@ -59,6 +61,8 @@ __all__ = [
 DUMP_SCHEMA = "plugin-host-abi/1"
 CHECK_SCHEMA = "plugin-host-abi-check/1"
 DIFF_SCHEMA = "plugin-host-abi-diff/1"
+#: A JSON dump larger than this (in bytes) is refused unread; a real one is a few KiB.
+MAX_DUMP_BYTES = 64 << 20
 
 #: Exported names with these prefixes belong to the scheme; one that does not parse is malformed.
 _SCHEME_PREFIXES = ("plugin_register_", "plugin_unregister_", "plugin_unmaker_counter_", "plugin_abi_descriptor_")
@@ -114,21 +118,28 @@ class TraitAbi:
         }
 
     @classmethod
-    def from_json(cls, name: str, data: dict[str, object]) -> TraitAbi:
+    def from_json(cls, name: str, data: object) -> TraitAbi:
         """Rebuild from :meth:`to_json` output; :raises ValueError: if malformed."""
+        parsed_name = _parse_symbol(abi_descriptor_symbol(name))
+        if parsed_name is None or parsed_name.trait != name:
+            raise ValueError(f"trait {_shown(name)}: not a trait name (letters and digits)")
+        if not isinstance(data, dict):
+            raise ValueError(f"trait {name}: must be an object")
         trait = cls(name)
-        symbols = data.get("symbols")
-        if not isinstance(symbols, list):
-            raise ValueError(f"trait {name}: symbols must be a list")
-        for symbol in symbols:
-            parsed = parse_symbol(str(symbol))
+        for symbol in _strings(data.get("symbols"), f"trait {name}: symbols"):
+            parsed = _parse_symbol(symbol)
             if parsed is None or parsed.trait != name:
-                raise ValueError(f"trait {name}: {symbol!r} is not one of its symbols")
-            trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = str(symbol)
+                raise ValueError(f"trait {name}: {_shown(symbol)} is not one of its symbols")
+            trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = symbol
         if data.get("descriptor") is not None:
-            trait.descriptor = AbiDescriptor.from_json(data["descriptor"])
+            try:
+                trait.descriptor = AbiDescriptor.from_json(data["descriptor"])
+            except ValueError as e:
+                raise ValueError(f"trait {name}: {e}") from e
         error = data.get("descriptor_error")
-        trait.descriptor_error = None if error is None else str(error)
+        if error is not None and not isinstance(error, str):
+            raise ValueError(f"trait {name}: descriptor_error must be a string or null")
+        trait.descriptor_error = error
         return trait
 
 
@@ -158,23 +169,54 @@ class LibraryAbi:
 
     @classmethod
     def from_json(cls, data: object, source: str = "<dump>") -> LibraryAbi:
-        """Rebuild from a dump; :raises ValueError: naming what is wrong."""
+        """Rebuild from a dump, every field checked (a dump is as untrusted as a library).
+
+        :raises ValueError: naming ``source`` and what is wrong.
+        """
         if not isinstance(data, dict) or data.get("schema") != DUMP_SCHEMA:
             raise ValueError(f"{source}: not a plugin-host ABI dump (schema {DUMP_SCHEMA!r} expected)")
-        traits = data.get("traits")
-        if not isinstance(traits, dict):
-            raise ValueError(f"{source}: traits must be an object")
         try:
+            library, fmt, machine = data.get("library"), data.get("format"), data.get("machine")
+            if not (isinstance(library, str) and isinstance(fmt, str) and isinstance(machine, str)):
+                raise ValueError("library, format and machine must be strings")
+            if fmt not in {f.value for f in BinaryFormat}:
+                raise ValueError(f"format must be one of {', '.join(f.value for f in BinaryFormat)}")
+            pointer_size = data.get("pointer_size")
+            if type(pointer_size) is not int or pointer_size not in (4, 8):
+                raise ValueError("pointer_size must be 4 or 8")
+            traits = data.get("traits")
+            if not isinstance(traits, dict):
+                raise ValueError("traits must be an object")
             return cls(
-                path=str(data["library"]),
-                format=str(data["format"]),
-                machine=str(data["machine"]),
-                pointer_size=int(data["pointer_size"]),
+                path=library,
+                format=fmt,
+                machine=machine,
+                pointer_size=pointer_size,
                 traits={str(n): TraitAbi.from_json(str(n), t) for n, t in traits.items()},
-                malformed=[str(s) for s in data.get("malformed", [])],
+                malformed=_strings(data.get("malformed", []), "malformed"),
             )
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except ValueError as e:
             raise ValueError(f"{source}: malformed ABI dump: {e}") from e
+
+
+def _parse_symbol(name: str) -> SymbolName | None:
+    """:func:`~plugin_interface.parse_symbol`, with a ``_vN`` too long for ``int()`` (4300 digits) not parsing."""
+    try:
+        return parse_symbol(name)
+    except ValueError:
+        return None
+
+
+def _strings(value: object, what: str) -> list[str]:
+    """``value`` if it is a JSON list of strings; :raises ValueError: otherwise."""
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"{what} must be a list of strings")
+    return value
+
+
+def _shown(text: str) -> str:
+    """``text`` quoted for a message, cut short (a dump may hold megabytes in one string)."""
+    return repr(text[:80]) + ("..." if len(text) > 80 else "")
 
 
 def read_descriptor(table: ExportTable, trait: str) -> AbiDescriptor:
@@ -196,7 +238,7 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
     table = read_exports(path)
     abi = LibraryAbi(os.fspath(path), table.format, table.machine, table.pointer_size)
     for name in table.names:
-        parsed = parse_symbol(name)
+        parsed = _parse_symbol(name)
         if parsed is None:
             if name.startswith(_SCHEME_PREFIXES):
                 abi.malformed.append(name)
@@ -215,21 +257,42 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
 def load_abi(path: str | os.PathLike[str]) -> LibraryAbi:
     """A library (scanned) or a JSON dump of one (``abi dump`` output), told apart by content.
 
-    :raises NotASharedLibraryError: for a file that is neither.
-    :raises ValueError: for a JSON file that is not a valid dump.
+    The file is opened like a library (:data:`~plugin_host.formats.READ_FLAGS`:
+    a FIFO does not block) and must be a regular file; a dump is read whole
+    only below :data:`MAX_DUMP_BYTES`.
+
+    :raises NotASharedLibraryError: for a file that is neither, or that cannot be read.
+    :raises ValueError: for a JSON file that is not a valid dump, naming it.
     """
+    name = os.fspath(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(64).lstrip()
+        fd = os.open(path, READ_FLAGS)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
-    if head.startswith(b"{"):
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"{os.fspath(path)}: not valid JSON: {e}") from e
-        return LibraryAbi.from_json(data, os.fspath(path))
-    return scan_library(path)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            what = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device, FIFO or socket)"
+            raise NotASharedLibraryError(path, f"it is {what}")
+        head = pread(fd, 64, 0).lstrip()
+        if not head.startswith(b"{"):
+            return scan_library(path)
+        if st.st_size > MAX_DUMP_BYTES:
+            raise ValueError(f"{name}: {st.st_size} bytes is too large for an ABI dump (at most {MAX_DUMP_BYTES})")
+        raw = read_capped(fd, MAX_DUMP_BYTES + 1)
+    except OSError as e:
+        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    if len(raw) > MAX_DUMP_BYTES:  # grew since the fstat
+        raise ValueError(f"{name}: too large for an ABI dump (more than {MAX_DUMP_BYTES} bytes)")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except RecursionError as e:
+        raise ValueError(f"{name}: not valid JSON: nested too deeply") from e
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise ValueError(f"{name}: not valid JSON: {e}") from e
+    return LibraryAbi.from_json(data, name)
 
 
 # ---- check ------------------------------------------------------------------
