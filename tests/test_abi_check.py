@@ -445,3 +445,25 @@ def test_diff_of_accepted_dumps_never_fails(example_plugins: dict[str, Path]) ->
             json.dumps(change.to_json())
 
     check()
+
+
+def test_dump_output_that_cannot_be_written(
+    example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = str(example_plugins["greeters"])
+    missing = tmp_path / "no" / "such" / "folder" / "x.abi.json"
+    for output, reason in [(missing, "No such file or directory"), (tmp_path, "Is a directory")]:
+        status, out, err = run(capsys, "abi", "dump", lib, "-o", str(output))
+        assert (status, out) == (2, "")
+        assert err == f"error: {output}: cannot write the output: {reason}\n"
+    assert not missing.parent.exists()
+
+
+def test_diff_inputs_that_are_not_regular_files(
+    example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lib = str(example_plugins["greeters"])
+    status, _, err = run(capsys, "abi", "diff", str(tmp_path), lib)
+    assert status == 2 and err == f"error: {tmp_path}: is a directory, not a library or an ABI dump\n"
+    status, _, err = run(capsys, "abi", "diff", lib, "/dev/null")
+    assert status == 2 and err == "error: /dev/null: not a regular file (a device, FIFO or socket)\n"

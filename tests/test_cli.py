@@ -120,3 +120,50 @@ def test_negative_debounce_is_a_usage_error(tmp_path: Path, capsys: pytest.Captu
         main(["watch", str(tmp_path), "--debounce-ms", "-5"])
     assert exc.value.code == 2
     assert "must be 0 or more" in capsys.readouterr().err
+
+
+def test_list_and_call_refuse_an_unreadable_file_before_loading(capsys: pytest.CaptureFixture[str]) -> None:
+    # /proc/self/mem stats as a regular file, but reading its first page fails (EIO).
+    assert main(["list", "/proc/self/mem"]) == 1
+    assert "error: /proc/self/mem: not a loadable shared library: cannot read it" in capsys.readouterr().err
+    assert main(["call", "/proc/self/mem", "Greeter", "English", "greet", "x"]) == 1
+    assert "error: /proc/self/mem: not a loadable shared library: cannot read it" in capsys.readouterr().err
+
+
+def test_call_arguments_that_are_not_utf8(example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    # argv's bytes that are not UTF-8 arrive as surrogates (PEP 383).
+    lib = str(example_plugins["greeters"])
+    assert main(["call", lib, "Greeter", "English", "greet", "Ad\udcffa"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {lib}: Greeter.greet: argument name b'Ad\\xffa' is not UTF-8 text\n"
+    # A buffer takes the bytes as they came.
+    assert main(["call", str(example_plugins["multi_trait"]), "Transformer", "Rot13", "transform", "a\udcffb"]) == 0
+    assert capsys.readouterr().out == "2\nn\ufffdo\n"
+
+
+def test_demo_build_dir_that_cannot_be_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--build-dir", "/dev/null"]) == 2
+    assert capsys.readouterr().err == "error: --build-dir /dev/null: not a directory\n"
+    (tmp_path / "file").write_text("x")
+    assert main(["demo", "--build-dir", str(tmp_path / "file" / "sub")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {tmp_path / 'file' / 'sub'}: cannot build the examples there: ")
+
+
+def test_a_name_too_long_is_an_error_not_a_traceback(
+    example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    long = str(tmp_path / ("x" * 5000))  # every system call on it fails with ENAMETOOLONG
+    lib = str(example_plugins["greeters"])
+    for argv, status in [
+        (["list", long], 1),
+        (["call", long, "Greeter", "English", "greet", "x"], 1),
+        (["watch", long], 2),
+        (["abi", "check", long], 2),
+        (["abi", "dump", long], 2),
+        (["abi", "diff", long, lib], 2),
+        (["abi", "dump", lib, "-o", long], 2),
+    ]:
+        assert main(argv) == status, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and long in err and ("too long" in err or "not a directory" in err), argv

@@ -1,7 +1,8 @@
 """The ``plugin-host`` command line (also ``python -m plugin_host``).
 
 Exit status: 0 on success, 1 when a plugin failed (load, call, build), 2 on a
-usage error; ``abi`` documents its own (see :mod:`._abi`).
+usage error; ``abi`` documents its own (see :mod:`._abi`).  A closed output
+pipe ends any command quietly with status 1, as CPython does on EPIPE.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from ..loading import _accel
 from ..watch import DEFAULT_DEBOUNCE_MS
 from ._abi import add_abi_parser
 from ._commands import cmd_call, cmd_demo, cmd_list, cmd_watch, describe_notification
-from ._output import EXIT_PLUGIN_ERROR, EXIT_USAGE, tolerant_stdout
+from ._output import EXIT_BROKEN_PIPE, EXIT_PLUGIN_ERROR, EXIT_USAGE, discard_output, tolerant_stdout
 
 __all__ = ["SUBCOMMANDS", "build_parser", "describe_notification", "main"]
 
@@ -85,20 +86,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
+    """Run the CLI; returns the exit status.
+
+    No input ends in a traceback: a plugin's or a file's problem is one
+    ``error:`` line naming the file (status 1), a usage error status 2; a
+    reader that stops early (``| head``) ends the command quietly
+    (:data:`._output.EXIT_BROKEN_PIPE`).
+    """
     try:
         with tolerant_stdout():
-            status: int = args.func(args)
+            return _run(argv)
+    except BrokenPipeError:
+        discard_output()
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        status: int = args.func(args)
+        sys.stdout.flush()  # inside the try: a closed pipe is noticed here, not at exit
     except PluginError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_PLUGIN_ERROR
     except KeyError as e:
         print(f"error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return EXIT_PLUGIN_ERROR
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        # A file problem no command foresaw; the message names the file.
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_PLUGIN_ERROR
     except KeyboardInterrupt:
         return 130

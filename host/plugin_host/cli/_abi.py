@@ -9,7 +9,10 @@ README ("ABI verification").
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from ..abi import (
     scan_library,
 )
 from ..formats import ALL_LIBRARY_SUFFIXES, plugin_files
-from ._output import table
+from ._output import missing_path, table
 
 __all__ = ["add_abi_parser"]
 
@@ -42,17 +45,37 @@ def _usage_error(message: str) -> int:
 
 
 def _library_files(paths: list[str]) -> list[Path] | str:
-    """Files to check (a directory contributes its libraries); a message for a missing path."""
+    """Files to check (a directory contributes its libraries); a message for a missing path.
+
+    Anything else that exists is checked: a FIFO or device is reported by the
+    scan (which never blocks on one) as not a library.
+    """
     files: list[Path] = []
     for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files += plugin_files(path, ALL_LIBRARY_SUFFIXES)
-        elif path.exists():
-            files.append(path)
-        else:
-            return f"{raw}: no such file or directory"
+        problem = missing_path(raw)
+        if problem is not None:
+            return problem
+        if not os.path.isdir(raw):
+            files.append(Path(raw))
+            continue
+        try:
+            files += plugin_files(raw, ALL_LIBRARY_SUFFIXES)
+        except OSError as e:
+            return f"{raw}: cannot list the directory: {e.strerror or e}"
     return files
+
+
+def _regular_file(raw: str) -> str | None:
+    """The usage error for an input that is not a regular file (``abi diff``'s dumps and libraries)."""
+    problem = missing_path(raw)
+    if problem is not None:
+        return problem
+    mode = os.stat(raw).st_mode
+    if stat.S_ISDIR(mode):
+        return f"{raw}: is a directory, not a library or an ABI dump"
+    if not stat.S_ISREG(mode):
+        return f"{raw}: not a regular file (a device, FIFO or socket)"
+    return None
 
 
 def _describe_descriptor(abi: LibraryAbi, trait: str) -> str:
@@ -130,22 +153,54 @@ def _check_rows(path: Path, abi: LibraryAbi | None, checks: dict[str, TraitCheck
 
 
 def cmd_abi_dump(args: argparse.Namespace) -> int:
-    if not Path(args.library).exists():
-        return _usage_error(f"{args.library}: no such file")
+    problem = missing_path(args.library)
+    if problem is not None:
+        return _usage_error(problem)
     abi = scan_library(args.library)  # PluginError -> exit 1 through main()
     text = json.dumps(abi.to_json(), indent=2) + "\n"
-    if args.output:
-        Path(args.output).write_text(text)
-    else:
+    if not args.output:
         sys.stdout.write(text)
-    return EXIT_OK
+        return EXIT_OK
+    problem = _write_file(args.output, text)
+    return EXIT_OK if problem is None else _usage_error(problem)
+
+
+#: Create or truncate, never block: a FIFO without a reader fails at once (ENXIO) instead of hanging.
+_WRITE_FLAGS = (
+    os.O_WRONLY
+    | os.O_CREAT
+    | os.O_TRUNC
+    | getattr(os, "O_NONBLOCK", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_BINARY", 0)
+)
+
+
+def _write_file(path: str, text: str) -> str | None:
+    """Write ``text`` (UTF-8) to ``path``; the message naming it if that fails."""
+    try:
+        fd = os.open(path, _WRITE_FLAGS, 0o666)
+    except OSError as e:
+        reason = "a FIFO that nobody reads" if e.errno == errno.ENXIO else (e.strerror or str(e))
+        return f"{path}: cannot write the output: {reason}"
+    try:
+        if hasattr(os, "O_NONBLOCK"):
+            os.set_blocking(fd, True)  # opened without blocking; a pipe's reader may be slow
+        with open(fd, "w", encoding="utf-8", closefd=False) as f:
+            f.write(text)
+    except OSError as e:
+        return f"{path}: cannot write the output: {e.strerror or e}"
+    finally:
+        os.close(fd)
+    return None
 
 
 def cmd_abi_diff(args: argparse.Namespace) -> int:
     loaded: list[LibraryAbi] = []
     for raw in (args.old, args.new):
-        if not Path(raw).is_file():
-            return _usage_error(f"{raw}: no such file")
+        problem = _regular_file(raw)
+        if problem is not None:
+            return _usage_error(problem)
         try:
             loaded.append(load_abi(raw))
         except ValueError as e:

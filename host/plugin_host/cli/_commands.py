@@ -7,6 +7,7 @@ usage error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from plugin_interface import (
 
 from .._manager import PluginHandle, PluginManager
 from ..admission import default_cache_dir
-from ..formats import plugin_files
+from ..formats import plugin_files, sniff_format
 from ..loading import DynamicModule
 from ..registry import TraitProxy
 from ..watch import Event, ManagerNotification, Unloaded, WatchOptions, watch_and_load_blocking
@@ -38,7 +39,16 @@ __all__ = ["cmd_call", "cmd_demo", "cmd_list", "cmd_watch", "describe_notificati
 
 
 def _library_files(path: Path) -> list[Path]:
-    return plugin_files(path) if path.is_dir() else [path]
+    """``path``'s candidate plugins if it is a directory, else ``path``.
+
+    :raises PluginError: the directory cannot be listed.
+    """
+    if not os.path.isdir(path):  # never raises (Path.is_dir does for a name too long)
+        return [path]
+    try:
+        return plugin_files(path)
+    except OSError as e:
+        raise PluginError(f"{path}: cannot list the directory: {e.strerror or e}", path=path) from e
 
 
 def _traits(name: str | None) -> list[TraitSpec]:
@@ -149,10 +159,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from plugin_annotations import BuildError, build_plugins
 
     build_dir = Path(args.build_dir) if args.build_dir else _default_build_dir()
+    if os.path.lexists(build_dir) and not os.path.isdir(build_dir):
+        print(f"error: --build-dir {build_dir}: not a directory", file=sys.stderr)
+        return EXIT_USAGE
     try:
         result = build_plugins(_examples_dir(), build_dir)
     except BuildError as e:
         print(f"error: {e}", file=sys.stderr)
+        return EXIT_PLUGIN_ERROR
+    except OSError as e:
+        print(f"error: {build_dir}: cannot build the examples there: {e.strerror or e}", file=sys.stderr)
         return EXIT_PLUGIN_ERROR
     built = f"built {len(result.built)}" if result.built else "all up to date"
     print(f"example plugins in {build_dir} ({built})\n")
@@ -186,12 +202,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     rows: list[list[str]] = []
     problems: list[str] = []
+    traits = _traits(args.trait)
+    is_dir = os.path.isdir(args.path)
     with PluginManager() as manager:
         for lib_path in _library_files(Path(args.path)):
+            try:
+                sniff_format(lib_path)  # a FIFO, device or unreadable file: refused before the loader sees it
+            except PluginError as e:
+                problems.append(str(e))
+                continue
             known = len(problems)
-            handles = _load_every_trait(manager, lib_path, _traits(args.trait), problems)
+            handles = _load_every_trait(manager, lib_path, traits, problems)
             refused = len(problems) > known  # this file's own problems, not an earlier file's
-            if not handles and not refused and args.trait is None and Path(args.path).is_dir():
+            if not handles and not refused and args.trait is None and is_dir:
                 # A build directory also holds plain libraries: link
                 # dependencies and explicit modules (native_plugins/foo, bar).
                 rows.append([str(lib_path), "-", "-", "-", "(no plugin: a plain library)"])
@@ -217,9 +240,15 @@ def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[
     for p, text in zip(spec.params, raw, strict=True):
         kind = p.ctype.kind
         if kind is TypeKind.CSTR:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                # Not UTF-8 on the command line (PEP 383 surrogates): a C string argument must be UTF-8 text.
+                msg = f"{proxy.trait.name}.{method}: argument {p.name} {os.fsencode(text)!r} is not UTF-8 text"
+                raise ValueError(msg) from e
             values.append(text)
         elif kind in (TypeKind.BUFFER, TypeKind.MUTBUFFER):
-            buf = bytearray(text.encode())
+            buf = bytearray(os.fsencode(text))  # a buffer takes the argument's bytes as they came
             buffers.append(buf)
             values.append(buf)
         elif p.ctype.python_type is float:
@@ -232,17 +261,18 @@ def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    if Path(args.path).is_dir():
+    if os.path.isdir(args.path):
         print(f"error: {args.path}: call takes one plugin file, not a directory", file=sys.stderr)
         return EXIT_USAGE
     spec = resolve_trait(args.trait)
+    sniff_format(args.path)  # a FIFO, device or unreadable file: refused before the loader sees it
     with PluginManager() as manager:
         [handle] = manager.load_plugins(args.path, spec)
         proxy = handle.proxy(args.type)
         try:
             values, buffers = _convert_args(proxy, args.method, args.args)
         except (ValueError, KeyError) as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {args.path}: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
             return EXIT_USAGE
         result = getattr(proxy, args.method)(*values)
         if result is not None:
@@ -272,13 +302,15 @@ def cmd_watch(args: argparse.Namespace) -> int:
     def show(note: ManagerNotification) -> None:
         print(describe_notification(note), flush=True)
 
-    if not Path(args.dir).is_dir():
+    if not os.path.isdir(args.dir):
         print(f"error: {args.dir}: not a directory", file=sys.stderr)
         return EXIT_USAGE
     with PluginManager() as manager:
         print(f"watching  {Path(args.dir).absolute()} (Ctrl-C to stop)", flush=True)
         try:
             watch_and_load_blocking(manager, args.dir, args.trait, opts, show)
+        except BrokenPipeError:
+            raise  # our reader went away: main() ends quietly
         except OSError as e:
             print(f"error: {e}", file=sys.stderr)
             return EXIT_USAGE
