@@ -447,6 +447,118 @@ def test_diff_of_accepted_dumps_never_fails(example_plugins: dict[str, Path]) ->
     check()
 
 
+# ---- check --probe ------------------------------------------------------------------------------------------------
+
+#: A Greeter whose second type's maker misbehaves per define: MAKER_SEGFAULT, MAKER_EXIT (exit(4)), MAKER_HANG.
+MAKER_CRASH = r"""
+/* maker_crash.c -- a good Greeter (Fine) and one (Bad) whose maker crashes, exits or hangs. */
+#include <signal.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "plugin_annotations.h"
+#include "plugin_trait_greeter.h"
+
+static char *say(void *self, const char *name) {
+    (void)self;
+    return plugin_string_format("Fine, %s!", name);
+}
+
+static void *bad_new(void) {
+#if defined(MAKER_SEGFAULT)
+    raise(SIGSEGV);
+#elif defined(MAKER_EXIT)
+    exit(4);
+#elif defined(MAKER_HANG)
+    for (;;) pause();
+#endif
+    return malloc(1);
+}
+
+static void bad_free(void *instance) { free(instance); }
+
+PLUGIN_IMPL(Greeter, Fine, .greet = say)
+PLUGIN_IMPL_WITH_STATE(Greeter, Bad, bad_new, bad_free, .greet = say)
+PLUGIN_UNMAKER_COUNTER(Greeter)
+"""
+
+
+@pytest.mark.parametrize(
+    ("define", "kind", "status", "message", "timeout"),
+    [
+        ("MAKER_SEGFAULT", "probe_crashed", "crashed", "crashed with SIGSEGV (signal 11)", "10"),
+        ("MAKER_EXIT", "probe_exited", "exited", "the process exited with status 4", "10"),
+        ("MAKER_HANG", "probe_timeout", "timeout", "no answer within 1 s (killed)", "1"),
+    ],
+)
+def test_check_probe_reports_a_maker_that_crashes_exits_or_hangs(
+    define: str,
+    kind: str,
+    status: str,
+    message: str,
+    timeout: str,
+    compile_plugin: CompilePlugin,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lib = compile_plugin("maker_crash", MAKER_CRASH, defines=(define,))
+    # The static check sees nothing wrong: only running the maker shows it.
+    assert run(capsys, "abi", "check", str(lib))[0] == 0
+    code, report = run_json(capsys, "abi", "check", str(lib), "--probe", "--probe-timeout", timeout)
+    assert code == 1 and report["ok"] is False
+    [entry] = report["libraries"]
+    assert entry["probe"] == {"status": status, "made": 0}
+    [problem] = entry["problems"]
+    assert (problem["severity"], problem["kind"]) == ("error", kind)
+    assert problem["message"].startswith(f"isolated probe: {message} during ")
+    if define != "MAKER_HANG":  # where a timeout strikes depends on the machine's speed
+        # The step the probe names: the stage of the registration pipeline that ran the maker.
+        assert problem["symbol"].startswith("plugin_register_")
+        assert problem["message"].startswith(f"isolated probe: {message} during {problem['symbol']}")
+    code, out, err = run(capsys, "abi", "check", str(lib), "--probe", "--probe-timeout", timeout)
+    assert code == 1 and err == ""
+    assert f"error: {lib}: [{kind}] isolated probe: {message}" in out
+    assert "1 library checked: 1 error(s), 0 warning(s)" in out
+
+
+def test_check_probe_of_good_and_safely_failing_plugins(
+    example_plugins: dict[str, Path], test_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    good, null_maker = example_plugins["greeters"], test_plugins["null_maker"]
+    code, report = run_json(capsys, "abi", "check", str(good), str(null_maker), "--probe")
+    assert code == 1
+    clean, failed = report["libraries"]
+    assert (clean["ok"], clean["probe"], clean["problems"]) == (True, {"status": "clean", "made": 3}, [])
+    assert failed["probe"]["status"] == "failed"
+    [problem] = failed["problems"]
+    assert problem["kind"] == "probe_failed" and "plugin_register_all_Greeter_v1 returned NULL" in problem["message"]
+    code, out, _ = run(capsys, "abi", "check", str(good), "--probe")
+    assert code == 0 and "clean (3 made)" in out.splitlines()[2]
+    # Without --probe nothing runs and the JSON has no probe entry.
+    code, report = run_json(capsys, "abi", "check", str(good))
+    assert code == 0 and "probe" not in report["libraries"][0]
+
+
+def test_check_probe_skips_what_this_host_cannot_load(
+    example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = tmp_path / "libother.so"
+    data = bytearray(example_plugins["greeters"].read_bytes())
+    data[18:20] = (183).to_bytes(2, "little")  # e_machine: aarch64 (the export table still reads)
+    other.write_bytes(bytes(data))
+    code, report = run_json(capsys, "abi", "check", str(other), "--probe")
+    [entry] = report["libraries"]
+    assert code == 0 and entry["probe"] == {"status": "skipped", "made": 0}
+    [problem] = entry["problems"]
+    assert (problem["severity"], problem["kind"]) == ("warning", "probe_skipped")
+    assert "built for aarch64" in problem["message"]
+
+
+@pytest.mark.parametrize("timeout", ["0", "-1", "nan", "inf", "1e9", "soon"])
+def test_check_probe_timeout_must_be_sensible(timeout: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["abi", "check", "x.so", "--probe", "--probe-timeout", timeout])
+    assert exc.value.code == 2 and "--probe-timeout" in capsys.readouterr().err
+
+
 def test_dump_output_that_cannot_be_written(
     example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -1,5 +1,8 @@
 """``plugin-host abi check | dump | diff``: verify a plugin's exported ABI without loading it.
 
+``abi check --probe`` then runs each library's code, but in a child process
+(:func:`~plugin_host.admission.probe_library`).
+
 Exit status: 0 clean (warnings allowed), 1 a problem or a breaking change was
 found (or a file is not a library), 2 usage error (missing file, unknown
 trait, invalid dump).  ``--json`` output is stable; its schema is in the
@@ -17,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from plugin_interface import PluginError, UnknownTraitError, declared_traits, resolve_trait
+from plugin_interface import ArchitectureMismatchError, PluginError, UnknownTraitError, declared_traits, resolve_trait
 
 from ..abi import (
     CHECK_SCHEMA,
@@ -31,12 +34,22 @@ from ..abi import (
     load_abi,
     scan_library,
 )
-from ..formats import ALL_LIBRARY_SUFFIXES, plugin_files
+from ..admission import (
+    DEFAULT_PROBE_TIMEOUT_S,
+    ProbeCrashedError,
+    ProbeError,
+    ProbeExitedError,
+    ProbeTimeoutError,
+    probe_library,
+)
+from ..formats import ALL_LIBRARY_SUFFIXES, BinaryFormat, native_format, plugin_files
 from ._output import missing_path, table
 
 __all__ = ["add_abi_parser"]
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+#: The longest ``--probe-timeout`` (in seconds): a day; more is a typo, and too much for ``select``.
+MAX_PROBE_TIMEOUT_S = 86400.0
 
 
 def _usage_error(message: str) -> int:
@@ -111,16 +124,26 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
         except PluginError as e:
             abi, checks = None, {}
             problems = [Problem("error", "not_a_library", getattr(e, "reason", None) or str(e))]
-        entries.append(check_to_json(abi, str(path), problems, checks))
+        file_rows = _check_rows(path, abi, checks)
+        probe: dict[str, object] | None = None
+        if args.probe:
+            probe, found = _probe(path, abi, args.probe_timeout)
+            problems += found
+            file_rows = [[*row, _describe_probe(probe)] for row in file_rows]
+        entry = check_to_json(abi, str(path), problems, checks)
+        if probe is not None:
+            entry["probe"] = probe
+        entries.append(entry)
         messages += [(p.severity, f"{path}: [{p.kind}] {p.message}") for p in problems]
-        rows += _check_rows(path, abi, checks)
+        rows += file_rows
     errors = sum(1 for severity, _ in messages if severity == "error")
     if args.json:
         json.dump({"schema": CHECK_SCHEMA, "ok": errors == 0, "libraries": entries}, sys.stdout, indent=2)
         print()
     else:
         if rows:
-            print(table(rows, ["library", "format", "trait", "types", "array", "descriptor", "host check"]))
+            header = ["library", "format", "trait", "types", "array", "descriptor", "host check"]
+            print(table(rows, [*header, "probe"] if args.probe else header))
         for severity, message in messages:
             print(f"{severity}: {message}")
         warnings = len(messages) - errors
@@ -129,6 +152,62 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
             f"{errors} error(s), {warnings} warning(s)"
         )
     return EXIT_PROBLEM if errors else EXIT_OK
+
+
+#: ``--probe``: the problem kind and probe status of each fatal failure (any other is ``probe_failed``).
+_PROBE_FAILURES: tuple[tuple[type[ProbeError], str, str], ...] = (
+    (ProbeCrashedError, "probe_crashed", "crashed"),
+    (ProbeExitedError, "probe_exited", "exited"),
+    (ProbeTimeoutError, "probe_timeout", "timeout"),
+)
+
+
+def _without_path(e: PluginError) -> str:
+    """``e``'s message without its leading ``path: `` (problems are printed after the path)."""
+    return str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
+
+
+def _probe(path: Path, abi: LibraryAbi | None, timeout_s: float) -> tuple[dict[str, object], list[Problem]]:
+    """``--probe``: run the library's constructors, makers and unmakers once in a child process.
+
+    Uncached (:func:`~plugin_host.admission.probe_library` with
+    ``use_cache=False``): a check answers for the file as it is now, and a
+    timeout can be retried with a longer ``--probe-timeout``.
+
+    :returns: the ``probe`` object of the JSON entry, and the problems found.
+    """
+    if abi is None or not abi.traits:
+        return {"status": "not_run", "made": 0}, []  # not a library, or no plugin: already an error
+    if abi.format != native_format():
+        msg = f"a {BinaryFormat(abi.format).display_name} library cannot be loaded by this host: not probed"
+        return {"status": "skipped", "made": 0}, [Problem("warning", "probe_skipped", msg)]
+    try:
+        result = probe_library(path, timeout_s=timeout_s, use_cache=False)
+    except ArchitectureMismatchError as e:
+        return {"status": "skipped", "made": 0}, [
+            Problem("warning", "probe_skipped", f"{_without_path(e)}: not probed")
+        ]
+    except PluginError as e:
+        kind, status = next(((k, s) for cls, k, s in _PROBE_FAILURES if isinstance(e, cls)), ("probe_failed", "failed"))
+        return {"status": status, "made": 0}, [Problem("error", kind, _without_path(e), symbol=e.symbol)]
+    if not result.clean:
+        reason = "; ".join(result.problems) or "the probe reported a failure"
+        return {"status": "failed", "made": result.made}, [Problem("error", "probe_failed", reason)]
+    return {"status": "clean", "made": result.made}, []
+
+
+def _describe_probe(probe: dict[str, object]) -> str:
+    status = str(probe["status"])
+    if status == "clean":
+        return f"clean ({probe['made']} made)"
+    return "-" if status == "not_run" else status
+
+
+def _probe_seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value <= MAX_PROBE_TIMEOUT_S:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_PROBE_TIMEOUT_S:g}, got {text}")
+    return value
 
 
 def _check_rows(path: Path, abi: LibraryAbi | None, checks: dict[str, TraitCheck]) -> list[list[str]]:
@@ -248,6 +327,19 @@ def add_abi_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     check.add_argument("paths", nargs="+", metavar="PATH", help="library files or directories")
     check.add_argument("--trait", help="check only this trait")
     check.add_argument("--json", action="store_true", help="machine-readable output (stable schema)")
+    check.add_argument(
+        "--probe",
+        action="store_true",
+        help="then load each library in a child process, running its constructors, makers and unmakers once: "
+        "a crash, exit or hang there is an error (runs the plugin's code)",
+    )
+    check.add_argument(
+        "--probe-timeout",
+        type=_probe_seconds,
+        default=DEFAULT_PROBE_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"with --probe: kill a child that takes longer (default: {DEFAULT_PROBE_TIMEOUT_S:g})",
+    )
     check.set_defaults(func=cmd_abi_check)
     dump = abi_sub.add_parser("dump", help="write a library's exported ABI as JSON (for abi diff)")
     dump.add_argument("library")
