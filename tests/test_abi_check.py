@@ -116,6 +116,29 @@ def test_check_handwritten_plugin_warns_about_the_missing_descriptor(
     assert report["libraries"][0]["traits"]["Greeter"]["compatibility"] == "unchecked"
 
 
+#: A descriptor in zero-initialised data (.bss): exported, but not stored in the file.
+BSS_DESCRIPTOR = r"""
+#include "plugin_interface.h"
+PLUGIN_EXPORT void *plugin_register_Greeter_Zero_v1(void);
+PLUGIN_EXPORT void *plugin_register_Greeter_Zero_v1(void) { return 0; }
+PLUGIN_EXPORT void plugin_unregister_Greeter_Zero_v1(void *r);
+PLUGIN_EXPORT void plugin_unregister_Greeter_Zero_v1(void *r) { (void)r; }
+PLUGIN_EXPORT unsigned char plugin_abi_descriptor_Greeter_v1[64];
+unsigned char plugin_abi_descriptor_Greeter_v1[64];
+"""
+
+
+def test_check_says_why_a_descriptor_is_unreadable(
+    compile_plugin: CompilePlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, report = run_json(capsys, "abi", "check", str(compile_plugin("bss", BSS_DESCRIPTOR)))
+    assert status == 1
+    [problem] = report["libraries"][0]["problems"]
+    assert (problem["kind"], problem["symbol"]) == ("descriptor_unreadable", "plugin_abi_descriptor_Greeter_v1")
+    assert problem["message"].startswith("plugin_abi_descriptor_Greeter_v1: plugin_abi_descriptor_Greeter_v1 at 0x")
+    assert problem["message"].endswith("is not stored in the file")
+
+
 def test_check_reports_a_descriptor_mismatch(compile_plugin: CompilePlugin, capsys: pytest.CaptureFixture[str]) -> None:
     lib = build_greeter(compile_plugin, GREETER_CHANGED)
     status, report = run_json(capsys, "abi", "check", str(lib))
@@ -152,7 +175,9 @@ def test_check_not_a_library_and_usage_errors(tmp_path: Path, capsys: pytest.Cap
     text.write_text("not a library\n")
     status, report = run_json(capsys, "abi", "check", str(text))
     assert status == 1
-    assert report["libraries"][0]["problems"][0]["kind"] == "not_a_library"
+    [problem] = report["libraries"][0]["problems"]
+    assert problem["kind"] == "not_a_library"
+    assert problem["message"].startswith("not a loadable shared library: unrecognised file format (starts with b'not ")
     status, _, err = run(capsys, "abi", "check", str(tmp_path / "missing.so"))
     assert status == 2 and "no such file" in err
     status, _, err = run(capsys, "abi", "check", str(text), "--trait", "NoSuchTrait")

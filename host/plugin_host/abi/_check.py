@@ -250,7 +250,7 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
             try:
                 trait.descriptor = read_descriptor(table, trait.name)
             except (ValueError, NotASharedLibraryError) as e:
-                trait.descriptor_error = getattr(e, "reason", None) or str(e)
+                trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
     return abi
 
 

@@ -123,7 +123,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
             problems, checks = check_library(abi, traits, args.trait)
         except PluginError as e:
             abi, checks = None, {}
-            problems = [Problem("error", "not_a_library", getattr(e, "reason", None) or str(e))]
+            problems = [Problem("error", "not_a_library", _without_path(e))]
         file_rows = _check_rows(path, abi, checks)
         probe: dict[str, object] | None = None
         if args.probe:
