@@ -39,7 +39,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,33 +197,54 @@ class ModuleFunction:
     @property
     def is_alive(self) -> bool:
         """Whether calls are accepted (the module was not closed since this was made)."""
-        return self._gate.open
+        return self._gate.is_open
 
     def _bad_arguments(self, reason: str) -> CallArgumentError:
         return CallArgumentError(self._path, self.symbol, self.signature.text, reason)
 
-    def __call__(self, *args: Any) -> Any:
-        sig = self.signature
-        if len(args) != sig.nargs:
-            raise self._bad_arguments(f"takes {sig.nargs} argument(s), got {len(args)}")
-        if sig.char_params:
-            args = tuple(a.encode() if i in sig.char_params and isinstance(a, str) else a for i, a in enumerate(args))
-        inflight = self._gate.inflight
-        inflight.append(None)
-        try:
-            if not self._gate.open:
-                raise PluginUnloadedError(self._path, self.symbol)
-            try:
-                return self._fn(*args)
-            except (TypeError, OverflowError) as e:
-                # C code cannot raise Python exceptions: these come from cffi
-                # converting the arguments, before the function runs.
-                raise self._bad_arguments(str(e)) from e
-        finally:
-            inflight.pop()
+    def _unloaded(self) -> PluginUnloadedError:
+        return PluginUnloadedError(self._path, self.symbol)
+
+    def _encode_strings(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``args`` with each ``str`` for a ``char *`` parameter encoded to UTF-8."""
+        char_params = self.signature.char_params
+        encoded = list(args)
+        for i in char_params:
+            if isinstance(encoded[i], str):
+                encoded[i] = encoded[i].encode()
+        return tuple(encoded)
+
+    # Generated from the gate's own call protocol (CallGate.guarded_source), as the proxies are.
+    __call__: Callable[..., Any] = CallGate.define_guarded(
+        "\n".join(
+            [
+                "def __call__(self, *args):",
+                "    sig = self.signature",
+                "    if len(args) != sig.nargs:",
+                "        raise self._bad_arguments(f'takes {sig.nargs} argument(s), got {len(args)}')",
+                "    if sig.char_params:",
+                "        args = self._encode_strings(args)",
+                *CallGate.guarded_source(
+                    "self._gate",
+                    "self._unloaded()",
+                    [
+                        "try:",
+                        "    return self._fn(*args)",
+                        "except (TypeError, OverflowError) as e:",
+                        # C code cannot raise Python exceptions: these come from
+                        # cffi converting the arguments, before the function runs.
+                        "    raise self._bad_arguments(str(e)) from e",
+                    ],
+                ),
+            ]
+        ),
+        "__call__",
+        {},
+        "<ModuleFunction>",
+    )
 
     def __repr__(self) -> str:
-        state = "" if self._gate.open else " (closed)"
+        state = "" if self._gate.is_open else " (closed)"
         return f"<ModuleFunction {self.symbol} {self.signature.spelling} from {self._path}{state}>"
 
 
@@ -254,9 +275,11 @@ class DynamicModule:
     such guard: they dangle.
 
     **Thread-safety**: functions may be called from any thread.
-    :meth:`close` waits for calls in flight and must not be called from
-    inside one (it would wait for itself).  :meth:`open` and :meth:`close`
-    are serialised by a lock.
+    :meth:`close` waits for the calls inside the library (however many
+    threads keep calling, the wait ends once those return) and, from inside
+    one of them on the same thread (a signal handler, a C callback), raises
+    :class:`~plugin_interface.ReleaseInsideCallError` instead of waiting for
+    itself.  :meth:`open` and :meth:`close` are serialised by a lock.
 
     **Platform-specific behaviour**: on POSIX the library is opened
     ``RTLD_NOW | RTLD_LOCAL``.  Static state is only fresh after a reopen if
@@ -281,7 +304,8 @@ class DynamicModule:
         self.name = os.fspath(name)
         self.search_paths = tuple(Path(p).absolute() for p in search_paths)
         self.path = find_module(name, self.search_paths, system=system)
-        self._lock = threading.Lock()
+        # Reentrant: a signal handler may close the module while close() waits on the same thread.
+        self._lock = threading.RLock()
         self._handle: int | None = None
         self._gate = CallGate()
         self._functions: dict[tuple[str, str], ModuleFunction] = {}
@@ -315,12 +339,21 @@ class DynamicModule:
             return self
 
     def close(self) -> None:
-        """Refuse new calls, wait for calls in flight, then unload; idempotent."""
+        """Refuse new calls, wait for the calls inside the library, then unload; idempotent.
+
+        :raises ReleaseInsideCallError: called from inside a call of this
+            module's functions on the same thread (a signal handler, a C
+            callback): it would wait for itself.  Nothing changes; close once
+            the call has returned.
+        """
         with self._lock:
-            if self._handle is None:
+            handle = self._handle
+            if handle is None:
                 return
-            self._gate.close()
-            handle, self._handle = self._handle, None
+            self._gate.close(self.path)
+            if self._handle != handle:
+                return  # a close nested in the wait (a signal handler) finished it
+            self._handle = None
             self._functions.clear()
             _os.close_library(handle)
 
