@@ -194,7 +194,13 @@ class Library:
     is open; :meth:`close` must not race with itself (the manager serialises).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, load_path: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        load_path: str | os.PathLike[str] | None = None,
+        loader_search: bool = False,
+    ) -> None:
         """Open ``load_path`` (default ``path``) with the dynamic loader.
 
         Nothing is checked here: :class:`~plugin_host.admission.Admission`
@@ -205,11 +211,19 @@ class Library:
 
         :param path: the file the user asked for (what errors and ``path`` name).
         :param load_path: the file to open, when it differs (a private copy).
+        :param loader_search: ``path`` is a name the dynamic loader finds
+            itself (a soname such as ``libm.so.6`` on its search path, or a
+            macOS system library in its cache), as
+            :class:`~plugin_host.loading.DynamicModule` may resolve one: it is
+            used as given, neither made absolute nor read.
         :raises NotASharedLibraryError: the loader refused a file that is no
             shared library at all (a directory, empty, text...).
         :raises LibraryLoadError: the loader refused it (with its message).
         """
-        self.path = path if isinstance(path, Path) and path.is_absolute() else Path(path).absolute()
+        if loader_search:
+            self.path = Path(path)
+        else:
+            self.path = path if isinstance(path, Path) and path.is_absolute() else Path(path).absolute()
         self.load_path = self.path if load_path is None else Path(load_path)
         try:
             self._handle: int | None = _os.open_library(str(self.load_path))
@@ -217,7 +231,8 @@ class Library:
             self._remove_private_copy()
             # Only now read the file: a directory, empty or text file gets a
             # typed "not a shared library" rather than the loader's wording.
-            sniff_format(self.path)
+            if not loader_search:
+                sniff_format(self.path)
             raise LibraryLoadError(self.path, str(e)) from e
         self._symbols: list[str] | None = None
         self.live_sets = 0  # registration sets alive on this library (a count; see PluginManager.handles)

@@ -47,17 +47,14 @@ from typing import Any
 import cffi
 from plugin_interface import (
     CallArgumentError,
-    LibraryLoadError,
     ModuleNotFoundInPathsError,
     PluginUnloadedError,
     SignatureError,
-    SymbolNotFoundError,
     library_filename,
 )
 
 from ..formats import check_complete, sniff_format
-from . import _os
-from ._library import CallGate
+from ._library import CallGate, Library
 
 __all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
 
@@ -306,7 +303,7 @@ class DynamicModule:
         self.path = find_module(name, self.search_paths, system=system)
         # Reentrant: a signal handler may close the module while close() waits on the same thread.
         self._lock = threading.RLock()
-        self._handle: int | None = None
+        self._library: Library | None = None
         self._gate = CallGate()
         self._functions: dict[tuple[str, str], ModuleFunction] = {}
         self.open()
@@ -316,26 +313,31 @@ class DynamicModule:
     @property
     def is_open(self) -> bool:
         """Whether the library is loaded."""
-        return self._handle is not None
+        return self._library is not None
 
     def open(self) -> DynamicModule:
         """Load the library if it is closed (a no-op when open); returns ``self``.
 
-        :raises NotASharedLibraryError: the file is not a library.
+        A file is checked first, as the admission checks a plugin's (a file
+        that is no library gets a typed error, a truncated one would fault
+        inside ``dlopen``), then opened in place by the same
+        :class:`~plugin_host.loading.Library` the plugins use; a name the
+        loader resolves itself (a soname, a macOS system library kept in the
+        loader's cache) is handed over unread.
+
+        :raises NotASharedLibraryError: the file is not a library, or is truncated.
         :raises LibraryLoadError: the loader refused it.
         """
         with self._lock:
-            if self._handle is not None:
+            if self._library is not None:
                 return self
-            if os.path.isabs(self.path) and os.path.exists(self.path):  # macOS system libs live in a cache
+            on_disk = os.path.isabs(self.path) and os.path.exists(self.path)  # macOS system libs live in a cache
+            if on_disk:
                 sniff_format(self.path)  # a typed error for text files, directories, ...
                 check_complete(self.path)  # a truncated library would SIGBUS inside dlopen
-            try:
-                handle = _os.open_library(self.path)
-            except OSError as e:
-                raise LibraryLoadError(self.path, str(e)) from e
+            library = Library(self.path, loader_search=not on_disk)
             self._gate = CallGate()
-            self._handle = handle
+            self._library = library
             return self
 
     def close(self) -> None:
@@ -347,15 +349,15 @@ class DynamicModule:
             the call has returned.
         """
         with self._lock:
-            handle = self._handle
-            if handle is None:
+            library = self._library
+            if library is None:
                 return
             self._gate.close(self.path)
-            if self._handle != handle:
+            if self._library is not library:
                 return  # a close nested in the wait (a signal handler) finished it
-            self._handle = None
+            self._library = None
             self._functions.clear()
-            _os.close_library(handle)
+            library.close()
 
     def __enter__(self) -> DynamicModule:
         return self.open()
@@ -365,18 +367,18 @@ class DynamicModule:
 
     # ---- symbols --------------------------------------------------------------
 
-    def _require_handle(self, symbol: str) -> int:
-        handle = self._handle
-        if handle is None:
+    def _require_library(self, symbol: str) -> Library:
+        library = self._library
+        if library is None:
             raise PluginUnloadedError(self.path, symbol)
-        return handle
+        return library
 
     def has_symbol(self, symbol: str) -> bool:
         """Whether the library exports ``symbol``.
 
         :raises PluginUnloadedError: after :meth:`close`.
         """
-        return _os.find_symbol(self._require_handle(symbol), symbol) is not None
+        return self._require_library(symbol).find_symbol(symbol) is not None
 
     def address(self, symbol: str) -> int:
         """The address of exported ``symbol`` (to hand to C code; see **Safety**).
@@ -384,10 +386,7 @@ class DynamicModule:
         :raises SymbolNotFoundError: naming the file and the symbol.
         :raises PluginUnloadedError: after :meth:`close`.
         """
-        found = _os.find_symbol(self._require_handle(symbol), symbol)
-        if found is None:
-            raise SymbolNotFoundError(self.path, symbol)
-        return found
+        return self._require_library(symbol).symbol(symbol)
 
     def function(self, symbol: str, signature: str = VOID_SIGNATURE) -> ModuleFunction:
         """A reusable callable for C function ``symbol`` with C type ``signature``.
