@@ -202,6 +202,8 @@ def test_signature_parsing_and_cache() -> None:
         ("struct opaque(int)", "struct opaque"),
         ("int(void, int)", "void"),
         ("int(int); int evil(void)", "one function type only"),
+        ("double _Complex(double _Complex)", "double _Complex cannot be passed to or returned from a call in cffi"),
+        ("int(int, float _Complex)", "float _Complex cannot be passed"),
         (42, "a signature is a string"),
     ],
 )
@@ -218,6 +220,45 @@ def test_signature_error_names_the_symbol(counter_dir: Path) -> None:
             mod.invoke("add", "int(int, int", 2, 3)
         assert exc.value.symbol == "add"
         assert exc.value.signature == "int(int, int"
+
+
+def test_complex_types_are_refused_for_what_they_are_not_as_variadic() -> None:
+    with pytest.raises(SignatureError, match="ABI mode") as exc:
+        parse_signature("double _Complex cexp(double _Complex z)")
+    assert "variadic" not in str(exc.value)
+    assert parse_signature("void(double _Complex *)").nargs == 1  # a pointer to one is fine
+
+
+@pytest.mark.parametrize("symbol", ["add\0evil", "add\0", "\0"])
+def test_a_symbol_name_with_a_nul_is_not_found(counter_dir: Path, symbol: str) -> None:
+    # The loader would look up the name up to the NUL ("add"): another symbol.
+    with DynamicModule("counter", [counter_dir]) as mod:
+        assert not mod.has_symbol(symbol)
+        for look_up in (mod.address, mod.function, lambda s: mod.invoke(s, "int(int, int)", 1, 2)):
+            with pytest.raises(SymbolNotFoundError, match="has no NUL character") as exc:
+                look_up(symbol)
+            assert exc.value.symbol == symbol
+            assert exc.value.path == mod.path
+
+
+def test_a_symbol_name_with_a_lone_surrogate_is_not_found(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        assert not mod.has_symbol("add\udc80")
+        with pytest.raises(SymbolNotFoundError, match="is not exported") as exc:
+            mod.function("add\udc80", "int(int, int)")
+        assert exc.value.symbol == "add\udc80"
+
+
+def test_a_str_argument_with_a_lone_surrogate_is_a_call_argument_error(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        length = mod.function("text_length", "size_t(const char *)")
+        with pytest.raises(CallArgumentError, match=r"text_length \(size_t\(const char \*\)\): argument 1") as exc:
+            length("ab\udc80")
+        assert "surrogates not allowed" in str(exc.value)
+        assert exc.value.symbol == "text_length"
+        assert exc.value.path == mod.path
+        assert mod.invoke("counter_get", "int(void)") == 0  # the C function never ran
+        assert length("ok") == 2
 
 
 def test_missing_symbol(counter_dir: Path) -> None:

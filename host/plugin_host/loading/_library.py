@@ -261,8 +261,14 @@ class Library:
         return self._handle
 
     def find_symbol(self, name: str) -> int | None:
-        """The address of exported ``name``, or ``None``."""
-        return _os.find_symbol(self._require_handle(name), name)
+        """The address of exported ``name``, or ``None`` (also for a name no C symbol can have)."""
+        handle = self._require_handle(name)
+        if "\0" in name:  # the loader would look up the name up to the NUL: another symbol
+            return None
+        try:
+            return _os.find_symbol(handle, name)
+        except UnicodeEncodeError:  # a lone surrogate: not a name in the symbol table
+            return None
 
     def symbol(self, name: str, hint: str = "") -> int:
         """The address of exported ``name``.
@@ -272,6 +278,8 @@ class Library:
         """
         address = self.find_symbol(name)
         if address is None:
+            if not hint and "\0" in name:
+                hint = "a C symbol name has no NUL character"
             raise SymbolNotFoundError(self.path, name, hint)
         return address
 

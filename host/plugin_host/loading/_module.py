@@ -115,12 +115,30 @@ def parse_signature(signature: str) -> CSignature:
         raise SignatureError(signature, reason) from e
     if ctype.kind != "function":
         raise SignatureError(signature, f"{ctype.cname!r} is not a function type")
+    complex_types = [_complex_spelling(t) for t in (ctype.result, *ctype.args) if _is_complex(t)]
+    if complex_types:
+        # cffi marks such a type variadic; the truth is that its ABI mode (libffi) cannot call it.
+        raise SignatureError(
+            signature,
+            f"{' and '.join(dict.fromkeys(complex_types))} cannot be passed to or returned from a call "
+            "in cffi's ABI mode (pass a pointer instead)",
+        )
     if ctype.ellipsis:
         raise SignatureError(signature, "variadic functions are not supported (their arguments cannot be checked)")
     char_params = frozenset(i for i, a in enumerate(ctype.args) if a.kind == "pointer" and a.item.cname == "char")
     parsed = CSignature(signature, ctype, len(ctype.args), char_params)
     with _signature_lock:
         return _signature_cache.setdefault(signature, parsed)
+
+
+def _is_complex(ctype: Any) -> bool:
+    """Whether a cffi type is ``float _Complex`` or ``double _Complex``."""
+    return bool(ctype.kind == "primitive" and "complex" in ctype.cname.lower())
+
+
+def _complex_spelling(ctype: Any) -> str:
+    """The C spelling of a complex type (cffi names it ``_cffi_double_complex_t``)."""
+    return "float _Complex" if "float" in ctype.cname else "double _Complex"
 
 
 def find_module(
@@ -208,7 +226,10 @@ class ModuleFunction:
         encoded = list(args)
         for i in char_params:
             if isinstance(encoded[i], str):
-                encoded[i] = encoded[i].encode()
+                try:
+                    encoded[i] = encoded[i].encode()
+                except UnicodeEncodeError as e:  # a lone surrogate has no UTF-8 form
+                    raise self._bad_arguments(f"argument {i + 1}: {e}") from e
         return tuple(encoded)
 
     # Generated from the gate's own call protocol (CallGate.guarded_source), as the proxies are.
@@ -383,7 +404,8 @@ class DynamicModule:
     def address(self, symbol: str) -> int:
         """The address of exported ``symbol`` (to hand to C code; see **Safety**).
 
-        :raises SymbolNotFoundError: naming the file and the symbol.
+        :raises SymbolNotFoundError: naming the file and the symbol (also for
+            a name no C symbol can have, such as one holding a NUL).
         :raises PluginUnloadedError: after :meth:`close`.
         """
         return self._require_library(symbol).symbol(symbol)
