@@ -23,10 +23,15 @@ from plugin_interface import (
     library_filename,
 )
 
+#: A hang detector, not a timing: a pass takes a fraction of a second.
+HANG_TIMEOUT_S = 30.0
+
 # An ordinary C library (no plugin ABI): a counter kept in a static variable,
-# and a spin function to hold a call in flight while another thread closes.
+# a spin function to hold a call in flight while another thread closes, and
+# a function that raises a signal on the calling thread.
 COUNTER_C = """
     /* counter.c -- static state for DynamicModule lifetime tests. */
+    #include <signal.h>
     #include <stdatomic.h>
     #include <stddef.h>
     #include <string.h>
@@ -47,6 +52,7 @@ COUNTER_C = """
     PLUGIN_EXPORT double scale(double x, unsigned char by) { counter++; return x * by; }
     PLUGIN_EXPORT size_t text_length(const char *text) { counter++; return strlen(text); }
     PLUGIN_EXPORT int which(void) { return WHICH; }
+    PLUGIN_EXPORT int raise_signal(int sig) { raise(sig); return 7; }
 
     PLUGIN_EXPORT int spin_until_released(void) {
         atomic_store(&entered, 1);
@@ -196,6 +202,8 @@ def test_signature_parsing_and_cache() -> None:
         ("struct opaque(int)", "struct opaque"),
         ("int(void, int)", "void"),
         ("int(int); int evil(void)", "one function type only"),
+        ("double _Complex(double _Complex)", "double _Complex cannot be passed to or returned from a call in cffi"),
+        ("int(int, float _Complex)", "float _Complex cannot be passed"),
         (42, "a signature is a string"),
     ],
 )
@@ -212,6 +220,45 @@ def test_signature_error_names_the_symbol(counter_dir: Path) -> None:
             mod.invoke("add", "int(int, int", 2, 3)
         assert exc.value.symbol == "add"
         assert exc.value.signature == "int(int, int"
+
+
+def test_complex_types_are_refused_for_what_they_are_not_as_variadic() -> None:
+    with pytest.raises(SignatureError, match="ABI mode") as exc:
+        parse_signature("double _Complex cexp(double _Complex z)")
+    assert "variadic" not in str(exc.value)
+    assert parse_signature("void(double _Complex *)").nargs == 1  # a pointer to one is fine
+
+
+@pytest.mark.parametrize("symbol", ["add\0evil", "add\0", "\0"])
+def test_a_symbol_name_with_a_nul_is_not_found(counter_dir: Path, symbol: str) -> None:
+    # The loader would look up the name up to the NUL ("add"): another symbol.
+    with DynamicModule("counter", [counter_dir]) as mod:
+        assert not mod.has_symbol(symbol)
+        for look_up in (mod.address, mod.function, lambda s: mod.invoke(s, "int(int, int)", 1, 2)):
+            with pytest.raises(SymbolNotFoundError, match="has no NUL character") as exc:
+                look_up(symbol)
+            assert exc.value.symbol == symbol
+            assert exc.value.path == mod.path
+
+
+def test_a_symbol_name_with_a_lone_surrogate_is_not_found(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        assert not mod.has_symbol("add\udc80")
+        with pytest.raises(SymbolNotFoundError, match="is not exported") as exc:
+            mod.function("add\udc80", "int(int, int)")
+        assert exc.value.symbol == "add\udc80"
+
+
+def test_a_str_argument_with_a_lone_surrogate_is_a_call_argument_error(counter_dir: Path) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        length = mod.function("text_length", "size_t(const char *)")
+        with pytest.raises(CallArgumentError, match=r"text_length \(size_t\(const char \*\)\): argument 1") as exc:
+            length("ab\udc80")
+        assert "surrogates not allowed" in str(exc.value)
+        assert exc.value.symbol == "text_length"
+        assert exc.value.path == mod.path
+        assert mod.invoke("counter_get", "int(void)") == 0  # the C function never ran
+        assert length("ok") == 2
 
 
 def test_missing_symbol(counter_dir: Path) -> None:
@@ -318,7 +365,7 @@ def test_close_waits_for_a_call_in_flight(counter_dir: Path) -> None:
         pass
     closer = threading.Thread(target=mod.close)
     closer.start()
-    while mod._gate.open:  # close() has begun: it refuses new calls first
+    while mod._gate.is_open:  # close() has begun: it refuses new calls first
         pass
     with pytest.raises(PluginUnloadedError):
         has_entered()
@@ -347,3 +394,75 @@ def test_a_truncated_library_is_refused_not_a_crash(example_plugins: dict[str, P
     )
     assert proc.returncode == 0, proc.stderr
     assert "refused:" in proc.stdout and "truncated" in proc.stdout and str(truncated) in proc.stdout
+
+
+def test_close_ends_while_eight_threads_keep_calling(counter_dir: Path) -> None:
+    """8 threads call without pause, refused calls included, while the module closes:
+    the close waits only for the calls inside the library."""
+    mod = DynamicModule("counter", [counter_dir])
+    add = mod.function("add", "int(int, int)")
+    stop = threading.Event()
+    refused = [0] * 8
+    failures: list[BaseException] = []
+
+    def hammer(i: int) -> None:
+        count = 0
+        try:
+            while not stop.is_set():
+                for _ in range(100):  # little time outside the calls, as in a busy worker
+                    try:
+                        add(1, 2)
+                    except PluginUnloadedError:
+                        count += 1
+        except BaseException as e:  # reported below, never silent
+            failures.append(e)
+        refused[i] = count
+
+    workers = [threading.Thread(target=hammer, args=(i,)) for i in range(8)]
+    for t in workers:
+        t.start()
+    closer = threading.Thread(target=mod.close)
+    try:
+        while mod.invoke("counter_get", "int(void)") < 100:  # the workers are calling
+            pass
+        closer.start()
+        closer.join(HANG_TIMEOUT_S)
+        assert not closer.is_alive(), "close() did not return while 8 threads kept calling"
+    finally:
+        stop.set()
+        for t in [closer, *workers]:
+            t.join(HANG_TIMEOUT_S)
+    assert not failures, failures
+    assert not mod.is_open and not add.is_alive
+    assert sum(refused) > 0
+
+
+def test_close_from_a_signal_handler_inside_a_call_is_refused(counter_dir: Path) -> None:
+    """SIGUSR1 arrives while the main thread is inside a C function; its handler closes
+    the module.  Before, close() waited for that very call: the process hung for good."""
+    from conftest import run_isolated
+
+    proc = run_isolated(
+        f"""
+        import signal
+        from plugin_host import DynamicModule
+        from plugin_interface import ReleaseInsideCallError
+
+        mod = DynamicModule("counter", [{str(counter_dir)!r}])
+        raise_signal = mod.function("raise_signal", "int(int)")
+        signal.signal(signal.SIGUSR1, lambda signum, frame: mod.close())
+        try:
+            raise_signal(signal.SIGUSR1)
+        except ReleaseInsideCallError as e:
+            print("refused:", e.path == mod.path, "|", e)
+        print("still open:", mod.is_open, mod.invoke("add", "int(int, int)", 2, 3))
+        mod.close()  # outside the call: fine
+        print("closed:", mod.is_open, raise_signal.is_alive)
+        """,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("refused: True |"), lines
+    assert "cannot release from inside a call through it" in lines[0] and "raise_signal" in lines[0]
+    assert lines[1:] == ["still open: True 5", "closed: False False"]

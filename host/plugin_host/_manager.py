@@ -343,6 +343,9 @@ class PluginManager:
         :raises PluginError: the new version failed to load (typed: not a
             shared library, truncated, missing symbol, ABI mismatch, maker
             returned NULL, ...); the current version is untouched.
+        :raises ReleaseInsideCallError: called from inside a call through the
+            old version on this thread (a signal handler): the new version
+            serves, the old one stays loaded, retired, until unloaded.
         """
         target = Path(path).absolute()
         discover = traits is None
@@ -397,8 +400,8 @@ class PluginManager:
         finally:
             if library.live_sets == 0:
                 self._close_library(path, library)
-            else:  # sets made outside the manager: keep it until they are unloaded
-                self._retired[library] = {}
+            else:  # sets made outside the manager, or a release refused: keep it until unloaded
+                self._retired[library] = {n: h for n, h in handles.items() if not h.registration_set.is_released}
 
     # ---- unloading ------------------------------------------------------------
 
@@ -438,6 +441,9 @@ class PluginManager:
         :returns: the final unmaker counter of each trait that was loaded
             (``None`` where the library does not export the counter).
         :raises KeyError: if the file is not loaded.
+        :raises ReleaseInsideCallError: called from inside a call through the
+            file's proxies on this thread (a signal handler, a C callback);
+            what was not released stays loaded.
         """
         target = Path(path).absolute()
         with self._lock:

@@ -33,6 +33,7 @@ __all__ = [
     "PluginLoadErrors",
     "PluginMethodError",
     "PluginUnloadedError",
+    "ReleaseInsideCallError",
     "SignatureError",
     "SymbolNotFoundError",
     "TraitNotImplementedError",
@@ -70,6 +71,7 @@ class ErrorReason(enum.StrEnum):
     PROBE_TIMEOUT = "probe_timeout"
     PROBE_PROTOCOL = "probe_protocol"
     BLOCKED = "blocked"
+    RELEASE_INSIDE_CALL = "release_inside_call"
 
 
 def _fspath(path: str | os.PathLike[str] | None) -> str | None:
@@ -431,3 +433,24 @@ class TraitNotImplementedError(SymbolNotFoundError):
     def __init__(self, path: str | os.PathLike[str], trait: str, symbol: str, hint: str = "") -> None:
         super().__init__(path, symbol, hint or f"the library does not implement trait {trait}")
         self.trait = trait
+
+
+class ReleaseInsideCallError(PluginError, RuntimeError):
+    """A release (unload, reload, close) was asked for by a thread that is itself
+    inside a call through what it releases -- a signal handler or a C callback
+    running during that call.  Waiting would wait for itself, so nothing was
+    released; release once the call has returned.
+
+    :ivar call: the call the thread is inside (``"greet() of <Greeter proxy ...>"``).
+    """
+
+    REASON = ErrorReason.RELEASE_INSIDE_CALL
+
+    def __init__(self, path: str | os.PathLike[str], symbol: str | None, call: str) -> None:
+        what = f"{symbol}: " if symbol else ""
+        msg = (
+            f"{os.fspath(path)}: {what}cannot release from inside a call through it on the same thread "
+            f"(in {call}: a signal handler or a C callback); nothing was released, release once the call has returned"
+        )
+        super().__init__(msg, path=path, symbol=symbol)
+        self.call = call

@@ -39,7 +39,7 @@ from __future__ import annotations
 import ctypes.util
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,17 +47,14 @@ from typing import Any
 import cffi
 from plugin_interface import (
     CallArgumentError,
-    LibraryLoadError,
     ModuleNotFoundInPathsError,
     PluginUnloadedError,
     SignatureError,
-    SymbolNotFoundError,
     library_filename,
 )
 
 from ..formats import check_complete, sniff_format
-from . import _os
-from ._library import CallGate
+from ._library import CallGate, Library
 
 __all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
 
@@ -118,12 +115,30 @@ def parse_signature(signature: str) -> CSignature:
         raise SignatureError(signature, reason) from e
     if ctype.kind != "function":
         raise SignatureError(signature, f"{ctype.cname!r} is not a function type")
+    complex_types = [_complex_spelling(t) for t in (ctype.result, *ctype.args) if _is_complex(t)]
+    if complex_types:
+        # cffi marks such a type variadic; the truth is that its ABI mode (libffi) cannot call it.
+        raise SignatureError(
+            signature,
+            f"{' and '.join(dict.fromkeys(complex_types))} cannot be passed to or returned from a call "
+            "in cffi's ABI mode (pass a pointer instead)",
+        )
     if ctype.ellipsis:
         raise SignatureError(signature, "variadic functions are not supported (their arguments cannot be checked)")
     char_params = frozenset(i for i, a in enumerate(ctype.args) if a.kind == "pointer" and a.item.cname == "char")
     parsed = CSignature(signature, ctype, len(ctype.args), char_params)
     with _signature_lock:
         return _signature_cache.setdefault(signature, parsed)
+
+
+def _is_complex(ctype: Any) -> bool:
+    """Whether a cffi type is ``float _Complex`` or ``double _Complex``."""
+    return bool(ctype.kind == "primitive" and "complex" in ctype.cname.lower())
+
+
+def _complex_spelling(ctype: Any) -> str:
+    """The C spelling of a complex type (cffi names it ``_cffi_double_complex_t``)."""
+    return "float _Complex" if "float" in ctype.cname else "double _Complex"
 
 
 def find_module(
@@ -197,33 +212,57 @@ class ModuleFunction:
     @property
     def is_alive(self) -> bool:
         """Whether calls are accepted (the module was not closed since this was made)."""
-        return self._gate.open
+        return self._gate.is_open
 
     def _bad_arguments(self, reason: str) -> CallArgumentError:
         return CallArgumentError(self._path, self.symbol, self.signature.text, reason)
 
-    def __call__(self, *args: Any) -> Any:
-        sig = self.signature
-        if len(args) != sig.nargs:
-            raise self._bad_arguments(f"takes {sig.nargs} argument(s), got {len(args)}")
-        if sig.char_params:
-            args = tuple(a.encode() if i in sig.char_params and isinstance(a, str) else a for i, a in enumerate(args))
-        inflight = self._gate.inflight
-        inflight.append(None)
-        try:
-            if not self._gate.open:
-                raise PluginUnloadedError(self._path, self.symbol)
-            try:
-                return self._fn(*args)
-            except (TypeError, OverflowError) as e:
-                # C code cannot raise Python exceptions: these come from cffi
-                # converting the arguments, before the function runs.
-                raise self._bad_arguments(str(e)) from e
-        finally:
-            inflight.pop()
+    def _unloaded(self) -> PluginUnloadedError:
+        return PluginUnloadedError(self._path, self.symbol)
+
+    def _encode_strings(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        """``args`` with each ``str`` for a ``char *`` parameter encoded to UTF-8."""
+        char_params = self.signature.char_params
+        encoded = list(args)
+        for i in char_params:
+            if isinstance(encoded[i], str):
+                try:
+                    encoded[i] = encoded[i].encode()
+                except UnicodeEncodeError as e:  # a lone surrogate has no UTF-8 form
+                    raise self._bad_arguments(f"argument {i + 1}: {e}") from e
+        return tuple(encoded)
+
+    # Generated from the gate's own call protocol (CallGate.guarded_source), as the proxies are.
+    __call__: Callable[..., Any] = CallGate.define_guarded(
+        "\n".join(
+            [
+                "def __call__(self, *args):",
+                "    sig = self.signature",
+                "    if len(args) != sig.nargs:",
+                "        raise self._bad_arguments(f'takes {sig.nargs} argument(s), got {len(args)}')",
+                "    if sig.char_params:",
+                "        args = self._encode_strings(args)",
+                *CallGate.guarded_source(
+                    "self._gate",
+                    "self._unloaded()",
+                    [
+                        "try:",
+                        "    return self._fn(*args)",
+                        "except (TypeError, OverflowError) as e:",
+                        # C code cannot raise Python exceptions: these come from
+                        # cffi converting the arguments, before the function runs.
+                        "    raise self._bad_arguments(str(e)) from e",
+                    ],
+                ),
+            ]
+        ),
+        "__call__",
+        {},
+        "<ModuleFunction>",
+    )
 
     def __repr__(self) -> str:
-        state = "" if self._gate.open else " (closed)"
+        state = "" if self._gate.is_open else " (closed)"
         return f"<ModuleFunction {self.symbol} {self.signature.spelling} from {self._path}{state}>"
 
 
@@ -254,9 +293,11 @@ class DynamicModule:
     such guard: they dangle.
 
     **Thread-safety**: functions may be called from any thread.
-    :meth:`close` waits for calls in flight and must not be called from
-    inside one (it would wait for itself).  :meth:`open` and :meth:`close`
-    are serialised by a lock.
+    :meth:`close` waits for the calls inside the library (however many
+    threads keep calling, the wait ends once those return) and, from inside
+    one of them on the same thread (a signal handler, a C callback), raises
+    :class:`~plugin_interface.ReleaseInsideCallError` instead of waiting for
+    itself.  :meth:`open` and :meth:`close` are serialised by a lock.
 
     **Platform-specific behaviour**: on POSIX the library is opened
     ``RTLD_NOW | RTLD_LOCAL``.  Static state is only fresh after a reopen if
@@ -281,8 +322,9 @@ class DynamicModule:
         self.name = os.fspath(name)
         self.search_paths = tuple(Path(p).absolute() for p in search_paths)
         self.path = find_module(name, self.search_paths, system=system)
-        self._lock = threading.Lock()
-        self._handle: int | None = None
+        # Reentrant: a signal handler may close the module while close() waits on the same thread.
+        self._lock = threading.RLock()
+        self._library: Library | None = None
         self._gate = CallGate()
         self._functions: dict[tuple[str, str], ModuleFunction] = {}
         self.open()
@@ -292,37 +334,51 @@ class DynamicModule:
     @property
     def is_open(self) -> bool:
         """Whether the library is loaded."""
-        return self._handle is not None
+        return self._library is not None
 
     def open(self) -> DynamicModule:
         """Load the library if it is closed (a no-op when open); returns ``self``.
 
-        :raises NotASharedLibraryError: the file is not a library.
+        A file is checked first, as the admission checks a plugin's (a file
+        that is no library gets a typed error, a truncated one would fault
+        inside ``dlopen``), then opened in place by the same
+        :class:`~plugin_host.loading.Library` the plugins use; a name the
+        loader resolves itself (a soname, a macOS system library kept in the
+        loader's cache) is handed over unread.
+
+        :raises NotASharedLibraryError: the file is not a library, or is truncated.
         :raises LibraryLoadError: the loader refused it.
         """
         with self._lock:
-            if self._handle is not None:
+            if self._library is not None:
                 return self
-            if os.path.isabs(self.path) and os.path.exists(self.path):  # macOS system libs live in a cache
+            on_disk = os.path.isabs(self.path) and os.path.exists(self.path)  # macOS system libs live in a cache
+            if on_disk:
                 sniff_format(self.path)  # a typed error for text files, directories, ...
                 check_complete(self.path)  # a truncated library would SIGBUS inside dlopen
-            try:
-                handle = _os.open_library(self.path)
-            except OSError as e:
-                raise LibraryLoadError(self.path, str(e)) from e
+            library = Library(self.path, loader_search=not on_disk)
             self._gate = CallGate()
-            self._handle = handle
+            self._library = library
             return self
 
     def close(self) -> None:
-        """Refuse new calls, wait for calls in flight, then unload; idempotent."""
+        """Refuse new calls, wait for the calls inside the library, then unload; idempotent.
+
+        :raises ReleaseInsideCallError: called from inside a call of this
+            module's functions on the same thread (a signal handler, a C
+            callback): it would wait for itself.  Nothing changes; close once
+            the call has returned.
+        """
         with self._lock:
-            if self._handle is None:
+            library = self._library
+            if library is None:
                 return
-            self._gate.close()
-            handle, self._handle = self._handle, None
+            self._gate.close(self.path)
+            if self._library is not library:
+                return  # a close nested in the wait (a signal handler) finished it
+            self._library = None
             self._functions.clear()
-            _os.close_library(handle)
+            library.close()
 
     def __enter__(self) -> DynamicModule:
         return self.open()
@@ -332,29 +388,27 @@ class DynamicModule:
 
     # ---- symbols --------------------------------------------------------------
 
-    def _require_handle(self, symbol: str) -> int:
-        handle = self._handle
-        if handle is None:
+    def _require_library(self, symbol: str) -> Library:
+        library = self._library
+        if library is None:
             raise PluginUnloadedError(self.path, symbol)
-        return handle
+        return library
 
     def has_symbol(self, symbol: str) -> bool:
         """Whether the library exports ``symbol``.
 
         :raises PluginUnloadedError: after :meth:`close`.
         """
-        return _os.find_symbol(self._require_handle(symbol), symbol) is not None
+        return self._require_library(symbol).find_symbol(symbol) is not None
 
     def address(self, symbol: str) -> int:
         """The address of exported ``symbol`` (to hand to C code; see **Safety**).
 
-        :raises SymbolNotFoundError: naming the file and the symbol.
+        :raises SymbolNotFoundError: naming the file and the symbol (also for
+            a name no C symbol can have, such as one holding a NUL).
         :raises PluginUnloadedError: after :meth:`close`.
         """
-        found = _os.find_symbol(self._require_handle(symbol), symbol)
-        if found is None:
-            raise SymbolNotFoundError(self.path, symbol)
-        return found
+        return self._require_library(symbol).symbol(symbol)
 
     def function(self, symbol: str, signature: str = VOID_SIGNATURE) -> ModuleFunction:
         """A reusable callable for C function ``symbol`` with C type ``signature``.

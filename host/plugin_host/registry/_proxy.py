@@ -4,8 +4,10 @@ A proxy class is generated once per trait from its declaration: one Python
 method per vtable entry, with the trait's parameter names, converting
 arguments as the type markers say.  Calls go through cffi function pointers
 (cheaper than ctypes' per-call argument conversion) and through the
-registration set's :class:`~plugin_host._library.CallGate`, so a release
-waits for calls in flight and later calls raise :class:`PluginUnloadedError`.
+registration set's :class:`~plugin_host.loading.CallGate` (whose
+:meth:`~plugin_host.loading.CallGate.guarded_source` writes the enter and
+leave code), so a release waits for the calls inside the plugin and later
+calls raise :class:`PluginUnloadedError`.
 
 Ownership at the call boundary:
 
@@ -33,6 +35,7 @@ from plugin_interface import (
     TypeKind,
 )
 
+from ..loading import CallGate
 from ._registrations import Registration, RegistrationSet
 
 __all__ = ["TraitProxy", "make_proxy", "proxy_class"]
@@ -92,7 +95,7 @@ class TraitProxy:
     @property
     def is_alive(self) -> bool:
         """Whether calls are still accepted (the registrations are not released)."""
-        return self._gate.open
+        return self._gate.is_open
 
     def _unloaded(self, method: str) -> PluginUnloadedError:
         return PluginUnloadedError(self.path, f"{self.trait.name}.{self.type_name}.{method}")
@@ -102,7 +105,7 @@ class TraitProxy:
         return PluginCallError(msg, path=self.path, symbol=method)
 
     def __repr__(self) -> str:
-        state = "" if self._gate.open else " (unloaded)"
+        state = "" if self._gate.is_open else " (unloaded)"
         return f"<{self.trait.name} proxy {self.type_name} from {self.path}{state}>"
 
 
@@ -129,32 +132,28 @@ def _method_source(m: MethodSpec) -> str:
         else:
             args.append(p.name)
     call = f"self._fn_{m.name}({', '.join(args)})"
-    body = [
-        f"def {m.name}(self, {', '.join(names)}):" if names else f"def {m.name}(self):",
-        f"    {m.doc!r}",
-        *pre,
-        "    gate = self._gate.inflight",
-        "    gate.append(None)",
-        "    try:",
-        "        if not self._gate.open:",
-        f"            raise self._unloaded({m.name!r})",
-    ]
     if m.returns.kind is TypeKind.OWNEDSTR:
-        body += [
-            f"        p = {call}",
-            "        if p == _NULL:",
-            f"            raise self._null_result({m.name!r})",
-            "        try:",
-            "            return _string(p).decode('utf-8', 'replace')",
-            "        finally:",
-            "            self._free(p)",
+        body = [
+            f"p = {call}",
+            "if p == _NULL:",
+            f"    raise self._null_result({m.name!r})",
+            "try:",
+            "    return _string(p).decode('utf-8', 'replace')",
+            "finally:",
+            "    self._free(p)",
         ]
     elif m.returns.kind is TypeKind.VOID:
-        body += [f"        {call}"]
+        body = [call]
     else:
-        body += [f"        return {call}"]
-    body += ["    finally:", "        gate.pop()"]
-    return "\n".join(body)
+        body = [f"return {call}"]
+    return "\n".join(
+        [
+            f"def {m.name}(self, {', '.join(names)}):" if names else f"def {m.name}(self):",
+            f"    {m.doc!r}",
+            *pre,
+            *CallGate.guarded_source("self._gate", f"self._unloaded({m.name!r})", body),
+        ]
+    )
 
 
 @functools.cache
@@ -172,8 +171,7 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "__doc__": trait.doc,
     }
     for m in trait.methods:
-        exec(_method_source(m), namespace)
-        attrs[m.name] = namespace[m.name]
+        attrs[m.name] = CallGate.define_guarded(_method_source(m), m.name, namespace, f"<{trait.name} proxy>")
     return type(f"{trait.name}Proxy", (TraitProxy,), attrs)
 
 

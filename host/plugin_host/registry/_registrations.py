@@ -498,15 +498,21 @@ class RegistrationSet:
     def release(self) -> None:
         """Release every registration exactly once, per the ownership rules.
 
-        Waits for calls in flight through this set's proxies, and refuses new
-        ones (they raise :class:`PluginUnloadedError`).
+        Waits for the calls inside the plugin through this set's proxies, and
+        refuses new ones (they raise :class:`PluginUnloadedError`).
 
         :raises AlreadyReleasedError: on a second call (nothing is freed twice).
+        :raises ReleaseInsideCallError: called from inside a call through this
+            set's proxies (a signal handler, a C callback); nothing is released.
         """
         if self._released:
             raise AlreadyReleasedError(self.library.path, self.symbol)
-        self._released = True
-        self.gate.close()
+        self._released = True  # first: a release nested in the wait (a signal handler) is refused
+        try:
+            self.gate.close(self.library.path, self.symbol)
+        except BaseException:
+            self._released = False  # nothing was released: a later release may finish the job
+            raise
         try:
             if self._array is not None:
                 self._release_plugin_owned(self._array)
