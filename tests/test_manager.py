@@ -439,3 +439,16 @@ def test_unload_by_path_waits_for_a_set_made_outside_the_manager(
     assert "world" in proxy_class(extra.trait)(extra, reg).greet("world")  # type: ignore[attr-defined]
     extra.release()
     assert str(lib) not in mapped_paths()
+
+
+def test_a_file_that_opens_but_cannot_be_read_is_a_typed_error(manager: PluginManager) -> None:
+    with pytest.raises(NotASharedLibraryError, match="/proc/self/mem: not a loadable shared library: cannot read it"):
+        manager.load_plugins("/proc/self/mem", PluginTrait.Greeter)
+
+
+def test_symbol_names_with_absurd_versions_or_a_newline_are_not_the_scheme() -> None:
+    from plugin_interface import parse_symbol
+
+    assert parse_symbol("plugin_register_all_Greeter_v1\n") is None
+    assert parse_symbol("plugin_register_Greeter_English_v" + "9" * 5000) is None  # no int() of 5000 digits
+    assert parse_symbol("plugin_register_Greeter_English_v12") is not None

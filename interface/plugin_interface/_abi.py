@@ -172,9 +172,9 @@ class SymbolName:
 
 
 _AGGREGATE_RE = re.compile(
-    r"^plugin_(register_all|unregister_all|unmaker_counter|abi_descriptor|trait_declaration)_([A-Za-z][A-Za-z0-9]*)_v([0-9]+)$"
+    r"^plugin_(register_all|unregister_all|unmaker_counter|abi_descriptor|trait_declaration)_([A-Za-z][A-Za-z0-9]*)_v([0-9]{1,9})\Z"
 )
-_IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+?)_v([0-9]+)$")
+_IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+?)_v([0-9]{1,9})\Z")
 
 
 def parse_symbol(symbol: str) -> SymbolName | None:

@@ -200,7 +200,10 @@ def precheck(
     host = _c_host()
     if host is not None and _accel.elf_precheck_passes(fd, data, st.st_size, HEAD_BYTES, *host):
         return
-    precheck_image(Image(path, st, fd=fd, data=data))
+    try:
+        precheck_image(Image(path, st, fd=fd, data=data))
+    except OSError as e:  # a file that opens but cannot be read (/proc/self/mem, an I/O error)
+        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
 
 
 def fast_precheck(paths: list[Path], uid: int) -> list[bool]:
