@@ -35,8 +35,8 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from plugin_interface import TraitSpec
 
@@ -50,8 +50,7 @@ from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober, host_identity, pr
 __all__ = ["AdmittedImage", "Admission", "ProbeMode"]
 
 
-@dataclass(frozen=True)
-class AdmittedImage:
+class AdmittedImage(NamedTuple):
     """What :meth:`Admission.admit` let through: the file to open, and why it may be.
 
     :ivar path: the file the caller asked for.
@@ -68,7 +67,7 @@ class AdmittedImage:
     @property
     def is_private_copy(self) -> bool:
         """Whether :attr:`load_path` is a private copy."""
-        return self.load_path != self.path
+        return self.load_path is not self.path
 
 
 class ProbeMode(enum.Enum):

@@ -157,7 +157,9 @@ class CallGate:
         """
         frame: FrameType | None = sys._getframe(1)
         while frame is not None:
-            if frame.f_code in _guarded_codes:
+            code = frame.f_code
+            # The local's name first (a C-level tuple scan), the registry only then.
+            if _GATE_LOCAL in code.co_varnames and code in _guarded_codes:
                 local = frame.f_locals
                 if local.get(_GATE_LOCAL) is self:
                     owner = local.get("self")
@@ -224,7 +226,10 @@ class Library:
             self.path = Path(path)
         else:
             self.path = path if isinstance(path, Path) and path.is_absolute() else Path(path).absolute()
-        self.load_path = self.path if load_path is None else Path(load_path)
+        if load_path is None or load_path is path:
+            self.load_path = self.path
+        else:
+            self.load_path = load_path if isinstance(load_path, Path) else Path(load_path)
         try:
             self._handle: int | None = _os.open_library(str(self.load_path))
         except OSError as e:
