@@ -19,6 +19,7 @@ The JSON forms (``to_json``) are the stable, documented output of
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import stat
@@ -44,6 +45,9 @@ from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
 from ..formats import READ_FLAGS, BinaryFormat, ExportTable, pread, read_capped, read_exports
 
 __all__ = [
+    "ChangeKind",
+    "ProblemKind",
+    "Severity",
     "DUMP_SCHEMA",
     "CHECK_SCHEMA",
     "MAX_DUMP_BYTES",
@@ -61,6 +65,57 @@ __all__ = [
 DUMP_SCHEMA = "plugin-host-abi/1"
 CHECK_SCHEMA = "plugin-host-abi-check/1"
 DIFF_SCHEMA = "plugin-host-abi-diff/1"
+
+
+class Severity(enum.StrEnum):
+    """How much a :class:`Problem` matters."""
+
+    #: Fails the check (exit status 1).
+    ERROR = "error"
+    #: Reported, does not fail the check.
+    WARNING = "warning"
+
+
+class ProblemKind(enum.StrEnum):
+    """What :func:`check_library` (and ``abi check --probe``) found; the values are the JSON ``kind``s."""
+
+    NOT_A_LIBRARY = "not_a_library"
+    NO_PLUGIN = "no_plugin"
+    MALFORMED_SYMBOL = "malformed_symbol"
+    UNKNOWN_TRAIT = "unknown_trait"
+    UNKNOWN_VERSION = "unknown_version"
+    MISSING_UNMAKER = "missing_unmaker"
+    UNMAKER_WITHOUT_MAKER = "unmaker_without_maker"
+    AGGREGATE_WITHOUT_COUNTER = "aggregate_without_counter"
+    AGGREGATE_WITHOUT_RELEASE = "aggregate_without_release"
+    RELEASE_WITHOUT_AGGREGATE = "release_without_aggregate"
+    MISSING_DESCRIPTOR = "missing_descriptor"
+    DESCRIPTOR_UNREADABLE = "descriptor_unreadable"
+    DESCRIPTOR_MISMATCH = "descriptor_mismatch"
+    PROBE_CRASHED = "probe_crashed"
+    PROBE_EXITED = "probe_exited"
+    PROBE_TIMEOUT = "probe_timeout"
+    PROBE_FAILED = "probe_failed"
+    PROBE_SKIPPED = "probe_skipped"
+
+
+class ChangeKind(enum.StrEnum):
+    """What :func:`diff_abi` found changed; the values are the JSON ``kind``s."""
+
+    PLATFORM_CHANGED = "platform_changed"
+    TRAIT_ADDED = "trait_added"
+    TRAIT_REMOVED = "trait_removed"
+    REGISTRATION_ADDED = "registration_added"
+    REGISTRATION_REMOVED = "registration_removed"
+    VERSION_ADDED = "version_added"
+    VERSION_BUMP = "version_bump"
+    SYMBOL_ADDED = "symbol_added"
+    SYMBOL_REMOVED = "symbol_removed"
+    DESCRIPTOR_ADDED = "descriptor_added"
+    DESCRIPTOR_REMOVED = "descriptor_removed"
+    DESCRIPTOR_CHANGED = "descriptor_changed"
+
+
 #: A JSON dump larger than this (in bytes) is refused unread; a real one is a few KiB.
 MAX_DUMP_BYTES = 64 << 20
 
@@ -302,12 +357,12 @@ def load_abi(path: str | os.PathLike[str]) -> LibraryAbi:
 class Problem:
     """One finding of :func:`check_library`.
 
-    :ivar severity: ``"error"`` (fails the check) or ``"warning"``.
-    :ivar kind: a stable identifier (listed in the README).
+    :ivar severity: whether it fails the check.
+    :ivar kind: what it is (stable values, listed in the README).
     """
 
-    severity: str
-    kind: str
+    severity: Severity
+    kind: ProblemKind
     message: str
     trait: str | None = None
     symbol: str | None = None
@@ -348,21 +403,23 @@ def check_library(
     problems: list[Problem] = []
     checks: dict[str, TraitCheck] = {}
 
-    def add(severity: str, kind: str, message: str, trait: str | None = None, symbol: str | None = None) -> None:
+    def add(
+        severity: Severity, kind: ProblemKind, message: str, trait: str | None = None, symbol: str | None = None
+    ) -> None:
         problems.append(Problem(severity, kind, message, trait, symbol))
 
     if only is None:
         for name in abi.malformed:
             add(
-                "error",
-                "malformed_symbol",
+                Severity.ERROR,
+                ProblemKind.MALFORMED_SYMBOL,
                 f"{name}: looks like a plugin symbol but does not follow plugin_<role>_<Trait>[_<Type>]_v<N>",
                 symbol=name,
             )
     selected = {n: t for n, t in abi.traits.items() if only is None or n == only}
     if not selected:
         what = f"trait {only}" if only else "any trait"
-        add("error", "no_plugin", f"exports no plugin symbol for {what}", trait=only)
+        add(Severity.ERROR, ProblemKind.NO_PLUGIN, f"exports no plugin symbol for {what}", trait=only)
     for name, trait in sorted(selected.items()):
         checks[name] = _check_trait(abi, trait, known.get(name), add)
     return problems, checks
@@ -370,7 +427,7 @@ def check_library(
 
 class _Report(Protocol):
     def __call__(
-        self, severity: str, kind: str, message: str, trait: str | None = None, symbol: str | None = None
+        self, severity: Severity, kind: ProblemKind, message: str, trait: str | None = None, symbol: str | None = None
     ) -> None: ...
 
 
@@ -379,8 +436,8 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
     for (role, type_name, version), symbol in sorted(trait.symbols.items(), key=lambda kv: kv[1]):
         if version != ABI_VERSION:
             report(
-                "error",
-                "unknown_version",
+                Severity.ERROR,
+                ProblemKind.UNKNOWN_VERSION,
                 f"{symbol}: ABI version {version} is unknown to this host (which speaks v{ABI_VERSION})",
                 name,
                 symbol,
@@ -388,58 +445,64 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
             continue
         if role == "maker" and not trait.has("unmaker", type_name):
             report(
-                "error",
-                "missing_unmaker",
+                Severity.ERROR,
+                ProblemKind.MISSING_UNMAKER,
                 f"{symbol}: maker without its unmaker {unmaker_symbol(name, type_name or '', version)}",
                 name,
                 symbol,
             )
         elif role == "unmaker" and not trait.has("maker", type_name):
-            report("warning", "unmaker_without_maker", f"{symbol}: unmaker without a maker", name, symbol)
+            report(
+                Severity.WARNING, ProblemKind.UNMAKER_WITHOUT_MAKER, f"{symbol}: unmaker without a maker", name, symbol
+            )
     if trait.has("register_all"):
         aggregate = trait.symbols[("register_all", None, ABI_VERSION)]
         if not trait.has("unmaker_counter"):
             report(
-                "error",
-                "aggregate_without_counter",
+                Severity.ERROR,
+                ProblemKind.AGGREGATE_WITHOUT_COUNTER,
                 f"{aggregate}: aggregate without {unmaker_counter_symbol(name)}",
                 name,
                 aggregate,
             )
         if not trait.has("unregister_all"):
             report(
-                "error",
-                "aggregate_without_release",
+                Severity.ERROR,
+                ProblemKind.AGGREGATE_WITHOUT_RELEASE,
                 f"{aggregate}: aggregate without {unregister_all_symbol(name)} (the array container would leak)",
                 name,
                 aggregate,
             )
     elif trait.has("unregister_all"):
         report(
-            "warning",
-            "release_without_aggregate",
+            Severity.WARNING,
+            ProblemKind.RELEASE_WITHOUT_AGGREGATE,
             f"{unregister_all_symbol(name)} without an aggregate",
             name,
         )
     descriptor_symbol = abi_descriptor_symbol(name)
     if spec is None:
         report(
-            "warning",
-            "unknown_trait",
+            Severity.WARNING,
+            ProblemKind.UNKNOWN_TRAIT,
             f"trait {name} is not declared in this host; its descriptor was not compared",
             name,
         )
         return TraitCheck()
     if trait.descriptor_error is not None:
         report(
-            "error", "descriptor_unreadable", f"{descriptor_symbol}: {trait.descriptor_error}", name, descriptor_symbol
+            Severity.ERROR,
+            ProblemKind.DESCRIPTOR_UNREADABLE,
+            f"{descriptor_symbol}: {trait.descriptor_error}",
+            name,
+            descriptor_symbol,
         )
         return TraitCheck()
     if trait.descriptor is None:
         if any(v == ABI_VERSION for v in trait.abi_versions):
             report(
-                "warning",
-                "missing_descriptor",
+                Severity.WARNING,
+                ProblemKind.MISSING_DESCRIPTOR,
                 f"{descriptor_symbol} is not exported: the host cannot "
                 "check the layout before calling a maker (build with PLUGIN_AGGREGATES or "
                 "PLUGIN_UNMAKER_COUNTER)",
@@ -449,7 +512,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
         return TraitCheck()
     result = check_descriptor(AbiDescriptor.for_trait(spec, abi.pointer_size), trait.descriptor, spec)
     for d in result.breaking:
-        report("error", "descriptor_mismatch", f"{descriptor_symbol}: {d}", name, descriptor_symbol)
+        report(Severity.ERROR, ProblemKind.DESCRIPTOR_MISMATCH, f"{descriptor_symbol}: {d}", name, descriptor_symbol)
     return TraitCheck(result.status, [str(d) for d in result.differences])
 
 
@@ -459,7 +522,7 @@ def check_to_json(
     """One library's entry of ``abi check --json``."""
     entry: dict[str, object] = {
         "library": path,
-        "ok": not any(p.severity == "error" for p in problems),
+        "ok": not any(p.severity is Severity.ERROR for p in problems),
         "format": abi.format if abi else None,
         "machine": abi.machine if abi else None,
         "pointer_size": abi.pointer_size if abi else None,
@@ -481,15 +544,12 @@ def check_to_json(
 class AbiChange:
     """One difference between two builds of a library.
 
-    :ivar kind: ``trait_added``, ``trait_removed``, ``registration_added``,
-        ``registration_removed``, ``version_bump``, ``version_added``,
-        ``symbol_added``, ``symbol_removed``, ``descriptor_added``,
-        ``descriptor_removed``, ``descriptor_changed`` or ``platform_changed``.
+    :ivar kind: what changed.
     :ivar breaking: whether a host that worked with the old build may fail
         with the new one.
     """
 
-    kind: str
+    kind: ChangeKind
     breaking: bool
     message: str
     trait: str | None = None
@@ -521,7 +581,9 @@ def diff_abi(old: LibraryAbi, new: LibraryAbi, traits: dict[str, TraitSpec] | No
         before, after = getattr(old, attr), getattr(new, attr)
         if before != after:
             changes.append(
-                AbiChange("platform_changed", True, f"{attr} changed from {before} to {after}", old=before, new=after)
+                AbiChange(
+                    ChangeKind.PLATFORM_CHANGED, True, f"{attr} changed from {before} to {after}", old=before, new=after
+                )
             )
     for name in sorted(set(old.traits) | set(new.traits)):
         before, after = old.traits.get(name), new.traits.get(name)
@@ -529,11 +591,13 @@ def diff_abi(old: LibraryAbi, new: LibraryAbi, traits: dict[str, TraitSpec] | No
             changes += _diff_trait(before, after, known.get(name))
         elif after is not None:
             types = ", ".join(after.types) or "no maker"
-            changes.append(AbiChange("trait_added", False, f"trait {name} added ({types})", name, new=after.types))
+            changes.append(
+                AbiChange(ChangeKind.TRAIT_ADDED, False, f"trait {name} added ({types})", name, new=after.types)
+            )
         elif before is not None:
             types = ", ".join(before.types) or "no maker"
             changes.append(
-                AbiChange("trait_removed", True, f"trait {name} removed (had {types})", name, old=before.types)
+                AbiChange(ChangeKind.TRAIT_REMOVED, True, f"trait {name} removed (had {types})", name, old=before.types)
             )
     return changes
 
@@ -553,7 +617,7 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
         if not before:
             out.append(
                 AbiChange(
-                    "registration_added",
+                    ChangeKind.REGISTRATION_ADDED,
                     False,
                     f"{name}.{t} added (v{', v'.join(map(str, added))})",
                     name,
@@ -564,7 +628,7 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
         elif not after:
             out.append(
                 AbiChange(
-                    "registration_removed",
+                    ChangeKind.REGISTRATION_REMOVED,
                     True,
                     f"{name}.{t} removed (was v{', v'.join(map(str, removed))})",
                     name,
@@ -575,7 +639,7 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
         elif removed:
             out.append(
                 AbiChange(
-                    "version_bump",
+                    ChangeKind.VERSION_BUMP,
                     True,
                     f"{name}.{t}: ABI v{', v'.join(map(str, removed))} "
                     f"replaced by v{', v'.join(map(str, sorted(after)))}: hosts of the old "
@@ -589,7 +653,7 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
         elif added:
             out.append(
                 AbiChange(
-                    "version_added",
+                    ChangeKind.VERSION_ADDED,
                     False,
                     f"{name}.{t}: also exported as v{', v'.join(map(str, added))}",
                     name,
@@ -608,24 +672,28 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
     for key in sorted(set(old.symbols) - set(new.symbols), key=lambda k: old.symbols[k]):
         if relevant(*key):
             out.append(
-                AbiChange("symbol_removed", True, f"{old.symbols[key]} removed", name, key[1], old=old.symbols[key])
+                AbiChange(
+                    ChangeKind.SYMBOL_REMOVED, True, f"{old.symbols[key]} removed", name, key[1], old=old.symbols[key]
+                )
             )
     for key in sorted(set(new.symbols) - set(old.symbols), key=lambda k: new.symbols[k]):
         if relevant(*key):
             out.append(
-                AbiChange("symbol_added", False, f"{new.symbols[key]} added", name, key[1], new=new.symbols[key])
+                AbiChange(
+                    ChangeKind.SYMBOL_ADDED, False, f"{new.symbols[key]} added", name, key[1], new=new.symbols[key]
+                )
             )
     if old.descriptor and not new.descriptor:
         out.append(
             AbiChange(
-                "descriptor_removed",
+                ChangeKind.DESCRIPTOR_REMOVED,
                 False,
                 f"{abi_descriptor_symbol(name)} removed: hosts can no longer check the layout before calling a maker",
                 name,
             )
         )
     elif new.descriptor and not old.descriptor:
-        out.append(AbiChange("descriptor_added", False, f"{abi_descriptor_symbol(name)} added", name))
+        out.append(AbiChange(ChangeKind.DESCRIPTOR_ADDED, False, f"{abi_descriptor_symbol(name)} added", name))
     elif old.descriptor and new.descriptor:
         # The host's declaration names the methods only if it is the old build's.
         same = spec is not None and spec.method_fingerprints == old.descriptor.method_fingerprints
@@ -635,5 +703,5 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
             # Loading an older plugin is allowed, but a release that drops methods breaks their callers.
             breaking = d.breaking or (dropped and d.field == "trait_version")
             message = f"{name}: {d}" + (": a new build must not drop methods" if breaking and not d.breaking else "")
-            out.append(AbiChange("descriptor_changed", breaking, message, name, old=d.expected, new=d.found))
+            out.append(AbiChange(ChangeKind.DESCRIPTOR_CHANGED, breaking, message, name, old=d.expected, new=d.found))
     return out

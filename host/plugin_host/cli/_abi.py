@@ -27,6 +27,8 @@ from ..abi import (
     DIFF_SCHEMA,
     LibraryAbi,
     Problem,
+    ProblemKind,
+    Severity,
     TraitCheck,
     check_library,
     check_to_json,
@@ -123,7 +125,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
             problems, checks = check_library(abi, traits, args.trait)
         except PluginError as e:
             abi, checks = None, {}
-            problems = [Problem("error", "not_a_library", _without_path(e))]
+            problems = [Problem(Severity.ERROR, ProblemKind.NOT_A_LIBRARY, _without_path(e))]
         file_rows = _check_rows(path, abi, checks)
         probe: dict[str, object] | None = None
         if args.probe:
@@ -136,7 +138,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
         entries.append(entry)
         messages += [(p.severity, f"{path}: [{p.kind}] {p.message}") for p in problems]
         rows += file_rows
-    errors = sum(1 for severity, _ in messages if severity == "error")
+    errors = sum(1 for severity, _ in messages if severity is Severity.ERROR)
     if args.json:
         json.dump({"schema": CHECK_SCHEMA, "ok": errors == 0, "libraries": entries}, sys.stdout, indent=2)
         print()
@@ -155,10 +157,10 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
 
 
 #: ``--probe``: the problem kind and probe status of each fatal failure (any other is ``probe_failed``).
-_PROBE_FAILURES: tuple[tuple[type[ProbeError], str, str], ...] = (
-    (ProbeCrashedError, "probe_crashed", "crashed"),
-    (ProbeExitedError, "probe_exited", "exited"),
-    (ProbeTimeoutError, "probe_timeout", "timeout"),
+_PROBE_FAILURES: tuple[tuple[type[ProbeError], ProblemKind, str], ...] = (
+    (ProbeCrashedError, ProblemKind.PROBE_CRASHED, "crashed"),
+    (ProbeExitedError, ProblemKind.PROBE_EXITED, "exited"),
+    (ProbeTimeoutError, ProblemKind.PROBE_TIMEOUT, "timeout"),
 )
 
 
@@ -180,19 +182,21 @@ def _probe(path: Path, abi: LibraryAbi | None, timeout_s: float) -> tuple[dict[s
         return {"status": "not_run", "made": 0}, []  # not a library, or no plugin: already an error
     if abi.format != native_format():
         msg = f"a {BinaryFormat(abi.format).display_name} library cannot be loaded by this host: not probed"
-        return {"status": "skipped", "made": 0}, [Problem("warning", "probe_skipped", msg)]
+        return {"status": "skipped", "made": 0}, [Problem(Severity.WARNING, ProblemKind.PROBE_SKIPPED, msg)]
     try:
         result = probe_library(path, timeout_s=timeout_s, use_cache=False)
     except ArchitectureMismatchError as e:
         return {"status": "skipped", "made": 0}, [
-            Problem("warning", "probe_skipped", f"{_without_path(e)}: not probed")
+            Problem(Severity.WARNING, ProblemKind.PROBE_SKIPPED, f"{_without_path(e)}: not probed")
         ]
     except PluginError as e:
-        kind, status = next(((k, s) for cls, k, s in _PROBE_FAILURES if isinstance(e, cls)), ("probe_failed", "failed"))
-        return {"status": status, "made": 0}, [Problem("error", kind, _without_path(e), symbol=e.symbol)]
+        kind, status = next(
+            ((k, s) for cls, k, s in _PROBE_FAILURES if isinstance(e, cls)), (ProblemKind.PROBE_FAILED, "failed")
+        )
+        return {"status": status, "made": 0}, [Problem(Severity.ERROR, kind, _without_path(e), symbol=e.symbol)]
     if not result.clean:
         reason = "; ".join(result.problems) or "the probe reported a failure"
-        return {"status": "failed", "made": result.made}, [Problem("error", "probe_failed", reason)]
+        return {"status": "failed", "made": result.made}, [Problem(Severity.ERROR, ProblemKind.PROBE_FAILED, reason)]
     return {"status": "clean", "made": result.made}, []
 
 
