@@ -28,6 +28,7 @@ from .registry import (
     TraitProxy,
     implemented_traits,
     make_proxy,
+    register_trait,
     register_traits,
     release_sets,
     trait_for,
@@ -292,8 +293,8 @@ class PluginManager:
                     traits=[] if spec is None else [spec],
                 )
             try:
-                if spec is not None:
-                    sets = register_traits(library, [spec])
+                if spec is not None:  # register_traits' one-trait case, without its loops (a hot path)
+                    sets = {spec.name: register_trait(library, spec)}
                 else:
                     wanted = _traits_of(library, skip=set(loaded))
                     sets = register_traits(library, [], wanted) if wanted or not loaded else {}
