@@ -116,8 +116,13 @@ static inline char *plugin_string_format(const char *fmt, ...) {
     return out;
 }
 
-/* What registration->free_memory points at: this library's free(). */
+/* What registration->free_memory points at: this library's free(), unless the
+ * plugin defines PLUGIN_FREE_MEMORY as its own void (*)(void *) (declared before
+ * its PLUGIN_IMPLs), e.g. to release through another allocator. */
 static inline void plugin__free_memory(void *ptr) { free(ptr); }
+#ifndef PLUGIN_FREE_MEMORY
+#  define PLUGIN_FREE_MEMORY plugin__free_memory
+#endif
 
 static const char plugin__stateless_instance = 0;
 static inline void *plugin_stateless_new(void) { return (void *)&plugin__stateless_instance; }
@@ -258,7 +263,7 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
         reg->vtable_size = (uint32_t)sizeof(T##VTable);                               \
         reg->type_name = #Ty;                                                         \
         reg->vtable = &plugin__vtable_##T##_##Ty;                                     \
-        reg->free_memory = plugin__free_memory;                                       \
+        reg->free_memory = PLUGIN_FREE_MEMORY;                                       \
         reg->instance = new_fn();                                                     \
         if (!reg->instance) {                                                         \
             free(reg);                                                                \

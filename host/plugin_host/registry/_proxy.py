@@ -14,22 +14,35 @@ Ownership at the call boundary:
 - ``CStr`` arguments are encoded to UTF-8 bytes that live for the call only.
 - ``Buffer``/``MutBuffer`` arguments are passed without copying (the C side
   sees the caller's memory, and must not keep the pointer).
-- An ``OwnedStr`` result is copied into a Python ``str`` and released at once
-  with the registration's ``free_memory`` (the plugin's own allocator).  A NULL
-  result raises :class:`PluginCallError`.
+- ``Array[T]``/``MutArray[T]`` arguments are any C-contiguous buffer of ``T``
+  items (numpy arrays, ``array.array``, ``memoryview``), passed without copying
+  after their item format and size are checked (:class:`CallArgumentError`
+  otherwise); ``MutArray`` must be writable.
+- ``Out[T]`` parameters are not passed: the proxy allocates them for the call
+  and returns them after the result (alone when the method returns nothing).
+- An ``OwnedStr`` or ``OwnedBytes`` result is copied into a Python ``str`` or
+  ``bytes`` and released at once with the registration's ``free_memory`` (the
+  plugin's own allocator).  A NULL string raises :class:`PluginCallError`.
+- A ``Status`` result: zero is success; anything else raises
+  :class:`PluginMethodError` with the message the plugin left in its last
+  ``char **error`` parameter (released with ``free_memory`` either way).
 """
 
 from __future__ import annotations
 
 import functools
+import sys
 from typing import Any
 
 import cffi
 from plugin_interface import (
     RESERVED_METHOD_NAMES,
+    CallArgumentError,
+    CType,
     MethodNotProvidedError,
     MethodSpec,
     PluginCallError,
+    PluginMethodError,
     PluginUnloadedError,
     TraitSpec,
     TypeKind,
@@ -41,6 +54,7 @@ from ._registrations import Registration, RegistrationSet
 __all__ = ["TraitProxy", "make_proxy", "proxy_class"]
 
 _ffi = cffi.FFI()
+_ffi.cdef("typedef struct { uint8_t *data; size_t len; } PluginBytes;")  # plugin_interface.h (layout-tested)
 _FREE_TYPE = _ffi.typeof("void(*)(void *)")
 _VOID_P = _ffi.typeof("void *")
 
@@ -100,6 +114,20 @@ class TraitProxy:
     def _unloaded(self, method: str) -> PluginUnloadedError:
         return PluginUnloadedError(self.path, f"{self.trait.name}.{self.type_name}.{method}")
 
+    def _method_failed(self, method: str, code: int, error: Any) -> PluginMethodError:
+        """The error of a ``Status`` method that returned ``code``; releases the plugin's message."""
+        message = ""
+        if error[0] != _ffi.NULL:
+            try:
+                message = _ffi.string(error[0]).decode("utf-8", "replace")
+            finally:
+                self._free(error[0])
+        return PluginMethodError(self.path, f"{self.trait.name}.{self.type_name}.{method}", code, message)
+
+    def _bad_argument(self, method: str, detail: str) -> CallArgumentError:
+        m = self.trait.method(method)
+        return CallArgumentError(self.path, f"{self.trait.name}.{self.type_name}.{method}", m.signature, detail)
+
     def _null_result(self, method: str) -> PluginCallError:
         msg = f"{self.path}: {self.trait.name}.{self.type_name}.{method} returned NULL"
         return PluginCallError(msg, path=self.path, symbol=method)
@@ -114,12 +142,49 @@ if not _OWN_NAMES <= RESERVED_METHOD_NAMES:  # a trait method of that name would
     raise ImportError(f"TraitProxy has public names {_OWN_NAMES - RESERVED_METHOD_NAMES} not in RESERVED_METHOD_NAMES")
 
 
+def _c_item(ctype: CType) -> str:
+    """The C type of an array's or out-parameter's item (``"float"``)."""
+    assert ctype.item is not None
+    return ctype.item.c_params[0].removesuffix(" {name}")
+
+
+def _array(proxy: TraitProxy, method: str, name: str, value: object, ctype: CType) -> tuple[Any, int]:
+    """``value`` as a C array of ``ctype``'s items, without copying: ``(pointer, item count)``.
+
+    :raises CallArgumentError: not a buffer, not C-contiguous, items of another
+        format or size, or read-only for a ``MutArray``.
+    """
+    item = ctype.item
+    assert item is not None
+    try:
+        view = memoryview(value)  # type: ignore[arg-type]
+    except TypeError:
+        detail = f"{name}: expected a buffer of {item.name} items ({ctype.name}), got {type(value).__name__}"
+        raise proxy._bad_argument(method, detail) from None
+    with view:
+        fmt = view.format.lstrip("@=" + ("<" if _LITTLE else ">"))
+        if fmt not in item.buffer_formats or view.itemsize != _ffi.sizeof(_c_item(ctype)):
+            detail = f"{name}: items of format {view.format!r} ({view.itemsize} bytes), {ctype.name} needs {item.name}"
+            raise proxy._bad_argument(method, detail)
+        if not view.c_contiguous:
+            raise proxy._bad_argument(method, f"{name}: the buffer is not C-contiguous ({ctype.name})")
+        mutable = ctype.kind is TypeKind.MUTARRAY
+        if mutable and view.readonly:
+            raise proxy._bad_argument(method, f"{name}: the buffer is read-only, {ctype.name} is written to")
+        count = view.nbytes // view.itemsize
+    return _ffi.from_buffer(f"{_c_item(ctype)}[]", value, require_writable=mutable), count
+
+
+_LITTLE = sys.byteorder == "little"
+
+
 def _method_source(m: MethodSpec) -> str:
     """Python source of one proxy method (generated for speed, like namedtuple)."""
-    names = [p.name for p in m.params]
+    names = [p.name for p in m.params if p.ctype.kind is not TypeKind.OUT]
     pre: list[str] = []
     args = ["self._instance"]
-    for p in m.params:
+    outs: list[str] = []
+    for i, p in enumerate(m.params):
         kind = p.ctype.kind
         if kind is TypeKind.CSTR:
             args.append(f"_encode({p.name})")
@@ -129,21 +194,62 @@ def _method_source(m: MethodSpec) -> str:
         elif kind is TypeKind.MUTBUFFER:
             pre.append(f"    _b_{p.name} = _from_buffer('uint8_t[]', {p.name}, require_writable=True)")
             args += [f"_b_{p.name}", f"len(_b_{p.name})"]
+        elif kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
+            pre.append(f"    _b_{p.name}, _n_{p.name} = _array(self, {m.name!r}, {p.name!r}, {p.name}, _P{i})")
+            args += [f"_b_{p.name}", f"_n_{p.name}"]
+        elif kind is TypeKind.OUT:
+            pre.append(f"    _o_{p.name} = _new({_c_item(p.ctype) + ' *'!r})")
+            args.append(f"_o_{p.name}")
+            outs.append(f"_o_{p.name}[0]")
         else:
             args.append(p.name)
+    returns = m.returns.kind
+    if returns is TypeKind.STATUS:
+        pre.append("    _error = _new('char **')")
+        args.append("_error")
     call = f"self._fn_{m.name}({', '.join(args)})"
-    if m.returns.kind is TypeKind.OWNEDSTR:
+    if returns in (TypeKind.VOID, TypeKind.STATUS):
+        value = outs[0] if len(outs) == 1 else f"({', '.join(outs)},)" if outs else "None"
+    else:
+        value = f"({', '.join(['r', *outs])})" if outs else "r"
+    if returns is TypeKind.OWNEDSTR:
         body = [
             f"p = {call}",
             "if p == _NULL:",
             f"    raise self._null_result({m.name!r})",
             "try:",
-            "    return _string(p).decode('utf-8', 'replace')",
+            "    r = _string(p).decode('utf-8', 'replace')",
             "finally:",
             "    self._free(p)",
+            f"return {value}",
         ]
-    elif m.returns.kind is TypeKind.VOID:
-        body = [call]
+    elif returns is TypeKind.OWNEDBYTES:
+        body = [
+            f"b = {call}",
+            "if b.data == _NULL:",
+            "    if b.len:",
+            f"        raise self._null_result({m.name!r})",
+            "    r = b''",
+            "else:",
+            "    try:",
+            "        r = _buffer(b.data, b.len)[:]",
+            "    finally:",
+            "        self._free(b.data)",
+            f"return {value}",
+        ]
+    elif returns is TypeKind.STATUS:
+        body = [
+            f"code = {call}",
+            "if code:",
+            f"    raise self._method_failed({m.name!r}, code, _error)",
+            "if _error[0] != _NULL:",
+            "    self._free(_error[0])",
+            f"return {value}",
+        ]
+    elif returns is TypeKind.VOID:
+        body = [call, *([f"return {value}"] if outs else [])]
+    elif outs:
+        body = [f"r = {call}", f"return {value}"]
     else:
         body = [f"return {call}"]
     return "\n".join(
@@ -163,6 +269,9 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "_encode": str.encode,
         "_from_buffer": _ffi.from_buffer,
         "_string": _ffi.string,
+        "_buffer": _ffi.buffer,
+        "_new": _ffi.new,
+        "_array": _array,
         "_NULL": _ffi.NULL,
     }
     attrs: dict[str, Any] = {
@@ -171,7 +280,9 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "__doc__": trait.doc,
     }
     for m in trait.methods:
-        attrs[m.name] = CallGate.define_guarded(_method_source(m), m.name, namespace, f"<{trait.name} proxy>")
+        # Each parameter's CType, for the array checks (_P0, _P1, ...); per method, so a fresh namespace.
+        method_namespace = {**namespace, **{f"_P{i}": p.ctype for i, p in enumerate(m.params)}}
+        attrs[m.name] = CallGate.define_guarded(_method_source(m), m.name, method_namespace, f"<{trait.name} proxy>")
     return type(f"{trait.name}Proxy", (TraitProxy,), attrs)
 
 

@@ -1,0 +1,214 @@
+"""The type vocabulary on a real plugin: arrays, out-parameters, owned bytes and status results.
+
+Each marker: its conversion, its ownership (what the plugin allocates is
+released once, by the host, with the plugin's own ``free_memory``), and its bad
+inputs (wrong item size or format, non-contiguous, read-only where written).
+"""
+
+from __future__ import annotations
+
+import array
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from conftest import CompilePlugin
+from plugin_annotations import write_trait_headers
+from plugin_host import PluginManager
+from plugin_host.errors import CallArgumentError, PluginMethodError
+from plugin_interface import (
+    F32,
+    I16,
+    I64,
+    U32,
+    Array,
+    Buffer,
+    MutArray,
+    Out,
+    OwnedBytes,
+    Status,
+    declare_trait,
+)
+
+
+@declare_trait(version=1)
+class Signal(Protocol):
+    """A little audio-ish toolbox."""
+
+    def total(self, samples: Array[F32]) -> F32:
+        """The sum of ``samples``."""
+        ...
+
+    def gain(self, samples: MutArray[I16], factor: I16) -> None:
+        """Multiply every sample in place."""
+        ...
+
+    def divide(self, a: I64, b: I64, quotient: Out[I64], remainder: Out[I64]) -> None:
+        """Integer division, both results out."""
+        ...
+
+    def peak(self, samples: Array[F32], index: Out[U32]) -> F32:
+        """The largest sample, and where it is."""
+        ...
+
+    def reversed(self, data: Buffer) -> OwnedBytes:
+        """A new buffer, ``data`` back to front (allocated by the plugin)."""
+        ...
+
+    def check(self, level: I64) -> Status:
+        """Fails (status 7, with a message) for a negative level."""
+        ...
+
+    def releases(self) -> U32:
+        """How many times the plugin's free_memory ran."""
+        ...
+
+
+SIGNAL_C = r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "plugin_annotations.h"
+#include "plugin_trait_signal.h"
+
+static unsigned released;
+
+static float total(void *self, const float *s, size_t n) {
+    (void)self;
+    float t = 0;
+    for (size_t i = 0; i < n; i++) t += s[i];
+    return t;
+}
+static void gain(void *self, int16_t *s, size_t n, int16_t factor) {
+    (void)self;
+    for (size_t i = 0; i < n; i++) s[i] = (int16_t)(s[i] * factor);
+}
+static void divide(void *self, int64_t a, int64_t b, int64_t *q, int64_t *r) {
+    (void)self;
+    *q = a / b;
+    *r = a % b;
+}
+static float peak(void *self, const float *s, size_t n, uint32_t *index) {
+    (void)self;
+    float best = n ? s[0] : 0;
+    *index = 0;
+    for (size_t i = 1; i < n; i++) if (s[i] > best) { best = s[i]; *index = (uint32_t)i; }
+    return best;
+}
+static PluginBytes reversed(void *self, const uint8_t *d, size_t n) {
+    (void)self;
+    PluginBytes out = {NULL, 0};
+    if (n == 0) return out;
+    out.data = malloc(n);
+    if (!out.data) return out;
+    for (size_t i = 0; i < n; i++) out.data[i] = d[n - 1 - i];
+    out.len = n;
+    return out;
+}
+static int32_t check(void *self, int64_t level, char **error) {
+    (void)self;
+    if (level >= 0) return 0;
+    *error = plugin_string_format("level %lld is below zero", (long long)level);
+    return 7;
+}
+static uint32_t releases(void *self) { (void)self; return released; }
+static void counting_free(void *p) { if (p) released++; free(p); }
+
+static void *make_state(void) { return calloc(1, 1); }
+PLUGIN_IMPL_WITH_STATE(Signal, Basic, make_state, free, .total = total, .gain = gain, .divide = divide,
+                       .peak = peak, .reversed = reversed, .check = check, .releases = releases)
+PLUGIN_AGGREGATES(Signal)
+"""
+
+
+@pytest.fixture(scope="module")
+def signal(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    headers = tmp_path_factory.mktemp("signal-headers")
+    write_trait_headers(headers, [Signal])
+    # The registration's free_memory counts its calls, so a test sees every release.
+    return compile_plugin("signal", SIGNAL_C, include_dirs=(headers,), defines=("PLUGIN_FREE_MEMORY=counting_free",))
+
+
+@pytest.fixture
+def basic(signal: Path) -> Any:
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(signal, Signal)
+        yield handle.proxy("Basic")
+
+
+def test_the_header_spells_every_marker_in_c(tmp_path: Path) -> None:
+    write_trait_headers(tmp_path, [Signal])
+    header = (tmp_path / "plugin_trait_signal.h").read_text()
+    assert "float (*total)(void *self, const float *samples, size_t samples_len);" in header
+    assert "void (*gain)(void *self, int16_t *samples, size_t samples_len, int16_t factor);" in header
+    assert "void (*divide)(void *self, int64_t a, int64_t b, int64_t *quotient, int64_t *remainder);" in header
+    assert "PluginBytes (*reversed)(void *self, const uint8_t *data, size_t data_len);" in header
+    assert "int32_t (*check)(void *self, int64_t level, char **error);" in header
+
+
+def test_arrays_in_and_in_out_without_a_copy(basic: Any) -> None:
+    assert basic.total(array.array("f", [1.5, 2.5, -1.0])) == 3.0
+    assert basic.total(memoryview(array.array("f", [4.0]))) == 4.0
+    assert basic.total(array.array("f")) == 0.0  # empty is fine
+    samples = array.array("h", [1, -2, 300])
+    assert basic.gain(samples, 3) is None
+    assert samples.tolist() == [3, -6, 900]  # written in place: the caller's own memory
+
+
+def test_out_parameters_come_back_after_the_result(basic: Any) -> None:
+    assert basic.divide(17, 5) == (3, 2)
+    assert basic.peak(array.array("f", [1.0, 9.0, 3.0])) == (9.0, 1)
+
+
+def test_owned_bytes_are_copied_and_released_once_by_the_host(basic: Any) -> None:
+    before = basic.releases()
+    assert basic.reversed(b"abc") == b"cba"
+    assert basic.reversed(bytearray(b"xy")) == b"yx"
+    assert basic.releases() == before + 2  # each returned buffer released once, with the plugin's free_memory
+    assert basic.reversed(b"") == b""  # NULL with length 0 is an empty result, nothing to release
+    assert basic.releases() == before + 2
+
+
+def test_a_failing_status_is_a_typed_error_with_the_plugins_message(basic: Any) -> None:
+    assert basic.check(5) is None
+    before = basic.releases()
+    expected = r"Signal.Basic.check failed with status 7: level -3 is below zero"
+    with pytest.raises(PluginMethodError, match=expected) as e:
+        basic.check(-3)
+    assert e.value.code == 7 and e.value.message == "level -3 is below zero"
+    assert basic.releases() == before + 1  # the message was released, once
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        (array.array("d", [1.0]), r"items of format 'd' \(8 bytes\), Array\[F32\] needs F32"),
+        (array.array("i", [1]), r"items of format 'i' \(4 bytes\), Array\[F32\] needs F32"),
+        (memoryview(array.array("f", [1.0, 2.0, 3.0]))[::2], "not C-contiguous"),
+        ("1.0, 2.0", r"expected a buffer of F32 items \(Array\[F32\]\), got str"),
+        (b"\x00\x00\x80\x3f", r"items of format 'B' \(1 bytes\)"),
+    ],
+)
+def test_bad_arrays_are_refused_before_the_call(basic: Any, value: object, match: str) -> None:
+    with pytest.raises(CallArgumentError, match=match) as e:
+        basic.total(value)
+    assert e.value.symbol == "Signal.Basic.total" and e.value.path
+
+
+def test_a_read_only_buffer_is_refused_where_it_would_be_written(basic: Any) -> None:
+    with pytest.raises(CallArgumentError, match="read-only, MutArray\\[I16\\] is written to"):
+        basic.gain(memoryview(array.array("h", [1])).toreadonly(), 2)
+    with pytest.raises(CallArgumentError, match="items of format 'H'"):
+        basic.gain(array.array("H", [1]), 2)  # unsigned items for a signed array
+
+
+def test_numpy_arrays_cross_without_a_copy(basic: Any) -> None:
+    np = pytest.importorskip("numpy")
+    assert basic.total(np.array([0.5, 0.25], dtype=np.float32)) == 0.75
+    samples = np.array([1, 2, 3], dtype=np.int16)
+    basic.gain(samples, -2)
+    assert samples.tolist() == [-2, -4, -6]
+    with pytest.raises(CallArgumentError, match="not C-contiguous"):
+        basic.total(np.arange(6, dtype=np.float32)[::2])
+    with pytest.raises(CallArgumentError, match="'d'"):
+        basic.total(np.array([1.0]))  # float64 for an F32 array
