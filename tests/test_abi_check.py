@@ -143,9 +143,12 @@ def test_check_reports_a_descriptor_mismatch(compile_plugin: CompilePlugin, caps
     lib = build_greeter(compile_plugin, GREETER_CHANGED)
     status, report = run_json(capsys, "abi", "check", str(lib))
     assert status == 1
-    [problem] = report["libraries"][0]["problems"]
-    assert problem["kind"] == "descriptor_mismatch" and problem["trait"] == "Greeter"
-    assert "method greet (slot 0) signature" in problem["message"]
+    method, descriptor = report["libraries"][0]["problems"]
+    assert descriptor["kind"] == "descriptor_mismatch" and descriptor["trait"] == "Greeter"
+    assert "method greet (slot 0) signature" in descriptor["message"]
+    # The embedded declaration names the method and what changed in it.
+    assert method["kind"] == "method_mismatch" and method["symbol"] == "plugin_trait_declaration_Greeter_v1"
+    assert method["message"].startswith("`Greeter.greet` (method 0): 1 parameter(s) became 2 in the plugin")
     assert report["libraries"][0]["traits"]["Greeter"]["compatibility"] == "breaking"
 
 
@@ -254,8 +257,10 @@ def test_diff_changed_signature_is_breaking(
     new = build_greeter(compile_plugin, GREETER_CHANGED)
     status, report = run_json(capsys, "abi", "diff", str(old), str(new))
     assert status == 1
-    assert changes(report) == {("descriptor_changed", "breaking")}
-    assert "greet(CStr name) -> OwnedStr" in report["changes"][0]["message"]
+    assert changes(report) == {("descriptor_changed", "breaking"), ("method_changed", "breaking")}
+    [method] = [c for c in report["changes"] if c["kind"] == "method_changed"]
+    assert method["message"].startswith("`Greeter.greet`: 1 parameter(s) became 2 (old build: greet(CStr name) ->")
+    assert (method["old"], method["new"]) == ("greet(CStr name) -> OwnedStr", "greet(CStr name, I32 times) -> OwnedStr")
 
 
 def test_diff_appended_method_with_version_bump_is_compatible(
@@ -265,14 +270,17 @@ def test_diff_appended_method_with_version_bump_is_compatible(
     new = build_greeter(compile_plugin, GREETER_V2)
     status, report = run_json(capsys, "abi", "diff", str(old), str(new))
     assert status == 0
-    assert changes(report) == {("descriptor_changed", "compatible")}
-    [change] = report["changes"]
+    assert changes(report) == {("descriptor_changed", "compatible"), ("method_added", "compatible")}
+    [change] = [c for c in report["changes"] if c["kind"] == "descriptor_changed"]
     assert (change["old"], change["new"]) == (1, 2)
+    [added] = [c for c in report["changes"] if c["kind"] == "method_added"]
+    assert added["message"].startswith("`Greeter`: method `shout` added (shout(CStr name) -> OwnedStr)")
     # The other way round, a release drops a method: loadable, but its callers break.
     status, report = run_json(capsys, "abi", "diff", str(new), str(old))
     assert status == 1
-    assert changes(report) == {("descriptor_changed", "breaking")}
-    assert "must not drop methods" in report["changes"][0]["message"]
+    assert changes(report) == {("descriptor_changed", "breaking"), ("method_removed", "breaking")}
+    assert any("must not drop methods" in c["message"] for c in report["changes"])
+    assert any(c["message"].startswith("`Greeter`: method `shout` removed") for c in report["changes"])
 
 
 def test_diff_version_bump_and_removed_symbols(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import plugin_interface._traits
 import pytest
@@ -12,6 +12,7 @@ from conftest import CompilePlugin
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
 from plugin_host.admission import probe_library
+from plugin_host.cli import main
 from plugin_host.errors import AbiMismatchError
 from plugin_interface import (
     DECLARATION_FORMAT,
@@ -131,3 +132,77 @@ def test_a_python_declaration_that_disagrees_names_the_method(vowels: Path, monk
 def test_the_probe_runs_the_embedded_traits_too(vowels: Path) -> None:
     result = probe_library(vowels, use_cache=False)
     assert result.clean and result.made == 1
+
+
+# ---- abi check | dump | diff with the embedded declaration ------------------------------------------------
+
+
+def _abi(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
+    status = main([*argv, "--json"])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def _vowels_variant(compile_plugin: CompilePlugin, tmp_path: Path, spec: TraitSpec, source: str) -> Path:
+    headers = tmp_path / f"headers-{spec.fingerprint:x}"
+    write_trait_headers(headers, [spec])
+    return compile_plugin("vowels", source, include_dirs=(headers,))
+
+
+def test_abi_check_uses_a_declaration_only_the_plugin_has(vowels: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = _abi(capsys, "abi", "check", str(vowels))
+    assert status == 0
+    [library] = report["libraries"]
+    assert library["problems"] == []  # no "not declared in this host": the library says what it is
+    trait = library["traits"]["Vowels"]
+    assert trait["compatibility"] == "identical"
+    assert trait["declaration"] == COUNTER.to_json()
+
+
+def test_abi_check_refuses_a_declaration_that_is_not_the_descriptors(
+    compile_plugin: CompilePlugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    other = TraitSpec.from_json({**COUNTER.to_json(), "version": 3})
+    headers = tmp_path / "mixed"
+    write_trait_headers(headers, [COUNTER])
+    header = headers / "plugin_trait_vowels.h"
+    lines = header.read_text().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("#define PLUGIN_TRAIT_DECLARATION_Vowels"))
+    lines[at + 1] = "    " + json.dumps(encode_declaration(other).decode())  # a JSON string is a valid C literal here
+    header.write_text("\n".join(lines) + "\n")
+    lib = compile_plugin("vowels", VOWELS_C, include_dirs=(headers,))
+    status, report = _abi(capsys, "abi", "check", str(lib))
+    assert status == 1
+    [problem] = report["libraries"][0]["problems"]
+    assert problem["kind"] == "declaration_mismatch" and problem["symbol"] == "plugin_trait_declaration_Vowels_v1"
+    assert "the declaration (v3, 2 methods) does not match plugin_abi_descriptor_Vowels_v1 (v2" in problem["message"]
+
+
+def test_abi_dump_and_diff_name_the_methods(
+    vowels: Path, compile_plugin: CompilePlugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["abi", "dump", str(vowels), "-o", str(tmp_path / "old.json")]) == 0
+    dumped = json.loads((tmp_path / "old.json").read_text())
+    assert dumped["traits"]["Vowels"]["declaration"]["methods"][0] == {
+        "name": "count",
+        "params": [["text", "CStr"]],
+        "returns": "U32",
+    }
+    changed = TraitSpec.from_json(
+        {"name": "Vowels", "version": 2, "methods": [{"name": "count", "params": [["text", "I32"]], "returns": "U32"}]}
+    )
+    source = (
+        VOWELS_C.replace("const char *text", "int32_t text")
+        .replace('for (; *text; text++) n += strchr("aeiou", *text) != NULL;', "n = (uint32_t)text;")
+        .replace(", .label = label", "")
+        .replace('static char *label(void *self) { (void)self; return plugin_string_format("vowels"); }\n', "")
+    )
+    new = _vowels_variant(compile_plugin, tmp_path, changed, source)
+    capsys.readouterr()
+    status, report = _abi(capsys, "abi", "diff", str(tmp_path / "old.json"), str(new))
+    assert status == 1
+    messages = [c["message"] for c in report["changes"] if c["kind"].startswith("method_")]
+    assert (
+        "`Vowels.count`: parameter 1 `text` changed from CStr to I32 (old build: count(CStr text) -> U32; "
+        in (messages[0])
+    )
+    assert messages[1].startswith("`Vowels`: method `label` removed (label() -> OwnedStr)")

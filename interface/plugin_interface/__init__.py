@@ -61,6 +61,7 @@ from ._errors import (
 from ._traits import (
     RESERVED_METHOD_NAMES,
     Greeter,
+    MethodChange,
     MethodSpec,
     ParamSpec,
     PluginTrait,
@@ -70,6 +71,7 @@ from ._traits import (
     declare_trait,
     declared_trait_versions,
     declared_traits,
+    method_changes,
     resolve_trait,
 )
 from ._types import (
@@ -126,6 +128,7 @@ __all__ = [
     "InconsistentArrayError",
     "LibraryLoadError",
     "MakerReturnedNullError",
+    "MethodChange",
     "MethodNotProvidedError",
     "MethodSpec",
     "ModuleNotFoundInPathsError",
@@ -179,6 +182,7 @@ __all__ = [
     "get_unmaker_counter_for",
     "library_filename",
     "maker_symbol",
+    "method_changes",
     "parse_symbol",
     "register_all_symbol",
     "resolve_trait",

@@ -27,6 +27,7 @@ from ._types import CStr, CType, MutBuffer, OwnedStr, Size, TypeKind, ctype_by_n
 
 __all__ = [
     "Greeter",
+    "MethodChange",
     "MethodSpec",
     "ParamSpec",
     "PluginTrait",
@@ -36,6 +37,7 @@ __all__ = [
     "RESERVED_METHOD_NAMES",
     "declared_trait_versions",
     "declared_traits",
+    "method_changes",
     "resolve_trait",
 ]
 
@@ -185,6 +187,58 @@ class TraitSpec:
 #: Every declared trait, by (name, version): several versions of one trait may
 #: live in one process (a test loads a v1 plugin into a v2 host and back).
 _REGISTRY: dict[tuple[str, int], TraitSpec] = {}
+
+
+@dataclass(frozen=True)
+class MethodChange:
+    """One difference between two declarations of a trait, by vtable slot.
+
+    :ivar kind: ``"added"``, ``"removed"`` or ``"changed"``.
+    :ivar index: the vtable slot (0 is the first method).
+    :ivar old: the method in the first declaration (``None`` when added).
+    :ivar new: the method in the second (``None`` when removed).
+    :ivar detail: what changed, in words (``"parameter 1 `text` changed from CStr to I32"``).
+    """
+
+    kind: str
+    index: int
+    old: MethodSpec | None
+    new: MethodSpec | None
+    detail: str
+
+    @property
+    def name(self) -> str:
+        """The method's name (the old one, when it was renamed)."""
+        method = self.old or self.new
+        assert method is not None
+        return method.name
+
+
+def method_changes(old: TraitSpec, new: TraitSpec) -> list[MethodChange]:
+    """How ``new`` differs from ``old``, method by method in vtable order (empty when the signatures agree)."""
+    changes: list[MethodChange] = []
+    for i, (a, b) in enumerate(zip(old.methods, new.methods, strict=False)):
+        if a.signature == b.signature:
+            continue
+        details = []
+        if a.name != b.name:
+            details.append(f"renamed from `{a.name}` to `{b.name}`")
+        for j, (pa, pb) in enumerate(zip(a.params, b.params, strict=False), start=1):
+            if pa.ctype.name != pb.ctype.name:
+                details.append(f"parameter {j} `{pa.name}` changed from {pa.ctype.name} to {pb.ctype.name}")
+            elif pa.name != pb.name:
+                details.append(f"parameter {j} renamed from `{pa.name}` to `{pb.name}`")
+        if len(a.params) != len(b.params):
+            details.append(f"{len(a.params)} parameter(s) became {len(b.params)}")
+        if a.returns.name != b.returns.name:
+            details.append(f"returns {b.returns.name} instead of {a.returns.name}")
+        changes.append(MethodChange("changed", i, a, b, "; ".join(details)))
+    for i, a in enumerate(old.methods[len(new.methods) :], start=len(new.methods)):
+        changes.append(MethodChange("removed", i, a, None, f"method `{a.name}` removed ({a.signature})"))
+    for i, b in enumerate(new.methods[len(old.methods) :], start=len(old.methods)):
+        changes.append(MethodChange("added", i, None, b, f"method `{b.name}` added ({b.signature})"))
+    return changes
+
 
 #: Attribute names every proxy has of its own; a trait method may not take one
 #: (``plugin_host``'s TraitProxy asserts at import that it adds no other).

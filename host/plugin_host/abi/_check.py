@@ -28,6 +28,7 @@ from typing import Protocol
 
 from plugin_interface import (
     ABI_VERSION,
+    MAX_DECLARATION_BYTES,
     AbiDescriptor,
     NotASharedLibraryError,
     SymbolName,
@@ -35,7 +36,10 @@ from plugin_interface import (
     abi_descriptor_symbol,
     check_descriptor,
     declared_traits,
+    decode_declaration,
+    method_changes,
     parse_symbol,
+    trait_declaration_symbol,
     unmaker_counter_symbol,
     unmaker_symbol,
     unregister_all_symbol,
@@ -92,6 +96,9 @@ class ProblemKind(enum.StrEnum):
     MISSING_DESCRIPTOR = "missing_descriptor"
     DESCRIPTOR_UNREADABLE = "descriptor_unreadable"
     DESCRIPTOR_MISMATCH = "descriptor_mismatch"
+    DECLARATION_UNREADABLE = "declaration_unreadable"
+    DECLARATION_MISMATCH = "declaration_mismatch"
+    METHOD_MISMATCH = "method_mismatch"
     PROBE_CRASHED = "probe_crashed"
     PROBE_EXITED = "probe_exited"
     PROBE_TIMEOUT = "probe_timeout"
@@ -114,14 +121,23 @@ class ChangeKind(enum.StrEnum):
     DESCRIPTOR_ADDED = "descriptor_added"
     DESCRIPTOR_REMOVED = "descriptor_removed"
     DESCRIPTOR_CHANGED = "descriptor_changed"
+    METHOD_ADDED = "method_added"
+    METHOD_REMOVED = "method_removed"
+    METHOD_CHANGED = "method_changed"
 
 
 #: A JSON dump larger than this (in bytes) is refused unread; a real one is a few KiB.
 MAX_DUMP_BYTES = 64 << 20
 
 #: Exported names with these prefixes belong to the scheme; one that does not parse is malformed.
-_SCHEME_PREFIXES = ("plugin_register_", "plugin_unregister_", "plugin_unmaker_counter_", "plugin_abi_descriptor_")
-_AGGREGATE_ROLES = ("register_all", "unregister_all", "unmaker_counter", "abi_descriptor")
+_SCHEME_PREFIXES = (
+    "plugin_register_",
+    "plugin_unregister_",
+    "plugin_unmaker_counter_",
+    "plugin_abi_descriptor_",
+    "plugin_trait_declaration_",
+)
+_AGGREGATE_ROLES = ("register_all", "unregister_all", "unmaker_counter", "abi_descriptor", "trait_declaration")
 
 
 @dataclass
@@ -131,12 +147,16 @@ class TraitAbi:
     :ivar symbols: ``(role, type or None, abi) -> symbol`` for every parsed symbol.
     :ivar descriptor: the decoded ``plugin_abi_descriptor_<T>_v1``, if exported and readable.
     :ivar descriptor_error: why an exported descriptor could not be read.
+    :ivar declaration: the embedded ``plugin_trait_declaration_<T>_v1``, if exported and readable.
+    :ivar declaration_error: why an exported declaration could not be read.
     """
 
     name: str
     symbols: dict[tuple[str, str | None, int], str] = field(default_factory=dict)
     descriptor: AbiDescriptor | None = None
     descriptor_error: str | None = None
+    declaration: TraitSpec | None = None
+    declaration_error: str | None = None
 
     def has(self, role: str, type_name: str | None = None, abi: int = ABI_VERSION) -> bool:
         """Whether the library exports that symbol."""
@@ -170,6 +190,8 @@ class TraitAbi:
             "symbols": sorted(self.symbols.values()),
             "descriptor": self.descriptor.to_json() if self.descriptor else None,
             "descriptor_error": self.descriptor_error,
+            "declaration": self.declaration.to_json() if self.declaration else None,
+            "declaration_error": self.declaration_error,
         }
 
     @classmethod
@@ -195,6 +217,17 @@ class TraitAbi:
         if error is not None and not isinstance(error, str):
             raise ValueError(f"trait {name}: descriptor_error must be a string or null")
         trait.descriptor_error = error
+        if data.get("declaration") is not None:  # dumps older than embedded declarations have none
+            try:
+                trait.declaration = TraitSpec.from_json(data["declaration"])
+            except ValueError as e:
+                raise ValueError(f"trait {name}: declaration: {e}") from e
+            if trait.declaration.name != name:
+                raise ValueError(f"trait {name}: its declaration is of trait {_shown(trait.declaration.name)}")
+        declaration_error = data.get("declaration_error")
+        if declaration_error is not None and not isinstance(declaration_error, str):
+            raise ValueError(f"trait {name}: declaration_error must be a string or null")
+        trait.declaration_error = declaration_error
         return trait
 
 
@@ -306,7 +339,24 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
                 trait.descriptor = read_descriptor(table, trait.name)
             except (ValueError, NotASharedLibraryError) as e:
                 trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+        if trait.has("trait_declaration"):
+            try:
+                trait.declaration = read_declaration(table, trait.name)
+            except (ValueError, NotASharedLibraryError) as e:
+                trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
     return abi
+
+
+def read_declaration(table: ExportTable, trait: str) -> TraitSpec:
+    """Decode ``plugin_trait_declaration_<trait>_v1`` from the file.
+
+    :raises ValueError: if it is no declaration of ``trait``.
+    :raises NotASharedLibraryError: if it is not stored in the file.
+    """
+    spec = decode_declaration(table.read(trait_declaration_symbol(trait), MAX_DECLARATION_BYTES))
+    if spec.name != trait:
+        raise ValueError(f"it declares trait {_shown(spec.name)}, not {trait}")
+    return spec
 
 
 def load_abi(path: str | os.PathLike[str]) -> LibraryAbi:
@@ -481,11 +531,50 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
             name,
         )
     descriptor_symbol = abi_descriptor_symbol(name)
+    declaration_symbol = trait_declaration_symbol(name)
+    if trait.declaration_error is not None:
+        report(
+            Severity.ERROR,
+            ProblemKind.DECLARATION_UNREADABLE,
+            f"{declaration_symbol}: {trait.declaration_error}",
+            name,
+            declaration_symbol,
+        )
+    embedded = trait.declaration
+    if embedded is not None and trait.descriptor is not None:
+        own = AbiDescriptor.for_trait(embedded, abi.pointer_size)
+        if (own.trait_version, own.method_fingerprints) != (
+            trait.descriptor.trait_version,
+            trait.descriptor.method_fingerprints,
+        ):
+            report(
+                Severity.ERROR,
+                ProblemKind.DECLARATION_MISMATCH,
+                f"{declaration_symbol}: the declaration (v{embedded.version}, {len(embedded.methods)} methods) "
+                f"does not match {descriptor_symbol} (v{trait.descriptor.trait_version}, "
+                f"{trait.descriptor.method_count} methods): one of them was built from another header",
+                name,
+                declaration_symbol,
+            )
+    if spec is not None and embedded is not None:
+        for change in method_changes(spec, embedded):
+            if change.kind == "changed":
+                report(
+                    Severity.ERROR,
+                    ProblemKind.METHOD_MISMATCH,
+                    f"`{name}.{change.name}` (method {change.index}): {change.detail} in the plugin "
+                    f"(the host declares {change.old.signature if change.old else '-'})",
+                    name,
+                    declaration_symbol,
+                )
+    if spec is None and embedded is not None:
+        spec = embedded  # self-described: the library's own declaration is what a host would load it with
     if spec is None:
         report(
             Severity.WARNING,
             ProblemKind.UNKNOWN_TRAIT,
-            f"trait {name} is not declared in this host; its descriptor was not compared",
+            f"trait {name} is not declared in this host and the library embeds no declaration of it "
+            f"({declaration_symbol}); its descriptor was not compared",
             name,
         )
         return TraitCheck()
@@ -694,7 +783,24 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
         )
     elif new.descriptor and not old.descriptor:
         out.append(AbiChange(ChangeKind.DESCRIPTOR_ADDED, False, f"{abi_descriptor_symbol(name)} added", name))
-    elif old.descriptor and new.descriptor:
+    if old.declaration is not None and new.declaration is not None:
+        for change in method_changes(old.declaration, new.declaration):
+            kind = {"added": ChangeKind.METHOD_ADDED, "removed": ChangeKind.METHOD_REMOVED}.get(
+                change.kind, ChangeKind.METHOD_CHANGED
+            )
+            where = f"`{name}.{change.name}`" if change.kind == "changed" else f"`{name}`"
+            out.append(
+                AbiChange(
+                    kind,
+                    change.kind != "added",
+                    f"{where}: {change.detail} (old build: {change.old.signature if change.old else '-'}; "
+                    f"new build: {change.new.signature if change.new else '-'})",
+                    name,
+                    old=change.old.signature if change.old else None,
+                    new=change.new.signature if change.new else None,
+                )
+            )
+    if old.descriptor and new.descriptor:
         # The host's declaration names the methods only if it is the old build's.
         same = spec is not None and spec.method_fingerprints == old.descriptor.method_fingerprints
         result = check_descriptor(old.descriptor, new.descriptor, spec if same else None)
