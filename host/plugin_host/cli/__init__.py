@@ -8,9 +8,10 @@ pipe ends any command quietly with status 1, as CPython does on EPIPE.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, entry_points, version
 
 from plugin_interface import PluginError
 
@@ -20,7 +21,14 @@ from ._abi import add_abi_parser
 from ._commands import cmd_call, cmd_demo, cmd_list, cmd_watch, describe_notification
 from ._output import EXIT_BROKEN_PIPE, EXIT_PLUGIN_ERROR, EXIT_USAGE, discard_output, tolerant_stdout
 
-__all__ = ["SUBCOMMANDS", "build_parser", "describe_notification", "main"]
+__all__ = [
+    "SUBCOMMANDS",
+    "TRAITS_ENTRY_POINTS",
+    "build_parser",
+    "describe_notification",
+    "import_trait_modules",
+    "main",
+]
 
 #: Extra sub-command installers: each adds its parser.
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = []
@@ -53,6 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Load native C plugins, call them through typed proxies, unload them.",
     )
     parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--traits",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE first, for the traits it declares (repeatable; packages can also register "
+        f"modules under the {TRAITS_ENTRY_POINTS!r} entry-point group)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="build the bundled example plugins, load, call and unload them")
     demo.add_argument("--build-dir", help="where to build the examples (default: ~/.cache/plugin-host/examples)")
@@ -85,6 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: The entry-point group a package names its trait-declaring modules in, for every ``plugin-host`` run.
+TRAITS_ENTRY_POINTS = "plugin_host.traits"
+
+
+def import_trait_modules(modules: Sequence[str]) -> str | None:
+    """Import the modules given with ``--traits`` and those registered under
+    :data:`TRAITS_ENTRY_POINTS`, so the traits they declare are known.
+
+    :returns: what went wrong (naming the module), or ``None``.
+    """
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except Exception as e:  # the user's module: any error is theirs to see, in one line
+            return f"--traits {name}: cannot import it: {type(e).__name__}: {e}"
+    for point in entry_points(group=TRAITS_ENTRY_POINTS):
+        try:
+            point.load()
+        except Exception as e:
+            return f"entry point {point.name} = {point.value} ({TRAITS_ENTRY_POINTS}): {type(e).__name__}: {e}"
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status.
 
@@ -107,6 +146,10 @@ def _run(argv: Sequence[str] | None) -> int:
         args = parser.parse_args(argv)
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
+            return EXIT_USAGE
+        problem = import_trait_modules(args.traits)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE
         status: int = args.func(args)
         sys.stdout.flush()  # inside the try: a closed pipe is noticed here, not at exit

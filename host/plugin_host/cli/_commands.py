@@ -7,6 +7,7 @@ usage error.
 from __future__ import annotations
 
 import argparse
+import array
 import os
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 
 from plugin_interface import (
     AbiMismatchError,
+    CType,
     InconsistentArrayError,
     MakerReturnedNullError,
     NoPluginSymbolsError,
@@ -23,6 +25,7 @@ from plugin_interface import (
     TraitNotImplementedError,
     TraitSpec,
     TypeKind,
+    UnknownTraitError,
     declared_traits,
     resolve_trait,
 )
@@ -51,10 +54,9 @@ def _library_files(path: Path) -> list[Path]:
         raise PluginError(f"{path}: cannot list the directory: {e.strerror or e}", path=path) from e
 
 
-def _traits(name: str | None) -> list[TraitSpec]:
-    if name is not None:
-        return [resolve_trait(name)]
-    return list(declared_traits().values())
+def _traits(name: str | None) -> list[TraitSpec] | None:
+    """The trait asked for, or ``None``: every trait a file implements (the host's or its own declaration)."""
+    return None if name is None else [resolve_trait(name)]
 
 
 #: Failures that concern one trait of a file; any other refuses the whole file.
@@ -62,9 +64,20 @@ _TRAIT_SPECIFIC = (AbiMismatchError, InconsistentArrayError, MakerReturnedNullEr
 
 
 def _load_every_trait(
-    manager: PluginManager, path: Path, traits: list[TraitSpec], problems: list[str]
+    manager: PluginManager, path: Path, traits: list[TraitSpec] | None, problems: list[str]
 ) -> list[PluginHandle]:
-    """Load ``path`` for each trait it implements; other traits are skipped quietly."""
+    """Load ``path`` for each of ``traits`` it implements (for every trait it implements
+    and has a declaration of, with ``None``); other traits are skipped quietly."""
+    if traits is None:
+        try:
+            return manager.load_plugins(path)
+        except (NoPluginSymbolsError, TraitNotImplementedError):
+            return []
+        except PluginError as e:
+            problems.append(str(e))
+            if not isinstance(e, _TRAIT_SPECIFIC):
+                return []
+            traits = list(declared_traits().values())  # one trait is broken: load the others one by one
     handles = []
     for spec in traits:
         try:
@@ -217,14 +230,16 @@ def cmd_list(args: argparse.Namespace) -> int:
             if not handles and not refused and args.trait is None and is_dir:
                 # A build directory also holds plain libraries: link
                 # dependencies and explicit modules (native_plugins/foo, bar).
-                rows.append([str(lib_path), "-", "-", "-", "(no plugin: a plain library)"])
+                rows.append([str(lib_path), "-", "-", "-", "(no plugin: a plain library)", "-"])
             elif not handles and not refused:
                 problems.append(f"{lib_path}: exports no plugin for {args.trait or 'any known trait'}")
             for h in handles:
                 owner = "plugin" if h.is_plugin_owned else "host"
-                rows.append([str(lib_path), h.trait.name, f"v{h.trait.version}", owner, ", ".join(h.type_names)])
+                methods = ", ".join(m.name for m in h.trait.methods)
+                row = [str(lib_path), h.trait.name, f"v{h.trait.version}", owner, ", ".join(h.type_names), methods]
+                rows.append(row)
     if rows:
-        print(table(rows, ["plugin file", "trait", "version", "array", "types"]))
+        print(table(rows, ["plugin file", "trait", "version", "array", "types", "methods"]))
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return EXIT_PLUGIN_ERROR if problems else EXIT_OK
@@ -232,12 +247,13 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[object], list[bytearray]]:
     spec = proxy.trait.method(method)
-    if len(raw) != len(spec.params):
-        names = ", ".join(p.name for p in spec.params) or "none"
-        raise ValueError(f"{proxy.trait.name}.{method} takes {len(spec.params)} argument(s) ({names}), got {len(raw)}")
+    params = [p for p in spec.params if p.ctype.kind is not TypeKind.OUT]  # out-parameters come back, not in
+    if len(raw) != len(params):
+        names = ", ".join(p.name for p in params) or "none"
+        raise ValueError(f"{proxy.trait.name}.{method} takes {len(params)} argument(s) ({names}), got {len(raw)}")
     values: list[object] = []
     buffers: list[bytearray] = []
-    for p, text in zip(spec.params, raw, strict=True):
+    for p, text in zip(params, raw, strict=True):
         kind = p.ctype.kind
         if kind is TypeKind.CSTR:
             try:
@@ -251,6 +267,8 @@ def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[
             buf = bytearray(os.fsencode(text))  # a buffer takes the argument's bytes as they came
             buffers.append(buf)
             values.append(buf)
+        elif kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
+            values.append(_array_argument(p.name, p.ctype.item, text))
         elif p.ctype.python_type is float:
             values.append(float(text))
         elif p.ctype.python_type is bool:
@@ -260,14 +278,41 @@ def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[
     return values, buffers
 
 
+def _array_argument(name: str, item: CType | None, text: str) -> array.array[Any]:
+    """``"1, 2.5, 3"`` as an ``array.array`` of the item type (for ``Array[T]`` arguments)."""
+    assert item is not None
+    code = next(c for c in "bBhHiIlLqQfd" if c in item.buffer_formats)
+    parts = [t for t in text.replace(",", " ").split() if t]
+    try:
+        numbers = [float(t) if code in "fd" else int(t, 0) for t in parts]
+        return array.array(code, numbers)
+    except (ValueError, OverflowError) as e:
+        raise ValueError(f"argument {name}: {text!r} is not a list of {item.name} numbers ({e})") from e
+
+
+def _handle_for(manager: PluginManager, path: str, trait: str) -> PluginHandle:
+    """The handle of ``trait`` in ``path``: the host's declaration, else the one the library embeds.
+
+    :raises UnknownTraitError: the file implements no such trait with a declaration.
+    """
+    name, _, version = trait.partition("@")
+    if name in declared_traits():
+        [handle] = manager.load_plugins(path, trait)
+        return handle
+    for handle in manager.load_plugins(path):
+        if handle.trait.name == name and (not version or str(handle.trait.version) == version.removeprefix("v")):
+            return handle
+    known = sorted({*declared_traits(), *(h.trait.name for h in manager.get_handles(path))})
+    raise UnknownTraitError(trait, known)  # neither declared here nor embedded in the file
+
+
 def cmd_call(args: argparse.Namespace) -> int:
     if os.path.isdir(args.path):
         print(f"error: {args.path}: call takes one plugin file, not a directory", file=sys.stderr)
         return EXIT_USAGE
-    spec = resolve_trait(args.trait)
     sniff_format(args.path)  # a FIFO, device or unreadable file: refused before the loader sees it
     with PluginManager() as manager:
-        [handle] = manager.load_plugins(args.path, spec)
+        handle = _handle_for(manager, args.path, args.trait)
         proxy = handle.proxy(args.type)
         try:
             values, buffers = _convert_args(proxy, args.method, args.args)
@@ -275,7 +320,9 @@ def cmd_call(args: argparse.Namespace) -> int:
             print(f"error: {args.path}: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
             return EXIT_USAGE
         result = getattr(proxy, args.method)(*values)
-        if result is not None:
+        if isinstance(result, tuple):  # a result and out-parameters
+            print(" ".join(str(r) for r in result))
+        elif result is not None:
             print(result)
         for buf in buffers:
             print(buf.decode(errors="replace"))
