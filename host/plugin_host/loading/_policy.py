@@ -156,12 +156,18 @@ class DirectoryVerdicts:
         return directory
 
     def real_path(self, path: str | os.PathLike[str]) -> str:
-        """The file ``path`` names, with every symlink resolved: what the host opens and judges."""
+        """The file ``path`` names, with every symlink resolved: what the host opens and judges.
+
+        **Platform-specific behaviour**: on Windows, where no permission is
+        judged, the absolute path as given.
+        """
         text = os.fspath(path)
-        if sys.platform == "win32" or not text.startswith("/"):
+        if sys.platform == "win32":
+            return os.path.abspath(text)
+        if not text.startswith("/"):
             text = os.path.abspath(text)
-        directory, _, name = text.rpartition(os.sep)
-        real = os.path.join(self.real_directory(directory or os.sep), name)
+        directory, _, name = text.rpartition("/")
+        real = os.path.join(self.real_directory(directory or "/"), name)
         # One lstat; only a link (rare) pays for a full resolution.
         return os.path.realpath(real) if os.path.islink(real) else real
 
