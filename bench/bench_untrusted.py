@@ -18,7 +18,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import statistics
 import sys
@@ -32,7 +31,7 @@ import plugin_host.admission._admission as admission
 from plugin_annotations import build_plugins
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.admission import probe_library
-from plugin_host.loading import Library
+from plugin_host.loading import DirectoryVerdicts, Library
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,14 +46,14 @@ def checks_off() -> Iterator[None]:
         path: Path,
         *,
         copy_on_load: bool,
-        dir_stat: os.stat_result | None = None,
+        dirs: DirectoryVerdicts | None = None,
         admitted: bool = False,
         traits: object = (),
     ) -> Library:
         return Library.from_private_copy(path) if copy_on_load else Library(path)
 
     def none_checked(
-        self: admission.Admission, paths: list[Path], dir_stat: os.stat_result | None, *, copy_on_load: bool
+        self: admission.Admission, paths: list[Path], dirs: DirectoryVerdicts, *, copy_on_load: bool
     ) -> list[bool]:
         return [False] * len(paths)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 from plugin_host import LoadPolicy, PluginManager, PluginTrait
 from plugin_host.errors import ErrorReason, InsecurePluginError
+from plugin_host.loading import _accel
 
 
 @pytest.fixture
@@ -73,3 +77,49 @@ def test_allowlist(plugin: Path) -> None:
         with pytest.raises(InsecurePluginError, match=f"its SHA-256 {digest} is not in the allowlist") as exc:
             manager.load_plugins(plugin, PluginTrait.Greeter)
         assert "sha256_allowlist" in exc.value.opt_out
+
+
+def test_symlinked_plugin_is_loaded_from_a_copy_of_the_file_judged(plugin: Path, tmp_path: Path) -> None:
+    """Trusted by its real path, but not loaded through the link (the loader would follow it again)."""
+    links = tmp_path / "links"
+    links.mkdir()
+    link = links / "libgreeters.so"
+    link.symlink_to(plugin)
+    for target in (link, links):
+        with PluginManager(probe_cache_dir=tmp_path / "cache") as manager:
+            [handle] = manager.load_plugins(target, PluginTrait.Greeter)
+            copy = handle.library.load_path
+            assert handle.path == link and copy not in (link, plugin)
+            assert handle.proxy("English").greet("x") == "Hello, x!"
+        assert not copy.exists()  # the copy goes at unload, the user's files stay
+        assert plugin.is_file() and link.is_symlink()
+    assert not (tmp_path / "cache").exists()  # trusted: not probed
+
+
+@pytest.mark.parametrize("c_checks", [True, False], ids=["C checks on", "C checks off"])
+def test_directory_load_judges_each_ancestor_once(
+    plugin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, c_checks: bool
+) -> None:
+    plugins = tmp_path / "a" / "b" / "plugins"
+    plugins.mkdir(parents=True)
+    for i in range(20):
+        shutil.copy(plugin, plugins / f"lib{i}.so")
+    ancestors = [str(plugins), *map(str, plugins.parents)]
+    calls: Counter[tuple[str, str]] = Counter()
+    for name in ("stat", "lstat"):
+        real = getattr(os, name)
+
+        def counted(path: Any, *args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+            if isinstance(path, (str, os.PathLike)) and os.fspath(path) in ancestors:
+                calls[_name, os.fspath(path)] += 1
+            return _real(path, *args, **kwargs)
+
+        monkeypatch.setattr(os, name, counted)
+    previous = _accel.set_enabled(c_checks)
+    try:
+        with PluginManager() as manager:
+            assert len(manager.load_plugins(plugins, PluginTrait.Greeter)) == 20
+    finally:
+        _accel.set_enabled(previous)
+    monkeypatch.undo()
+    assert calls and max(calls.values()) <= 2, calls  # not once per file

@@ -309,6 +309,62 @@ def test_world_writable_directory(good: Path, sayer: Path, tmp_path: Path) -> No
     _expect(outcome, "InsecurePluginError", "its directory is writable by group and others (mode 0o777)", bad)
 
 
+C_CHECKS = pytest.mark.parametrize("c_checks", [True, False], ids=["C checks on", "C checks off"])
+
+
+def _c_checks(on: bool) -> str:
+    return f"from plugin_host.loading import _accel\n_accel.set_enabled({on})"
+
+
+@C_CHECKS
+def test_symlink_into_world_writable_directory(good: Path, sayer: Path, tmp_path: Path, c_checks: bool) -> None:
+    """Refused by name in a shared directory, so refused through a private link to it too."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy(sayer, shared / "libshared.so")
+    shared.chmod(0o777)
+    bad = tmp_path / "mine"
+    bad.mkdir()
+    bad = bad / "liblink.so"
+    bad.symlink_to(shared / "libshared.so")
+    outcome = run_case(good, bad, setup=_c_checks(c_checks))
+    _expect(outcome, "InsecurePluginError", f"its real directory {shared} is writable by group and others", bad)
+
+
+@C_CHECKS
+def test_directory_of_symlinks_into_world_writable_directory(
+    good: Path, sayer: Path, tmp_path: Path, c_checks: bool
+) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    links = tmp_path / "links"
+    links.mkdir()
+    for name in ("liba.so", "libb.so"):
+        shutil.copy(sayer, shared / name)
+        (links / name).symlink_to(shared / name)
+    shared.chmod(0o777)
+    outcome = run_case(good, links, load="{'errors': None}", setup=_c_checks(c_checks))
+    assert outcome["type"] == "PluginLoadErrors"
+    reason = f"its real directory {shared} is writable by group and others (mode 0o777)"
+    opt_out = "PluginManager(policy=LoadPolicy(allow_insecure_permissions=True))"
+    assert outcome["errors"] == [
+        f"InsecurePluginError: {links / name}: refused by the load policy: {reason}; to load it anyway: {opt_out}"
+        for name in ("liba.so", "libb.so")
+    ]
+
+
+@C_CHECKS
+def test_group_writable_ancestor(good: Path, sayer: Path, tmp_path: Path, c_checks: bool) -> None:
+    team = tmp_path / "team"
+    (team / "plugins").mkdir(parents=True)
+    (team / "plugins").chmod(0o700)
+    bad = team / "plugins" / "libteam.so"
+    shutil.copy(sayer, bad)
+    team.chmod(0o775)
+    outcome = run_case(good, bad, setup=_c_checks(c_checks))
+    _expect(outcome, "InsecurePluginError", f"the directory {team} above it is writable by group (mode 0o775)", bad)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
 def test_file_owned_by_another_user(good: Path, sayer: Path, tmp_path: Path) -> None:
     bad = tmp_path / "libforeign.so"

@@ -22,7 +22,7 @@ from plugin_interface import (
 
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
 from .formats import MAX_LIBRARY_BYTES, plugin_files
-from .loading import Library, LoadPolicy
+from .loading import DirectoryVerdicts, Library, LoadPolicy
 from .registry import (
     RegistrationSet,
     TraitProxy,
@@ -153,8 +153,9 @@ class PluginManager:
         changed file really loads new code.  The copies are removed at unload
         and at interpreter exit.
     :param policy: what files are refused before being read as libraries
-        (default :class:`LoadPolicy`: files or directories another user could
-        write are refused; ``LoadPolicy(allow_insecure_permissions=True)`` opts out).
+        (default :class:`LoadPolicy`: a file another user could change, itself
+        or through its real directory or a directory above it, is refused;
+        ``LoadPolicy(allow_insecure_permissions=True)`` opts out).
     :param probe: which files are loaded in a short-lived child process first
         (:class:`ProbeMode`): ``ALWAYS``, ``NEVER``, or ``UNTRUSTED`` (the
         default): files the policy let through although another user could
@@ -257,11 +258,11 @@ class PluginManager:
         handles: list[PluginHandle] = []
         failures: list[PluginError] = []
         files = plugin_files(target)
-        dir_stat = os.stat(target)
-        admitted = self._admission.admitted_in_place(files, dir_stat, copy_on_load=self.copy_on_load)
+        dirs = DirectoryVerdicts()  # each directory judged once for all the files
+        admitted = self._admission.admitted_in_place(files, dirs, copy_on_load=self.copy_on_load)
         for file, ok in zip(files, admitted, strict=True):
             try:
-                handles += self._load_file(file, spec, dir_stat, admitted=ok)
+                handles += self._load_file(file, spec, dirs, admitted=ok)
             except PluginError as e:
                 failures.append(e)
         if failures:
@@ -271,7 +272,7 @@ class PluginManager:
         return handles
 
     def _load_file(
-        self, path: Path, spec: TraitSpec | None, dir_stat: os.stat_result | None = None, *, admitted: bool = False
+        self, path: Path, spec: TraitSpec | None, dirs: DirectoryVerdicts | None = None, *, admitted: bool = False
     ) -> list[PluginHandle]:
         """Load ``path`` for ``spec`` (for every trait it implements when ``None``)."""
         with self._lock:
@@ -288,7 +289,7 @@ class PluginManager:
                 library = self._admission.open_library(
                     path,
                     copy_on_load=self.copy_on_load,
-                    dir_stat=dir_stat,
+                    dirs=dirs,
                     admitted=admitted,
                     traits=[] if spec is None else [spec],
                 )

@@ -37,12 +37,18 @@ def cdef_from_header(text: str) -> str:
 CDEF = cdef_from_header(HEADER.read_text())
 
 
-def make_builder(root: str = "") -> cffi.FFI:
-    """The builder, with paths under ``root`` (relative to the project root when empty)."""
+MODULE = "plugin_host.loading._speedups"
+
+
+def make_builder(root: str = "", module: str = MODULE) -> cffi.FFI:
+    """The builder, with paths under ``root`` (relative to the project root when empty).
+
+    :param module: the extension's name (the mutation tests build changed copies under another one).
+    """
     builder = cffi.FFI()
     builder.cdef(CDEF)
     builder.set_source(
-        "plugin_host.loading._speedups",
+        module,
         '#include "speedups.h"',
         sources=[os.path.join(root, HERE, "speedups.c")],
         include_dirs=[os.path.join(root, HERE), os.path.join(root, INTERFACE_INCLUDE)],

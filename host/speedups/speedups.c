@@ -21,6 +21,9 @@
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L /* pread */
 #endif
+#if defined(__APPLE__) && !defined(_DARWIN_C_SOURCE)
+#define _DARWIN_C_SOURCE /* O_NOFOLLOW, which macOS hides under _POSIX_C_SOURCE alone */
+#endif
 
 #include "speedups.h"
 
@@ -413,19 +416,21 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
 
 int ph_precheck_path(const char *path, size_t head_len, int host_class, int host_order, int host_machine,
                      int64_t uid) {
-#if defined(_WIN32)
+#if defined(_WIN32) || !defined(O_NOFOLLOW) /* without it a symlink could pass: Python decides */
     (void)path, (void)head_len, (void)host_class, (void)host_order, (void)host_machine, (void)uid;
     return PH_UNSUPPORTED;
 #else
-    /* The flags of plugin_host.formats.READ_FLAGS: a FIFO must not block, nothing is inherited. */
-    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    /* The flags of plugin_host.formats.READ_FLAGS (a FIFO must not block, nothing is inherited), and
+     * O_NOFOLLOW: a symlink is judged by its real directory, which the host resolves in Python. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         return PH_FAIL;
     }
     struct stat st;
     int verdict = PH_FAIL;
-    /* The load policy's common case (LoadPolicy.check_owner_mode): a regular
-     * file owned by uid or root that neither group nor others can write. */
+    /* The load policy's rule for the file (permission_problems in plugin_host/loading/_policy.py;
+     * tests/test_policy_agreement.py ties the two): a regular file owned by uid or root that
+     * neither group nor others can write. */
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uid < 0 || (int64_t)st.st_uid == uid || st.st_uid == 0) &&
         !(st.st_mode & (S_IWGRP | S_IWOTH))) {
         verdict = ph_precheck_elf(fd, NULL, (uint64_t)st.st_size, head_len, host_class, host_order, host_machine);

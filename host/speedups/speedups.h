@@ -34,9 +34,10 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
                     int host_order, int host_machine);
 
 /* ph_precheck_elf on the file at path, opened as the host opens it
- * (O_NONBLOCK, O_CLOEXEC): passes only a regular file that uid (unless
- * negative) or root owns and neither group nor others can write (the load
- * policy's rule for the file; the host checks the directory). */
+ * (O_NONBLOCK, O_CLOEXEC) but not through a symlink (O_NOFOLLOW): passes only
+ * a regular file that uid (unless negative) or root owns and neither group
+ * nor others can write (the load policy's rule for the file; the host checks
+ * the directories). */
 int ph_precheck_path(const char *path, size_t head_len, int host_class, int host_order, int host_machine,
                      int64_t uid);
 

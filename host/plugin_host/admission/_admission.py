@@ -5,8 +5,9 @@ Every library a :class:`~plugin_host.PluginManager` opens goes through
 (the file to open); :class:`~plugin_host.loading.Library` then only opens it:
 
 1. **Policy** (:class:`~plugin_host.LoadPolicy`): ownership and write
-   permissions of the file and its directory, read with ``fstat`` on the file
-   descriptor the pre-check reads through.
+   permissions of the file, read with ``fstat`` on the file descriptor the
+   pre-check reads through, and of its real directory and every directory
+   above it.
 2. **Pre-check** (:mod:`._precheck`): headers, architecture, truncation,
    plugin symbols; no ``dlopen`` yet.
 3. **Probe** (:mod:`._probe`), when enabled: a child process loads the same
@@ -19,15 +20,17 @@ every probed or hash-allowlisted file, every untrusted file) is read once, and
 the policy, the pre-check, the hash and the probe all look at the bytes that
 are then written to the copy and loaded.  A file loaded in place is checked
 through an open descriptor and loaded by path right after; only this user or
-root (the policy guarantees it) could swap it in between.
+root (the policy guarantees it) could swap it in between.  A file named
+through a symlink is judged by its real path and loaded from a private copy
+(the loader would follow the link again).
 
 A directory load first asks :meth:`Admission.admitted_in_place` about all its
-files at once: the C pre-check (when built) and the policy's rule for the file
-and the directory, in one call before the first ``dlopen``.  A file it admits
-is opened straight away; any other takes the steps above, which decide and
-say why.  The window between check and load is then the directory load's
-length rather than a file's, with the same guarantee: only this user or root
-could have swapped the file.
+files at once: the policy's rule for the directories, then the C pre-check
+(when built) with the rule for the file, in one call before the first
+``dlopen``.  A file it admits is opened straight away; any other takes the
+steps above, which decide and say why.  The window between check and load is
+then the directory load's length rather than a file's, with the same
+guarantee: only this user or root could have swapped the file.
 """
 
 from __future__ import annotations
@@ -43,8 +46,8 @@ from plugin_interface import TraitSpec
 from ..formats import MAX_LIBRARY_BYTES
 from ..loading._copies import make_private_copy
 from ..loading._library import Library
-from ..loading._policy import LoadPolicy, sha256_of
-from ..loading._precheck import Image, fast_precheck, open_checked, precheck, precheck_image
+from ..loading._policy import DirectoryVerdicts, LoadPolicy, sha256_of
+from ..loading._precheck import Image, fast_precheck, fast_precheck_runs, open_checked, precheck, precheck_image
 from ._probe import DEFAULT_PROBE_TIMEOUT_S, ProbeKey, Prober, host_identity, probe_traits
 
 __all__ = ["AdmittedImage", "Admission", "ProbeMode"]
@@ -122,19 +125,20 @@ class Admission:
     def _probes(self, trusted: bool) -> bool:
         return self.probe is ProbeMode.ALWAYS or (self.probe is ProbeMode.UNTRUSTED and not trusted)
 
-    def admitted_in_place(
-        self, paths: list[Path], dir_stat: os.stat_result | None, *, copy_on_load: bool
-    ) -> list[bool]:
+    def admitted_in_place(self, paths: list[Path], dirs: DirectoryVerdicts, *, copy_on_load: bool) -> list[bool]:
         """Per path, whether the file is admitted to load in place without further checks.
 
         The directory load's fast path: the C pre-check (:func:`._precheck.fast_precheck`)
         of every file in one call, for files this user or root owns and only
-        they can write, in a directory the same holds for.  A ``False`` file
-        goes through :meth:`open_library`, which decides and says why.
+        they can write, not symlinks, in real directories the same holds for
+        (:func:`~plugin_host.loading._policy.permission_problems`).  A
+        ``False`` file goes through :meth:`open_library`, which decides and says why.
+
+        :param dirs: the load's directory verdicts, given to :meth:`admit` too.
         """
-        if copy_on_load or not self._in_place() or not self.policy.trusts_directory(dir_stat):
+        if copy_on_load or not self._in_place() or not fast_precheck_runs():
             return [False] * len(paths)
-        return fast_precheck(paths, os.geteuid())
+        return fast_precheck(dirs.in_place_candidates(paths), dirs.uid)
 
     def _in_place(self) -> bool:
         """Whether a trusted file may be loaded in place (no hash, no probe asked for)."""
@@ -145,13 +149,13 @@ class Admission:
         path: Path,
         *,
         copy_on_load: bool,
-        dir_stat: os.stat_result | None = None,
+        dirs: DirectoryVerdicts | None = None,
         admitted: bool = False,
         traits: Sequence[TraitSpec] = (),
     ) -> AdmittedImage:
         """Decide whether ``path`` may be opened, and which file to open.
 
-        :param dir_stat: ``os.stat`` of ``path``'s directory, when the caller has it.
+        :param dirs: the load's directory verdicts (a directory load shares them between its files).
         :param admitted: :meth:`admitted_in_place` said ``True`` for the file: it is admitted in place.
         :param traits: the traits the caller will register (the probe runs them, and every declared
             trait the file names).
@@ -166,13 +170,16 @@ class Admission:
         """
         if admitted:
             return AdmittedImage(path, path, trusted=True)
-        # A directory load stats the directory once for all its files (the
-        # caller passes it); that saves a third of the pre-check's syscalls.
-        dir_st = dir_stat if dir_stat is not None else _dir_stat(path)
-        if not copy_on_load and self._in_place():
+        # A directory load shares its verdicts between its files: each directory
+        # is resolved and judged once, with the directories above it.
+        dirs = dirs if dirs is not None else DirectoryVerdicts()
+        real = dirs.real_path(path)  # what is opened and judged
+        directory = os.path.dirname(real)
+        # In place only without a symlink on the way: the loader resolves the path again.
+        if not copy_on_load and self._in_place() and real == os.fspath(path):
             fd, st = open_checked(path)
             try:
-                if self.policy.check_permissions(path, st, dir_st):
+                if self.policy.check_permissions(path, st, directory, dirs):
                     precheck(path, st, fd=fd)
                     return AdmittedImage(path, path, trusted=True)
                 # Untrusted: checked once, on the private copy's bytes below.
@@ -182,9 +189,9 @@ class Admission:
         verdict: list[bool] = []
 
         def inspect(copy: Path, data: bytes, st: os.stat_result) -> None:
-            verdict.append(self._inspect(path, dir_st, copy, data, st, traits))
+            verdict.append(self._inspect(path, directory, dirs, copy, data, st, traits))
 
-        copy = make_private_copy(path, inspect, self.max_library_bytes)
+        copy = make_private_copy(path, inspect, self.max_library_bytes, real)
         return AdmittedImage(path, copy, trusted=verdict[0])
 
     def open_library(
@@ -192,7 +199,7 @@ class Admission:
         path: Path,
         *,
         copy_on_load: bool,
-        dir_stat: os.stat_result | None = None,
+        dirs: DirectoryVerdicts | None = None,
         admitted: bool = False,
         traits: Sequence[TraitSpec] = (),
     ) -> Library:
@@ -201,20 +208,21 @@ class Admission:
         :raises PluginError: as :meth:`admit`; :class:`LibraryLoadError` when the
             dynamic loader refuses the admitted file.
         """
-        image = self.admit(path, copy_on_load=copy_on_load, dir_stat=dir_stat, admitted=admitted, traits=traits)
+        image = self.admit(path, copy_on_load=copy_on_load, dirs=dirs, admitted=admitted, traits=traits)
         return Library(image.path, load_path=image.load_path)
 
     def _inspect(
         self,
         path: Path,
-        dir_st: os.stat_result | None,
+        directory: str,
+        dirs: DirectoryVerdicts,
         copy: Path,
         data: bytes,
         st: os.stat_result,
         traits: Sequence[TraitSpec],
     ) -> bool:
         """Policy, pre-check, hash and probe of the bytes about to be loaded; whether they are trusted."""
-        trusted = self.policy.check_permissions(path, st, dir_st)
+        trusted = self.policy.check_permissions(path, st, directory, dirs)
         probing = self._probes(trusted)
         symbols: list[str] = []
         if probing:  # the probe needs the plugin symbols the Python pre-check finds
@@ -229,10 +237,3 @@ class Admission:
             chosen = probe_traits(symbols, traits)
             self.prober.probe(path, copy, ProbeKey.of(path, st, sha256, host_identity(chosen)), chosen)
         return trusted
-
-
-def _dir_stat(path: Path) -> os.stat_result | None:
-    try:
-        return os.stat(path.parent)
-    except OSError:
-        return None  # the file's own open then says what is wrong

@@ -56,7 +56,7 @@ from plugin_interface import TraitSpec, declared_traits
 from ..formats import MAX_LIBRARY_BYTES
 from ..loading import _accel
 from ..loading._copies import read_for_copy, remove_private_copy, write_private_copy
-from ..loading._policy import sha256_of
+from ..loading._policy import DirectoryVerdicts, LoadPolicy, sha256_of
 from ..loading._precheck import Image, precheck_image
 from ._errors import (
     BlockedPluginError,
@@ -439,21 +439,30 @@ def probe_library(
     use_cache: bool = True,
     traits: Iterable[TraitSpec] = (),
     max_library_bytes: int = MAX_LIBRARY_BYTES,
+    policy: LoadPolicy | None = None,
 ) -> ProbeResult:
-    """Pre-check and probe one library file without loading it into this process.
+    """Apply the load policy to one library file, pre-check and probe it without loading it into this process.
 
     For tools (``plugin-host abi check --probe``): the file's bytes are read
-    once, pre-checked, copied privately and the copy probed.
+    once, judged by the policy, pre-checked, copied privately and the copy probed.
 
     :param use_cache: consult and update the blocklist and cache.
     :param traits: traits to probe beside the declared ones the file names.
     :param max_library_bytes: the largest file read, in bytes.
+    :param policy: the load policy (default :class:`~plugin_host.LoadPolicy`).
+    :raises InsecurePluginError: the policy refused the file.
     :raises PluginError: the pre-check refused the file (typed), or the probe
         failed fatally (:class:`~plugin_host.errors.ProbeError`), or the file is
         blocked (:class:`~plugin_host.errors.BlockedPluginError`).
     """
-    data, st = read_for_copy(path, max_library_bytes)
+    policy = policy if policy is not None else LoadPolicy()
+    dirs = DirectoryVerdicts()
+    real = dirs.real_path(path)
+    data, st = read_for_copy(path, max_library_bytes, real)
+    policy.check_permissions(path, st, os.path.dirname(real), dirs)
     chosen = probe_traits(precheck_image(Image(path, st, data=data)).plugin_symbols(), traits)
+    if policy.needs_contents:
+        policy.check_contents(path, sha256_of(data))
     copy = write_private_copy(Path(path).name, data, path)
     try:
         if not use_cache:

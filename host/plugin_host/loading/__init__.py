@@ -12,12 +12,13 @@ from __future__ import annotations
 from ._copies import make_private_copy, read_for_copy, remove_stale_copy_dirs, write_private_copy
 from ._library import CallGate, Library
 from ._module import DynamicModule, ModuleFunction, find_module, parse_signature
-from ._policy import InsecurePluginError, LoadPolicy, sha256_of
+from ._policy import DirectoryVerdicts, InsecurePluginError, LoadPolicy, permission_problems, sha256_of
 from ._precheck import HEAD_BYTES, Image, Precheck, fast_precheck, open_checked, open_image, precheck, precheck_image
 
 __all__ = [
     "HEAD_BYTES",
     "CallGate",
+    "DirectoryVerdicts",
     "DynamicModule",
     "Image",
     "InsecurePluginError",
@@ -31,6 +32,7 @@ __all__ = [
     "open_checked",
     "open_image",
     "parse_signature",
+    "permission_problems",
     "precheck",
     "precheck_image",
     "read_for_copy",

@@ -88,7 +88,9 @@ _stale_checked = False
 
 
 def read_for_copy(
-    path: str | os.PathLike[str], max_library_bytes: int = MAX_LIBRARY_BYTES
+    path: str | os.PathLike[str],
+    max_library_bytes: int = MAX_LIBRARY_BYTES,
+    real_path: str | os.PathLike[str] | None = None,
 ) -> tuple[bytes, os.stat_result]:
     """The bytes of ``path`` to check and load from a private copy, read once.
 
@@ -101,6 +103,8 @@ def read_for_copy(
     the head checked here if the file is being rewritten).
 
     :param max_library_bytes: the largest file read, in bytes.
+    :param real_path: the file to read, ``path`` with its symlinks resolved
+        (the one the load policy judges; errors still name ``path``).
     :returns: the contents, and the ``fstat`` of the file they were read from.
     :raises NotASharedLibraryError: naming the file: unreadable, a directory
         or special file, no shared library, truncated headers, larger than
@@ -108,7 +112,7 @@ def read_for_copy(
         hold in memory.
     :raises ArchitectureMismatchError: a library format this host does not load.
     """
-    fd, st = open_checked(path)
+    fd, st = open_checked(path, real_path)
     try:
         _check_head(path, fd, st.st_size)
         if st.st_size > max_library_bytes:
@@ -140,6 +144,7 @@ def make_private_copy(
     path: Path,
     inspect: Callable[[Path, bytes, os.stat_result], None] | None = None,
     max_library_bytes: int = MAX_LIBRARY_BYTES,
+    real_path: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Read ``path`` once (:func:`read_for_copy`) and write its bytes to a private copy; the copy's path.
 
@@ -148,12 +153,14 @@ def make_private_copy(
         of the file they were read from.  It refuses by raising (the copy is
         removed).  Without it the copy is checked for truncation only.
     :param max_library_bytes: the largest file copied, in bytes.
+    :param real_path: the file to read, ``path`` with its symlinks resolved
+        (the one the load policy judges; errors still name ``path``).
     :raises NotASharedLibraryError: the file cannot be read or copied, is no
         shared library, is truncated or too large.
     """
     # Read once, check and load those bytes: a file or symlink swapped
     # after this read cannot reach the loader.
-    data, st = read_for_copy(path, max_library_bytes)
+    data, st = read_for_copy(path, max_library_bytes, real_path)
     target = write_private_copy(path.name, data, path)
     try:
         if inspect is not None:

@@ -31,7 +31,7 @@ import os
 import re
 import stat
 import struct
-from pathlib import Path
+from collections.abc import Sequence
 
 from plugin_interface import ArchitectureMismatchError, NoPluginSymbolsError, NotASharedLibraryError
 
@@ -63,6 +63,7 @@ __all__ = [
     "Precheck",
     "check_regular",
     "fast_precheck",
+    "fast_precheck_runs",
     "open_checked",
     "open_image",
     "precheck",
@@ -114,17 +115,21 @@ class Image:
         return pread(self._fd, length, offset)
 
 
-def open_checked(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
+def open_checked(
+    path: str | os.PathLike[str], real_path: str | os.PathLike[str] | None = None
+) -> tuple[int, os.stat_result]:
     """Open ``path`` for the pre-check: ``(fd, fstat)``; the caller closes ``fd``.
 
     Opened non-blocking (a FIFO must not hang the host) and checked to be a
     regular file through the descriptor, so what is checked is what was opened.
 
+    :param real_path: the file to open, ``path`` with its symlinks resolved
+        (errors still name ``path``).
     :raises NotASharedLibraryError: a missing or unreadable file, a symlink
         loop, a directory, a device or FIFO.
     """
     try:
-        fd = os.open(path, READ_FLAGS)
+        fd = os.open(path if real_path is None else real_path, READ_FLAGS)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
     try:
@@ -139,9 +144,9 @@ def open_checked(path: str | os.PathLike[str]) -> tuple[int, os.stat_result]:
         raise
 
 
-def open_image(path: str | os.PathLike[str]) -> tuple[int, Image]:
+def open_image(path: str | os.PathLike[str], real_path: str | os.PathLike[str] | None = None) -> tuple[int, Image]:
     """:func:`open_checked`, and the :class:`Image` of the open file: ``(fd, image)``."""
-    fd, st = open_checked(path)
+    fd, st = open_checked(path, real_path)
     try:
         return fd, Image(path, st, fd=fd)
     except OSError as e:
@@ -206,11 +211,13 @@ def precheck(
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
 
 
-def fast_precheck(paths: list[Path], uid: int) -> list[bool]:
+def fast_precheck(paths: Sequence[str | os.PathLike[str]], uid: int) -> list[bool]:
     """The C pre-check (:mod:`._accel`) of many files in one call, when it is built and this host is ELF.
 
-    Per path, ``True`` when the file is a regular file owned by ``uid`` (or
-    root), writable by neither group nor others, and passes every pre-check.
+    Per path, ``True`` when the file is a regular file (not a symlink) owned
+    by ``uid`` (or root), writable by neither group nor others (the load
+    policy's rule for the file, :func:`._policy.permission_problems`), and
+    passes every pre-check.
     ``False`` tells nothing more: then :func:`open_checked`, the policy and
     :func:`precheck` decide, and say why.  All ``False`` without the C checks.
     """
@@ -218,6 +225,11 @@ def fast_precheck(paths: list[Path], uid: int) -> list[bool]:
     if not paths or host is None:
         return [False] * len(paths)
     return _accel.precheck_paths([os.fspath(p) for p in paths], HEAD_BYTES, *host, uid)
+
+
+def fast_precheck_runs() -> bool:
+    """Whether :func:`fast_precheck` can say ``True`` at all (the C checks are built, on, and this host is ELF)."""
+    return _c_host() is not None
 
 
 def _c_host() -> tuple[int, int, int] | None:
