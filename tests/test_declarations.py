@@ -206,3 +206,67 @@ def test_abi_dump_and_diff_name_the_methods(
         in (messages[0])
     )
     assert messages[1].startswith("`Vowels`: method `label` removed (label() -> OwnedStr)")
+
+
+# ---- the command line sees every trait -----------------------------------------------------------
+
+
+def test_list_names_a_trait_only_the_plugin_declares_and_its_methods(
+    vowels: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["list", str(vowels)]) == 0
+    out = capsys.readouterr().out
+    [row] = [line for line in out.splitlines() if "Vowels" in line]
+    assert row.split()[1:] == ["Vowels", "v2", "plugin", "Latin", "count,", "label"]
+
+
+def test_call_converts_arguments_from_the_embedded_declaration(
+    vowels: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["call", str(vowels), "Vowels", "Latin", "count", "education"]) == 0
+    assert capsys.readouterr().out == "5\n"
+    assert main(["call", str(vowels), "Vowels@2", "Latin", "label"]) == 0
+    assert capsys.readouterr().out == "vowels\n"
+    assert main(["call", str(vowels), "Vowels@1", "Latin", "label"]) == 1
+    assert "unknown trait 'Vowels@1'" in capsys.readouterr().err
+
+
+def test_watch_loads_a_trait_only_the_plugin_declares(vowels: Path, tmp_path: Path) -> None:
+    import shutil
+    import subprocess
+    import sys
+
+    watched = tmp_path / "watched"
+    watched.mkdir()
+    shutil.copy(vowels, watched / "libvowels.so")
+    command = [sys.executable, "-m", "plugin_host", "watch", str(watched), "--debounce-ms", "20"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        try:
+            lines = [proc.stdout.readline() for _ in range(2)]
+        finally:
+            proc.send_signal(2)  # Ctrl-C: unloads and exits 0
+            out, err = proc.communicate(timeout=60)
+    assert lines[1].startswith("loaded") and "Vowels [Latin]" in lines[1], (lines, err)
+    assert "unloaded" in out and "Vowels unmaker counter 1" in out
+    assert proc.returncode == 0, err
+
+
+def test_traits_module_makes_a_python_declaration_known(
+    tmp_path: Path, vowels: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "my_vowels.py").write_text(
+        "from typing import Protocol\n"
+        "from plugin_interface import U32, CStr, OwnedStr, declare_trait\n\n\n"
+        "@declare_trait(version=2, name='Vowels')\n"
+        "class Vowels(Protocol):\n"
+        "    def count(self, text: CStr) -> U32: ...\n"
+        "    def label(self) -> OwnedStr: ...\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(plugin_interface._traits, "_REGISTRY", dict(plugin_interface._traits._REGISTRY))
+    assert main(["--traits", "my_vowels", "call", str(vowels), "Vowels", "Latin", "count", "aeiou"]) == 0
+    assert capsys.readouterr().out == "5\n"
+    assert "Vowels" in declared_traits()  # the Python declaration was used (and agreed with the embedded one)
+    assert main(["--traits", "no_such_module", "list", str(vowels)]) == 2
+    assert "--traits no_such_module: cannot import it" in capsys.readouterr().err
