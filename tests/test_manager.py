@@ -17,6 +17,7 @@ from plugin_host import (
     get_unmaker_counter,
     get_unmaker_counter_for,
     register_trait,
+    unload_trait,
 )
 from plugin_host.loading import Library
 from plugin_interface import (
@@ -457,3 +458,25 @@ def test_symbol_names_with_absurd_versions_or_a_newline_are_not_the_scheme() -> 
     assert parse_symbol("plugin_register_all_Greeter_v1\n") is None
     assert parse_symbol("plugin_register_Greeter_English_v" + "9" * 5000) is None  # no int() of 5000 digits
     assert parse_symbol("plugin_register_Greeter_English_v12") is not None
+
+
+def test_a_set_released_out_of_band_does_not_poison_the_manager(
+    example_plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    """unload_trait on a manager's set, then close(): the rest still unloads, unmakers run, nothing stays mapped."""
+    import shutil
+
+    first, second = tmp_path / "libfirst.so", tmp_path / "libsecond.so"
+    shutil.copy(example_plugins["greeters"], first)
+    shutil.copy(example_plugins["greeters"], second)
+    manager = PluginManager()
+    [a] = manager.load_plugins(first, PluginTrait.Greeter)
+    [b] = manager.load_plugins(second, PluginTrait.Greeter)
+    assert unload_trait(a.library, a.registration_set) == 3  # out of band: behind the manager's back
+    counters = manager.unload_all()  # raised AlreadyReleasedError here, leaving the second file mapped
+    assert counters == {first: {"Greeter": 3}, second: {"Greeter": 3}}
+    assert not a.is_loaded and not b.is_loaded
+    assert str(first) not in mapped_paths() and str(second) not in mapped_paths()
+    manager.close()  # and again: nothing left, nothing raised
+    with pytest.raises(AlreadyReleasedError):
+        unload_trait(a.library, a.registration_set)  # a second release by the caller is still refused
