@@ -22,7 +22,10 @@ from plugin_interface import (
     I64,
     U32,
     Array,
+    Bool,
     Buffer,
+    Callback,
+    CStr,
     MutArray,
     Out,
     OwnedBytes,
@@ -61,6 +64,22 @@ class Signal(Protocol):
 
     def releases(self) -> U32:
         """How many times the plugin's free_memory ran."""
+        ...
+
+    def each(self, samples: Array[F32], visit: Callback[[U32, F32], Bool]) -> U32:
+        """Call ``visit(index, sample)`` for each sample until it returns false; how many it visited."""
+        ...
+
+    def announce(self, say: Callback[[CStr], None]) -> None:
+        """Call ``say`` with a greeting, twice."""
+        ...
+
+    def keep(self, later: Callback[[], None]) -> None:
+        """Keep ``later`` (wrongly) for the next call to ``fire``."""
+        ...
+
+    def fire(self) -> None:
+        """Call what ``keep`` kept: the callback's call is over by now."""
         ...
 
 
@@ -112,11 +131,27 @@ static int32_t check(void *self, int64_t level, char **error) {
     return 7;
 }
 static uint32_t releases(void *self) { (void)self; return released; }
+static uint32_t each(void *self, const float *s, size_t n, _Bool (*visit)(void *, uint32_t, float), void *ctx) {
+    (void)self;
+    uint32_t i = 0;
+    while (i < n && visit(ctx, i, s[i])) i++;
+    return i;
+}
+static void announce(void *self, void (*say)(void *, const char *), void *ctx) {
+    (void)self;
+    say(ctx, "hello");
+    say(ctx, "again");
+}
+static void (*kept)(void *);
+static void *kept_context;
+static void keep(void *self, void (*later)(void *), void *ctx) { (void)self; kept = later; kept_context = ctx; }
+static void fire(void *self) { (void)self; if (kept) kept(kept_context); }
 static void counting_free(void *p) { if (p) released++; free(p); }
 
 static void *make_state(void) { return calloc(1, 1); }
 PLUGIN_IMPL_WITH_STATE(Signal, Basic, make_state, free, .total = total, .gain = gain, .divide = divide,
-                       .peak = peak, .reversed = reversed, .check = check, .releases = releases)
+                       .peak = peak, .reversed = reversed, .check = check, .releases = releases, .each = each,
+                       .announce = announce, .keep = keep, .fire = fire)
 PLUGIN_AGGREGATES(Signal)
 """
 
@@ -212,3 +247,50 @@ def test_numpy_arrays_cross_without_a_copy(basic: Any) -> None:
         basic.total(np.arange(6, dtype=np.float32)[::2])
     with pytest.raises(CallArgumentError, match="'d'"):
         basic.total(np.array([1.0]))  # float64 for an F32 array
+
+
+def test_a_callback_is_called_during_the_call(basic: Any) -> None:
+    seen: list[tuple[int, float]] = []
+
+    def visit(index: int, sample: float) -> bool:
+        seen.append((index, sample))
+        return sample < 2.0
+
+    assert basic.each(array.array("f", [0.5, 1.5, 2.5, 3.5]), visit) == 2
+    assert seen == [(0, 0.5), (1, 1.5), (2, 2.5)]
+    said: list[str] = []
+    basic.announce(said.append)
+    assert said == ["hello", "again"]
+
+
+def test_an_exception_in_a_callback_is_raised_after_the_plugin_returns(basic: Any) -> None:
+    calls: list[int] = []
+
+    def visit(index: int, sample: float) -> bool:
+        calls.append(index)
+        raise KeyError("from the callback")
+
+    with pytest.raises(KeyError, match="from the callback"):
+        basic.each(array.array("f", [1.0, 2.0, 3.0]), visit)
+    assert calls == [0]  # the plugin saw false and stopped: nothing unwound through C
+    with pytest.raises(OverflowError):  # a result that does not fit the C type is the callback's error too
+        basic.each(array.array("f", [1.0]), lambda i, s: 2**40)
+    assert basic.each(array.array("f", [1.0]), lambda i, s: False) == 0  # and the proxy still works
+
+
+def test_a_callback_is_valid_for_the_call_only(basic: Any) -> None:
+    late: list[str] = []
+    basic.keep(lambda: late.append("called"))
+    basic.fire()  # the plugin calls it after keep() returned: it finds nothing, no crash
+    assert late == []
+    with pytest.raises(CallArgumentError, match="expected a callable"):
+        basic.announce("not callable")
+
+
+def test_the_header_spells_a_callback(tmp_path: Path) -> None:
+    write_trait_headers(tmp_path, [Signal])
+    header = (tmp_path / "plugin_trait_signal.h").read_text()
+    assert (
+        "uint32_t (*each)(void *self, const float *samples, size_t samples_len, "
+        "_Bool (*visit)(void *, uint32_t, float), void *visit_context);" in header
+    )

@@ -43,6 +43,7 @@ from typing import Any, NewType
 __all__ = [
     "Array",
     "Bool",
+    "Callback",
     "Buffer",
     "CStr",
     "CType",
@@ -105,6 +106,7 @@ class TypeKind(enum.StrEnum):
     OUT = "out"
     OWNEDBYTES = "ownedbytes"
     STATUS = "status"
+    CALLBACK = "callback"
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class CType:
     python_type: type
     #: The element type of an array or out-parameter (``None`` for the others).
     item: CType | None = None
+    #: A callback's parameter types and return type (empty for the others).
+    signature: tuple[CType, ...] = ()
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -213,6 +217,22 @@ class MutArray(_Subscriptable):
     _kind = TypeKind.MUTARRAY
 
 
+class Callback:
+    """``Callback[[I32, CStr], None]`` (parameter): a Python callable the plugin may call during the call.
+
+    C: ``R (*x)(void *context, A...), void *x_context``; the plugin calls
+    ``x(x_context, ...)``.  Valid for the call only; an exception the callable
+    raises is kept, the plugin sees the return type's zero, and the exception
+    is raised again once the plugin returns.  Arguments are scalars or ``CStr``;
+    the result a scalar or ``None``.
+    """
+
+    def __class_getitem__(cls, item: object) -> _Generic:
+        if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], list | tuple)):
+            raise TypeError("Callback takes [argument types], return type: Callback[[I32], None]")
+        return _Generic(TypeKind.CALLBACK, (tuple(item[0]), item[1]))
+
+
 class Out(_Subscriptable):
     """``Out[T]`` (parameter): ``T *x``; the plugin writes it, the proxy returns it after the result."""
 
@@ -251,8 +271,38 @@ def _generic(kind: TypeKind, item: CType) -> CType | None:
     )
 
 
+def _callback(args: tuple[CType, ...], result: CType) -> CType | None:
+    if any(a.kind not in (TypeKind.SCALAR, TypeKind.CSTR) for a in args) or result.kind not in (
+        TypeKind.SCALAR,
+        TypeKind.VOID,
+    ):
+        return None
+    c_args = ", ".join(["void *", *(a.cffi[0] for a in args)])
+    ret = result.c_return or "void"
+    name = f"Callback[[{', '.join(a.name for a in args)}], {result.name}]"
+    return CType(
+        name,
+        (f"{ret} (*{{name}})({c_args})", "void *{name}_context"),
+        None,
+        (f"{ret}(*)({c_args})", "void *"),
+        (ctypes.c_void_p, ctypes.c_void_p),
+        TypeKind.CALLBACK,
+        object,
+        None,
+        (*args, result),
+    )
+
+
 def ctype_for_annotation(annotation: object) -> CType | None:
     """The :class:`CType` of a marker used as an annotation, or ``None``."""
+    if isinstance(annotation, _Generic) and annotation.kind is TypeKind.CALLBACK:
+        markers: tuple[tuple[object, ...], object] = annotation.item  # type: ignore[assignment]
+        arg_markers, result_marker = markers
+        args = [ctype_for_annotation(a) for a in arg_markers]
+        result = ctype_for_annotation(result_marker)
+        if result is None or any(a is None for a in args):
+            return None
+        return _callback(tuple(a for a in args if a is not None), result)
     if isinstance(annotation, _Generic):
         item = ctype_for_annotation(annotation.item)
         return None if item is None else _generic(annotation.kind, item)
@@ -264,6 +314,7 @@ def ctype_for_annotation(annotation: object) -> CType | None:
 
 _BY_NAME: dict[str, CType] = {ct.name: ct for ct in _VOCABULARY.values()}
 _GENERIC_NAME = re.compile(r"^(Array|MutArray|Out)\[([A-Za-z0-9]+)\]$")
+_CALLBACK_NAME = re.compile(r"^Callback\[\[([A-Za-z0-9, ]*)\], ([A-Za-z0-9]+)\]$")
 _GENERIC_KINDS = {"Array": TypeKind.ARRAY, "MutArray": TypeKind.MUTARRAY, "Out": TypeKind.OUT}
 
 
@@ -275,6 +326,13 @@ def ctype_by_name(name: str) -> CType:
     known = _BY_NAME.get(name)
     if known is not None:
         return known
+    callback = _CALLBACK_NAME.match(name)
+    if callback:
+        args = [ctype_by_name(a.strip()) for a in callback.group(1).split(",") if a.strip()]
+        made_callback = _callback(tuple(args), ctype_by_name(callback.group(2).strip()))
+        if made_callback is None:
+            raise KeyError(name)
+        return made_callback
     m = _GENERIC_NAME.match(name)
     made = _generic(_GENERIC_KINDS[m.group(1)], _BY_NAME[m.group(2)]) if m and m.group(2) in _BY_NAME else None
     if made is None:

@@ -23,6 +23,11 @@ Ownership at the call boundary:
 - An ``OwnedStr`` or ``OwnedBytes`` result is copied into a Python ``str`` or
   ``bytes`` and released at once with the registration's ``free_memory`` (the
   plugin's own allocator).  A NULL string raises :class:`PluginCallError`.
+- A ``Callback[[A...], R]`` argument is a Python callable the plugin may call
+  during the call (through one compiled trampoline per signature and a
+  context that is valid for the call only: a late call gets the zero of R).
+  An exception it raises does not unwind through C: it is kept, the plugin
+  sees R's zero, and it is raised again once the plugin returns.
 - A ``Status`` result: zero is success; anything else raises
   :class:`PluginMethodError` with the message the plugin left in its last
   ``char **error`` parameter (released with ``free_memory`` either way).
@@ -178,12 +183,76 @@ def _array(proxy: TraitProxy, method: str, name: str, value: object, ctype: CTyp
 _LITTLE = sys.byteorder == "little"
 
 
+class _CallbackState:
+    """One callback argument of one call: the callable, and what it raised."""
+
+    __slots__ = ("error", "fn", "handle", "key")
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.error: BaseException | None = None
+        self.handle = _ffi.new_handle(self)
+        self.key = int(_ffi.cast("uintptr_t", self.handle))
+
+
+#: The callbacks of the calls in flight, by context address: a plugin that calls one after its call returned
+#: finds nothing (and gets the zero of the result) instead of a freed Python object.
+_LIVE: dict[int, _CallbackState] = {}
+
+
+@functools.cache
+def _trampoline(ctype: CType) -> Any:
+    """The compiled C function every callback of this signature goes through."""
+    *args, result = ctype.signature
+    strings = [i for i, a in enumerate(args) if a.kind is TypeKind.CSTR]
+    returns_value = result.kind is not TypeKind.VOID
+    c_result = result.c_return or "void"
+
+    def call(context: Any, *values: Any) -> Any:
+        state = _LIVE.get(int(_ffi.cast("uintptr_t", context)))
+        if state is None or state.error is not None:
+            return 0 if returns_value else None  # a late call, or after a failure: nothing more runs
+        converted = list(values)
+        for i in strings:
+            converted[i] = None if values[i] == _ffi.NULL else _ffi.string(values[i]).decode("utf-8", "replace")
+        try:
+            value = state.fn(*converted)
+            if returns_value:
+                return _ffi.new(f"{c_result} *", value)[0]  # range and type checked here, not truncated by C
+        except BaseException as e:  # must not unwind through C: raised again after the plugin returns
+            state.error = e
+            return 0 if returns_value else None
+        return None
+
+    return _ffi.callback(ctype.cffi[0], call, **({"error": 0} if returns_value else {}))
+
+
+def _callback(proxy: TraitProxy, method: str, name: str, fn: object, ctype: CType) -> tuple[Any, Any, _CallbackState]:
+    """``fn`` as a C callback for one call: ``(function, context, state)``; :func:`_finish_callbacks` ends it."""
+    if not callable(fn):
+        raise proxy._bad_argument(method, f"{name}: expected a callable ({ctype.name}), got {type(fn).__name__}")
+    state = _CallbackState(fn)
+    _LIVE[state.key] = state
+    return _trampoline(ctype), state.handle, state
+
+
+def _finish_callbacks(*states: _CallbackState) -> None:
+    """End the callbacks of a call; raise what the first of them raised."""
+    for state in states:
+        _LIVE.pop(state.key, None)
+    for state in states:
+        if state.error is not None:
+            error, state.error = state.error, None
+            raise error
+
+
 def _method_source(m: MethodSpec) -> str:
     """Python source of one proxy method (generated for speed, like namedtuple)."""
     names = [p.name for p in m.params if p.ctype.kind is not TypeKind.OUT]
     pre: list[str] = []
     args = ["self._instance"]
     outs: list[str] = []
+    callbacks: list[str] = []
     for i, p in enumerate(m.params):
         kind = p.ctype.kind
         if kind is TypeKind.CSTR:
@@ -197,6 +266,11 @@ def _method_source(m: MethodSpec) -> str:
         elif kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
             pre.append(f"    _b_{p.name}, _n_{p.name} = _array(self, {m.name!r}, {p.name!r}, {p.name}, _P{i})")
             args += [f"_b_{p.name}", f"_n_{p.name}"]
+        elif kind is TypeKind.CALLBACK:
+            names_ = f"_cb_{p.name}, _ctx_{p.name}, _st_{p.name}"
+            pre.append(f"    {names_} = _callback(self, {m.name!r}, {p.name!r}, {p.name}, _P{i})")
+            args += [f"_cb_{p.name}", f"_ctx_{p.name}"]
+            callbacks.append(f"_st_{p.name}")
         elif kind is TypeKind.OUT:
             pre.append(f"    _o_{p.name} = _new({_c_item(p.ctype) + ' *'!r})")
             args.append(f"_o_{p.name}")
@@ -252,12 +326,16 @@ def _method_source(m: MethodSpec) -> str:
         body = [f"r = {call}", f"return {value}"]
     else:
         body = [f"return {call}"]
+    guarded = CallGate.guarded_source("self._gate", f"self._unloaded({m.name!r})", body)
+    if callbacks:  # after the plugin returned: end the callbacks, raise what they raised
+        guarded = ["    try:", *(f"    {line}" for line in guarded), "    finally:"]
+        guarded.append(f"        _finish_callbacks({', '.join(callbacks)})")
     return "\n".join(
         [
             f"def {m.name}(self, {', '.join(names)}):" if names else f"def {m.name}(self):",
             f"    {m.doc!r}",
             *pre,
-            *CallGate.guarded_source("self._gate", f"self._unloaded({m.name!r})", body),
+            *guarded,
         ]
     )
 
@@ -272,6 +350,8 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "_buffer": _ffi.buffer,
         "_new": _ffi.new,
         "_array": _array,
+        "_callback": _callback,
+        "_finish_callbacks": _finish_callbacks,
         "_NULL": _ffi.NULL,
     }
     attrs: dict[str, Any] = {
