@@ -8,6 +8,7 @@ inputs (wrong item size or format, non-contiguous, read-only where written).
 from __future__ import annotations
 
 import array
+import gc
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,7 +16,8 @@ import pytest
 from conftest import CompilePlugin
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
-from plugin_host.errors import CallArgumentError, PluginMethodError
+from plugin_host.errors import CallArgumentError, PluginMethodError, PluginUnloadedError
+from plugin_host.registry import PluginObject
 from plugin_interface import (
     F32,
     I16,
@@ -26,6 +28,8 @@ from plugin_interface import (
     Buffer,
     Callback,
     CStr,
+    Drop,
+    Handle,
     MutArray,
     Out,
     OwnedBytes,
@@ -294,3 +298,127 @@ def test_the_header_spells_a_callback(tmp_path: Path) -> None:
         "uint32_t (*each)(void *self, const float *samples, size_t samples_len, "
         "_Bool (*visit)(void *, uint32_t, float), void *visit_context);" in header
     )
+
+
+# ---- plugin-side objects -----------------------------------------------------------------------
+
+
+class Session:
+    """The kind of object a Store hands out (a name for Handle[...] and Drop[...])."""
+
+
+class Thing:
+    """A kind with no Drop method."""
+
+
+@declare_trait(version=1)
+class Store(Protocol):
+    """Sessions that live in the plugin."""
+
+    def open(self, label: CStr) -> Handle[Session]:
+        """A new session."""
+        ...
+
+    def put(self, session: Handle[Session], value: I64) -> None:
+        """Add to the session's total."""
+        ...
+
+    def total(self, session: Handle[Session]) -> I64:
+        """The session's total."""
+        ...
+
+    def end(self, session: Drop[Session]) -> None:
+        """Destroy a session."""
+        ...
+
+    def alive(self) -> U32:
+        """How many sessions exist."""
+        ...
+
+
+STORE_C = r"""
+#include <stdlib.h>
+#include "plugin_annotations.h"
+#include "plugin_trait_store.h"
+
+typedef struct { int64_t total; } Session;
+static uint32_t sessions;
+
+static void *open_(void *self, const char *label) {
+    (void)self, (void)label;
+    sessions++;
+    return calloc(1, sizeof(Session));
+}
+static void put(void *self, void *s, int64_t v) { (void)self; ((Session *)s)->total += v; }
+static int64_t total(void *self, void *s) { (void)self; return ((Session *)s)->total; }
+static void end(void *self, void *s) { (void)self; sessions--; free(s); }
+static uint32_t alive(void *self) { (void)self; return sessions; }
+PLUGIN_IMPL(Store, Memory, .open = open_, .put = put, .total = total, .end = end, .alive = alive)
+PLUGIN_AGGREGATES(Store)
+"""
+
+
+@pytest.fixture(scope="module")
+def store(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    headers = tmp_path_factory.mktemp("store-headers")
+    write_trait_headers(headers, [Store])
+    return compile_plugin("store", STORE_C, include_dirs=(headers,))
+
+
+def test_a_handle_is_a_python_object_destroyed_exactly_once(store: Path) -> None:
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(store, Store)
+        memory: Any = handle.proxy("Memory")
+        with memory.open("a") as session:
+            assert isinstance(session, PluginObject) and session.kind == "Session" and session.is_alive
+            memory.put(session, 40)
+            memory.put(session, 2)
+            assert memory.total(session) == 42
+            assert memory.alive() == 1
+        assert not session.is_alive and memory.alive() == 0  # `with` destroyed it
+        session.close()  # a second close does nothing
+        assert memory.alive() == 0
+        with pytest.raises(CallArgumentError, match="the Session object was destroyed already"):
+            memory.total(session)
+        explicit = memory.open("b")
+        memory.end(explicit)  # the trait's own Drop method: the finalizer then does nothing
+        assert memory.alive() == 0 and not explicit.is_alive
+        collected = memory.open("c")
+        assert memory.alive() == 1
+        del collected
+        gc.collect()
+        assert memory.alive() == 0  # the finalizer destroyed it, once
+
+
+def test_unloading_destroys_live_objects_first_and_later_use_is_refused(store: Path) -> None:
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(store, Store)
+        memory: Any = handle.proxy("Memory")
+        kept = [memory.open("x"), memory.open("y")]
+        assert memory.alive() == 2
+        counter = manager.unload_by_path(store)
+        assert counter == {"Store": 1}
+        assert not any(s.is_alive for s in kept)
+        with pytest.raises(PluginUnloadedError):
+            memory.total(kept[0])
+        kept[1].close()  # nothing to do: the release destroyed it
+        del kept
+        gc.collect()  # and the finalizers do not call into the unloaded library
+
+
+def test_a_handle_of_another_kind_or_another_object_is_refused(store: Path) -> None:
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(store, Store)
+        memory: Any = handle.proxy("Memory")
+        with pytest.raises(CallArgumentError, match="expected a Session object, got int"):
+            memory.total(12345)
+
+
+def test_a_handle_without_its_drop_method_is_refused_at_declaration() -> None:
+    with pytest.raises(
+        TypeError, match=r"Handle\[Thing\] needs exactly one method whose only parameter is Drop\[Thing\]"
+    ):
+
+        @declare_trait()
+        class Leaky(Protocol):
+            def make(self) -> Handle[Thing]: ...

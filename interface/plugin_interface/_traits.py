@@ -284,6 +284,20 @@ def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSp
     return MethodSpec(name, tuple(params), returns, inspect.getdoc(func) or "")
 
 
+def _check_handles(trait: str, methods: tuple[MethodSpec, ...]) -> None:
+    """Every handle kind a trait hands out has exactly one method that destroys it (its only parameter a Drop)."""
+    types = [c for m in methods for c in (m.returns, *(p.ctype for p in m.params))]
+    kinds = {c.name.removeprefix("Handle[").rstrip("]") for c in types if c.kind is TypeKind.HANDLE}
+    for kind in sorted(kinds):
+        drops = [m.name for m in methods if [p.ctype.name for p in m.params] == [f"Drop[{kind}]"]]
+        if len(drops) != 1:
+            found = f"found {', '.join(drops)}" if drops else "found none"
+            msg = (
+                f"trait {trait}: Handle[{kind}] needs exactly one method whose only parameter is Drop[{kind}] ({found})"
+            )
+            raise TypeError(msg)
+
+
 def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[type[P]], type[P]]:
     """Declare a trait from a Protocol class (use as a class decorator).
 
@@ -313,6 +327,7 @@ def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[typ
         methods = tuple(_method_spec(tname, attr, value) for attr, value in functions if not attr.startswith("_"))
         if not methods:
             raise TypeError(f"trait {tname} declares no methods")
+        _check_handles(tname, methods)
         spec = TraitSpec(tname, version, methods, inspect.getdoc(cls) or "", f"{cls.__module__}:{cls.__qualname__}")
         known = _REGISTRY.get((tname, version))
         if known is not None and known != spec:

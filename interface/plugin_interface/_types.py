@@ -44,6 +44,8 @@ __all__ = [
     "Array",
     "Bool",
     "Callback",
+    "Drop",
+    "Handle",
     "Buffer",
     "CStr",
     "CType",
@@ -107,6 +109,8 @@ class TypeKind(enum.StrEnum):
     OWNEDBYTES = "ownedbytes"
     STATUS = "status"
     CALLBACK = "callback"
+    HANDLE = "handle"
+    DROP = "drop"
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,42 @@ class Callback:
         return _Generic(TypeKind.CALLBACK, (tuple(item[0]), item[1]))
 
 
+class Handle:
+    """``Handle[Session]`` (a class used as a name) or ``Handle["Session"]``: a plugin-side
+    object, opaque to the host (``void *`` in C).
+
+    Returned, the proxy wraps it in a :class:`~plugin_host.registry.PluginObject`;
+    as a parameter, it takes one.  The trait must have a method whose only
+    parameter is ``Drop["Session"]``: the one that destroys it.
+    """
+
+    def __class_getitem__(cls, name: str) -> _Generic:
+        return _Generic(TypeKind.HANDLE, _handle_kind(name))
+
+
+class Drop:
+    """``Drop["Session"]`` (parameter): the method destroys this object (``void *`` in C); the
+    proxy calls it exactly once per object, from ``close()``, the finalizer or the release of the set."""
+
+    def __class_getitem__(cls, name: str) -> _Generic:
+        return _Generic(TypeKind.DROP, _handle_kind(name))
+
+
+def _handle_kind(name: object) -> str:
+    """The kind of ``Handle[X]``: ``X`` a name, or a class (its name), e.g. ``class Session: ...``."""
+    if isinstance(name, type):
+        name = name.__name__
+    if not isinstance(name, str) or not re.match(r"^[A-Za-z][A-Za-z0-9]*$", name):
+        raise TypeError(f"a handle kind is a name of letters and digits (or a class), got {name!r}")
+    return name
+
+
+def _handle(kind: TypeKind, name: str) -> CType:
+    marker = "Handle" if kind is TypeKind.HANDLE else "Drop"
+    returns = "void *" if kind is TypeKind.HANDLE else None
+    return CType(f"{marker}[{name}]", ("void *{name}",), returns, ("void *",), (ctypes.c_void_p,), kind, object)
+
+
 class Out(_Subscriptable):
     """``Out[T]`` (parameter): ``T *x``; the plugin writes it, the proxy returns it after the result."""
 
@@ -303,6 +343,8 @@ def ctype_for_annotation(annotation: object) -> CType | None:
         if result is None or any(a is None for a in args):
             return None
         return _callback(tuple(a for a in args if a is not None), result)
+    if isinstance(annotation, _Generic) and annotation.kind in (TypeKind.HANDLE, TypeKind.DROP):
+        return _handle(annotation.kind, str(annotation.item))
     if isinstance(annotation, _Generic):
         item = ctype_for_annotation(annotation.item)
         return None if item is None else _generic(annotation.kind, item)
@@ -314,6 +356,7 @@ def ctype_for_annotation(annotation: object) -> CType | None:
 
 _BY_NAME: dict[str, CType] = {ct.name: ct for ct in _VOCABULARY.values()}
 _GENERIC_NAME = re.compile(r"^(Array|MutArray|Out)\[([A-Za-z0-9]+)\]$")
+_HANDLE_NAME = re.compile(r"^(Handle|Drop)\[([A-Za-z][A-Za-z0-9]*)\]$")
 _CALLBACK_NAME = re.compile(r"^Callback\[\[([A-Za-z0-9, ]*)\], ([A-Za-z0-9]+)\]$")
 _GENERIC_KINDS = {"Array": TypeKind.ARRAY, "MutArray": TypeKind.MUTARRAY, "Out": TypeKind.OUT}
 
@@ -326,6 +369,9 @@ def ctype_by_name(name: str) -> CType:
     known = _BY_NAME.get(name)
     if known is not None:
         return known
+    handle = _HANDLE_NAME.match(name)
+    if handle:
+        return _handle(TypeKind.HANDLE if handle.group(1) == "Handle" else TypeKind.DROP, handle.group(2))
     callback = _CALLBACK_NAME.match(name)
     if callback:
         args = [ctype_by_name(a.strip()) for a in callback.group(1).split(",") if a.strip()]

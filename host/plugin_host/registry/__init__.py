@@ -19,11 +19,12 @@ from ._pipeline import (
     unload_trait,
     unload_transformer,
 )
-from ._proxy import TraitProxy, make_proxy, proxy_class
+from ._proxy import PluginObject, TraitProxy, make_proxy, proxy_class
 from ._registrations import Registration, RegistrationSet, find_maker_types, verify_descriptor
 
 __all__ = [
     "Exercised",
+    "PluginObject",
     "Registration",
     "RegistrationSet",
     "TraitProxy",

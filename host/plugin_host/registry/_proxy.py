@@ -28,6 +28,11 @@ Ownership at the call boundary:
   context that is valid for the call only: a late call gets the zero of R).
   An exception it raises does not unwind through C: it is kept, the plugin
   sees R's zero, and it is raised again once the plugin returns.
+- A ``Handle["Session"]`` result is wrapped in a :class:`PluginObject`; the
+  trait's ``Drop["Session"]`` method destroys it exactly once: from
+  ``close()`` (or ``with``), from its finalizer, or -- first -- when the
+  registrations are released, so an object never outlives the code it
+  points into (used after that, it raises :class:`PluginUnloadedError`).
 - A ``Status`` result: zero is success; anything else raises
   :class:`PluginMethodError` with the message the plugin left in its last
   ``char **error`` parameter (released with ``free_memory`` either way).
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import weakref
 from typing import Any
 
 import cffi
@@ -56,7 +62,7 @@ from plugin_interface import (
 from ..loading import CallGate
 from ._registrations import Registration, RegistrationSet
 
-__all__ = ["TraitProxy", "make_proxy", "proxy_class"]
+__all__ = ["PluginObject", "TraitProxy", "make_proxy", "proxy_class"]
 
 _ffi = cffi.FFI()
 _ffi.cdef("typedef struct { uint8_t *data; size_t len; } PluginBytes;")  # plugin_interface.h (layout-tested)
@@ -183,6 +189,72 @@ def _array(proxy: TraitProxy, method: str, name: str, value: object, ctype: CTyp
 _LITTLE = sys.byteorder == "little"
 
 
+class PluginObject:
+    """An object that lives in the plugin (a ``Handle[...]`` result), destroyed exactly once.
+
+    ``close()`` (or leaving a ``with`` block), the garbage collector, or the
+    release of the registrations it came from -- whichever comes first --
+    calls the trait's ``Drop[...]`` method on it; after that, passing it to a
+    method raises (:class:`PluginUnloadedError` once the plugin is unloaded).
+
+    :ivar kind: the handle's kind (``"Session"``).
+    """
+
+    __slots__ = ("__weakref__", "_finalizer", "_proxy", "_ptr", "kind")
+
+    def __init__(self, proxy: TraitProxy, kind: str, pointer: Any) -> None:
+        self._proxy = proxy
+        self.kind = kind
+        self._ptr = pointer
+        drop = getattr(proxy, f"_drop_{kind}")  # a bound, guarded call of the Drop method: no reference to self
+        self._finalizer = weakref.finalize(self, _drop_unless_released, proxy._gate, drop, pointer)
+        proxy._set.objects.add(self)
+
+    @property
+    def is_alive(self) -> bool:
+        """Whether the object still exists in the plugin."""
+        return self._finalizer.alive and self._proxy._gate.is_open
+
+    def close(self) -> None:
+        """Destroy the object in the plugin now (a second call does nothing)."""
+        self._finalizer()
+
+    def _take(self, proxy: TraitProxy, method: str, name: str, kind: str, *, dropping: bool) -> Any:
+        """The pointer to pass for parameter ``name``; with ``dropping`` the object is the call's to destroy."""
+        if self.kind != kind:
+            raise proxy._bad_argument(method, f"{name}: a {self.kind} object where a {kind} is expected")
+        if self._proxy._set is not proxy._set:
+            raise proxy._bad_argument(method, f"{name}: the {kind} object belongs to another implementation")
+        if not self._proxy._gate.is_open:
+            raise proxy._unloaded(method)
+        if not self._finalizer.alive:
+            raise proxy._bad_argument(method, f"{name}: the {kind} object was destroyed already")
+        if dropping:
+            self._finalizer.detach()  # the plugin destroys it in this call: never again
+        return self._ptr
+
+    def __enter__(self) -> PluginObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} object of {self._proxy!r}{'' if self.is_alive else ' (destroyed)'}>"
+
+
+def _drop_unless_released(gate: CallGate, drop: Any, pointer: Any) -> None:
+    """The finalizer: destroy the object, unless the release of its set did already."""
+    if gate.is_open:
+        drop(pointer)
+
+
+def _handle(proxy: TraitProxy, method: str, name: str, value: object, kind: str, dropping: bool) -> Any:
+    if not isinstance(value, PluginObject):
+        raise proxy._bad_argument(method, f"{name}: expected a {kind} object, got {type(value).__name__}")
+    return value._take(proxy, method, name, kind, dropping=dropping)
+
+
 class _CallbackState:
     """One callback argument of one call: the callable, and what it raised."""
 
@@ -271,6 +343,13 @@ def _method_source(m: MethodSpec) -> str:
             pre.append(f"    {names_} = _callback(self, {m.name!r}, {p.name!r}, {p.name}, _P{i})")
             args += [f"_cb_{p.name}", f"_ctx_{p.name}"]
             callbacks.append(f"_st_{p.name}")
+        elif kind in (TypeKind.HANDLE, TypeKind.DROP):
+            handle_kind = p.ctype.name.partition("[")[2].rstrip("]")
+            dropping = kind is TypeKind.DROP
+            pre.append(
+                f"    _h_{p.name} = _handle(self, {m.name!r}, {p.name!r}, {p.name}, {handle_kind!r}, {dropping})"
+            )
+            args.append(f"_h_{p.name}")
         elif kind is TypeKind.OUT:
             pre.append(f"    _o_{p.name} = _new({_c_item(p.ctype) + ' *'!r})")
             args.append(f"_o_{p.name}")
@@ -295,6 +374,15 @@ def _method_source(m: MethodSpec) -> str:
             "    r = _string(p).decode('utf-8', 'replace')",
             "finally:",
             "    self._free(p)",
+            f"return {value}",
+        ]
+    elif returns is TypeKind.HANDLE:
+        handle_kind = m.returns.name.partition("[")[2].rstrip("]")
+        body = [
+            f"r = {call}",
+            "if r == _NULL:",
+            f"    raise self._null_result({m.name!r})",
+            f"r = _PluginObject(self, {handle_kind!r}, r)",
             f"return {value}",
         ]
     elif returns is TypeKind.OWNEDBYTES:
@@ -351,6 +439,8 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "_new": _ffi.new,
         "_array": _array,
         "_callback": _callback,
+        "_handle": _handle,
+        "_PluginObject": PluginObject,
         "_finish_callbacks": _finish_callbacks,
         "_NULL": _ffi.NULL,
     }
@@ -360,6 +450,19 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "__doc__": trait.doc,
     }
     for m in trait.methods:
+        if [p.ctype.kind for p in m.params] == [TypeKind.DROP]:  # the guarded call a finalizer makes
+            kind = m.params[0].ctype.name.partition("[")[2].rstrip("]")
+            source = "\n".join(
+                [
+                    f"def _drop_{kind}(self, pointer):",
+                    *CallGate.guarded_source(
+                        "self._gate", f"self._unloaded({m.name!r})", [f"self._fn_{m.name}(self._instance, pointer)"]
+                    ),
+                ]
+            )
+            attrs[f"_drop_{kind}"] = CallGate.define_guarded(
+                source, f"_drop_{kind}", dict(namespace), f"<{trait.name} proxy>"
+            )
         # Each parameter's CType, for the array checks (_P0, _P1, ...); per method, so a fresh namespace.
         method_namespace = {**namespace, **{f"_P{i}": p.ctype for i, p in enumerate(m.params)}}
         attrs[m.name] = CallGate.define_guarded(_method_source(m), m.name, method_namespace, f"<{trait.name} proxy>")

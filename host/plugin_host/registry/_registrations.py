@@ -23,7 +23,8 @@ from __future__ import annotations
 import ctypes
 import functools
 import struct
-from typing import NamedTuple
+import weakref
+from typing import Any, NamedTuple
 
 import cffi
 from plugin_interface import (
@@ -321,6 +322,8 @@ class RegistrationSet:
         self.trait = trait
         self.registrations = registrations
         self.gate = CallGate()
+        #: The plugin-side objects (Handle results) made through this set's proxies: destroyed before the release.
+        self.objects: weakref.WeakSet[Any] = weakref.WeakSet()
         self._array = array
         self._host_array = host_array
         self._unmakers: list[int] = []
@@ -509,6 +512,8 @@ class RegistrationSet:
             raise AlreadyReleasedError(self.library.path, self.symbol)
         self._released = True  # first: a release nested in the wait (a signal handler) is refused
         try:
+            for obj in list(self.objects):  # while the gate is open: each is destroyed through it, once
+                obj.close()
             self.gate.close(self.library.path, self.symbol)
         except BaseException:
             self._released = False  # nothing was released: a later release may finish the job
