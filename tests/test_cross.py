@@ -141,8 +141,10 @@ def test_abi_check_finds_a_mismatch_in_a_cross_built_plugin(
     lib = zig_cc(target, [tmp_path / "greeter.c"], tmp_path / library_filename("greeter", platform), ("WITH_TIMES",))
     status, report = check_json(capsys, lib)
     assert status == 1
-    [problem] = report["libraries"][0]["problems"]
-    assert problem["kind"] == "descriptor_mismatch" and "method greet" in problem["message"]
+    kinds = {p["kind"]: p["message"] for p in report["libraries"][0]["problems"]}
+    assert set(kinds) == {"descriptor_mismatch", "method_mismatch"}  # the descriptor, and the embedded declaration
+    assert "method greet" in kinds["descriptor_mismatch"]
+    assert kinds["method_mismatch"].startswith("`Greeter.greet` (method 0): 1 parameter(s) became 2")
 
 
 def test_diff_across_platforms_is_flagged(
