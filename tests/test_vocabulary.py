@@ -20,21 +20,27 @@ from plugin_host.errors import CallArgumentError, PluginMethodError, PluginUnloa
 from plugin_host.registry import PluginObject
 from plugin_interface import (
     F32,
+    F64,
     I16,
     I64,
     U32,
+    U64,
     Array,
     Bool,
     Buffer,
     Callback,
     CStr,
     Drop,
+    FixedArray,
     Handle,
     MutArray,
+    MutRef,
     Out,
     OwnedBytes,
+    Ref,
     Status,
     declare_trait,
+    plugin_struct,
 )
 
 
@@ -422,3 +428,123 @@ def test_a_handle_without_its_drop_method_is_refused_at_declaration() -> None:
         @declare_trait()
         class Leaky(Protocol):
             def make(self) -> Handle[Thing]: ...
+
+
+# ---- structs ----------------------------------------------------------------------------------------
+
+
+@plugin_struct
+class Point:
+    """A point in the plane."""
+
+    x: F64
+    y: F64
+
+
+@plugin_struct
+class Frame:
+    """An image's geometry: nested struct and a fixed array."""
+
+    width: U32
+    height: U32
+    stride: U32
+    origin: Point
+    weights: FixedArray[F32, 3]
+
+
+@declare_trait(version=1)
+class Geometry(Protocol):
+    """Structs by value, by pointer (in and in/out), nested, with fixed arrays, and returned."""
+
+    def length(self, p: Point) -> F64:
+        """The distance to the origin (by value)."""
+        ...
+
+    def area(self, frame: Ref[Frame]) -> U64:
+        """width * height (by pointer, read only)."""
+        ...
+
+    def grow(self, frame: MutRef[Frame], by: U32) -> None:
+        """Grow the frame in place: every size by ``by``, the origin moved, the weights doubled."""
+        ...
+
+    def middle(self, a: Point, b: Point) -> Point:
+        """A new point (returned by value)."""
+        ...
+
+
+GEOMETRY_C = r"""
+#include <math.h>
+#include "plugin_annotations.h"
+#include "plugin_trait_geometry.h"
+
+static double length(void *self, Point p) { (void)self; return sqrt(p.x * p.x + p.y * p.y); }
+static uint64_t area(void *self, const Frame *f) { (void)self; return (uint64_t)f->width * f->height; }
+static void grow(void *self, Frame *f, uint32_t by) {
+    (void)self;
+    f->width += by;
+    f->height += by;
+    f->stride = f->width * 4;
+    f->origin.x -= by;
+    f->origin.y -= by;
+    for (int i = 0; i < 3; i++) f->weights[i] *= 2;
+}
+static Point middle(void *self, Point a, Point b) {
+    (void)self;
+    Point m = {(a.x + b.x) / 2, (a.y + b.y) / 2};
+    return m;
+}
+PLUGIN_IMPL(Geometry, Plane, .length = length, .area = area, .grow = grow, .middle = middle)
+PLUGIN_AGGREGATES(Geometry)
+"""
+
+
+@pytest.fixture(scope="module")
+def plane(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    headers = tmp_path_factory.mktemp("geometry-headers")
+    write_trait_headers(headers, [Geometry])
+    # The header's _Static_asserts hold the host's offsets and sizes to the compiler's: it must compile.
+    lib = compile_plugin("geometry", GEOMETRY_C, include_dirs=(headers,))
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(lib, Geometry)
+        yield handle.proxy("Plane")
+
+
+def test_structs_by_value_by_pointer_and_returned(plane: Any) -> None:
+    assert plane.length(Point(3.0, 4.0)) == 5.0
+    assert plane.length({"x": 6.0, "y": 8.0}) == 10.0  # any object with the fields, or a dict
+    frame = Frame(640, 480, 2560, Point(10.0, 20.0), [0.5, 1.0, 2.0])
+    assert plane.area(frame) == 640 * 480
+    assert plane.grow(frame, 10) is None
+    assert frame == Frame(650, 490, 2600, Point(0.0, 10.0), [1.0, 2.0, 4.0])  # the plugin's writes, copied back
+    middle = plane.middle(Point(0.0, 0.0), Point(2.0, 4.0))
+    assert isinstance(middle, Point) and middle == Point(1.0, 2.0)
+
+
+def test_a_wrong_struct_is_refused_before_the_call(plane: Any) -> None:
+    with pytest.raises(CallArgumentError, match="p: a Frame where a Point is expected"):
+        plane.length(Frame(1, 1, 4, Point(0.0, 0.0), [1.0, 1.0, 1.0]))
+    with pytest.raises(CallArgumentError, match="p: Point needs field 'y'"):
+        plane.length({"x": 1.0})
+    with pytest.raises(CallArgumentError, match="frame.weights: 3 items expected, got 2"):
+        plane.area(Frame(1, 1, 4, Point(0.0, 0.0), [1.0, 1.0]))
+    with pytest.raises(CallArgumentError, match="frame"):
+        plane.area(Frame(-1, 1, 4, Point(0.0, 0.0), [1.0, 1.0, 1.0]))  # out of range for a uint32_t
+
+
+def test_the_layout_enters_the_header_the_fingerprint_and_the_declaration(tmp_path: Path) -> None:
+    write_trait_headers(tmp_path, [Geometry])
+    header = (tmp_path / "plugin_trait_geometry.h").read_text()
+    assert "typedef struct Frame {" in header and "    float weights[3];" in header and "    Point origin;" in header
+    assert 'PLUGIN_STATIC_ASSERT(offsetof(Frame, origin) == 16, "Frame.origin: the host expects offset 16");' in header
+    assert "Point (*middle)(void *self, Point a, Point b);" in header
+    assert header.index("typedef struct Point") < header.index("typedef struct Frame")  # nested first
+    spec = Geometry.__plugin_trait__  # type: ignore[attr-defined]
+    assert spec.method("area").signature == (
+        "area(Ref[Frame{width:U32@0,height:U32@4,stride:U32@8,origin:Point{x:F64@0,y:F64@8}#16@16,"
+        "weights:F32[3]@32}#48] frame) -> U64"
+    )
+    from plugin_interface import TraitSpec, decode_declaration, encode_declaration
+
+    assert decode_declaration(encode_declaration(spec)) == spec  # an embedded declaration carries the layouts
+    assert TraitSpec.from_json(spec.to_json()).fingerprint == spec.fingerprint

@@ -8,7 +8,7 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-from plugin_interface import PluginTrait, TraitSpec, encode_declaration, get_include, resolve_trait
+from plugin_interface import PluginTrait, StructSpec, TraitSpec, encode_declaration, get_include, resolve_trait
 from plugin_interface._traits import TraitLike
 
 __all__ = ["generate_trait_header", "regenerate_command", "traits_of", "write_trait_headers"]
@@ -21,6 +21,16 @@ def _comment(text: str, indent: str = "") -> list[str]:
     if len(lines) == 1:
         return [f"{indent}/* {lines[0]} */"]
     return [f"{indent}/* {lines[0]}"] + [f"{indent} * {line}" for line in lines[1:]] + [f"{indent} */"]
+
+
+def _structs_of(spec: TraitSpec) -> list[StructSpec]:
+    """The structs the trait's methods use, each once, nested ones before those that hold them."""
+    out: list[StructSpec] = []
+    for m in spec.methods:
+        for ctype in (m.returns, *(p.ctype for p in m.params)):
+            if ctype.struct is not None:
+                out += [s for s in ctype.struct.nested() if s not in out]
+    return out
 
 
 def _c_string(data: bytes) -> str:
@@ -76,6 +86,10 @@ def generate_trait_header(trait: TraitLike, directory: str | os.PathLike[str] | 
         "",
     ]
     out += _comment(spec.doc)
+    structs = _structs_of(spec)
+    for struct in structs:
+        out += [f"#ifndef PLUGIN_STRUCT_{struct.name}_DEFINED", f"#define PLUGIN_STRUCT_{struct.name}_DEFINED"]
+        out += [*struct.c_definition(), "#endif", ""]
     out += [
         f"#define PLUGIN_TRAIT_VERSION_{spec.name} {spec.version}u",
         f"#define PLUGIN_TRAIT_FINGERPRINT_{spec.name} UINT64_C(0x{spec.fingerprint:016x})",

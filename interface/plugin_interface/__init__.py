@@ -58,6 +58,7 @@ from ._errors import (
     TraitNotImplementedError,
     UnknownTraitError,
 )
+from ._structs import FixedArray, MutRef, Ref, StructField, StructSpec, plugin_struct, struct_of
 from ._traits import (
     RESERVED_METHOD_NAMES,
     Greeter,
@@ -105,6 +106,13 @@ from ._types import (
 
 __all__ = [
     "ABI_VERSION",
+    "FixedArray",
+    "MutRef",
+    "Ref",
+    "StructField",
+    "StructSpec",
+    "plugin_struct",
+    "struct_of",
     "Array",
     "DECLARATION_FORMAT",
     "MAX_DECLARATION_BYTES",

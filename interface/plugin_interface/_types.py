@@ -111,6 +111,9 @@ class TypeKind(enum.StrEnum):
     CALLBACK = "callback"
     HANDLE = "handle"
     DROP = "drop"
+    STRUCT = "struct"
+    STRUCT_REF = "struct_ref"
+    STRUCT_MUTREF = "struct_mutref"
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,8 @@ class CType:
     item: CType | None = None
     #: A callback's parameter types and return type (empty for the others).
     signature: tuple[CType, ...] = ()
+    #: The struct (a ``StructSpec``) of a struct, ``Ref`` or ``MutRef`` type.
+    struct: Any = None
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -333,8 +338,50 @@ def _callback(args: tuple[CType, ...], result: CType) -> CType | None:
     )
 
 
+#: Structs by type name (``Point{x:F64@0,y:F64@8}#16``), for declarations read back from data.
+_STRUCTS: dict[str, Any] = {}
+#: Rebuilds a ``StructSpec`` from a type name (set by ``_structs``, which builds on this module).
+_struct_parser: Any = None
+
+
+def set_struct_parser(parser: Any) -> None:
+    """Install the function that rebuilds a struct from its type name (``_structs`` does, at import)."""
+    global _struct_parser
+    _struct_parser = parser
+
+
+def register_structs(*specs: Any) -> None:
+    """Make declared structs (``StructSpec``) known by their type names (nested ones included)."""
+    for spec in specs:
+        for nested in spec.nested():
+            _STRUCTS[nested.type_name] = nested
+
+
+def _struct(kind: TypeKind, spec: Any) -> CType:
+    name = spec.name
+    if kind is TypeKind.STRUCT:
+        return CType(spec.type_name, (f"{name} {{name}}",), name, (name,), (spec.mirror,), kind, object, struct=spec)
+    marker, const = ("Ref", "const ") if kind is TypeKind.STRUCT_REF else ("MutRef", "")
+    return CType(
+        f"{marker}[{spec.type_name}]",
+        (f"{const}{name} *{{name}}",),
+        None,
+        (f"{const}{name} *",),
+        (ctypes.c_void_p,),
+        kind,
+        object,
+        struct=spec,
+    )
+
+
 def ctype_for_annotation(annotation: object) -> CType | None:
     """The :class:`CType` of a marker used as an annotation, or ``None``."""
+    struct = getattr(annotation, "__plugin_struct__", None)
+    if struct is not None:
+        return _struct(TypeKind.STRUCT, struct)
+    if isinstance(annotation, _Generic) and annotation.kind in (TypeKind.STRUCT_REF, TypeKind.STRUCT_MUTREF):
+        inner = getattr(annotation.item, "__plugin_struct__", None)
+        return None if inner is None else _struct(annotation.kind, inner)
     if isinstance(annotation, _Generic) and annotation.kind is TypeKind.CALLBACK:
         markers: tuple[tuple[object, ...], object] = annotation.item  # type: ignore[assignment]
         arg_markers, result_marker = markers
@@ -369,6 +416,17 @@ def ctype_by_name(name: str) -> CType:
     known = _BY_NAME.get(name)
     if known is not None:
         return known
+    ref = re.match(r"^(Ref|MutRef)\[(.*)\]$", name)
+    if ref and ref.group(2) in _STRUCTS:
+        return _struct(TypeKind.STRUCT_REF if ref.group(1) == "Ref" else TypeKind.STRUCT_MUTREF, _STRUCTS[ref.group(2)])
+    if name in _STRUCTS:
+        return _struct(TypeKind.STRUCT, _STRUCTS[name])
+    if "{" in name:  # a struct nobody declared here: rebuilt from its layout, checked against this platform's
+        inner = name.removeprefix("Ref[").removeprefix("MutRef[").removesuffix("]") if ref else name
+        if _struct_parser is None:
+            raise KeyError(name)
+        register_structs(_struct_parser(inner))
+        return ctype_by_name(name)
     handle = _HANDLE_NAME.match(name)
     if handle:
         return _handle(TypeKind.HANDLE if handle.group(1) == "Handle" else TypeKind.DROP, handle.group(2))

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import types
 import weakref
 from typing import Any
 
@@ -73,7 +74,80 @@ _VOID_P = _ffi.typeof("void *")
 @functools.cache
 def _method_types(trait: TraitSpec) -> tuple[Any, ...]:
     """The cffi function-pointer types of a trait's methods, parsed once."""
-    return tuple(_ffi.typeof(m.cffi_type) for m in trait.methods)
+    ffi = _ffi_for(trait)
+    return tuple(ffi.typeof(m.cffi_type) for m in trait.methods)
+
+
+@functools.cache
+def _ffi_for(trait: TraitSpec) -> Any:
+    """The FFI that knows the trait's structs (its own: two traits may use two layouts of one name)."""
+    structs: list[Any] = []
+    for m in trait.methods:
+        for ctype in (m.returns, *(p.ctype for p in m.params)):
+            if ctype.struct is not None:
+                structs += [s for s in ctype.struct.nested() if s not in structs]
+    if not structs:
+        return _ffi
+    ffi = cffi.FFI()
+    ffi.cdef("typedef struct { uint8_t *data; size_t len; } PluginBytes;")
+    ffi.cdef("\n".join(s.cdef() for s in structs))
+    return ffi
+
+
+def _fields(proxy: TraitProxy, method: str, name: str, value: object, spec: Any) -> dict[str, Any]:
+    """``value`` (an object with the struct's fields as attributes, or a dict) as cffi initialiser data."""
+    declared = getattr(type(value), "__plugin_struct__", None)
+    if declared is not None and declared != spec:
+        raise proxy._bad_argument(method, f"{name}: a {declared.name} where a {spec.name} is expected")
+    out: dict[str, Any] = {}
+    for f in spec.fields:
+        try:
+            item = value[f.name] if isinstance(value, dict) else getattr(value, f.name)
+        except (KeyError, AttributeError):
+            raise proxy._bad_argument(method, f"{name}: {spec.name} needs field {f.name!r}") from None
+        nested = f.type if hasattr(f.type, "fields") else None
+        if f.count > 1:
+            items = list(item)
+            if len(items) != f.count:
+                raise proxy._bad_argument(method, f"{name}.{f.name}: {f.count} items expected, got {len(items)}")
+            out[f.name] = [_fields(proxy, method, f"{name}.{f.name}", i, nested) for i in items] if nested else items
+        else:
+            out[f.name] = _fields(proxy, method, f"{name}.{f.name}", item, nested) if nested else item
+    return out
+
+
+def _to_struct(proxy: TraitProxy, method: str, name: str, value: object, ctype: CType, ffi: Any) -> Any:
+    """``value`` as a new C struct (a cffi pointer to it) for one call."""
+    spec = ctype.struct
+    try:
+        return ffi.new(f"{spec.name} *", _fields(proxy, method, name, value, spec))
+    except (TypeError, OverflowError, ValueError) as e:
+        raise proxy._bad_argument(method, f"{name}: {e}") from None
+
+
+def _from_struct(data: Any, spec: Any) -> Any:
+    """A C struct (cffi) as a new Python object of the struct's class (a namespace for one only the plugin declares)."""
+    values: dict[str, Any] = {}
+    for f in spec.fields:
+        raw = getattr(data, f.name)
+        nested = f.type if hasattr(f.type, "fields") else None
+        if f.count > 1:
+            values[f.name] = [_from_struct(x, nested) for x in raw] if nested else list(raw)
+        else:
+            values[f.name] = _from_struct(raw, nested) if nested else raw
+    cls = spec.python_class
+    return cls(**values) if cls is not None else types.SimpleNamespace(**values)
+
+
+def _copy_back(target: object, data: Any, spec: Any) -> None:
+    """After a ``MutRef`` call: the plugin's writes into ``target`` (attributes, or a dict's items)."""
+    fresh = _from_struct(data, spec)
+    for f in spec.fields:
+        value = getattr(fresh, f.name)
+        if isinstance(target, dict):
+            target[f.name] = value
+        else:
+            setattr(target, f.name, value)
 
 
 class TraitProxy:
@@ -325,6 +399,7 @@ def _method_source(m: MethodSpec) -> str:
     args = ["self._instance"]
     outs: list[str] = []
     callbacks: list[str] = []
+    post: list[str] = []  # statements after the call, before the result is returned
     for i, p in enumerate(m.params):
         kind = p.ctype.kind
         if kind is TypeKind.CSTR:
@@ -350,6 +425,11 @@ def _method_source(m: MethodSpec) -> str:
                 f"    _h_{p.name} = _handle(self, {m.name!r}, {p.name!r}, {p.name}, {handle_kind!r}, {dropping})"
             )
             args.append(f"_h_{p.name}")
+        elif kind in (TypeKind.STRUCT, TypeKind.STRUCT_REF, TypeKind.STRUCT_MUTREF):
+            pre.append(f"    _s_{p.name} = _to_struct(self, {m.name!r}, {p.name!r}, {p.name}, _P{i}, _sffi)")
+            args.append(f"_s_{p.name}[0]" if kind is TypeKind.STRUCT else f"_s_{p.name}")
+            if kind is TypeKind.STRUCT_MUTREF:
+                post.append(f"_copy_back({p.name}, _s_{p.name}[0], _P{i}.struct)")
         elif kind is TypeKind.OUT:
             pre.append(f"    _o_{p.name} = _new({_c_item(p.ctype) + ' *'!r})")
             args.append(f"_o_{p.name}")
@@ -408,12 +488,19 @@ def _method_source(m: MethodSpec) -> str:
             "    self._free(_error[0])",
             f"return {value}",
         ]
+    elif returns is TypeKind.STRUCT:
+        body = [f"r = _from_struct({call}, _R)", f"return {value}"]
     elif returns is TypeKind.VOID:
         body = [call, *([f"return {value}"] if outs else [])]
-    elif outs:
+    elif outs or post:
         body = [f"r = {call}", f"return {value}"]
     else:
         body = [f"return {call}"]
+    if post:  # the copies back run after the call, before the value is returned
+        if body[-1].startswith("return "):
+            body = [*body[:-1], *post, body[-1]]
+        else:
+            body = [*body, *post]
     guarded = CallGate.guarded_source("self._gate", f"self._unloaded({m.name!r})", body)
     if callbacks:  # after the plugin returned: end the callbacks, raise what they raised
         guarded = ["    try:", *(f"    {line}" for line in guarded), "    finally:"]
@@ -438,6 +525,10 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "_buffer": _ffi.buffer,
         "_new": _ffi.new,
         "_array": _array,
+        "_to_struct": _to_struct,
+        "_from_struct": _from_struct,
+        "_copy_back": _copy_back,
+        "_sffi": _ffi_for(trait),
         "_callback": _callback,
         "_handle": _handle,
         "_PluginObject": PluginObject,
@@ -464,7 +555,7 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
                 source, f"_drop_{kind}", dict(namespace), f"<{trait.name} proxy>"
             )
         # Each parameter's CType, for the array checks (_P0, _P1, ...); per method, so a fresh namespace.
-        method_namespace = {**namespace, **{f"_P{i}": p.ctype for i, p in enumerate(m.params)}}
+        method_namespace = {**namespace, **{f"_P{i}": p.ctype for i, p in enumerate(m.params)}, "_R": m.returns.struct}
         attrs[m.name] = CallGate.define_guarded(_method_source(m), m.name, method_namespace, f"<{trait.name} proxy>")
     return type(f"{trait.name}Proxy", (TraitProxy,), attrs)
 

@@ -86,6 +86,16 @@ extern "C" {
 #  endif
 #endif
 
+/* A compile-time check (C11 and C++11 spell it differently); the generated
+ * trait headers assert every struct field offset and size with it. */
+#ifndef PLUGIN_STATIC_ASSERT
+#  ifdef __cplusplus
+#    define PLUGIN_STATIC_ASSERT static_assert
+#  else
+#    define PLUGIN_STATIC_ASSERT _Static_assert
+#  endif
+#endif
+
 /* ABI version: the _vN suffix of every exported symbol. */
 #define PLUGIN_ABI_VERSION 1u
 
