@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 from plugin_annotations import generate_trait_header, get_include, get_include_dirs, write_trait_headers
 from plugin_interface import PluginTrait
@@ -48,3 +49,12 @@ def test_headers_check_command_exit_status(tmp_path: Path) -> None:
     assert subprocess.run(cmd, capture_output=True).returncode == 1
     subprocess.run([*cmd[:4], str(tmp_path)], check=True, capture_output=True)
     assert subprocess.run(cmd, capture_output=True).returncode == 0
+
+
+def test_the_image_filter_examples_header_is_fresh(monkeypatch: pytest.MonkeyPatch) -> None:
+    """native_plugins/image_filter's header is generated from image_traits.py (the command is in its comment)."""
+    import importlib
+
+    traits = importlib.import_module("plugin_host.examples.image_traits")
+    monkeypatch.chdir(REPO)  # the command in the header names the directory relative to the repository
+    assert write_trait_headers("native_plugins/image_filter", [traits.ImageFilter], check=True) == []

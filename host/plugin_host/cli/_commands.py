@@ -99,7 +99,28 @@ def _exercise(proxy: TraitProxy) -> str:
         buf = bytearray(b"Hello, world!")
         changed = proxy.transform(buf)  # type: ignore[attr-defined]
         return f"{buf.decode()} ({changed} bytes changed)"
+    if proxy.trait.name == "ImageFilter":  # native_plugins/image_filter: declared only in the plugin
+        return _exercise_image_filter(proxy)
     return "(no demo call for this trait)"
+
+
+def _exercise_image_filter(proxy: TraitProxy) -> str:
+    """Invert a 4x2 grey image, sum its rows through a callback, and count it in a session."""
+    image = {"width": 4, "height": 2, "stride": 4}
+    pixels = bytearray([0, 64, 128, 255, 10, 20, 30, 40])
+    p: Any = proxy
+    p.invert(image, pixels)
+    sums: list[int] = []
+
+    def visit(row: int, total: int) -> bool:
+        sums.append(total)
+        return True
+
+    p.rows(image, pixels, visit)
+    with p.open("demo") as session:
+        p.feed(session, image, pixels)
+        report = p.report(session)
+    return f"inverted {list(pixels[:4])}, row sums {sums}; {report}"
 
 
 def _examples_dir() -> Path:
@@ -281,9 +302,11 @@ def _convert_args(proxy: TraitProxy, method: str, raw: list[str]) -> tuple[list[
 def _array_argument(name: str, item: CType | None, text: str) -> array.array[Any]:
     """``"1, 2.5, 3"`` as an ``array.array`` of the item type (for ``Array[T]`` arguments)."""
     assert item is not None
-    code = next(c for c in "bBhHiIlLqQfd" if c in item.buffer_formats)
+    code = next(c for c in "bBhHiIlLqQfd?" if c in item.buffer_formats)
     parts = [t for t in text.replace(",", " ").split() if t]
     try:
+        if code == "?":
+            return array.array("B", [t.lower() in ("1", "true", "yes") for t in parts])
         numbers = [float(t) if code in "fd" else int(t, 0) for t in parts]
         return array.array(code, numbers)
     except (ValueError, OverflowError) as e:
