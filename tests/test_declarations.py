@@ -83,6 +83,22 @@ def test_the_declaration_round_trips_and_says_its_format() -> None:
             "not a trait declaration",
         ),
         (b'plugin-host-trait/1\n{"name": "X", "version": 0, "methods": []}', "bad trait version"),
+        # The names become generated code and C: the same rules as a Python declaration.
+        (
+            b'plugin-host-trait/1\n{"name": "X", "version": 1, "methods": [{"name": "type_name", "params": [], '
+            b'"returns": "None"}]}',
+            "reserved name",
+        ),
+        (
+            b'plugin-host-trait/1\n{"name": "X", "version": 1, "methods": [{"name": "my-m", "params": [], '
+            b'"returns": "None"}]}',
+            "not a usable method name",
+        ),
+        (
+            b'plugin-host-trait/1\n{"name": "X", "version": 1, "methods": [{"name": "f", "params": [["self", "I32"]], '
+            b'"returns": "None"}]}',
+            "parameter 'self' is not usable",
+        ),
     ],
 )
 def test_a_bad_declaration_is_refused(data: bytes, match: str) -> None:

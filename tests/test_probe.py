@@ -178,3 +178,18 @@ def test_the_probe_runs_only_traits_the_host_knows_and_the_file_names(example_pl
     with PluginManager(probe=False) as manager:
         made = sum(len(h.type_names) for t in PluginTrait for h in manager.load_plugins(lib, t))
     assert result.clean and made == 3 and result.made == made  # its Greeters and its Transformer
+
+
+def test_a_discovery_load_reads_what_the_probe_read_first(compile_plugin: CompilePlugin, tmp_path: Path) -> None:
+    """load_plugins(path) with no trait reads every embedded declaration: the probe does too, first."""
+    lib = compile_plugin("hostile", {"hostile.c": HOSTILE_DATA}, defines=("ABS_DECLARATION",))
+    with PluginManager(probe=True, probe_cache_dir=tmp_path) as manager:
+        with pytest.raises(ProbeCrashedError) as exc:
+            manager.load_plugins(lib)
+        assert exc.value.step == "plugin_trait_declaration_Greeter_v1"
+
+
+def test_a_helper_process_started_by_a_constructor_is_not_a_hang(compile_plugin: CompilePlugin, tmp_path: Path) -> None:
+    lib = compile_plugin("forking", GREETER, defines=("CTOR_FORK",))
+    result = probe_library(lib, cache_dir=tmp_path, timeout_s=20)
+    assert result.clean and result.duration_s < 20  # not a ProbeTimeoutError after the whole timeout

@@ -8,10 +8,11 @@ fixture, so every case is a real library made in the test run.
 from __future__ import annotations
 
 #: A Greeter whose constructor misbehaves per define: CTOR_SEGFAULT, CTOR_EXIT (exit(3)),
-#: CTOR_HANG (blocks forever), CTOR_ABORT; without a define it is a good plugin.
+#: CTOR_HANG (blocks forever), CTOR_ABORT, CTOR_FORK (starts a helper process that lives on);
+#: without a define it is a good plugin.
 #: GREETING sets what it says, so tests can tell versions apart.
 GREETER = r"""
-/* greeter.c -- a Greeter whose constructor can be made to crash, exit or hang. */
+/* greeter.c -- a Greeter whose constructor can be made to crash, exit, hang or fork. */
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -29,6 +30,16 @@ static char *say(void *self, const char *name) {
 
 PLUGIN_IMPL(Greeter, Sayer, .greet = say)
 PLUGIN_AGGREGATES(Greeter)
+
+#if defined(CTOR_FORK)
+/* A constructor that starts a helper process which outlives the library's load. */
+__attribute__((constructor)) static void start_helper(void) {
+    if (fork() == 0) {
+        sleep(30);
+        _exit(0);
+    }
+}
+#endif
 
 #if defined(CTOR_SEGFAULT) || defined(CTOR_EXIT) || defined(CTOR_HANG) || defined(CTOR_ABORT)
 __attribute__((constructor)) static void misbehave(void) {
@@ -178,6 +189,11 @@ PLUGIN_EXPORT size_t plugin_unmaker_counter_Greeter_v1(void) { return unmade; }
 __asm__(".globl plugin_abi_descriptor_Greeter_v1\n"
         ".type plugin_abi_descriptor_Greeter_v1, @object\n"
         ".set plugin_abi_descriptor_Greeter_v1, 0x10\n");
+#endif
+#if defined(ABS_DECLARATION)
+__asm__(".globl plugin_trait_declaration_Greeter_v1\n"
+        ".type plugin_trait_declaration_Greeter_v1, @object\n"
+        ".set plugin_trait_declaration_Greeter_v1, 0x10\n");
 #endif
 """
 

@@ -18,7 +18,7 @@ import hashlib
 import inspect
 import re
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
@@ -179,6 +179,8 @@ class TraitSpec:
             for m in methods:
                 params = tuple(ParamSpec(str(pname), ctype_by_name(str(ctype))) for pname, ctype in m["params"])
                 specs.append(MethodSpec(str(m["name"]), params, ctype_by_name(str(m["returns"])), ""))
+            check_names(name, specs)  # the same rules as a Python declaration: the names become code
+            _check_handles(name, tuple(specs))
             return cls(name, version, tuple(specs))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a trait declaration: {e}") from e
@@ -257,6 +259,28 @@ C_RESERVED_NAMES = frozenset(
 P = TypeVar("P")
 
 
+def check_names(trait: str, methods: Sequence[MethodSpec]) -> None:
+    """Refuse method and parameter names a proxy or C cannot have (the rules of :func:`declare_trait`).
+
+    :raises ValueError: naming the trait, the method and the name.
+    """
+    seen: set[str] = set()
+    for m in methods:
+        if not _C_IDENTIFIER.match(m.name) or m.name.startswith("_") or m.name in seen:
+            raise ValueError(f"{trait}.{m.name!r}: not a usable method name (a C identifier, unique, no leading _)")
+        if m.name in C_RESERVED_NAMES or m.name in RESERVED_METHOD_NAMES:
+            raise ValueError(
+                f"{trait}.{m.name}: the name is reserved (the vtable's size, C keywords, proxy attributes)"
+            )
+        seen.add(m.name)
+        names = [p.name for p in m.params]
+        for p in names:
+            if not _C_IDENTIFIER.match(p) or p.startswith("_") or p == "self" or p in C_RESERVED_NAMES - {"size"}:
+                raise ValueError(f"{trait}.{m.name}: parameter {p!r} is not usable (a C identifier, not self, no _)")
+        if len(set(names)) != len(names):
+            raise ValueError(f"{trait}.{m.name}: two parameters share a name")
+
+
 def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSpec:
     hints = typing.get_type_hints(func)
     sig = inspect.signature(func)
@@ -266,8 +290,8 @@ def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSp
             if pname != "self":
                 raise TypeError(f"{trait}.{name}: first parameter must be self")
             continue
-        if not _C_IDENTIFIER.match(pname) or pname in C_RESERVED_NAMES - {"size"}:
-            raise TypeError(f"{trait}.{name}: parameter {pname!r} is not a C identifier")
+        if not _C_IDENTIFIER.match(pname) or pname.startswith("_") or pname in C_RESERVED_NAMES - {"size"}:
+            raise TypeError(f"{trait}.{name}: parameter {pname!r} is not a C identifier without a leading _")
         ctype = ctype_for_annotation(hints.get(pname))
         if ctype is None or not ctype.c_params:
             raise TypeError(

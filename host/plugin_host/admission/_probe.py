@@ -322,7 +322,8 @@ def run_probe(
         with selectors.DefaultSelector() as sel:
             sel.register(read_fd, selectors.EVENT_READ)
             sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
-            while sel.get_map():
+            finished = False
+            while sel.get_map() and not finished:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise ProbeTimeoutError(report_path, timeout_s, step)
@@ -330,6 +331,9 @@ def run_probe(
                     chunk = os.read(key.fd, 65536)
                     if not chunk:
                         sel.unregister(key.fd)
+                        # The report is complete once its pipe closes and the child is gone: a helper
+                        # process the plugin started may keep stderr open, and is not waited for.
+                        finished = key.fd == read_fd and proc.poll() is not None
                     elif key.fd != read_fd:
                         stderr = (stderr + chunk)[-MAX_STDERR_BYTES:]
                     else:
@@ -350,6 +354,8 @@ def run_probe(
                             frames.append(frame)
                             if "step" in frame:
                                 step = str(frame["step"])
+                            if frame.get("done"):
+                                finished = True  # dlclose ran: nothing more to read
         try:
             returncode = proc.wait(max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired as e:
@@ -375,7 +381,7 @@ def run_probe(
     result: dict[str, object] = results[0]  # type: ignore[assignment]
     listed = result.get("problems")
     problems = [str(p) for p in listed] if isinstance(listed, list) else []
-    if result.get("kind") in ("dlopen", "protocol"):
+    if result.get("kind") in ("dlopen", "protocol", "host_error"):
         problems.append(str(result.get("message", "")))
     if result.get("kind") == "protocol":
         raise ProbeProtocolError(report_path, problems[-1], step)

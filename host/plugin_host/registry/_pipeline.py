@@ -30,7 +30,7 @@ from plugin_interface import (
 )
 
 from ..loading import Library
-from ._declarations import implemented_traits, read_declaration
+from ._declarations import check_declarations, implemented_traits, read_declaration
 from ._registrations import RegistrationSet, find_maker_types
 
 __all__ = [
@@ -189,18 +189,26 @@ def exercise(
     done = Exercised()
     todo = list(traits)
     if discover:
-        known = {spec.name for spec in todo}
+        # What load_plugins(path) with no trait does (trait_for per implemented trait): read every
+        # embedded declaration, the host's traits' too, and compare it with the host's declaration.
+        known = {spec.name: spec for spec in todo}
         step("symbol table")
-        for name in implemented_traits(library):
-            if name in known:
-                continue
+        try:
+            names = implemented_traits(library)
+        except PluginError as e:  # the host reports the same safely in-process
+            done.problems.append(f"{type(e).__name__}: {e}")
+            names = []
+        for name in names:
             step(trait_declaration_symbol(name))
             try:
                 embedded = read_declaration(library, name)
+                host = known.get(name)
+                if host is not None and embedded is not None:
+                    check_declarations(library, host, embedded)
             except PluginError as e:
                 done.problems.append(f"{type(e).__name__}: {e}")
                 continue
-            if embedded is not None:
+            if embedded is not None and name not in known:
                 todo.append(embedded)
     for spec in todo:
         step(register_all_symbol(spec))

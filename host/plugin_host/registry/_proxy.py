@@ -444,56 +444,56 @@ def _method_source(m: MethodSpec) -> str:
     if returns in (TypeKind.VOID, TypeKind.STATUS):
         value = outs[0] if len(outs) == 1 else f"({', '.join(outs)},)" if outs else "None"
     else:
-        value = f"({', '.join(['r', *outs])})" if outs else "r"
+        value = f"({', '.join(['_r', *outs])})" if outs else "_r"
     if returns is TypeKind.OWNEDSTR:
         body = [
-            f"p = {call}",
-            "if p == _NULL:",
+            f"_p = {call}",
+            "if _p == _NULL:",
             f"    raise self._null_result({m.name!r})",
             "try:",
-            "    r = _string(p).decode('utf-8', 'replace')",
+            "    _r = _string(_p).decode('utf-8', 'replace')",
             "finally:",
-            "    self._free(p)",
+            "    self._free(_p)",
             f"return {value}",
         ]
     elif returns is TypeKind.HANDLE:
         handle_kind = m.returns.name.partition("[")[2].rstrip("]")
         body = [
-            f"r = {call}",
-            "if r == _NULL:",
+            f"_r = {call}",
+            "if _r == _NULL:",
             f"    raise self._null_result({m.name!r})",
-            f"r = _PluginObject(self, {handle_kind!r}, r)",
+            f"_r = _PluginObject(self, {handle_kind!r}, _r)",
             f"return {value}",
         ]
     elif returns is TypeKind.OWNEDBYTES:
         body = [
-            f"b = {call}",
-            "if b.data == _NULL:",
-            "    if b.len:",
+            f"_ob = {call}",
+            "if _ob.data == _NULL:",
+            "    if _ob.len:",
             f"        raise self._null_result({m.name!r})",
-            "    r = b''",
+            "    _r = b''",
             "else:",
             "    try:",
-            "        r = _buffer(b.data, b.len)[:]",
+            "        _r = _buffer(_ob.data, _ob.len)[:]",
             "    finally:",
-            "        self._free(b.data)",
+            "        self._free(_ob.data)",
             f"return {value}",
         ]
     elif returns is TypeKind.STATUS:
         body = [
-            f"code = {call}",
-            "if code:",
-            f"    raise self._method_failed({m.name!r}, code, _error)",
+            f"_code = {call}",
+            "if _code:",
+            f"    raise self._method_failed({m.name!r}, _code, _error)",
             "if _error[0] != _NULL:",
             "    self._free(_error[0])",
             f"return {value}",
         ]
     elif returns is TypeKind.STRUCT:
-        body = [f"r = _from_struct({call}, _R)", f"return {value}"]
+        body = [f"_r = _from_struct({call}, _R)", f"return {value}"]
     elif returns is TypeKind.VOID:
         body = [call, *([f"return {value}"] if outs else [])]
     elif outs or post:
-        body = [f"r = {call}", f"return {value}"]
+        body = [f"_r = {call}", f"return {value}"]
     else:
         body = [f"return {call}"]
     if post:  # the copies back run after the call, before the value is returned
