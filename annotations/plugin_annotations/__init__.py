@@ -1,6 +1,7 @@
 """plugin_annotations: what a plugin author writes against.
 
 - ``plugin_annotations.h``: the ``PLUGIN_IMPL`` / ``PLUGIN_AGGREGATES`` macros
+  (C and C++; ``plugin_annotations.hpp`` adds C++ classes as implementations)
   (:func:`get_include`, :func:`get_include_dirs`, or
   ``python -m plugin_annotations --cflags``);
 - :func:`generate_trait_header`: a trait's C header from its Python declaration;
@@ -12,6 +13,9 @@ from __future__ import annotations
 
 from ._builder import (
     DEFAULT_CFLAGS,
+    DEFAULT_CXXFLAGS,
+    DEFAULT_RUSTFLAGS,
+    LANGUAGES,
     BuildError,
     BuildResult,
     CompilerNotFoundError,
@@ -24,12 +28,16 @@ from ._builder import (
     discover_plugins,
     get_include,
     get_include_dirs,
+    language_of,
     load_plugin_spec,
 )
 from ._headers import generate_trait_header, write_trait_headers
 
 __all__ = [
     "DEFAULT_CFLAGS",
+    "DEFAULT_CXXFLAGS",
+    "DEFAULT_RUSTFLAGS",
+    "LANGUAGES",
     "BuildError",
     "BuildResult",
     "CompilerNotFoundError",
@@ -43,6 +51,7 @@ __all__ = [
     "generate_trait_header",
     "get_include",
     "get_include_dirs",
+    "language_of",
     "load_plugin_spec",
     "write_trait_headers",
 ]
