@@ -24,6 +24,7 @@ from conftest import CompilePlugin, mapped_paths
 from plugin_host import (
     Error,
     Event,
+    LibraryStillMappedWarning,
     ManagerNotification,
     PluginManager,
     PluginTrait,
@@ -745,16 +746,20 @@ def test_reload_loads_new_code_from_a_library_dlclose_never_unmaps(
     monkeypatch.delenv("LDFLAGS")
     path = tmp_path / "libnodelete.so"
     shutil.copyfile(libs[4], path)
-    with PluginManager() as manager:  # loads the path itself, no private copy
-        [handle] = manager.load_plugins(path, "Greeter")
-        assert handle.proxy("Versioned").greet("x") == "v4 x"  # type: ignore[attr-defined]
+    with pytest.warns(LibraryStillMappedWarning, match="cannot unload: DF_1_NODELETE is set") as caught:
+        with PluginManager() as manager:  # loads the path itself, no private copy
+            [handle] = manager.load_plugins(path, "Greeter")
+            assert handle.proxy("Versioned").greet("x") == "v4 x"  # type: ignore[attr-defined]
+    assert [w.message.path for w in caught] == [path]  # type: ignore[union-attr]
+    assert handle.unload_warning is not None and "DF_1_NODELETE" in str(handle.unload_warning)
     os.replace(shutil.copyfile(libs[5], tmp_path / "new.so"), path)
-    with PluginManager() as manager:
-        [handle] = manager.load_plugins(path, "Greeter")
-        # The measured glibc behaviour the private copies exist for: the old code.
-        assert handle.proxy("Versioned").greet("x") == "v4 x"  # type: ignore[attr-defined]
-        [new] = manager.reload(path, "Greeter").handles
-        assert new.proxy("Versioned").greet("x") == "v5 x"  # type: ignore[attr-defined]
+    with pytest.warns(LibraryStillMappedWarning, match="DF_1_NODELETE"):
+        with PluginManager() as manager:
+            [handle] = manager.load_plugins(path, "Greeter")
+            # The measured glibc behaviour the private copies exist for: the old code.
+            assert handle.proxy("Versioned").greet("x") == "v4 x"  # type: ignore[attr-defined]
+            [new] = manager.reload(path, "Greeter").handles
+            assert new.proxy("Versioned").greet("x") == "v5 x"  # type: ignore[attr-defined]
 
 
 def test_reload_keeps_every_trait_the_file_was_loaded_for(example_plugins: dict[str, Path], tmp_path: Path) -> None:
