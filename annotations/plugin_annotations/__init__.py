@@ -5,6 +5,7 @@
   (:func:`get_include`, :func:`get_include_dirs`, or
   ``python -m plugin_annotations --cflags``);
 - :func:`generate_trait_header`: a trait's C header from its Python declaration;
+- :func:`generate_rust_module`: the same traits as a dependency-free Rust module;
 - :func:`build_plugins`: compile plugin libraries with the platform's naming,
   in the order of their build graph (:func:`build_order`).
 """
@@ -32,6 +33,7 @@ from ._builder import (
     load_plugin_spec,
 )
 from ._headers import generate_trait_header, write_trait_headers
+from ._rust import generate_rust_module, write_rust_module
 
 __all__ = [
     "DEFAULT_CFLAGS",
@@ -48,10 +50,12 @@ __all__ = [
     "build_order",
     "build_plugins",
     "discover_plugins",
+    "generate_rust_module",
     "generate_trait_header",
     "get_include",
     "get_include_dirs",
     "language_of",
     "load_plugin_spec",
+    "write_rust_module",
     "write_trait_headers",
 ]

@@ -12,7 +12,7 @@ from pathlib import Path
 from plugin_interface import PluginTrait, TraitSpec, TypeKind, encode_declaration, get_include, resolve_trait
 from plugin_interface._traits import TraitLike
 
-__all__ = ["generate_trait_header", "regenerate_command", "traits_of", "write_trait_headers"]
+__all__ = ["generate_trait_header", "regenerate_command", "rust_traits_of", "traits_of", "write_trait_headers"]
 
 
 def _comment(text: str, indent: str = "") -> list[str]:
@@ -232,3 +232,22 @@ def traits_of(target: str) -> list[TraitSpec]:
         what = f"trait {wanted!r}" if wanted else "traits"
         raise ValueError(f"{module_name}: declares no {what} (classes decorated with @declare_trait)")
     return found
+
+
+def rust_traits_of(target: str) -> list[TraitSpec]:
+    """:func:`traits_of`, except that ``MODULE:NAME`` may also name a trait the module imports
+    (one Rust module holds every trait a crate implements, built-in ones included).
+
+    :raises ValueError: the module cannot be imported, or has no such trait.
+    """
+    module_name, _, wanted = target.partition(":")
+    if wanted:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ValueError(f"{module_name}: cannot import it: {e}") from e
+        for attr, value in vars(module).items():
+            spec = getattr(value, "__plugin_trait__", None)
+            if isinstance(spec, TraitSpec) and isinstance(value, type) and wanted in (attr, spec.name):
+                return [spec]
+    return traits_of(target)

@@ -24,7 +24,8 @@ def unload_findings(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
 
     ``unload_blocked``: ``STB_GNU_UNIQUE`` symbols or ``DF_1_NODELETE``, which
     always keep it mapped; ``unload_may_be_blocked``: it may register
-    thread-local destructors.  Nothing for a file that is not an ELF file or
+    thread-local destructors (a weak import, as every Rust ``cdylib`` has, is
+    not reported: it matters only if the code uses such a ``thread_local!``).  Nothing for a file that is not an ELF file or
     cannot be read (a JSON dump, a library for another format: other checks say so).
     """
     if not os.path.isfile(path):
@@ -36,5 +37,5 @@ def unload_findings(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
     if blockers is None:
         return []
     out = [("warning", "unload_blocked", f"cannot unload: {reason}") for reason in blockers.certain]
-    out += [("warning", "unload_may_be_blocked", f"may not unload: {reason}") for reason in blockers.possible]
+    out += [("warning", "unload_may_be_blocked", f"may not unload: {reason}") for reason in blockers.possible()]
     return out

@@ -340,12 +340,16 @@ class UnloadBlockers(NamedTuple):
         (or libstdc++'s ``__cxa_thread_atexit``): it may register a
         ``thread_local`` destructor, and once it has, glibc keeps it mapped
         for good (measured on glibc 2.36: even after the thread exited).
+    :ivar weak_thread_atexit: it imports it only weakly, as Rust's std does
+        in every ``cdylib`` (used only if the code touches a ``thread_local!``
+        with ``Drop``): a reason only once the library did stay mapped.
     """
 
     unique_symbols: tuple[str, ...] = ()
     unique_count: int = 0
     nodelete: bool = False
     thread_local_destructors: bool = False
+    weak_thread_atexit: bool = False
 
     @property
     def certain(self) -> list[str]:
@@ -362,10 +366,12 @@ class UnloadBlockers(NamedTuple):
             out.append("DF_1_NODELETE is set (linked with -z nodelete): glibc never unloads it")
         return out
 
-    @property
-    def possible(self) -> list[str]:
-        """The reasons that block unloading only at times, as sentences."""
-        if not self.thread_local_destructors:
+    def possible(self, *, weak: bool = False) -> list[str]:
+        """The reasons that block unloading only at times, as sentences.
+
+        :param weak: count a weak import of ``__cxa_thread_atexit_impl`` too.
+        """
+        if not (self.thread_local_destructors or (weak and self.weak_thread_atexit)):
             return []
         return [
             "thread-local destructors may have been registered (it imports __cxa_thread_atexit_impl): once a "
@@ -425,7 +431,7 @@ def _unload_blockers(read: Callable[[int, int], bytes], size: int, path: str) ->
 
     unique: list[str] = []
     unique_count = 0
-    tls = False
+    tls = weak_tls = False
     for i, (sh_type, _, _, link, _) in enumerate(sections):
         if sh_type != SectionType.SHT_DYNSYM:
             continue
@@ -443,8 +449,10 @@ def _unload_blockers(read: Callable[[int, int], bytes], size: int, path: str) ->
                 unique_count += 1
                 if len(unique) < MAX_UNIQUE_NAMES:
                     unique.append(_c_string(strings, name_offset))
-            elif shndx == 0 and binding != SymbolBinding.STB_LOCAL and not tls:
-                tls = _c_string(strings, name_offset) in THREAD_ATEXIT_SYMBOLS
+            elif shndx == 0 and binding in (SymbolBinding.STB_GLOBAL, SymbolBinding.STB_WEAK) and not tls:
+                if _c_string(strings, name_offset) in THREAD_ATEXIT_SYMBOLS:
+                    tls = binding == SymbolBinding.STB_GLOBAL
+                    weak_tls = weak_tls or binding == SymbolBinding.STB_WEAK
     nodelete = False
     for i, (sh_type, *_rest) in enumerate(sections):
         if sh_type != SectionType.SHT_DYNAMIC:
@@ -455,7 +463,7 @@ def _unload_blockers(read: Callable[[int, int], bytes], size: int, path: str) ->
                 break
             if tag == DynamicTag.DT_FLAGS_1 and value & DynamicFlags1.DF_1_NODELETE:
                 nodelete = True
-    return UnloadBlockers(tuple(unique), unique_count, nodelete, tls)
+    return UnloadBlockers(tuple(unique), unique_count, nodelete, tls, weak_tls and not tls)
 
 
 def _c_string(strings: bytes, offset: int) -> str:

@@ -86,4 +86,4 @@ def unload_reasons(file: Path) -> list[str]:
         blockers = None
     if blockers is None:
         return [ANOTHER_HANDLE]
-    return blockers.certain or [*blockers.possible, ANOTHER_HANDLE]
+    return blockers.certain or [*blockers.possible(weak=True), ANOTHER_HANDLE]
