@@ -25,8 +25,9 @@ def unload_findings(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
     ``unload_blocked``: ``STB_GNU_UNIQUE`` symbols or ``DF_1_NODELETE``, which
     always keep it mapped; ``unload_may_be_blocked``: it may register
     thread-local destructors (a weak import, as every Rust ``cdylib`` has, is
-    not reported: it matters only if the code uses such a ``thread_local!``).  Nothing for a file that is not an ELF file or
-    cannot be read (a JSON dump, a library for another format: other checks say so).
+    not reported: it matters only if the code uses such a ``thread_local!``).
+    Nothing for a file that is not an ELF file or cannot be read (a JSON dump,
+    a library for another format: other checks say so).
     """
     if not os.path.isfile(path):
         return []
