@@ -73,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        changed = write_rust_module(args.output, specs, module=args.module, targets=args.targets, check=args.check)
-        if changed:
+        stale = write_rust_module(args.output, specs, module=args.module, targets=args.targets, check=args.check)
+        if stale:
             print(f"{'stale' if args.check else 'wrote'}: {args.output}")
-        return 1 if (args.check and changed) else 0
+        return 1 if (args.check and stale) else 0
     if args.command == "build":
         try:
             result = build_plugins(args.root, args.build_dir, force=args.force)
