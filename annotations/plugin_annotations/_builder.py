@@ -24,6 +24,8 @@ A plugin is described by a ``plugin.toml`` next to its sources::
     restrict_exports = true           # optional: export only plugin_* (and `exports`);
                                       # default true for C++, false for C
     exports = ["mylib_*"]             # optional: more names (globs) to export when restricted
+    optional = true                   # optional: where the language's compiler is missing,
+                                      # skip the plugin (BuildResult.skipped says why)
 
 Exports and unloading: a C++ library exports, besides its own symbols, the
 inline and template symbols of the standard library it instantiates; g++
@@ -138,6 +140,7 @@ LANGUAGES = ("c", "cpp", "rust")
 _CXX_SUFFIXES = (".cpp", ".cc", ".cxx", ".C", ".c++")
 SPEC_FILE = "plugin.toml"
 _SPEC_KEYS = {
+    "optional",
     "language",
     "restrict_exports",
     "exports",
@@ -256,6 +259,7 @@ class PluginSpec:
     :ivar restrict_exports: export only ``plugin_*`` and :attr:`exports`
         (``None``: the language's default, true for C++ only).
     :ivar exports: more exported names (glob patterns) when restricted.
+    :ivar optional: skip it (see :attr:`BuildResult.skipped`) where its language has no compiler.
     """
 
     name: str
@@ -272,6 +276,7 @@ class PluginSpec:
     language: str = ""
     restrict_exports: bool | None = None
     exports: tuple[str, ...] = ()
+    optional: bool = False
 
     @property
     def library_filename(self) -> str:
@@ -310,11 +315,14 @@ class BuildResult:
     :ivar outputs: every plugin's library path, by plugin name.
     :ivar built: the plugins that were (re)built; empty on a no-op rebuild.
     :ivar compiled: the sources that were compiled.
+    :ivar skipped: ``optional`` plugins not built, with the reason (no compiler for
+        their language, or a link dependency skipped).
     """
 
     outputs: dict[str, Path] = field(default_factory=dict)
     built: list[str] = field(default_factory=list)
     compiled: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _str_list(data: dict[str, object], key: str, path: Path) -> tuple[str, ...]:
@@ -377,6 +385,9 @@ def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
     restrict = data.get("restrict_exports")
     if restrict is not None and not isinstance(restrict, bool):
         raise PluginSpecError(f"{path}: restrict_exports must be true or false", path=path)
+    optional = data.get("optional", False)
+    if not isinstance(optional, bool):
+        raise PluginSpecError(f"{path}: optional must be true or false", path=path)
     return PluginSpec(
         name=name,
         directory=directory,
@@ -392,6 +403,7 @@ def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
         language=str(language),
         restrict_exports=restrict,
         exports=_str_list(data, "exports", path),
+        optional=optional,
     )
 
 
@@ -859,12 +871,26 @@ def build_plugins(
         return result
     waiting = build_order(specs)
     by_name = {s.name: s for s in waiting}
-    checked: set[tuple[str, bool]] = set()
+    missing: dict[tuple[str, bool], CompilerNotFoundError | None] = {}
     for spec in waiting:  # one sentence for a missing compiler, before anything builds
         key = (spec.source_language, _cargo_manifest(spec) is not None)
-        if key not in checked:
-            checked.add(key)
-            _check_toolchain(spec)
+        if key not in missing:
+            try:
+                _check_toolchain(spec)
+                missing[key] = None
+            except CompilerNotFoundError as e:
+                missing[key] = e
+        no_compiler = missing[key]
+        skipped_dep = next((d for d in spec.link_deps if d in result.skipped), None)
+        if no_compiler is not None and not spec.optional:
+            raise no_compiler
+        if no_compiler is not None or skipped_dep is not None:
+            if not spec.optional:
+                raise BuildError(spec.name, f"not built: its link dependency {skipped_dep} was skipped")
+            result.skipped[spec.name] = (
+                str(no_compiler) if no_compiler is not None else f"its link dependency {skipped_dep} was skipped"
+            )
+    waiting = [spec for spec in waiting if spec.name not in result.skipped]
     errors: list[BaseException] = []
     failed: set[str] = set()
     running: dict[Future[None], str] = {}
