@@ -3,6 +3,7 @@ and a thread-leak check (watchdog's tests/conftest.py does the same)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shlex
 import shutil
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from plugin_annotations import PluginSpec, build_plugins
+from plugin_annotations import PluginSpec, build_plugins, load_plugin_spec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "native_plugins"
@@ -25,6 +26,8 @@ WERROR = ["-Werror"]
 IN_CI = bool(os.environ.get("CI"))
 #: The file suffix of a single-source plugin, by language.
 SUFFIXES = {"c": ".c", "cpp": ".cpp", "rust": ".rs"}
+#: The languages the core tests run over: native_plugins/<language>_greeter are twins.
+LANGUAGES = ("c", "cpp", "rust")
 
 
 def require_tool(command: str, what: str) -> str:
@@ -65,6 +68,36 @@ def test_plugins(build_root: Path) -> dict[str, Path]:
 
 
 CompilePlugin = Callable[..., Path]
+LanguageGreeter = Callable[..., Path]
+
+
+@pytest.fixture(params=LANGUAGES)
+def language(request: pytest.FixtureRequest) -> str:
+    """Each of C, C++ and Rust in turn (skipped outside CI where its compiler is missing)."""
+    value: str = request.param
+    require_language(value)
+    return value
+
+
+@pytest.fixture(scope="session")
+def language_greeter(build_root: Path) -> LanguageGreeter:
+    """``language_greeter(language, host_owned=False)``: native_plugins/<language>_greeter built
+    once (with ``NO_AGGREGATE`` for the host-owned path): English, French and Counting, alike in
+    every language."""
+    built: dict[tuple[str, bool], Path] = {}
+
+    def build(language: str, host_owned: bool = False) -> Path:
+        require_language(language)
+        if (language, host_owned) not in built:
+            spec = load_plugin_spec(EXAMPLES / f"{language}_greeter")
+            if host_owned:
+                spec = dataclasses.replace(spec, name=f"{spec.name}_host_owned", defines=("NO_AGGREGATE",))
+            built[language, host_owned] = build_plugins([spec], build_root / "languages", extra_cflags=WERROR).outputs[
+                spec.name
+            ]
+        return built[language, host_owned]
+
+    return build
 
 
 @pytest.fixture(scope="session")

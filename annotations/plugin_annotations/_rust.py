@@ -102,12 +102,10 @@ def _c_params(ct: CType) -> list[str]:
 
 def _c_return(ct: CType) -> str:
     """The raw C return type, in Rust (``""`` for void)."""
-    return {
-        TypeKind.OWNEDSTR: "*mut c_char",
-        TypeKind.OWNEDBYTES: "PluginBytes",
-        TypeKind.STATUS: "i32",
-        TypeKind.VOID: "",
-    }.get(ct.kind) or _scalar(ct)
+    special = {TypeKind.OWNEDSTR: "*mut c_char", TypeKind.OWNEDBYTES: "PluginBytes", TypeKind.STATUS: "i32"}
+    if ct.kind is TypeKind.VOID:
+        return ""
+    return special.get(ct.kind) or _scalar(ct)
 
 
 def _rust_param(ct: CType) -> str:
