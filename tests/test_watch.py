@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CompilePlugin, mapped_paths
+from conftest import CompilePlugin, LanguageGreeter, mapped_paths
 from plugin_host import (
     Error,
     Event,
@@ -898,3 +898,27 @@ def test_callers_survive_fifty_replacements(watched: Path, staging: Path, versio
     assert counters == [1] * 50
     assert final == {path: {"Greeter": 1}}
     assert not first.handles[0].is_loaded
+
+
+# ---- hot reload in every language: C, C++ and Rust plugins alike ------------------------
+
+
+def test_hot_reload_in_every_language(
+    language: str, language_greeter: LanguageGreeter, watch: Watching, watched: Path, staging: Path
+) -> None:
+    """A rebuilt C, C++ or Rust plugin is swapped in: new code, fresh static state, the old copy unmapped."""
+    path = publish(language_greeter(language), watched / f"lib{language}_greeter.so", staging)
+    first = watch.event(path)
+    [old] = [p for p in first.proxies if p.type_name == "Counting"]
+    assert [old.greet(n) for n in "ab"] == ["call 1, a", "call 2, b"]  # type: ignore[attr-defined]
+    assert first.handles[0].is_plugin_owned
+    old_copy = first.handles[0].library.load_path
+    publish(language_greeter(language, host_owned=True), path, staging)  # "the rebuild"
+    second = watch.event(path)
+    assert second.replaced and not second.handles[0].is_plugin_owned
+    [new] = [p for p in second.proxies if p.type_name == "Counting"]
+    assert new.greet("c") == "call 1, c"  # type: ignore[attr-defined]
+    assert watch.expect(Unloaded, path) == Unloaded(path, 3, "Greeter")
+    with pytest.raises(PluginUnloadedError, match="the library has been unloaded"):
+        old.greet("x")  # type: ignore[attr-defined]
+    assert not old_copy.exists() and str(old_copy) not in mapped_paths()
