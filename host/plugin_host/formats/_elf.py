@@ -338,8 +338,9 @@ class UnloadBlockers(NamedTuple):
     :ivar nodelete: ``DF_1_NODELETE`` is set in ``DT_FLAGS_1`` (linked with ``-z nodelete``).
     :ivar thread_local_destructors: it imports ``__cxa_thread_atexit_impl``
         (or libstdc++'s ``__cxa_thread_atexit``): it may register a
-        ``thread_local`` destructor, and once it has, glibc keeps it mapped
-        for good (measured on glibc 2.36: even after the thread exited).
+        ``thread_local`` destructor, and glibc does not unload it while a
+        thread that ran one is alive (closed then, it stays mapped for good:
+        nothing closes it again once the thread has exited).
     :ivar weak_thread_atexit: it imports it only weakly, as Rust's std does
         in every ``cdylib`` (used only if the code touches a ``thread_local!``
         with ``Drop``): a reason only once the library did stay mapped.
@@ -374,8 +375,8 @@ class UnloadBlockers(NamedTuple):
         if not (self.thread_local_destructors or (weak and self.weak_thread_atexit)):
             return []
         return [
-            "thread-local destructors may have been registered (it imports __cxa_thread_atexit_impl): once a "
-            "thread_local with a destructor was used, glibc keeps the library mapped, even after that thread exits"
+            "thread-local destructors may be pending (it imports __cxa_thread_atexit_impl): glibc does not unload "
+            "a library while a thread that used one of its thread_local objects with a destructor is alive"
         ]
 
 
