@@ -105,6 +105,8 @@ class ProblemKind(enum.StrEnum):
     PROBE_TIMEOUT = "probe_timeout"
     PROBE_FAILED = "probe_failed"
     PROBE_SKIPPED = "probe_skipped"
+    UNLOAD_BLOCKED = "unload_blocked"
+    UNLOAD_MAY_BE_BLOCKED = "unload_may_be_blocked"
 
 
 class ChangeKind(enum.StrEnum):
@@ -468,7 +470,7 @@ def check_library(
                 symbol=name,
             )
     for severity, kind, message in unload_findings(abi.path):
-        add(severity, kind, message)
+        add(Severity(severity), ProblemKind(kind), message)
     selected = {n: t for n, t in abi.traits.items() if only is None or n == only}
     if not selected:
         what = f"trait {only}" if only else "any trait"
