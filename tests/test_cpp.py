@@ -13,7 +13,7 @@ from typing import Protocol
 
 import cffi
 import pytest
-from conftest import CompilePlugin, mapped_paths, require_tool
+from conftest import CompilePlugin, mapped_paths, require_tool, run_isolated
 from plugin_annotations import get_include_dirs, write_trait_headers
 from plugin_host import LibraryStillMappedWarning, PluginManager
 from plugin_host.abi import check_library, scan_library
@@ -24,7 +24,6 @@ from plugin_interface import (
     MakerReturnedNullError,
     OwnedBytes,
     OwnedStr,
-    PluginCallError,
     Status,
     declare_trait,
 )
@@ -281,19 +280,37 @@ def test_an_exception_in_a_status_method_is_its_error_code_and_message(
 
 
 def test_an_exception_elsewhere_is_a_null_or_zero_result_and_the_host_goes_on(checker_lib: Path) -> None:
-    with PluginManager() as manager:
-        [greeter] = manager.load_plugins(checker_lib, "Greeter")
-        loud = greeter.proxy("Loud")
-        with pytest.raises(PluginCallError, match="Greeter.Loud.greet returned NULL") as exc:
-            loud.greet("boom")  # type: ignore[attr-defined]
-        assert exc.value.path == str(checker_lib)
-        assert loud.greet("after") == "HELLO, after!"  # type: ignore[attr-defined]
-        [checker] = manager.load_plugins(checker_lib, Checker)
-        ffi, fns, _ = _checker_functions(checker)
-        assert fns["count"](fns["instance"], b"boom") == 0  # type: ignore[operator]
-        raw = fns["raw"](fns["instance"], b"boom")  # type: ignore[operator]
-        assert raw.data == ffi.NULL and raw.len == 0
-        assert manager.unload_by_path(checker_lib).unmapped
+    # In a child: an exception escaping into C would terminate the process.
+    code = f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_cpp import Checker, _checker_functions
+        from plugin_host import PluginManager
+        from plugin_interface import PluginCallError
+        with PluginManager() as manager:
+            [greeter] = manager.load_plugins({str(checker_lib)!r}, "Greeter")
+            loud = greeter.proxy("Loud")
+            try:
+                loud.greet("boom")
+            except PluginCallError as e:
+                print("greet", type(e).__name__, e.path == {str(checker_lib)!r}, "returned NULL" in str(e))
+            print("after", loud.greet("after"))
+            [checker] = manager.load_plugins({str(checker_lib)!r}, Checker)
+            ffi, fns, _ = _checker_functions(checker)
+            print("count", fns["count"](fns["instance"], b"boom"))
+            raw = fns["raw"](fns["instance"], b"boom")
+            print("raw", raw.data == ffi.NULL, raw.len)
+            print("unmapped", manager.unload_by_path({str(checker_lib)!r}).unmapped)
+    """
+    proc = run_isolated(code, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [
+        "greet PluginCallError True True",
+        "after HELLO, after!",
+        "count 0",
+        "raw True 0",
+        "unmapped True",
+    ]
 
 
 def test_a_throwing_constructor_is_a_maker_returning_null(compile_plugin: CompilePlugin, checker_include: Path) -> None:
