@@ -30,6 +30,8 @@ from plugin_interface import (
     Bool,
     Buffer,
     CStr,
+    Drop,
+    Handle,
     MakerReturnedNullError,
     MutArray,
     MutBuffer,
@@ -363,3 +365,25 @@ def test_two_traits_and_keywords_in_one_module_compile_warning_free(tmp_path: Pa
         assert set(handles) == {"Keywords", "Kitchen"}
         assert handles["Keywords"].is_plugin_owned and not handles["Kitchen"].is_plugin_owned
         assert manager.unload_by_path(out) == {"Keywords": 1, "Kitchen": 1}
+
+
+class Session:
+    """The kind of object Sessions hands out."""
+
+
+@declare_trait(version=1)
+class Sessions(Protocol):
+    """Handle and Drop, which the Rust generator does not convert yet."""
+
+    def open(self) -> Handle[Session]:
+        """A plugin-side object."""
+        ...
+
+    def close(self, session: Drop[Session]) -> None:
+        """Destroys it."""
+        ...
+
+
+def test_markers_the_generator_does_not_convert_yet_are_refused_by_name() -> None:
+    with pytest.raises(ValueError, match=r"Sessions.open: the Rust generator does not support Handle\[Session\] yet"):
+        generate_rust_module([Sessions])

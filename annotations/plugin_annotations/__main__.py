@@ -73,7 +73,11 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
-        stale = write_rust_module(args.output, specs, module=args.module, targets=args.targets, check=args.check)
+        try:
+            stale = write_rust_module(args.output, specs, module=args.module, targets=args.targets, check=args.check)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         if stale:
             print(f"{'stale' if args.check else 'wrote'}: {args.output}")
         return 1 if (args.check and stale) else 0

@@ -143,7 +143,8 @@ def _cplusplus_helpers(spec: TraitSpec) -> list[str]:
         if m.returns.kind is TypeKind.STATUS:
             args = args[:-1]  # char **error: the class reports errors by throwing
         entries.append(
-            f"    X(ctx, {m.name}, {_CXX_KINDS[m.returns.kind]}, {ret}, ({', '.join(m.c_params)}), ({', '.join(args)}))"
+            f"    X(ctx, {m.name}, {_CXX_KINDS.get(m.returns.kind, 'SCALAR')}, {ret}, "
+            f"({', '.join(m.c_params)}), ({', '.join(args)}))"
         )
     return [
         f"/* C++: {spec.vtable_name} without its size, for PLUGIN_IMPL (see plugin_annotations.h). */",
@@ -162,7 +163,8 @@ def _cplusplus_helpers(spec: TraitSpec) -> list[str]:
     ]
 
 
-#: The result kinds PLUGIN_CLASS's thunks know (plugin_annotations.hpp: plugin::detail::call_<KIND>).
+#: The result kinds PLUGIN_CLASS's thunks know (plugin_annotations.hpp: plugin::detail::call_<KIND>);
+#: any other (a Handle's ``void *``) is passed on as a scalar, 0 (NULL) when the method throws.
 _CXX_KINDS = {
     TypeKind.SCALAR: "SCALAR",
     TypeKind.OWNEDSTR: "OWNEDSTR",
