@@ -3,7 +3,10 @@ and a thread-leak check (watchdog's tests/conftest.py does the same)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,12 +16,37 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from plugin_annotations import PluginSpec, build_plugins
+from plugin_annotations import PluginSpec, build_plugins, load_plugin_spec
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "native_plugins"
 TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
 WERROR = ["-Werror"]
+#: CI must run every language's tests: there a missing compiler fails instead of skipping.
+IN_CI = bool(os.environ.get("CI"))
+#: The file suffix of a single-source plugin, by language.
+SUFFIXES = {"c": ".c", "cpp": ".cpp", "rust": ".rs"}
+#: The languages the core tests run over: native_plugins/<language>_greeter are twins.
+LANGUAGES = ("c", "cpp", "rust")
+
+
+def require_tool(command: str, what: str) -> str:
+    """The path of ``command``; skips the test when it is missing (fails under CI, which must run it)."""
+    found = shutil.which(command)
+    if found is None:
+        message = f"{command!r} is not installed: the {what} tests need it"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI (CI={os.environ['CI']!r}) must run them")
+        pytest.skip(f"{message} (CI runs them)")
+    return found
+
+
+def require_language(language: str) -> None:
+    """Skip (outside CI) a test whose plugins are in ``language`` when its compiler is missing."""
+    if language == "cpp":
+        require_tool(shlex.split(os.environ.get("CXX", "g++"))[0], "C++")
+    elif language == "rust":
+        require_tool(shlex.split(os.environ.get("RUSTC", "rustc"))[0], "Rust")
 
 
 @pytest.fixture(scope="session")
@@ -40,16 +68,48 @@ def test_plugins(build_root: Path) -> dict[str, Path]:
 
 
 CompilePlugin = Callable[..., Path]
+LanguageGreeter = Callable[..., Path]
+
+
+@pytest.fixture(params=LANGUAGES)
+def language(request: pytest.FixtureRequest) -> str:
+    """Each of C, C++ and Rust in turn (skipped outside CI where its compiler is missing)."""
+    value: str = request.param
+    require_language(value)
+    return value
+
+
+@pytest.fixture(scope="session")
+def language_greeter(build_root: Path) -> LanguageGreeter:
+    """``language_greeter(language, host_owned=False)``: native_plugins/<language>_greeter built
+    once (with ``NO_AGGREGATE`` for the host-owned path): English, French and Counting, alike in
+    every language."""
+    built: dict[tuple[str, bool], Path] = {}
+
+    def build(language: str, host_owned: bool = False) -> Path:
+        require_language(language)
+        if (language, host_owned) not in built:
+            spec = load_plugin_spec(EXAMPLES / f"{language}_greeter")
+            if host_owned:
+                spec = dataclasses.replace(spec, name=f"{spec.name}_host_owned", defines=("NO_AGGREGATE",))
+            built[language, host_owned] = build_plugins([spec], build_root / "languages", extra_cflags=WERROR).outputs[
+                spec.name
+            ]
+        return built[language, host_owned]
+
+    return build
 
 
 @pytest.fixture(scope="session")
 def compile_plugin(build_root: Path) -> CompilePlugin:
     """Compile C source text into a plugin library; returns its path.
 
-    ``compile_plugin(name, source, defines=(), out_dir=None, include_dirs=())``: ``source`` is
-    one C file's text (or a dict of file name -> text; ``.h`` files are written
-    next to the sources, where they shadow installed headers, and not compiled).  Each call builds into
-    its own directory, so tests can make many versions of "the same" plugin.
+    ``compile_plugin(name, source, defines=(), out_dir=None, include_dirs=(), language="c",
+    restrict_exports=None, cflags=())``: ``source`` is one file's text in ``language`` (or a dict
+    of file name -> text; ``.h``/``.hpp`` files are written next to the sources, where they shadow
+    installed headers, and not compiled; a Rust crate's root comes first).  The language follows
+    the sources' suffixes unless given.  Each call builds into its own directory, so tests can
+    make many versions of "the same" plugin.
     """
     counter = iter(range(1_000_000))
 
@@ -59,19 +119,27 @@ def compile_plugin(build_root: Path) -> CompilePlugin:
         defines: tuple[str, ...] = (),
         out_dir: Path | None = None,
         include_dirs: tuple[Path, ...] = (),
+        language: str = "",
+        restrict_exports: bool | None = None,
+        cflags: tuple[str, ...] = (),
     ) -> Path:
         src_dir = build_root / "src" / f"{name}-{next(counter)}"
         src_dir.mkdir(parents=True)
-        files = source if isinstance(source, dict) else {f"{name}.c": source}
+        files = source if isinstance(source, dict) else {f"{name}{SUFFIXES[language or 'c']}": source}
         for fname, text in files.items():
+            (src_dir / fname).parent.mkdir(parents=True, exist_ok=True)
             (src_dir / fname).write_text(textwrap.dedent(text))
         spec = PluginSpec(
             name=name,
             directory=src_dir,
-            sources=tuple(src_dir / f for f in files if not f.endswith(".h")),
+            sources=tuple(src_dir / f for f in files if not f.endswith((".h", ".hpp", ".toml"))),
             defines=defines,
             include_dirs=tuple(include_dirs),
+            language=language,
+            restrict_exports=restrict_exports,
+            cflags=cflags,
         )
+        require_language(spec.source_language)
         out = out_dir or (src_dir / "out")
         return build_plugins([spec], out, extra_cflags=WERROR).outputs[name]
 

@@ -4,6 +4,7 @@ CC/CFLAGS, compiler errors with their output, and malformed plugin.toml."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -135,3 +136,64 @@ def test_cflags_from_the_environment_reach_the_compiler(tmp_path: Path, monkeypa
     monkeypatch.setenv("CFLAGS", "-DFROM_CFLAGS")
     with pytest.raises(BuildError, match="CFLAGS reached the compiler"):
         build_plugins(tmp_path, tmp_path / "out")  # the flag change alone forces the rebuild
+
+
+# ---- languages: C++ and Rust through the same builder --------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "language", "source", "sentence"),
+    [
+        ("CXX", "cpp", "x.cpp", "no C++ compiler found: 'no-such-cxx' is not on PATH; install g++ or clang++"),
+        ("RUSTC", "rust", "x.rs", "no Rust compiler found: 'no-such-cxx' is not on PATH; install Rust"),
+    ],
+)
+def test_a_missing_cpp_or_rust_compiler_is_one_clear_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, language: str, source: str, sentence: str
+) -> None:
+    src = tmp_path / "p"
+    src.mkdir()
+    (src / "plugin.toml").write_text(f'name = "p"\nlanguage = "{language}"\nsources = ["{source}"]\n')
+    (src / source).write_text("")
+    monkeypatch.setenv(variable, "no-such-cxx")
+    with pytest.raises(CompilerNotFoundError, match=re.escape(sentence)) as exc:
+        build_plugins(tmp_path, tmp_path / "out")
+    assert exc.value.language == language and exc.value.compiler == "no-such-cxx"
+    assert "\n" not in str(exc.value)
+    # optional = true: skipped with that sentence as the reason; the others still build.
+    (src / "plugin.toml").write_text(f'name = "p"\nlanguage = "{language}"\nsources = ["{source}"]\noptional = true\n')
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "plugin.toml").write_text('name = "c"\nsources = ["c.c"]\n')
+    (tmp_path / "c" / "c.c").write_text("int c_plugin_value(void) { return 1; }\n")
+    result = build_plugins(tmp_path, tmp_path / "out")
+    assert result.built == ["c"] and list(result.skipped) == ["p"]
+    assert result.skipped["p"].startswith(sentence.split(";")[0])
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('name = "x"\nsources = ["x.c"]\nlanguage = "go"\n', "language must be one of 'c', 'cpp', 'rust', not 'go'"),
+        ('name = "x"\nsources = ["x.c"]\nrestrict_exports = "yes"\n', "restrict_exports must be true or false"),
+        ('name = "x"\nsources = ["x.c"]\noptional = 1\n', "optional must be true or false"),
+    ],
+)
+def test_malformed_language_keys(tmp_path: Path, toml: str, message: str) -> None:
+    (tmp_path / "plugin.toml").write_text(toml)
+    (tmp_path / "x.c").write_text("int x;\n")
+    with pytest.raises(PluginSpecError, match=message):
+        load_plugin_spec(tmp_path)
+
+
+def test_the_language_follows_the_sources_and_cpp_exports_only_plugin_symbols(tmp_path: Path) -> None:
+    from plugin_annotations import language_of
+
+    assert language_of([Path("a.c")]) == "c"
+    assert language_of([Path("a.c"), Path("b.cpp")]) == "cpp"
+    assert language_of([Path("lib.rs"), Path("abi.rs")]) == "rust"
+    (tmp_path / "plugin.toml").write_text('name = "x"\nsources = ["x.cc"]\n')
+    (tmp_path / "x.cc").write_text("")
+    spec = load_plugin_spec(tmp_path)
+    assert spec.source_language == "cpp" and spec.exports_restricted
+    (tmp_path / "plugin.toml").write_text('name = "x"\nsources = ["x.cc"]\nrestrict_exports = false\n')
+    assert not load_plugin_spec(tmp_path).exports_restricted

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import IN_CI
 from plugin_host.cli import main
 
 
@@ -18,9 +19,15 @@ def test_demo_builds_loads_calls_and_unloads(tmp_path: Path, capsys: pytest.Capt
         assert expected in out
     lines = [line.split() for line in out.splitlines()]
     greeters = [row for row in lines if row[:1] == ["libgreeters.so"]]
-    assert len(greeters) == 3 and all(row[-1] == "3" for row in greeters)
+    assert len(greeters) == 3 and all(row[-2:] == ["3", "unmapped"] for row in greeters)
     host_owned = [row for row in lines if row[:1] == ["libhost_owned.so"]]
     assert [row[3] for row in host_owned] == ["host", "host"]
+    # The C++ and Rust greeters answer as the C one does (where their compilers are; CI has both).
+    for lib in ("libc_greeter.so", "libcpp_greeter.so", "librust_greeter.so"):
+        rows = [row for row in lines if row[:1] == [lib]]
+        if rows or lib == "libc_greeter.so" or IN_CI:
+            assert sorted(row[2] for row in rows) == ["Counting", "English", "French"], lib
+            assert all(row[-2:] == ["3", "unmapped"] for row in rows), lib
     # A second run finds everything up to date and compiles nothing.
     assert main(["demo", "--build-dir", str(tmp_path)]) == 0
     assert "all up to date" in capsys.readouterr().out

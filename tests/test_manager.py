@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import TEST_PLUGINS, CompilePlugin, mapped_paths
+from conftest import TEST_PLUGINS, CompilePlugin, LanguageGreeter, mapped_paths
 from plugin_host import (
+    LibraryStillMappedWarning,
     PluginManager,
     PluginTrait,
     get_unmaker_counter,
@@ -29,6 +30,7 @@ from plugin_interface import (
     MakerReturnedNullError,
     NoPluginSymbolsError,
     NotASharedLibraryError,
+    PluginCallError,
     PluginError,
     PluginLoadErrors,
     PluginUnloadedError,
@@ -359,12 +361,15 @@ def test_directory_with_a_bad_plugin_loads_the_good_ones(
     assert sorted(Path(e.path or "").name for e in errors) == ["libbroken.so", "libundefined_symbol.so"]
     assert {type(e) for e in errors} == {NotASharedLibraryError, LibraryLoadError}
     # Without an error list the failures are raised together, the good ones stay loaded.
-    with PluginManager() as other:
-        with pytest.raises(PluginLoadErrors, match="2 plugin file") as exc:
-            other.load_plugins(tmp_path, PluginTrait.Greeter)
-        assert len(exc.value.loaded) == 2
-        assert len(other.handles) == 2
-        assert [p.greet("z") for h in other.handles for p in h.proxies()]
+    # ... and closing it leaves the files mapped for the first manager, which the host notices.
+    with pytest.warns(LibraryStillMappedWarning, match="cannot unload: another handle is still open") as caught:
+        with PluginManager() as other:
+            with pytest.raises(PluginLoadErrors, match="2 plugin file") as exc:
+                other.load_plugins(tmp_path, PluginTrait.Greeter)
+            assert len(exc.value.loaded) == 2
+            assert len(other.handles) == 2
+            assert [p.greet("z") for h in other.handles for p in h.proxies()]
+    assert len(caught) == 2
 
 
 def test_unknown_trait_name(manager: PluginManager, example_plugins: dict[str, Path]) -> None:
@@ -480,3 +485,79 @@ def test_a_set_released_out_of_band_does_not_poison_the_manager(
     manager.close()  # and again: nothing left, nothing raised
     with pytest.raises(AlreadyReleasedError):
         unload_trait(a.library, a.registration_set)  # a second release by the caller is still refused
+
+
+# ---- the core, in every language: C, C++ and Rust plugins alike -----------------------
+# native_plugins/{c,cpp,rust}_greeter are twins: English, French and Counting (a static call
+# counter); built with NO_AGGREGATE they take the host-owned path.
+
+GREETINGS = {"English": "Hello, Ada!", "French": "Bonjour, Ada!", "Counting": "call 1, Ada"}
+
+
+@pytest.mark.parametrize("host_owned", [False, True], ids=["plugin-owned", "host-owned"])
+def test_both_ownership_paths_and_counters_in_every_language(
+    language: str, language_greeter: LanguageGreeter, tmp_path: Path, host_owned: bool
+) -> None:
+    lib = shutil.copy(language_greeter(language, host_owned), tmp_path / f"lib{language}_greeter.so")
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+        assert handle.is_plugin_owned is not host_owned
+        assert sorted(handle.type_names) == sorted(GREETINGS)
+        assert {p.type_name: p.greet("Ada") for p in handle.proxies()} == GREETINGS  # type: ignore[attr-defined]
+        assert handle.get_unmaker_counter() == 0
+        result = manager.unload_by_path(lib)
+    assert result == {"Greeter": 3} and result.unmapped
+
+
+def test_double_release_and_use_after_unload_in_every_language(
+    language: str, language_greeter: LanguageGreeter, tmp_path: Path
+) -> None:
+    lib = shutil.copy(language_greeter(language), tmp_path / f"lib{language}_greeter.so")
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+        proxy = handle.proxy("English")
+        regset = handle.registration_set
+        assert handle.unload() == 3
+        with pytest.raises(AlreadyReleasedError, match="already released") as exc:
+            regset.release()
+        assert exc.value.symbol == "plugin_register_all_Greeter_v1"
+        with pytest.raises(AlreadyReleasedError):
+            handle.unload()
+        with pytest.raises(PluginUnloadedError, match="has been unloaded") as unloaded:
+            proxy.greet("Ada")  # type: ignore[attr-defined]
+        assert unloaded.value.path == str(lib)
+        with pytest.raises(PluginUnloadedError):
+            handle.get_unmaker_counter()
+        assert not manager.is_loaded(lib)
+
+
+def test_unmapped_after_unload_and_fresh_static_state_on_reload_in_every_language(
+    language: str, language_greeter: LanguageGreeter, tmp_path: Path
+) -> None:
+    lib = shutil.copy(language_greeter(language), tmp_path / f"lib{language}_greeter.so")
+    for _ in range(3):
+        with PluginManager() as manager:
+            [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+            counting = handle.proxy("Counting")
+            assert [counting.greet(n) for n in "ab"] == ["call 1, a", "call 2, b"]  # type: ignore[attr-defined]
+            assert str(lib) in mapped_paths()
+            assert manager.unload_by_path(lib).unmapped
+            assert handle.unload_warning is None
+        assert str(lib) not in mapped_paths()
+
+
+def test_a_failing_method_is_contained_in_every_language(
+    language: str, language_greeter: LanguageGreeter, tmp_path: Path
+) -> None:
+    """C++ throws and Rust panics on an empty name; C answers it.  Either way the host goes on."""
+    lib = shutil.copy(language_greeter(language), tmp_path / f"lib{language}_greeter.so")
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+        counting = handle.proxy("Counting")
+        if language == "c":
+            assert counting.greet("") == "call 1, "  # type: ignore[attr-defined]
+        else:
+            with pytest.raises(PluginCallError, match="Greeter.Counting.greet returned NULL"):
+                counting.greet("")  # type: ignore[attr-defined]
+        assert counting.greet("b").endswith(", b")  # type: ignore[attr-defined]
+        assert manager.unload_by_path(lib).unmapped

@@ -1,4 +1,4 @@
-"""``python -m plugin_annotations``: headers, compile flags, builds."""
+"""``python -m plugin_annotations``: headers, Rust modules, compile flags, builds."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 from . import BuildError, build_plugins, get_include_dirs, write_trait_headers
-from ._headers import traits_of
+from ._headers import rust_traits_of, traits_of
+from ._rust import write_rust_module
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,17 @@ def main(argv: list[str] | None = None) -> int:
     h.add_argument(
         "targets", nargs="*", metavar="MODULE[:TRAIT]", help="modules whose traits to write (default: built-in)"
     )
+    r = sub.add_parser(
+        "rust",
+        help="generate a dependency-free Rust module for traits",
+        description="The #[repr(C)] types, vtables, descriptors, embedded declarations and the plugin_impl!, "
+        "plugin_aggregates! and plugin_unmaker_counter! macros of the traits MODULE declares (MODULE:TRAIT: "
+        "that one, also one the module imports, e.g. plugin_interface:Greeter), in one file for the crate root.",
+    )
+    r.add_argument("targets", nargs="+", metavar="MODULE[:TRAIT]", help="where the traits are declared")
+    r.add_argument("-o", "--output", metavar="FILE.rs", required=True, help="the module to write")
+    r.add_argument("--module", help="its name at the crate root (default: the file's stem)")
+    r.add_argument("--check", action="store_true", help="exit 1 if the file is stale (write nothing)")
     b = sub.add_parser("build", help="build every plugin directory under ROOT")
     b.add_argument("root")
     b.add_argument("build_dir")
@@ -55,6 +67,20 @@ def main(argv: list[str] | None = None) -> int:
         for path in changed:
             print(f"{'stale' if args.check else 'wrote'}: {path}")
         return 1 if (args.check and changed) else 0
+    if args.command == "rust":
+        try:
+            specs = [spec for target in args.targets for spec in rust_traits_of(target)]
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        try:
+            stale = write_rust_module(args.output, specs, module=args.module, targets=args.targets, check=args.check)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        if stale:
+            print(f"{'stale' if args.check else 'wrote'}: {args.output}")
+        return 1 if (args.check and stale) else 0
     if args.command == "build":
         try:
             result = build_plugins(args.root, args.build_dir, force=args.force)

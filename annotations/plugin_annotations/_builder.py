@@ -1,10 +1,16 @@
-"""Build plugin libraries from C sources through setuptools' compiler abstraction.
+"""Build plugin libraries from C, C++ or Rust sources.
 
-The compiler honours ``CC``, ``CFLAGS`` and ``LDSHARED`` like any setuptools
-build.  Plugins are built in parallel, incrementally (a no-op rebuild compiles
-nothing), and published atomically with :func:`os.replace`, so a host that has
-the previous build loaded keeps running (overwriting a mapped library in place
-crashes the process that mapped it).
+C goes through setuptools' compiler abstraction and honours ``CC``,
+``CFLAGS`` and ``LDSHARED`` like any setuptools build; C++ through the same
+abstraction with the C++ compiler (``CXX``, ``CXXFLAGS``, ``LDFLAGS``; default
+the one Python was built with, else ``g++``); Rust with ``rustc --crate-type
+cdylib`` (``RUSTC``, ``RUSTFLAGS``), or ``cargo build --offline --release``
+when the plugin directory has a ``Cargo.toml`` (which may declare no
+dependencies: no crate registry is assumed reachable).  Plugins are built
+in parallel, incrementally (a no-op rebuild compiles nothing), and published
+atomically with :func:`os.replace`, so a host that has the previous build
+loaded keeps running (overwriting a mapped library in place crashes the
+process that mapped it).
 
 A plugin is described by a ``plugin.toml`` next to its sources::
 
@@ -13,6 +19,28 @@ A plugin is described by a ``plugin.toml`` next to its sources::
     defines = ["GREETING=1"]          # optional, NAME or NAME=VALUE
     include_dirs = ["include"]        # optional, relative to the plugin dir (private)
     cflags = ["-O2"]                  # optional, appended to the compile line
+    language = "cpp"                  # optional: "c", "cpp" or "rust"; default from
+                                      # the sources' suffixes (.rs: rust, .cpp/.cc/.cxx: cpp)
+    restrict_exports = true           # optional: export only plugin_* (and `exports`);
+                                      # default true for C++, false for C
+    exports = ["mylib_*"]             # optional: more names (globs) to export when restricted
+    optional = true                   # optional: where the language's compiler is missing,
+                                      # skip the plugin (BuildResult.skipped says why)
+
+Exports and unloading: a C++ library exports, besides its own symbols, the
+inline and template symbols of the standard library it instantiates; g++
+marks some of them ``STB_GNU_UNIQUE`` (static locals of inline functions,
+template static members), and glibc never unloads a library that has one:
+``dlclose`` leaves it mapped, with its static state.  So C++ plugins are
+compiled with ``-fvisibility=hidden -fvisibility-inlines-hidden`` and linked
+with a version script that exports ``plugin_*`` only (on macOS
+``-exported_symbol _plugin_*``); the host verifies every unload and says why a
+library stayed mapped (``plugin_host.LibraryStillMappedWarning``).  Rust
+``cdylib`` output already exports only ``#[no_mangle]``/``export_name``
+items (rustc writes its own version script).  A Rust plugin is one crate:
+``sources[0]`` is the crate root, the other sources its modules (tracked for
+rebuilds); ``defines`` become ``--cfg`` options, and ``-Werror`` among the
+extra flags becomes ``-D warnings``.
 
 Plugins that use each other form a build graph; these keys (all optional)
 describe it::
@@ -56,8 +84,11 @@ import hashlib
 import importlib
 import json
 import os
+import shlex
 import shutil
+import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import tomllib
@@ -66,12 +97,15 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from plugin_interface import PluginError, library_filename
 from plugin_interface import get_include as interface_include
 
 __all__ = [
+    "DEFAULT_CXXFLAGS",
+    "DEFAULT_RUSTFLAGS",
+    "LANGUAGES",
     "BuildError",
     "BuildResult",
     "CompilerNotFoundError",
@@ -84,13 +118,32 @@ __all__ = [
     "discover_plugins",
     "get_include",
     "get_include_dirs",
+    "language_of",
     "load_plugin_spec",
 ]
 
 #: Flags every plugin is compiled with (on top of the compiler's defaults).
 DEFAULT_CFLAGS = ("-std=c11", "-Wall", "-Wextra", "-fPIC", "-fvisibility=hidden")
+#: Flags every C++ plugin is compiled with (a later ``-std=`` in ``cflags`` wins).
+DEFAULT_CXXFLAGS = (
+    "-std=c++17",
+    "-Wall",
+    "-Wextra",
+    "-fPIC",
+    "-fvisibility=hidden",
+    "-fvisibility-inlines-hidden",
+)
+#: Options every Rust plugin is compiled with (``rustc`` without Cargo).
+DEFAULT_RUSTFLAGS = ("--edition", "2021", "-C", "opt-level=2")
+#: The languages a plugin.toml may name.
+LANGUAGES = ("c", "cpp", "rust")
+_CXX_SUFFIXES = (".cpp", ".cc", ".cxx", ".C", ".c++")
 SPEC_FILE = "plugin.toml"
 _SPEC_KEYS = {
+    "optional",
+    "language",
+    "restrict_exports",
+    "exports",
     "name",
     "sources",
     "defines",
@@ -134,16 +187,27 @@ class BuildError(PluginError):
 
 
 class CompilerNotFoundError(BuildError):
-    """No C compiler: said in one sentence, not a traceback."""
+    """No compiler for a plugin's language: said in one sentence, not a traceback.
 
-    def __init__(self, compiler: str) -> None:
-        msg = (
-            f"no C compiler found: {compiler!r} is not on PATH; install gcc or clang "
-            "(e.g. `apt-get install gcc`) or set CC to your compiler"
-        )
+    :ivar compiler: the command that is missing.
+    :ivar language: ``"c"``, ``"cpp"`` or ``"rust"``.
+    """
+
+    _ADVICE: ClassVar[dict[str, tuple[str, str]]] = {
+        "c": ("C", "install gcc or clang (e.g. `apt-get install gcc`) or set CC to your compiler"),
+        "cpp": ("C++", "install g++ or clang++ (e.g. `apt-get install g++`) or set CXX to your compiler"),
+        "rust": ("Rust", "install Rust (rustup, or `apt-get install rustc`) or set RUSTC to your compiler"),
+        "cargo": ("Rust", "install cargo (rustup, or `apt-get install cargo`), or build without a Cargo.toml"),
+    }
+
+    def __init__(self, compiler: str, language: str = "c") -> None:
+        name, advice = self._ADVICE.get(language, self._ADVICE["c"])
+        msg = f"no {name} compiler found: {compiler!r} is not on PATH; {advice}"
         PluginError.__init__(self, msg)
         self.plugin = ""
         self.output = ""
+        self.compiler = compiler
+        self.language = "rust" if language == "cargo" else language
 
 
 class PluginSpecError(PluginError):
@@ -191,6 +255,11 @@ class PluginSpec:
     :ivar link_deps: plugins this one links to (built before it).
     :ivar interface_deps: plugins whose interface this one uses, without linking.
     :ivar no_link: dependants never link to this plugin; they load it explicitly.
+    :ivar language: ``"c"``, ``"cpp"`` or ``"rust"``.
+    :ivar restrict_exports: export only ``plugin_*`` and :attr:`exports`
+        (``None``: the language's default, true for C++ only).
+    :ivar exports: more exported names (glob patterns) when restricted.
+    :ivar optional: skip it (see :attr:`BuildResult.skipped`) where its language has no compiler.
     """
 
     name: str
@@ -204,11 +273,39 @@ class PluginSpec:
     link_deps: tuple[str, ...] = ()
     interface_deps: tuple[str, ...] = ()
     no_link: bool = False
+    language: str = ""
+    restrict_exports: bool | None = None
+    exports: tuple[str, ...] = ()
+    optional: bool = False
 
     @property
     def library_filename(self) -> str:
         """The platform's file name of the built library."""
         return library_filename(self.name)
+
+    @property
+    def source_language(self) -> str:
+        """:attr:`language`, or the one the sources' suffixes say (``.rs``: rust, C++ suffixes: cpp, else c)."""
+        if self.language:
+            return self.language
+        return language_of(self.sources)
+
+    @property
+    def exports_restricted(self) -> bool:
+        """Whether the link exports only ``plugin_*`` (and :attr:`exports`)."""
+        if self.restrict_exports is not None:
+            return self.restrict_exports
+        return self.source_language == "cpp"
+
+
+def language_of(sources: Iterable[Path]) -> str:
+    """The language a list of sources is in: ``rust`` if any is ``.rs``, ``cpp`` if any is C++, else ``c``."""
+    suffixes = {src.suffix for src in sources}
+    if ".rs" in suffixes:
+        return "rust"
+    if suffixes & set(_CXX_SUFFIXES):
+        return "cpp"
+    return "c"
 
 
 @dataclass
@@ -218,11 +315,14 @@ class BuildResult:
     :ivar outputs: every plugin's library path, by plugin name.
     :ivar built: the plugins that were (re)built; empty on a no-op rebuild.
     :ivar compiled: the sources that were compiled.
+    :ivar skipped: ``optional`` plugins not built, with the reason (no compiler for
+        their language, or a link dependency skipped).
     """
 
     outputs: dict[str, Path] = field(default_factory=dict)
     built: list[str] = field(default_factory=list)
     compiled: list[Path] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def _str_list(data: dict[str, object], key: str, path: Path) -> tuple[str, ...]:
@@ -278,6 +378,16 @@ def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
     no_link = data.get("no_link", False)
     if not isinstance(no_link, bool):
         raise PluginSpecError(f"{path}: no_link must be true or false", path=path)
+    language = data.get("language", "")
+    if language not in ("", *LANGUAGES):
+        msg = f"{path}: language must be one of {', '.join(map(repr, LANGUAGES))}, not {language!r}"
+        raise PluginSpecError(msg, path=path)
+    restrict = data.get("restrict_exports")
+    if restrict is not None and not isinstance(restrict, bool):
+        raise PluginSpecError(f"{path}: restrict_exports must be true or false", path=path)
+    optional = data.get("optional", False)
+    if not isinstance(optional, bool):
+        raise PluginSpecError(f"{path}: optional must be true or false", path=path)
     return PluginSpec(
         name=name,
         directory=directory,
@@ -290,6 +400,10 @@ def load_plugin_spec(directory: str | os.PathLike[str]) -> PluginSpec:
         link_deps=_name_list(data, "link_deps", path),
         interface_deps=_name_list(data, "interface_deps", path),
         no_link=no_link,
+        language=str(language),
+        restrict_exports=restrict,
+        exports=_str_list(data, "exports", path),
+        optional=optional,
     )
 
 
@@ -299,20 +413,47 @@ def discover_plugins(root: str | os.PathLike[str]) -> list[PluginSpec]:
     return sorted(specs, key=lambda s: s.name)
 
 
-def _new_compiler() -> Any:
+def _new_compiler(language: str = "c") -> Any:
     # setuptools replaces the deprecated stdlib distutils; importing it first
     # makes `distutils` resolve to its maintained copy (and avoids the stdlib
     # module's DeprecationWarning).  Keep this order.
     importlib.import_module("setuptools")
-    from distutils import ccompiler, sysconfig
+    from distutils import ccompiler
+    from distutils import sysconfig as dsysconfig
 
     with _distutils_lock:  # customize_compiler reads global sysconfig state
         cc: Any = ccompiler.new_compiler()
-        sysconfig.customize_compiler(cc)
+        dsysconfig.customize_compiler(cc)
+    if language == "cpp":
+        # Every setuptools version compiles .cpp with compiler_so (older) or
+        # compiler_so_cxx (newer): set both to the C++ compiler, and link with it.
+        cxx = _cxx_command()
+        compile_cmd = [*cxx, *shlex.split(os.environ.get("CXXFLAGS", "")), "-fPIC"]
+        link_cmd = [*cxx, "-shared", *shlex.split(os.environ.get("LDFLAGS", ""))]
+        wanted = {
+            "compiler_so": compile_cmd,
+            "compiler_so_cxx": compile_cmd,
+            "linker_so": link_cmd,
+            "linker_so_cxx": link_cmd,
+        }
+        cc.set_executables(**{k: v for k, v in wanted.items() if k in cc.executables})
     cc.spawn = _spawn_capturing
     if hasattr(cc, "call"):
         cc.call = _spawn_capturing
     return cc
+
+
+def _cxx_command() -> list[str]:
+    """The C++ compiler: ``CXX``, else the one Python was built with, else ``g++``."""
+    return shlex.split(os.environ.get("CXX") or sysconfig.get_config_var("CXX") or "g++")
+
+
+def _rustc_command() -> list[str]:
+    return shlex.split(os.environ.get("RUSTC") or "rustc")
+
+
+def _cargo_command() -> list[str]:
+    return shlex.split(os.environ.get("CARGO") or "cargo")
 
 
 def _spawn_capturing(cmd: list[str], **_: object) -> None:
@@ -338,10 +479,22 @@ def _spawn_capturing(cmd: list[str], **_: object) -> None:
         raise CompilerFailed(f"{' '.join(cmd)}\n{output}")
 
 
-def _check_compiler(cc: object) -> None:
+def _check_compiler(cc: object, language: str = "c") -> None:
     exe = getattr(cc, "compiler_so", None) or getattr(cc, "compiler", None) or ["cc"]
     if not shutil.which(exe[0]):
-        raise CompilerNotFoundError(exe[0])
+        raise CompilerNotFoundError(exe[0], language)
+
+
+def _check_toolchain(spec: PluginSpec) -> None:
+    """Raise :class:`CompilerNotFoundError` when ``spec``'s language has no compiler here."""
+    language = spec.source_language
+    if language == "rust":
+        cargo = _cargo_manifest(spec) is not None
+        exe = (_cargo_command() if cargo else _rustc_command())[0]
+        if not shutil.which(exe):
+            raise CompilerNotFoundError(exe, "cargo" if cargo else "rust")
+    else:
+        _check_compiler(_new_compiler(language), language)
 
 
 def _macros(defines: Iterable[str]) -> list[tuple[str, str | None]]:
@@ -355,15 +508,36 @@ def _macros(defines: Iterable[str]) -> list[tuple[str, str | None]]:
 def _headers_mtime(dirs: Iterable[Path]) -> float:
     newest = 0.0
     for d in dirs:
-        for h in d.rglob("*.h") if d.is_dir() else ():
-            newest = max(newest, h.stat().st_mtime)
+        for pattern in ("*.h", "*.hpp") if d.is_dir() else ():
+            for h in d.rglob(pattern):
+                newest = max(newest, h.stat().st_mtime)
     return newest
 
 
-def _link_flags(spec: PluginSpec) -> list[str]:
+def _export_patterns(spec: PluginSpec) -> list[str]:
+    return ["plugin_*", *spec.exports]
+
+
+def _version_script(spec: PluginSpec) -> str:
+    """A GNU ld version script that exports ``plugin_*`` (and ``spec.exports``) and hides the rest.
+
+    Hiding is what makes a C++ library unloadable: the ``STB_GNU_UNIQUE``
+    symbols g++ gives libstdc++'s inline statics become local, and glibc only
+    refuses to unload a library with *exported* unique symbols.
+    """
+    globs = "".join(f"    {pattern};\n" for pattern in _export_patterns(spec))
+    return f"{{\n  global:\n{globs}  local:\n    *;\n}};\n"
+
+
+def _link_flags(spec: PluginSpec, obj_dir: Path | None = None) -> list[str]:
     flags: list[str] = []
     if sys.platform.startswith("linux"):
         flags.append("-Wl,-z,start-stop-visibility=hidden")
+    if spec.exports_restricted and obj_dir is not None:
+        if sys.platform == "darwin":
+            flags += [f"-Wl,-exported_symbol,_{pattern}" for pattern in _export_patterns(spec)]
+        elif sys.platform != "win32":
+            flags.append(f"-Wl,--version-script={obj_dir / 'exports.map'}")
     if sys.platform == "darwin":
         # The default install name is the -o path, a temporary file here.
         flags.append(f"-Wl,-install_name,@rpath/{spec.library_filename}")
@@ -457,8 +631,12 @@ def _build_one(
     lock: threading.Lock,
     inherited_include: Sequence[Path] = (),
 ) -> None:
-    cc = _new_compiler()
-    _check_compiler(cc)
+    language = spec.source_language
+    if language == "rust":
+        _build_rust(spec, build_dir, extra_cflags, extra_defines, force, result, lock)
+        return
+    cc = _new_compiler(language)
+    _check_compiler(cc, language)
     include_dirs = [
         spec.directory,
         *spec.public_include,
@@ -468,10 +646,11 @@ def _build_one(
         *map(Path, get_include_dirs()),
     ]
     link_libs = [build_dir / library_filename(d) for d in spec.link_deps]
-    link_flags = _link_flags(spec)
-    cflags = [*DEFAULT_CFLAGS, *spec.cflags, *extra_cflags]
-    defines = [*spec.defines, *extra_defines]
     obj_dir = build_dir / "obj" / spec.name
+    link_flags = _link_flags(spec, obj_dir)
+    defaults = DEFAULT_CXXFLAGS if language == "cpp" else DEFAULT_CFLAGS
+    cflags = [*defaults, *spec.cflags, *extra_cflags]
+    defines = [*spec.defines, *extra_defines]
     output = build_dir / spec.library_filename
     # A stamp of the command line: a change of flags rebuilds everything.
     stamp_text = json.dumps(
@@ -479,7 +658,9 @@ def _build_one(
             "cc": getattr(cc, "compiler_so", None),
             "cflags": cflags,
             "defines": defines,
-            "env": [os.environ.get(k) for k in ("CC", "CFLAGS", "LDSHARED", "LDFLAGS")],
+            "env": [os.environ.get(k) for k in ("CC", "CFLAGS", "LDSHARED", "LDFLAGS", "CXX", "CXXFLAGS")],
+            "language": language,
+            "exports": _version_script(spec) if spec.exports_restricted else None,
             "includes": [str(i) for i in include_dirs],
             "link": [*spec.link_deps, *link_flags],
         },
@@ -521,6 +702,9 @@ def _build_one(
         or output.stat().st_mtime < max(p.stat().st_mtime for p in [*map(Path, objects), *link_libs])
     ):
         tmp = output.with_name(f".{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        if spec.exports_restricted:
+            obj_dir.mkdir(parents=True, exist_ok=True)
+            (obj_dir / "exports.map").write_text(_version_script(spec))
         try:
             cc.link_shared_object(
                 objects,
@@ -528,6 +712,7 @@ def _build_one(
                 libraries=list(spec.link_deps),
                 library_dirs=[str(build_dir)] if spec.link_deps else None,
                 extra_postargs=link_flags,
+                target_lang="c++" if language == "cpp" else None,
             )
             os.replace(tmp, output)
         except Exception as e:
@@ -538,6 +723,116 @@ def _build_one(
             result.built.append(spec.name)
     with lock:
         result.compiled.extend(compiled)
+        result.outputs[spec.name] = output
+
+
+def _cargo_manifest(spec: PluginSpec) -> Path | None:
+    manifest = spec.directory / "Cargo.toml"
+    return manifest if manifest.is_file() else None
+
+
+def _cargo_library(spec: PluginSpec, manifest: Path) -> str:
+    """The library name Cargo gives the crate; refuses a manifest with dependencies.
+
+    :raises BuildError: the manifest is unreadable or declares dependencies
+        (``cargo build --offline`` could not fetch them: no crate registry is assumed).
+    """
+    try:
+        data = tomllib.loads(manifest.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise BuildError(spec.name, f"cannot read {manifest}: {e}") from e
+    sections = {key: data.get(key) for key in ("dependencies", "build-dependencies", "dev-dependencies")}
+    for target, table in (data.get("target") or {}).items():
+        if isinstance(table, dict):
+            for key in ("dependencies", "build-dependencies", "dev-dependencies"):
+                sections[f"target.{target}.{key}"] = table.get(key)
+    used = [f"[{key}] {', '.join(sorted(value))}" for key, value in sections.items() if value]
+    if used:
+        msg = (
+            f"{manifest} declares dependencies ({'; '.join(used)}); plugins build with no crates "
+            "(cargo runs --offline), so write the code in the crate or generate it "
+            "(python -m plugin_annotations rust)"
+        )
+        raise BuildError(spec.name, msg)
+    lib = data.get("lib") or {}
+    package = data.get("package") or {}
+    name = lib.get("name") or package.get("name") or spec.name
+    return str(name).replace("-", "_")
+
+
+def _rust_flags(extra_cflags: Sequence[str], defines: Sequence[str]) -> list[str]:
+    flags = shlex.split(os.environ.get("RUSTFLAGS", ""))
+    if "-Werror" in extra_cflags:
+        flags += ["-D", "warnings"]
+    for d in defines:
+        name, sep, value = d.partition("=")
+        flags += ["--cfg", f"{name}={json.dumps(value)}" if sep else name]
+    return flags
+
+
+def _build_rust(
+    spec: PluginSpec,
+    build_dir: Path,
+    extra_cflags: Sequence[str],
+    extra_defines: Sequence[str],
+    force: bool,
+    result: BuildResult,
+    lock: threading.Lock,
+) -> None:
+    """Build one Rust plugin: ``rustc --crate-type cdylib`` on ``sources[0]``, or Cargo with a Cargo.toml."""
+    _check_toolchain(spec)
+    manifest = _cargo_manifest(spec)
+    obj_dir = build_dir / "obj" / spec.name
+    output = build_dir / spec.library_filename
+    flags = _rust_flags(extra_cflags, [*spec.defines, *extra_defines])
+    if manifest is None:
+        tool = _rustc_command()
+        command = [*tool, "--crate-type", "cdylib", "--crate-name", spec.name, *DEFAULT_RUSTFLAGS, *spec.cflags]
+        command += [*flags, str(spec.sources[0])]
+        env = dict(os.environ)
+    else:
+        tool = _cargo_command()
+        library = _cargo_library(spec, manifest)
+        target_dir = obj_dir / "target"
+        command = [*tool, "build", "--offline", "--release", "--lib", "--manifest-path", str(manifest)]
+        command += ["--target-dir", str(target_dir)]
+        env = {**os.environ, "RUSTFLAGS": " ".join(flags)} if flags else dict(os.environ)
+    stamp_text = json.dumps({"command": command, "env": [os.environ.get(k) for k in ("RUSTC", "CARGO")]})
+    stamp = obj_dir / ".stamp"
+    inputs = [*spec.sources, *([manifest] if manifest else [])]
+    if (
+        not force
+        and stamp.exists()
+        and stamp.read_text() == stamp_text
+        and output.exists()
+        and output.stat().st_mtime >= max(p.stat().st_mtime for p in inputs)
+    ):
+        with lock:
+            result.outputs[spec.name] = output
+        return
+    obj_dir.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(f".{output.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    if manifest is None:
+        command += ["-o", str(tmp)]
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, env=env, cwd=spec.directory)
+    except OSError as e:
+        raise BuildError(spec.name, f"running {command[0]} failed: {e.strerror or e}") from e
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        what = f"compiling {spec.sources[0]}" if manifest is None else f"cargo build of {manifest}"
+        raise BuildError(spec.name, f"{what} failed", (proc.stdout + proc.stderr).strip())
+    if manifest is not None:
+        built = target_dir / "release" / library_filename(library)
+        if not built.is_file():
+            msg = f'cargo built no {built.name} (is crate-type = ["cdylib"] set under [lib]?)'
+            raise BuildError(spec.name, msg, (proc.stdout + proc.stderr).strip())
+        shutil.copy2(built, tmp)
+    os.replace(tmp, output)
+    stamp.write_text(stamp_text)
+    with lock:
+        result.built.append(spec.name)
+        result.compiled.extend(spec.sources)
         result.outputs[spec.name] = output
 
 
@@ -556,9 +851,11 @@ def build_plugins(
     :param build_dir: where libraries (and ``obj/``) go; created if needed.
     :param jobs: parallel builds; default: the number of CPUs.
     :param force: rebuild even what is up to date.
-    :param extra_cflags: appended to every compile line (``["-Werror"]``).
+    :param extra_cflags: appended to every C and C++ compile line (``["-Werror"]``;
+        for Rust, ``-Werror`` becomes ``-D warnings`` and the rest is ignored).
     :param defines: extra ``NAME[=VALUE]`` macros for every plugin.
-    :raises CompilerNotFoundError: when there is no C compiler.
+    :raises CompilerNotFoundError: when a plugin's language has no compiler
+        (C, C++ or Rust), in one sentence, before anything is built.
     :raises DependencyError: a dependency is unknown or a link dependency is
         ``no_link`` (:class:`DependencyCycleError` for a link cycle); nothing
         is built then.
@@ -574,7 +871,26 @@ def build_plugins(
         return result
     waiting = build_order(specs)
     by_name = {s.name: s for s in waiting}
-    _check_compiler(_new_compiler())
+    missing: dict[tuple[str, bool], CompilerNotFoundError | None] = {}
+    for spec in waiting:  # one sentence for a missing compiler, before anything builds
+        key = (spec.source_language, _cargo_manifest(spec) is not None)
+        if key not in missing:
+            try:
+                _check_toolchain(spec)
+                missing[key] = None
+            except CompilerNotFoundError as e:
+                missing[key] = e
+        no_compiler = missing[key]
+        skipped_dep = next((d for d in spec.link_deps if d in result.skipped), None)
+        if no_compiler is not None and not spec.optional:
+            raise no_compiler
+        if no_compiler is not None or skipped_dep is not None:
+            if not spec.optional:
+                raise BuildError(spec.name, f"not built: its link dependency {skipped_dep} was skipped")
+            result.skipped[spec.name] = (
+                str(no_compiler) if no_compiler is not None else f"its link dependency {skipped_dep} was skipped"
+            )
+    waiting = [spec for spec in waiting if spec.name not in result.skipped]
     errors: list[BaseException] = []
     failed: set[str] = set()
     running: dict[Future[None], str] = {}

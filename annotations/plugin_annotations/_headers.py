@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-from plugin_interface import PluginTrait, StructSpec, TraitSpec, encode_declaration, get_include, resolve_trait
+from plugin_interface import PluginTrait, StructSpec, TraitSpec, TypeKind, encode_declaration, get_include, resolve_trait
 from plugin_interface._traits import TraitLike
 
-__all__ = ["generate_trait_header", "regenerate_command", "traits_of", "write_trait_headers"]
+__all__ = ["generate_trait_header", "regenerate_command", "rust_traits_of", "traits_of", "write_trait_headers"]
 
 
 def _comment(text: str, indent: str = "") -> list[str]:
@@ -126,12 +127,70 @@ def generate_trait_header(trait: TraitLike, directory: str | os.PathLike[str] | 
         "",
         "#ifdef __cplusplus",
         "}",
+        "",
+        *_cplusplus_helpers(spec),
         "#endif",
         "",
         f"#endif /* {guard} */",
         "",
     ]
     return "\n".join(out)
+
+
+def _cplusplus_helpers(spec: TraitSpec) -> list[str]:
+    """The C++ part of a trait header: the methods without ``size``, and the vtable made from them.
+
+    PLUGIN_IMPL in a C++ unit initialises ``<T>Methods`` (designated in C++20,
+    in order in C++17) and converts it with ``plugin_vtable_<T>``, a
+    ``constexpr`` function, so the vtable is still a constant.
+    """
+    fields = []
+    for m in spec.methods:
+        ret = m.returns.c_return or "void"
+        sep = "" if ret.endswith("*") else " "
+        fields.append(f"    {ret}{sep}(*{m.name})({', '.join(m.c_params)});")
+    members = ", ".join(f"m.{m.name}" for m in spec.methods)
+    entries = []
+    for m in spec.methods:
+        ret = m.returns.c_return or "void"
+        args = [_c_name(decl) for decl in m.c_params[1:]]
+        if m.returns.kind is TypeKind.STATUS:
+            args = args[:-1]  # char **error: the class reports errors by throwing
+        entries.append(
+            f"    X(ctx, {m.name}, {_CXX_KINDS.get(m.returns.kind, 'SCALAR')}, {ret}, "
+            f"({', '.join(m.c_params)}), ({', '.join(args)}))"
+        )
+    return [
+        f"/* C++: {spec.vtable_name} without its size, for PLUGIN_IMPL (see plugin_annotations.h). */",
+        f"struct {spec.name}Methods {{",
+        *fields,
+        "};",
+        "",
+        f"static inline constexpr {spec.vtable_name} plugin_vtable_{spec.name}({spec.name}Methods m) {{",
+        f"    return {spec.vtable_name}{{sizeof({spec.vtable_name}), {members}}};",
+        "}",
+        "",
+        "/* C++: every method as X(ctx, name, result kind, C return type, (C parameters), (arguments)),",
+        " * in vtable order; PLUGIN_CLASS (plugin_annotations.hpp) makes its thunks from it. */",
+        f"#define PLUGIN_TRAIT_METHODS_{spec.name}(X, ctx) \\",
+        " \\\n".join(entries),
+    ]
+
+
+#: The result kinds PLUGIN_CLASS's thunks know (plugin_annotations.hpp: plugin::detail::call_<KIND>);
+#: any other (a Handle's ``void *``) is passed on as a scalar, 0 (NULL) when the method throws.
+_CXX_KINDS = {
+    TypeKind.SCALAR: "SCALAR",
+    TypeKind.OWNEDSTR: "OWNEDSTR",
+    TypeKind.OWNEDBYTES: "OWNEDBYTES",
+    TypeKind.STATUS: "STATUS",
+    TypeKind.VOID: "VOID",
+}
+
+
+def _c_name(declaration: str) -> str:
+    """The parameter name a C declaration ends with (``const char *name`` -> ``name``)."""
+    return re.split(r"[^A-Za-z0-9_]", declaration)[-1]
 
 
 def write_trait_headers(
@@ -189,3 +248,22 @@ def traits_of(target: str) -> list[TraitSpec]:
         what = f"trait {wanted!r}" if wanted else "traits"
         raise ValueError(f"{module_name}: declares no {what} (classes decorated with @declare_trait)")
     return found
+
+
+def rust_traits_of(target: str) -> list[TraitSpec]:
+    """:func:`traits_of`, except that ``MODULE:NAME`` may also name a trait the module imports
+    (one Rust module holds every trait a crate implements, built-in ones included).
+
+    :raises ValueError: the module cannot be imported, or has no such trait.
+    """
+    module_name, _, wanted = target.partition(":")
+    if wanted:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as e:
+            raise ValueError(f"{module_name}: cannot import it: {e}") from e
+        for attr, value in vars(module).items():
+            spec = getattr(value, "__plugin_trait__", None)
+            if isinstance(spec, TraitSpec) and isinstance(value, type) and wanted in (attr, spec.name):
+                return [spec]
+    return traits_of(target)

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from plugin_interface import PluginError, PluginTrait, get_unmaker_counter, get_unmaker_counter_for
 
-    from ._manager import PluginHandle, PluginManager, ProbeMode, load_plugins, unload_by_path
-    from .loading import DynamicModule, LoadPolicy
+    from ._manager import PluginHandle, PluginManager, ProbeMode, UnloadResult, load_plugins, unload_by_path
+    from .loading import DynamicModule, LibraryStillMappedWarning, LoadPolicy
     from .registry import (
         register_greeter,
         register_trait,
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DynamicModule",
+    "LibraryStillMappedWarning",
     "LoadFailed",
     "LoadPolicy",
     "Loaded",
@@ -57,6 +58,7 @@ __all__ = [
     "PluginManager",
     "PluginTrait",
     "ProbeMode",
+    "UnloadResult",
     "Unloaded",
     "WatchNotification",
     "WatchOptions",
@@ -83,10 +85,12 @@ _HOMES = {
     "PluginHandle": "plugin_host._manager",
     "PluginManager": "plugin_host._manager",
     "ProbeMode": "plugin_host._manager",
+    "UnloadResult": "plugin_host._manager",
     "load_plugins": "plugin_host._manager",
     "unload_by_path": "plugin_host._manager",
     "DynamicModule": "plugin_host.loading",
     "LoadPolicy": "plugin_host.loading",
+    "LibraryStillMappedWarning": "plugin_host.loading",
     "register_trait": "plugin_host.registry",
     "unload_trait": "plugin_host.registry",
     "register_greeter": "plugin_host.registry",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -22,7 +23,7 @@ from plugin_interface import (
 
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
 from .formats import MAX_LIBRARY_BYTES, plugin_files
-from .loading import DirectoryVerdicts, Library, LoadPolicy
+from .loading import DirectoryVerdicts, Library, LibraryStillMappedWarning, LoadPolicy, StillMapped
 from .registry import (
     RegistrationSet,
     TraitProxy,
@@ -40,6 +41,7 @@ __all__ = [
     "PluginManager",
     "ProbeMode",
     "Reloaded",
+    "UnloadResult",
     "default_manager",
     "load_plugins",
     "unload_by_path",
@@ -58,6 +60,31 @@ class Reloaded(NamedTuple):
     handles: list[PluginHandle]
     counters: dict[str, int | None]
     replaced: bool
+
+
+class UnloadResult(dict[str, "int | None"]):
+    """What :meth:`PluginManager.unload_by_path` returns: the final unmaker counter per trait (a plain
+    ``dict`` to compare and print), and whether the library really left the process.
+
+    :ivar still_mapped: the libraries the loader kept mapped after their last close, with the reasons
+        (each was also warned about as :class:`~plugin_host.loading.LibraryStillMappedWarning`).
+    """
+
+    def __init__(self, counters: dict[str, int | None], libraries: Iterable[Library | None] = ()) -> None:
+        super().__init__(counters)
+        self.still_mapped: list[StillMapped] = [
+            lib.still_mapped for lib in libraries if lib is not None and not lib.is_open and lib.still_mapped
+        ]
+
+    @property
+    def unmapped(self) -> bool:
+        """Whether every library closed by the unload really left the process."""
+        return not self.still_mapped
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """Why libraries stayed mapped (empty when :attr:`unmapped`)."""
+        return tuple(reason for kept in self.still_mapped for reason in kept.reasons)
 
 
 class PluginHandle:
@@ -132,8 +159,17 @@ class PluginHandle:
         """
         return self.library.get_unmaker_counter(self.trait.name)
 
+    @property
+    def unload_warning(self) -> LibraryStillMappedWarning | None:
+        """After the library was closed: why the loader kept it mapped (``None`` while open, or when it is gone)."""
+        kept = self.library.still_mapped
+        return None if kept is None or self.library.is_open else kept.warning
+
     def unload(self) -> int | None:
         """Release the registrations; closes the library if this was its last handle.
+
+        A library the loader keeps mapped after that close is reported: a
+        :class:`~plugin_host.loading.LibraryStillMappedWarning`, and :attr:`unload_warning`.
 
         :returns: the unmaker counter read after the release (``None`` if not exported).
         :raises AlreadyReleasedError: on a second call.
@@ -435,13 +471,21 @@ class PluginManager:
             self._handles.pop(path, None)
         self._retired.pop(library, None)
         # A set someone made directly with register_trait() keeps it open until released.
-        library.request_close()
+        if library.request_close() and library.still_mapped is not None:
+            warnings.warn(library.still_mapped.warning, stacklevel=4)
 
-    def unload_by_path(self, path: str | os.PathLike[str]) -> dict[str, int | None]:
+    def unload_by_path(self, path: str | os.PathLike[str]) -> UnloadResult:
         """Release every registration of the file, then unload the library.
 
+        The host then checks that the library really left the process; one
+        that the loader keeps (``STB_GNU_UNIQUE`` symbols, ``DF_1_NODELETE``,
+        pending thread-local destructors, another open handle) is warned about
+        (:class:`~plugin_host.loading.LibraryStillMappedWarning`) and listed in
+        the result's ``still_mapped``.
+
         :returns: the final unmaker counter of each trait that was loaded
-            (``None`` where the library does not export the counter).
+            (``None`` where the library does not export the counter), as an
+            :class:`UnloadResult`.
         :raises KeyError: if the file is not loaded.
         :raises ReleaseInsideCallError: called from inside a call through the
             file's proxies on this thread (a signal handler, a C callback);
@@ -452,6 +496,7 @@ class PluginManager:
             retired = [lib for lib in self._retired if lib.path == target]
             if target not in self._libraries and not retired:
                 raise KeyError(f"{target}: not loaded")
+            libraries = [*retired, self._libraries.get(target)]
             counters: dict[str, int | None] = {}
             for old in retired:  # older versions first; the current version's counters win
                 for handle in list(self._retired.get(old, {}).values()):
@@ -463,9 +508,9 @@ class PluginManager:
             library = self._libraries.get(target)
             if library is not None:  # loaded but no live handle
                 self._close_library(target, library)
-            return counters
+            return UnloadResult(counters, libraries)
 
-    def unload_all(self) -> dict[Path, dict[str, int | None]]:
+    def unload_all(self) -> dict[Path, UnloadResult]:
         """Unload every file; the counters per file, as :meth:`unload_by_path`.
 
         Every file is unloaded even when one fails: the failures are raised
@@ -473,7 +518,7 @@ class PluginManager:
         """
         with self._lock:
             paths = dict.fromkeys([*self._libraries, *(lib.path for lib in self._retired)])
-            counters: dict[Path, dict[str, int | None]] = {}
+            counters: dict[Path, UnloadResult] = {}
             failures: list[PluginError] = []
             for p in paths:
                 try:
@@ -544,6 +589,6 @@ def load_plugins(
     return default_manager().load_plugins(path, trait, errors=errors)
 
 
-def unload_by_path(path: str | os.PathLike[str]) -> dict[str, int | None]:
+def unload_by_path(path: str | os.PathLike[str]) -> UnloadResult:
     """:meth:`PluginManager.unload_by_path` on :func:`default_manager`."""
     return default_manager().unload_by_path(path)

@@ -75,9 +75,11 @@
 #define PLUGIN_ANNOTATIONS_H
 
 #include <stdarg.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#ifndef __cplusplus
+#  include <stdatomic.h>
+#endif
 
 #include "plugin_interface.h"
 
@@ -87,6 +89,21 @@
 
 #if !defined(PLUGIN_COLLECT_WITH_CONSTRUCTORS) && !defined(PLUGIN_PLATFORM_ELF)
 #  define PLUGIN_COLLECT_WITH_CONSTRUCTORS 1
+#endif
+
+/* C and C++ translation units get the same C symbols: in C++ every generated
+ * definition is wrapped in extern "C" (PLUGIN__BEGIN_C / PLUGIN__END_C). */
+#ifdef __cplusplus
+#  define PLUGIN__BEGIN_C extern "C" {
+#  define PLUGIN__END_C }
+#  define PLUGIN__STATIC_ASSERT static_assert
+/* g++ ignores (and warns about) the attribute repeated on a const's definition. */
+#  define PLUGIN__EXPORT_DEFINITION
+#else
+#  define PLUGIN__EXPORT_DEFINITION PLUGIN_EXPORT
+#  define PLUGIN__BEGIN_C
+#  define PLUGIN__END_C
+#  define PLUGIN__STATIC_ASSERT _Static_assert
 #endif
 
 /* Per-library shared definition: one copy per linked library. */
@@ -136,14 +153,30 @@ typedef struct PluginFactoryNode {
 } PluginFactoryNode;
 
 #if defined(PLUGIN_COLLECT_WITH_CONSTRUCTORS)
-#  define PLUGIN__DECLARE_COLLECTION(T) \
+/* The list head: as with the counter, C repeats a tentative weak definition;
+ * C++ declares it weak in PLUGIN_IMPL (a library without an aggregate has no
+ * list, and its constructors then add nothing) and PLUGIN_AGGREGATES defines it. */
+#  ifdef __cplusplus
+#    define PLUGIN__DECLARE_COLLECTION(T) \
+    extern PLUGIN__LIBRARY_SHARED PluginFactoryNode *plugin__factory_list_##T;
+#    define PLUGIN__DEFINE_COLLECTION(T) \
+    PLUGIN__DECLARE_COLLECTION(T)        \
+    PLUGIN__LIBRARY_SHARED PluginFactoryNode *plugin__factory_list_##T = nullptr;
+#    define PLUGIN__HAS_COLLECTION(T) (&plugin__factory_list_##T != nullptr)
+#  else
+#    define PLUGIN__DECLARE_COLLECTION(T) \
     PLUGIN__LIBRARY_SHARED PluginFactoryNode *plugin__factory_list_##T;
+#    define PLUGIN__DEFINE_COLLECTION(T) PLUGIN__DECLARE_COLLECTION(T)
+#    define PLUGIN__HAS_COLLECTION(T) 1
+#  endif
 #  define PLUGIN__SUBMIT(T, Ty)                                                    \
     PLUGIN__DECLARE_COLLECTION(T)                                                \
     static PluginFactoryNode plugin__node_##T##_##Ty = {&plugin__factory_##T##_##Ty, NULL}; \
     __attribute__((constructor)) static void plugin__submit_##T##_##Ty(void) {   \
-        plugin__node_##T##_##Ty.next = plugin__factory_list_##T;                 \
-        plugin__factory_list_##T = &plugin__node_##T##_##Ty;                     \
+        if (PLUGIN__HAS_COLLECTION(T)) {                                         \
+            plugin__node_##T##_##Ty.next = plugin__factory_list_##T;             \
+            plugin__factory_list_##T = &plugin__node_##T##_##Ty;                 \
+        }                                                                        \
     }
 #  define PLUGIN__FACTORY_ATTRS(T)
 #else
@@ -152,6 +185,7 @@ typedef struct PluginFactoryNode {
         __attribute__((weak, visibility("hidden")));                                     \
     extern const PluginRegistrationFactory __stop_plugin_factories_##T[]                 \
         __attribute__((weak, visibility("hidden")));
+#  define PLUGIN__DEFINE_COLLECTION(T) PLUGIN__DECLARE_COLLECTION(T)
 #  define PLUGIN__SUBMIT(T, Ty)
 #  define PLUGIN__FACTORY_ATTRS(T) \
     __attribute__((used, section("plugin_factories_" #T), aligned(sizeof(void *))))
@@ -210,45 +244,103 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
 
 #define PLUGIN__COUNTER(T) plugin__unmaker_count_##T
 
-/* The per-library counter: a tentative weak definition, so it may be
- * repeated in one translation unit and across all units of one library. */
-#define PLUGIN__COUNTER_DEFS(T) \
+/* The per-library counter.  C: a tentative weak definition, so it may be
+ * repeated in one translation unit and across all units of one library.
+ * C++ has no tentative definitions: PLUGIN_IMPL only declares it (weak, so a
+ * library with no counter macro links and simply does not count) and
+ * PLUGIN_UNMAKER_COUNTER defines it, once per library.  Both languages name
+ * the same size_t-sized symbol, so C and C++ units of one library share it. */
+#ifdef __cplusplus
+#  define PLUGIN__COUNTER_DEFS(T) \
+    extern PLUGIN__LIBRARY_SHARED size_t PLUGIN__COUNTER(T);
+#  define PLUGIN__COUNTER_DEFINITION(T) \
+    PLUGIN__COUNTER_DEFS(T)           \
+    PLUGIN__LIBRARY_SHARED size_t PLUGIN__COUNTER(T) = 0;
+#  define PLUGIN__COUNTER_ADD(T)                                          \
+    if (&PLUGIN__COUNTER(T) != nullptr) {                                 \
+        __atomic_fetch_add(&PLUGIN__COUNTER(T), 1, __ATOMIC_SEQ_CST);     \
+    }
+#  define PLUGIN__COUNTER_LOAD(T) __atomic_load_n(&PLUGIN__COUNTER(T), __ATOMIC_SEQ_CST)
+#else
+#  define PLUGIN__COUNTER_DEFS(T) \
     PLUGIN__LIBRARY_SHARED _Atomic size_t PLUGIN__COUNTER(T);
+#  define PLUGIN__COUNTER_DEFINITION(T) PLUGIN__COUNTER_DEFS(T)
+#  define PLUGIN__COUNTER_ADD(T) atomic_fetch_add(&PLUGIN__COUNTER(T), 1);
+#  define PLUGIN__COUNTER_LOAD(T) atomic_load(&PLUGIN__COUNTER(T))
+#endif
+
+/* The instance maker and releaser of PLUGIN_IMPL_WITH_STATE: in C++ an
+ * exception from either stops at the boundary (the maker then returns NULL). */
+#if defined(__cplusplus) && (defined(__cpp_exceptions) || defined(__EXCEPTIONS))
+template <class F>
+static inline void *plugin__call_new(F f) noexcept {
+    try {
+        return f();
+    } catch (...) {
+        return nullptr;
+    }
+}
+template <class F>
+static inline void plugin__call_free(F f, void *instance) noexcept {
+    try {
+        f(instance);
+    } catch (...) {
+    }
+}
+#  define PLUGIN__CALL_NEW(new_fn) plugin__call_new(new_fn)
+#  define PLUGIN__CALL_FREE(free_fn, instance) plugin__call_free(free_fn, instance)
+#else
+#  define PLUGIN__CALL_NEW(new_fn) new_fn()
+#  define PLUGIN__CALL_FREE(free_fn, instance) free_fn(instance)
+#endif
+
+/* The vtable initialiser: C takes designated initialisers after .size; C++
+ * builds it from the generated <T>Methods struct (C++20 designated
+ * initialisers `.greet = f`, or in C++17 the functions in method order). */
+#ifdef __cplusplus
+#  define PLUGIN__VTABLE_INIT(T, ...) plugin_vtable_##T(T##Methods{__VA_ARGS__})
+#else
+#  define PLUGIN__VTABLE_INIT(T, ...) {.size = sizeof(T##VTable), __VA_ARGS__}
+#endif
 
 /* The exported ABI descriptor of T: integers only (no relocations), so it
  * can be read from the file without loading the library.  The static
  * assertion catches a trait header whose vtable and method count disagree. */
 #define PLUGIN__ABI_DESCRIPTOR(T)                                                     \
-    _Static_assert(sizeof(T##VTable) ==                                               \
+    PLUGIN__STATIC_ASSERT(sizeof(T##VTable) ==                                               \
                        sizeof(size_t) + PLUGIN_TRAIT_METHOD_COUNT_##T * sizeof(void (*)(void)), \
                    "plugin_annotations.h: " #T "VTable does not match its method count"); \
     PLUGIN_EXPORT extern const T##AbiDescriptor plugin_abi_descriptor_##T##_v1;     \
-    PLUGIN_EXPORT const T##AbiDescriptor plugin_abi_descriptor_##T##_v1 = {         \
+    PLUGIN__EXPORT_DEFINITION const T##AbiDescriptor plugin_abi_descriptor_##T##_v1 = { \
         {(uint32_t)sizeof(T##AbiDescriptor), PLUGIN_ABI_VERSION,                      \
          PLUGIN_TRAIT_VERSION_##T, (uint32_t)sizeof(PluginRegistration),              \
          (uint32_t)sizeof(T##VTable), PLUGIN_TRAIT_METHOD_COUNT_##T,                  \
          PLUGIN_TRAIT_FINGERPRINT_##T},                                               \
         {PLUGIN_TRAIT_METHOD_FINGERPRINTS_##T}};                                      \
     PLUGIN_EXPORT extern const char plugin_trait_declaration_##T##_v1[];              \
-    PLUGIN_EXPORT const char plugin_trait_declaration_##T##_v1[] = PLUGIN_TRAIT_DECLARATION_##T;
+    PLUGIN__EXPORT_DEFINITION const char plugin_trait_declaration_##T##_v1[] =          \
+        PLUGIN_TRAIT_DECLARATION_##T;
 
 /* Exports plugin_unmaker_counter_T_v1 and plugin_abi_descriptor_T_v1.
  * PLUGIN_AGGREGATES includes it; use this alone in a library that has
  * PLUGIN_IMPLs but no aggregate. */
 #define PLUGIN_UNMAKER_COUNTER(T)                                 \
-    PLUGIN__COUNTER_DEFS(T)                                       \
+    PLUGIN__BEGIN_C                                               \
+    PLUGIN__COUNTER_DEFINITION(T)                                 \
     PLUGIN__ABI_DESCRIPTOR(T)                                     \
     PLUGIN_EXPORT size_t plugin_unmaker_counter_##T##_v1(void);   \
     PLUGIN_EXPORT size_t plugin_unmaker_counter_##T##_v1(void) {  \
-        return atomic_load(&PLUGIN__COUNTER(T));                  \
-    }
+        return PLUGIN__COUNTER_LOAD(T);                           \
+    }                                                             \
+    PLUGIN__END_C
 
 /* ---- public macros -------------------------------------------------------- */
 
 #define PLUGIN_IMPL_WITH_STATE(T, Ty, new_fn, free_fn, ...)                          \
+    PLUGIN__BEGIN_C                                                                   \
     PLUGIN__COUNTER_DEFS(T)                                                           \
-    static const T##VTable plugin__vtable_##T##_##Ty = {                              \
-        .size = sizeof(T##VTable), __VA_ARGS__};                                      \
+    static const T##VTable plugin__vtable_##T##_##Ty =                                \
+        PLUGIN__VTABLE_INIT(T, __VA_ARGS__);                                          \
     PLUGIN_EXPORT PluginRegistration *plugin_register_##T##_##Ty##_v1(void);          \
     PLUGIN_EXPORT void plugin_unregister_##T##_##Ty##_v1(PluginRegistration *reg);    \
     PLUGIN_EXPORT PluginRegistration *plugin_register_##T##_##Ty##_v1(void) {         \
@@ -263,8 +355,8 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
         reg->vtable_size = (uint32_t)sizeof(T##VTable);                               \
         reg->type_name = #Ty;                                                         \
         reg->vtable = &plugin__vtable_##T##_##Ty;                                     \
-        reg->free_memory = PLUGIN_FREE_MEMORY;                                       \
-        reg->instance = new_fn();                                                     \
+        reg->free_memory = PLUGIN_FREE_MEMORY;                                        \
+        reg->instance = PLUGIN__CALL_NEW(new_fn);                                     \
         if (!reg->instance) {                                                         \
             free(reg);                                                                \
             return NULL;                                                              \
@@ -275,14 +367,15 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
         if (!reg) {                                                                   \
             return;                                                                   \
         }                                                                             \
-        free_fn(reg->instance);                                                       \
+        PLUGIN__CALL_FREE(free_fn, reg->instance);                                    \
         free(reg);                                                                    \
-        atomic_fetch_add(&PLUGIN__COUNTER(T), 1);                                     \
+        PLUGIN__COUNTER_ADD(T)                                                        \
     }                                                                                 \
     static const PluginRegistrationFactory plugin__factory_##T##_##Ty                 \
         PLUGIN__FACTORY_ATTRS(T) = {plugin_register_##T##_##Ty##_v1,                  \
                                     plugin_unregister_##T##_##Ty##_v1};               \
-    PLUGIN__SUBMIT(T, Ty)
+    PLUGIN__SUBMIT(T, Ty)                                                             \
+    PLUGIN__END_C
 
 #define PLUGIN_IMPL(T, Ty, ...) \
     PLUGIN_IMPL_WITH_STATE(T, Ty, plugin_stateless_new, plugin_stateless_free, __VA_ARGS__)
@@ -318,7 +411,8 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
 
 #define PLUGIN_AGGREGATES(T)                                                          \
     PLUGIN_UNMAKER_COUNTER(T)                                                         \
-    PLUGIN__DECLARE_COLLECTION(T)                                                     \
+    PLUGIN__BEGIN_C                                                                   \
+    PLUGIN__DEFINE_COLLECTION(T)                                                      \
     PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_##T##_v1(void);        \
     PLUGIN_EXPORT void plugin_unregister_all_##T##_v1(PluginRegistrationArray *array); \
     PLUGIN_EXPORT PluginRegistrationArray *plugin_register_all_##T##_v1(void) {       \
@@ -327,6 +421,7 @@ static inline void plugin__array_free(PluginRegistrationArray *a) {
     }                                                                                 \
     PLUGIN_EXPORT void plugin_unregister_all_##T##_v1(PluginRegistrationArray *array) { \
         plugin__array_free(array);                                                    \
-    }
+    }                                                                                 \
+    PLUGIN__END_C
 
 #endif /* PLUGIN_ANNOTATIONS_H */

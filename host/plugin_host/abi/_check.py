@@ -47,6 +47,7 @@ from plugin_interface import (
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
 
 from ..formats import READ_FLAGS, BinaryFormat, ExportTable, pread, read_capped, read_exports
+from ._unload import unload_findings
 
 __all__ = [
     "ChangeKind",
@@ -104,6 +105,8 @@ class ProblemKind(enum.StrEnum):
     PROBE_TIMEOUT = "probe_timeout"
     PROBE_FAILED = "probe_failed"
     PROBE_SKIPPED = "probe_skipped"
+    UNLOAD_BLOCKED = "unload_blocked"
+    UNLOAD_MAY_BE_BLOCKED = "unload_may_be_blocked"
 
 
 class ChangeKind(enum.StrEnum):
@@ -466,6 +469,8 @@ def check_library(
                 f"{name}: looks like a plugin symbol but does not follow plugin_<role>_<Trait>[_<Type>]_v<N>",
                 symbol=name,
             )
+    for severity, kind, message in unload_findings(abi.path):
+        add(Severity(severity), ProblemKind(kind), message)
     selected = {n: t for n, t in abi.traits.items() if only is None or n == only}
     if not selected:
         what = f"trait {only}" if only else "any trait"
@@ -593,8 +598,9 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
                 Severity.WARNING,
                 ProblemKind.MISSING_DESCRIPTOR,
                 f"{descriptor_symbol} is not exported: the host cannot "
-                "check the layout before calling a maker (build with PLUGIN_AGGREGATES or "
-                "PLUGIN_UNMAKER_COUNTER)",
+                "check the layout before calling a maker (C/C++: build with PLUGIN_AGGREGATES or "
+                "PLUGIN_UNMAKER_COUNTER; Rust: plugin_aggregates! or plugin_unmaker_counter! of the "
+                "module python -m plugin_annotations rust generates)",
                 name,
                 descriptor_symbol,
             )

@@ -30,7 +30,7 @@ from plugin_interface import (
     resolve_trait,
 )
 
-from .._manager import PluginHandle, PluginManager
+from .._manager import PluginHandle, PluginManager, UnloadResult
 from ..admission import default_cache_dir
 from ..formats import plugin_files, sniff_format
 from ..loading import DynamicModule
@@ -206,21 +206,35 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return EXIT_PLUGIN_ERROR
     built = f"built {len(result.built)}" if result.built else "all up to date"
     print(f"example plugins in {build_dir} ({built})\n")
+    for name, reason in sorted(result.skipped.items()):
+        print(f"skipped {name}: {reason}")
+    if result.skipped:
+        print()
     rows: list[list[str]] = []
     problems: list[str] = []
     with PluginManager() as manager:
         for lib_path in sorted(result.outputs.values()):
             handles = _load_every_trait(manager, lib_path, _traits(None), problems)
             calls = [(h, p, _exercise(p)) for h in handles for p in h.proxies()]
-            counters = manager.unload_by_path(lib_path) if handles else {}
+            counters = manager.unload_by_path(lib_path) if handles else UnloadResult({})
+            unloaded = "unmapped" if counters.unmapped else "STILL MAPPED"
             for h, p, res in calls:
                 owner = "plugin" if h.is_plugin_owned else "host"
                 counter = counters.get(h.trait.name)
                 rows.append(
-                    [lib_path.name, h.trait.name, p.type_name, owner, res, "-" if counter is None else str(counter)]
+                    [
+                        lib_path.name,
+                        h.trait.name,
+                        p.type_name,
+                        owner,
+                        res,
+                        "-" if counter is None else str(counter),
+                        unloaded,
+                    ]
                 )
-    print(table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter"]))
+    print(table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter", "after unload"]))
     print("\nunmaker counter: registrations the plugin released after unload (equals the types loaded).")
+    print("after unload: whether the loader really unmapped the library (dlopen RTLD_NOLOAD).")
     if {"foo", "bar"} <= result.outputs.keys():
         print("\nexplicit modules (DynamicModule): foo and bar use each other's interface, never link")
         try:

@@ -35,10 +35,15 @@ __all__ = [
     "ElfMachine",
     "ElfType",
     "SegmentType",
+    "DynamicFlags1",
+    "SectionType",
+    "SymbolBinding",
+    "UnloadBlockers",
     "check_complete",
     "check_elf_complete",
     "host_elf_identity",
     "read_elf_exports",
+    "read_unload_blockers",
 ]
 
 
@@ -81,6 +86,29 @@ class DynamicTag(enum.IntEnum):
     DT_STRTAB = 5
     DT_STRSZ = 10
     DT_FLAGS_1 = 0x6FFFFFFB
+
+
+class DynamicFlags1(enum.IntFlag):
+    """Bits of ``DT_FLAGS_1`` (only the one the unload check reads)."""
+
+    DF_1_NODELETE = 0x8
+
+
+class SectionType(enum.IntEnum):
+    """``sh_type`` of a section header (the ones the readers use)."""
+
+    SHT_STRTAB = 3
+    SHT_DYNAMIC = 6
+    SHT_DYNSYM = 11
+
+
+class SymbolBinding(enum.IntEnum):
+    """``ELF_ST_BIND(st_info)``."""
+
+    STB_LOCAL = 0
+    STB_GLOBAL = 1
+    STB_WEAK = 2
+    STB_GNU_UNIQUE = 10
 
 
 #: How messages describe an ELF file that is not a shared library.
@@ -287,3 +315,161 @@ def _machine_of(e_machine: object) -> str:
     if isinstance(e_machine, int):
         return machine_name(ELF_MACHINES, e_machine)
     return str(e_machine).removeprefix("EM_").lower()
+
+
+# ---- what keeps a library mapped after dlclose (glibc) ------------------------
+
+#: Imports through which a library registers ``thread_local`` destructors (C++ and Rust std).
+THREAD_ATEXIT_SYMBOLS = frozenset({"__cxa_thread_atexit_impl", "__cxa_thread_atexit"})
+#: At most this many ``STB_GNU_UNIQUE`` names are kept (the count is always exact).
+MAX_UNIQUE_NAMES = 8
+#: Bytes of a section header, a symbol and a dynamic entry, by ELF class.
+_ENTRY_SIZES = {ElfClass.ELFCLASS32: (40, 16, 8), ElfClass.ELFCLASS64: (64, 24, 16)}
+
+
+class UnloadBlockers(NamedTuple):
+    """What in an ELF file makes glibc keep it mapped after its last ``dlclose``.
+
+    :ivar unique_symbols: the first :data:`MAX_UNIQUE_NAMES` defined
+        ``STB_GNU_UNIQUE`` symbols of ``.dynsym`` (g++ gives them to static
+        locals of inline functions and template static members, libstdc++'s
+        included); glibc never unloads a library that has one.
+    :ivar unique_count: how many there are in all.
+    :ivar nodelete: ``DF_1_NODELETE`` is set in ``DT_FLAGS_1`` (linked with ``-z nodelete``).
+    :ivar thread_local_destructors: it imports ``__cxa_thread_atexit_impl``
+        (or libstdc++'s ``__cxa_thread_atexit``): it may register a
+        ``thread_local`` destructor, and glibc does not unload it while a
+        thread that ran one is alive (closed then, it stays mapped for good:
+        nothing closes it again once the thread has exited).
+    :ivar weak_thread_atexit: it imports it only weakly, as Rust's std does
+        in every ``cdylib`` (used only if the code touches a ``thread_local!``
+        with ``Drop``): a reason only once the library did stay mapped.
+    """
+
+    unique_symbols: tuple[str, ...] = ()
+    unique_count: int = 0
+    nodelete: bool = False
+    thread_local_destructors: bool = False
+    weak_thread_atexit: bool = False
+
+    @property
+    def certain(self) -> list[str]:
+        """The reasons that always block unloading, as sentences (empty when none)."""
+        out = []
+        if self.unique_count:
+            more = f" (and {self.unique_count - 1} more)" if self.unique_count > 1 else ""
+            out.append(
+                f"STB_GNU_UNIQUE symbol {self.unique_symbols[0]}{more}: glibc never unloads a library that "
+                "exports one (link with a version script that exports only plugin_*: the builder's "
+                "restrict_exports, the default for C++)"
+            )
+        if self.nodelete:
+            out.append("DF_1_NODELETE is set (linked with -z nodelete): glibc never unloads it")
+        return out
+
+    def possible(self, *, weak: bool = False) -> list[str]:
+        """The reasons that block unloading only at times, as sentences.
+
+        :param weak: count a weak import of ``__cxa_thread_atexit_impl`` too.
+        """
+        if not (self.thread_local_destructors or (weak and self.weak_thread_atexit)):
+            return []
+        return [
+            "thread-local destructors may be pending (it imports __cxa_thread_atexit_impl): glibc does not unload "
+            "a library while a thread that used one of its thread_local objects with a destructor is alive"
+        ]
+
+
+def read_unload_blockers(path: str | os.PathLike[str]) -> UnloadBlockers | None:
+    """Read :class:`UnloadBlockers` from an ELF file's section headers, ``.dynsym`` and ``.dynamic``.
+
+    Every table is checked against the file's size before it is read, and
+    only those three are read.  A file without section headers (stripped
+    with ``sstrip``) reports no blockers.
+
+    :returns: ``None`` for a file that is not ELF.
+    :raises NotASharedLibraryError: naming the file and what is malformed.
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, READ_FLAGS)
+        try:
+            size = os.fstat(fd).st_size
+            return _unload_blockers(lambda offset, n: pread(fd, n, offset), size, path)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
+    except struct.error as e:
+        raise NotASharedLibraryError(path, f"malformed ELF file: {e}") from e
+
+
+def _unload_blockers(read: Callable[[int, int], bytes], size: int, path: str) -> UnloadBlockers | None:
+    ident = read(0, 64)
+    if ident[:4] != ELF_MAGIC:
+        return None
+    if len(ident) < 64 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+        raise NotASharedLibraryError(path, "unknown ELF class or byte order, or a truncated ELF header")
+    elf_class, order = ident[4], "<" if ident[5] == ElfData.ELFDATA2LSB else ">"
+    shent, syment, dynent = _ENTRY_SIZES[ElfClass(elf_class)]
+    header, _ = _elf_structs(elf_class, order)
+    *_, shoff, _, _, shentsize, shnum = header.unpack_from(ident)
+    if not shoff or not shnum:
+        return UnloadBlockers()
+    if shentsize != shent:
+        raise NotASharedLibraryError(path, f"section header entries of {shentsize} bytes")
+    check_table(path, "section headers", shoff, shnum, shent, size)
+    if elf_class == ElfClass.ELFCLASS32:
+        section = struct.Struct(order + "4xI8xIII8xI")  # sh_type, sh_offset, sh_size, sh_link, sh_entsize
+    else:
+        section = struct.Struct(order + "4xI16xQQI12xQ")
+    sections = [section.unpack_from(read(shoff + i * shent, shent)) for i in range(shnum)]
+
+    def table(index: int, what: str, entry: int) -> bytes:
+        _, offset, length, _, _ = sections[index]
+        check_table(path, what, offset, length // entry, entry, size)
+        return read(offset, length - length % entry)
+
+    unique: list[str] = []
+    unique_count = 0
+    tls = weak_tls = False
+    for i, (sh_type, _, _, link, _) in enumerate(sections):
+        if sh_type != SectionType.SHT_DYNSYM:
+            continue
+        if link >= shnum:
+            raise NotASharedLibraryError(path, f".dynsym links to section {link} of {shnum}")
+        symbols = table(i, ".dynsym", syment)
+        strings = table(link, ".dynstr", 1)
+        if elf_class == ElfClass.ELFCLASS32:
+            entries = ((n, info, shndx) for n, _, _, info, _, shndx in struct.iter_unpack(order + "IIIBBH", symbols))
+        else:
+            entries = ((n, info, shndx) for n, info, _, shndx, _, _ in struct.iter_unpack(order + "IBBHQQ", symbols))
+        for name_offset, info, shndx in entries:
+            binding = info >> 4
+            if binding == SymbolBinding.STB_GNU_UNIQUE and shndx != 0:
+                unique_count += 1
+                if len(unique) < MAX_UNIQUE_NAMES:
+                    unique.append(_c_string(strings, name_offset))
+            elif shndx == 0 and binding in (SymbolBinding.STB_GLOBAL, SymbolBinding.STB_WEAK) and not tls:
+                if _c_string(strings, name_offset) in THREAD_ATEXIT_SYMBOLS:
+                    tls = binding == SymbolBinding.STB_GLOBAL
+                    weak_tls = weak_tls or binding == SymbolBinding.STB_WEAK
+    nodelete = False
+    for i, (sh_type, *_rest) in enumerate(sections):
+        if sh_type != SectionType.SHT_DYNAMIC:
+            continue
+        fmt = order + ("iI" if elf_class == ElfClass.ELFCLASS32 else "qQ")
+        for tag, value in struct.iter_unpack(fmt, table(i, ".dynamic", dynent)):
+            if tag == DynamicTag.DT_NULL:
+                break
+            if tag == DynamicTag.DT_FLAGS_1 and value & DynamicFlags1.DF_1_NODELETE:
+                nodelete = True
+    return UnloadBlockers(tuple(unique), unique_count, nodelete, tls, weak_tls and not tls)
+
+
+def _c_string(strings: bytes, offset: int) -> str:
+    """The NUL-terminated name at ``offset`` of a string table ("" when out of bounds)."""
+    if offset >= len(strings):
+        return ""
+    end = strings.find(b"\0", offset)
+    return strings[offset : end if end >= 0 else len(strings)].decode("utf-8", "backslashreplace")

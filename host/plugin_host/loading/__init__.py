@@ -14,6 +14,7 @@ from ._library import CallGate, Library
 from ._module import DynamicModule, ModuleFunction, find_module, parse_signature
 from ._policy import DirectoryVerdicts, InsecurePluginError, LoadPolicy, permission_problems, sha256_of
 from ._precheck import HEAD_BYTES, Image, Precheck, fast_precheck, open_checked, open_image, precheck, precheck_image
+from ._unload import LibraryStillMappedWarning, StillMapped, check_unloaded, unload_reasons
 
 __all__ = [
     "HEAD_BYTES",
@@ -23,9 +24,12 @@ __all__ = [
     "Image",
     "InsecurePluginError",
     "Library",
+    "LibraryStillMappedWarning",
     "LoadPolicy",
     "ModuleFunction",
     "Precheck",
+    "StillMapped",
+    "check_unloaded",
     "fast_precheck",
     "make_private_copy",
     "find_module",
@@ -38,5 +42,6 @@ __all__ = [
     "read_for_copy",
     "remove_stale_copy_dirs",
     "sha256_of",
+    "unload_reasons",
     "write_private_copy",
 ]

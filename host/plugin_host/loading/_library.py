@@ -23,6 +23,7 @@ from plugin_interface import (
 from ..formats import exported_symbols, sniff_format
 from . import _os
 from ._copies import make_private_copy, remove_private_copy
+from ._unload import StillMapped, check_unloaded
 
 __all__ = ["CallGate", "Library"]
 
@@ -242,6 +243,8 @@ class Library:
         self._symbols: list[str] | None = None
         self.live_sets = 0  # registration sets alive on this library (a count; see PluginManager.handles)
         self._close_requested = False
+        #: After :meth:`close`: why the loader kept the library mapped, or ``None`` if it is gone.
+        self.still_mapped: StillMapped | None = None
 
     @classmethod
     def from_private_copy(
@@ -328,11 +331,19 @@ class Library:
             self.close()
 
     def close(self) -> None:
-        """dlclose the library and remove its private copy; idempotent."""
+        """dlclose the library and remove its private copy; idempotent.
+
+        Then checks that the loader really unmapped it (:attr:`still_mapped`).
+        """
         if self._handle is not None:
             handle, self._handle = self._handle, None
             _os.close_library(handle)
+            self._verify_unloaded()
             self._remove_private_copy()
+
+    def _verify_unloaded(self) -> None:
+        """Ask the loader whether the closed library is gone; if not, record why (:attr:`still_mapped`)."""
+        self.still_mapped = check_unloaded(self.path, self.load_path)
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"

@@ -62,6 +62,11 @@
 #include <stdint.h>
 
 #ifdef __cplusplus
+/* The Bool marker's C spelling in generated trait headers; the same one byte
+ * in C++ (GCC's and clang's <stdbool.h> define it alike as an extension). */
+#  ifndef _Bool
+#    define _Bool bool
+#  endif
 extern "C" {
 #endif
 

@@ -43,6 +43,20 @@ typedef struct GreeterAbiDescriptor {
 
 #ifdef __cplusplus
 }
+
+/* C++: GreeterVTable without its size, for PLUGIN_IMPL (see plugin_annotations.h). */
+struct GreeterMethods {
+    char *(*greet)(void *self, const char *name);
+};
+
+static inline constexpr GreeterVTable plugin_vtable_Greeter(GreeterMethods m) {
+    return GreeterVTable{sizeof(GreeterVTable), m.greet};
+}
+
+/* C++: every method as X(ctx, name, result kind, C return type, (C parameters), (arguments)),
+ * in vtable order; PLUGIN_CLASS (plugin_annotations.hpp) makes its thunks from it. */
+#define PLUGIN_TRAIT_METHODS_Greeter(X, ctx) \
+    X(ctx, greet, OWNEDSTR, char *, (void *self, const char *name), (name))
 #endif
 
 #endif /* PLUGIN_TRAIT_GREETER_H */

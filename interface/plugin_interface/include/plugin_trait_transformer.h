@@ -43,6 +43,20 @@ typedef struct TransformerAbiDescriptor {
 
 #ifdef __cplusplus
 }
+
+/* C++: TransformerVTable without its size, for PLUGIN_IMPL (see plugin_annotations.h). */
+struct TransformerMethods {
+    size_t (*transform)(void *self, uint8_t *data, size_t data_len);
+};
+
+static inline constexpr TransformerVTable plugin_vtable_Transformer(TransformerMethods m) {
+    return TransformerVTable{sizeof(TransformerVTable), m.transform};
+}
+
+/* C++: every method as X(ctx, name, result kind, C return type, (C parameters), (arguments)),
+ * in vtable order; PLUGIN_CLASS (plugin_annotations.hpp) makes its thunks from it. */
+#define PLUGIN_TRAIT_METHODS_Transformer(X, ctx) \
+    X(ctx, transform, SCALAR, size_t, (void *self, uint8_t *data, size_t data_len), (data, data_len))
 #endif
 
 #endif /* PLUGIN_TRAIT_TRANSFORMER_H */

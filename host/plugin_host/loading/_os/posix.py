@@ -53,3 +53,26 @@ def find_symbol(handle: int, name: str) -> int | None:
 def close_library(handle: int) -> None:
     """dlclose; after this every address taken from ``handle`` is dangling."""
     _ctypes.dlclose(handle)
+
+
+_RTLD_NOLOAD: int = getattr(os, "RTLD_NOLOAD", 0)
+
+
+def is_library_loaded(path: str) -> bool:
+    """Whether the loader still has ``path`` mapped: ``dlopen(path, RTLD_NOLOAD)``.
+
+    The loader matches the name it opened first (so a private copy removed
+    since still counts) and then the file's identity; nothing is loaded.  A
+    handle it returns is closed again at once (``RTLD_NOLOAD`` still counts a
+    reference).
+    """
+    if not _RTLD_NOLOAD:  # pragma: no cover - every supported POSIX has it
+        return False
+    try:
+        handle: int = _ctypes.dlopen(path, os.RTLD_LAZY | os.RTLD_LOCAL | _RTLD_NOLOAD)
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not handle:
+        return False
+    _ctypes.dlclose(handle)
+    return True

@@ -20,6 +20,8 @@ _kernel32.GetProcAddress.argtypes = [wintypes.HMODULE, wintypes.LPCSTR]
 _kernel32.GetProcAddress.restype = ctypes.c_void_p
 _kernel32.FreeLibrary.argtypes = [wintypes.HMODULE]
 _kernel32.FreeLibrary.restype = wintypes.BOOL
+_kernel32.GetModuleHandleW.argtypes = [wintypes.LPCWSTR]
+_kernel32.GetModuleHandleW.restype = wintypes.HMODULE
 
 
 def open_library(path: str) -> int:
@@ -39,3 +41,8 @@ def find_symbol(handle: int, name: str) -> int | None:
 def close_library(handle: int) -> None:
     """FreeLibrary; after this every address taken from ``handle`` is dangling."""
     _kernel32.FreeLibrary(handle)
+
+
+def is_library_loaded(path: str) -> bool:
+    """Whether ``path`` is still loaded in this process (``GetModuleHandleW``; adds no reference)."""
+    return bool(_kernel32.GetModuleHandleW(path))

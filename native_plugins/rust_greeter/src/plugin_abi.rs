@@ -1,0 +1,443 @@
+//! GENERATED from the Python declaration of Greeter v1 (plugin_interface._traits:Greeter);
+//! do not edit: regenerate with `python -m plugin_annotations rust plugin_interface:Greeter -o native_plugins/rust_greeter/src/plugin_abi.rs`.
+//!
+//! Declare it at the crate root (`mod plugin_abi;`): the macros name `$crate::plugin_abi`.
+//! No dependencies: std only.  See plugin_annotations/_rust.py and the README's
+//! "Writing a plugin in Rust".
+#![allow(dead_code, non_camel_case_types, non_snake_case, non_upper_case_globals)]
+#![allow(clippy::all)]
+
+use std::alloc::{alloc, dealloc, Layout};
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::sync::atomic::AtomicUsize;
+
+/// The `_vN` suffix of every exported symbol (`PLUGIN_ABI_VERSION`).
+pub const PLUGIN_ABI_VERSION: u32 = 1;
+
+/// `PluginRegistration`: one registered implementation of one trait.
+#[repr(C)]
+pub struct PluginRegistration {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub trait_name: *const c_char,
+    pub trait_version: u32,
+    pub vtable_size: u32,
+    pub type_name: *const c_char,
+    pub instance: *mut c_void,
+    pub vtable: *const c_void,
+    pub free_memory: Option<unsafe extern "C" fn(*mut c_void)>,
+}
+
+/// `PluginRegistrationFactory`: a maker and its unmaker.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PluginRegistrationFactory {
+    pub maker: Option<extern "C" fn() -> *mut PluginRegistration>,
+    pub unmaker: Option<unsafe extern "C" fn(*mut PluginRegistration)>,
+}
+
+/// `PluginRegistrationArray`: what an aggregate returns (`factories` non-NULL: plugin-owned).
+#[repr(C)]
+pub struct PluginRegistrationArray {
+    pub registrations: *mut *mut PluginRegistration,
+    pub len: usize,
+    pub factories: *const PluginRegistrationFactory,
+}
+
+/// `PluginBytes`: what an `OwnedBytes` method returns (`data` released with `free_memory`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PluginBytes {
+    pub data: *mut u8,
+    pub len: usize,
+}
+
+/// `PluginAbiDescriptor`: the head of `plugin_abi_descriptor_<T>_v1`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PluginAbiDescriptor {
+    pub struct_size: u32,
+    pub abi_version: u32,
+    pub trait_version: u32,
+    pub registration_size: u32,
+    pub vtable_size: u32,
+    pub method_count: u32,
+    pub fingerprint: u64,
+}
+
+/// What a `Status` method returns on failure: a non-zero code and a message for the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl PluginError {
+    /// An error with `code` (0 becomes -1: zero means success) and `message`.
+    pub fn new(code: i32, message: impl Into<String>) -> Self {
+        PluginError { code: if code == 0 { -1 } else { code }, message: message.into() }
+    }
+}
+
+/// An implementation type registered for the trait whose tag is `Tag` (made by `plugin_impl!`).
+pub trait PluginFactory<Tag> {
+    const FACTORY: PluginRegistrationFactory;
+}
+
+// ---- memory the host releases with free_memory --------------------------------
+
+const HEADER: usize = 16; // keeps 16-byte alignment and holds the allocation's size
+
+/// `n` bytes the host releases with the registration's `free_memory` (NULL when out of memory).
+pub fn plugin_alloc(n: usize) -> *mut u8 {
+    let Some(total) = n.checked_add(HEADER) else { return ptr::null_mut() };
+    let Ok(layout) = Layout::from_size_align(total, HEADER) else { return ptr::null_mut() };
+    // SAFETY: the layout's size is at least HEADER, never zero.
+    let base = unsafe { alloc(layout) };
+    if base.is_null() {
+        return base;
+    }
+    // SAFETY: base holds HEADER bytes aligned for usize before the caller's part.
+    unsafe {
+        (base as *mut usize).write(total);
+        base.add(HEADER)
+    }
+}
+
+/// `registration->free_memory`: releases what `plugin_alloc` made (NULL is ignored).
+///
+/// # Safety
+/// `p` is NULL or came from `plugin_alloc` and was not released yet.
+pub unsafe extern "C" fn plugin_free_memory(p: *mut c_void) {
+    if p.is_null() {
+        return;
+    }
+    let _ = catch_unwind(|| {
+        // SAFETY: p came from plugin_alloc, which stored the total size HEADER bytes before it.
+        unsafe {
+            let base = (p as *mut u8).sub(HEADER);
+            let total = (base as *const usize).read();
+            dealloc(base, Layout::from_size_align_unchecked(total, HEADER));
+        }
+    });
+}
+
+/// A NUL-terminated copy of `s` for an `OwnedStr` result (NULL when out of memory).
+pub fn owned_str(s: &str) -> *mut c_char {
+    let p = plugin_alloc(s.len() + 1);
+    if !p.is_null() {
+        // SAFETY: p has s.len() + 1 bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+            p.add(s.len()).write(0);
+        }
+    }
+    p as *mut c_char
+}
+
+/// A copy of `b` for an `OwnedBytes` result (`{NULL, 0}` when empty or out of memory).
+pub fn owned_bytes(b: &[u8]) -> PluginBytes {
+    if b.is_empty() {
+        return PluginBytes { data: ptr::null_mut(), len: 0 };
+    }
+    let p = plugin_alloc(b.len());
+    if p.is_null() {
+        return PluginBytes { data: p, len: 0 };
+    }
+    // SAFETY: p has b.len() bytes.
+    unsafe { ptr::copy_nonoverlapping(b.as_ptr(), p, b.len()) };
+    PluginBytes { data: p, len: b.len() }
+}
+
+// ---- argument conversions (NULL pointers become empty values) -------------------
+
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for the call.
+pub unsafe fn cstr_arg<'a>(p: *const c_char) -> &'a CStr {
+    if p.is_null() { Default::default() } else { unsafe { CStr::from_ptr(p) } }
+}
+
+/// # Safety
+/// `p` is NULL or valid for `len` reads of T for the call.
+pub unsafe fn slice_arg<'a, T>(p: *const T, len: usize) -> &'a [T] {
+    if p.is_null() || len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(p, len) } }
+}
+
+/// # Safety
+/// `p` is NULL or valid for `len` reads and writes of T for the call.
+pub unsafe fn slice_mut_arg<'a, T>(p: *mut T, len: usize) -> &'a mut [T] {
+    if p.is_null() || len == 0 { &mut [] } else { unsafe { std::slice::from_raw_parts_mut(p, len) } }
+}
+
+/// # Safety
+/// `p` is NULL or valid for a write of T for the call.
+pub unsafe fn out_arg<'a, T>(p: *mut T, scratch: &'a mut T) -> &'a mut T {
+    if p.is_null() { scratch } else { unsafe { &mut *p } }
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        format!("panic: {s}")
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        format!("panic: {s}")
+    } else {
+        String::from("panic (no message)")
+    }
+}
+
+/// A `Status` method's result as the C ABI has it: 0, or a code with the message in `*error`.
+///
+/// # Safety
+/// `error` is NULL or valid for a write.
+pub unsafe fn status_result(
+    result: std::thread::Result<Result<(), PluginError>>,
+    error: *mut *mut c_char,
+) -> i32 {
+    let (code, message) = match result {
+        Ok(Ok(())) => return 0,
+        Ok(Err(e)) => (if e.code == 0 { -1 } else { e.code }, e.message),
+        Err(payload) => (-1, panic_message(payload.as_ref())),
+    };
+    if !error.is_null() {
+        // SAFETY: the caller passes a writable char ** (or NULL, checked above).
+        unsafe { error.write(owned_str(&message)) };
+    }
+    code
+}
+
+// ---- makers, unmakers, aggregates (what the macros expand to) ----------------------
+
+/// A maker's body: the instance from `make`, a registration around it (NULL if `make` panics).
+pub fn make_registration<T>(
+    trait_name: &'static str,
+    type_name: &'static str,
+    trait_version: u32,
+    vtable_size: usize,
+    vtable: *const c_void,
+    make: impl FnOnce() -> T,
+) -> *mut PluginRegistration {
+    catch_unwind(AssertUnwindSafe(|| {
+        let instance = Box::into_raw(Box::new(make())) as *mut c_void;
+        Box::into_raw(Box::new(PluginRegistration {
+            struct_size: std::mem::size_of::<PluginRegistration>() as u32,
+            abi_version: PLUGIN_ABI_VERSION,
+            trait_name: trait_name.as_ptr() as *const c_char,
+            trait_version,
+            vtable_size: vtable_size as u32,
+            type_name: type_name.as_ptr() as *const c_char,
+            instance,
+            vtable,
+            free_memory: Some(plugin_free_memory),
+        }))
+    }))
+    .unwrap_or(ptr::null_mut())
+}
+
+/// An unmaker's body: drops the instance and the registration, then counts the call.
+///
+/// # Safety
+/// `reg` is NULL or came from the maker of the same `T`, and is released once.
+pub unsafe fn release_registration<T>(reg: *mut PluginRegistration, counter: &AtomicUsize) {
+    if reg.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: reg and its instance were made by make_registration::<T>.
+        unsafe {
+            let reg = Box::from_raw(reg);
+            drop(Box::from_raw(reg.instance as *mut T));
+        }
+    }));
+    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// `plugin_register_all_<T>_v1`: every factory's registration, or NULL (after unmaking the made ones).
+pub fn register_all(factories: &'static [PluginRegistrationFactory]) -> *mut PluginRegistrationArray {
+    catch_unwind(|| {
+        let mut made: Vec<*mut PluginRegistration> = Vec::with_capacity(factories.len());
+        for f in factories {
+            let reg = f.maker.map(|m| m()).unwrap_or(ptr::null_mut());
+            if reg.is_null() {
+                for (g, r) in factories.iter().zip(made) {
+                    if let Some(unmake) = g.unmaker {
+                        // SAFETY: r came from g's maker.
+                        unsafe { unmake(r) };
+                    }
+                }
+                return ptr::null_mut();
+            }
+            made.push(reg);
+        }
+        let len = made.len();
+        let registrations = Box::into_raw(made.into_boxed_slice()) as *mut *mut PluginRegistration;
+        Box::into_raw(Box::new(PluginRegistrationArray { registrations, len, factories: factories.as_ptr() }))
+    })
+    .unwrap_or(ptr::null_mut())
+}
+
+/// `plugin_unregister_all_<T>_v1`: unmakes every entry, then frees the array.
+///
+/// # Safety
+/// `array` is NULL or came from `register_all`, and is released once.
+pub unsafe fn unregister_all(array: *mut PluginRegistrationArray) {
+    if array.is_null() {
+        return;
+    }
+    let _ = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: array, its registrations and factories were made by register_all.
+        unsafe {
+            let array = Box::from_raw(array);
+            let regs = Box::from_raw(ptr::slice_from_raw_parts_mut(array.registrations, array.len));
+            for (i, reg) in regs.iter().enumerate() {
+                if let Some(unmake) = (*array.factories.add(i)).unmaker {
+                    unmake(*reg);
+                }
+            }
+        }
+    }));
+}
+
+// ---- trait Greeter v1 -----------------------------------------------------------
+
+/// Says hello to someone.
+/// Implement it, then register the type with `plugin_impl!(Greeter, Name, Type)`.
+/// The host may call from any thread, hence `Sync`.
+pub trait Greeter: Sync {
+    /// A greeting that contains ``name`` (``Hello, world!``).
+    fn greet(&self, name: &CStr) -> String;
+}
+
+/// The type tag of trait Greeter (what `PluginFactory<GreeterTag>` is keyed by).
+pub struct GreeterTag;
+
+pub const GREETER_TRAIT_VERSION: u32 = 1;
+pub const GREETER_FINGERPRINT: u64 = 0x276281f942385c9f;
+pub const GREETER_METHOD_COUNT: u32 = 1;
+/// The trait's declaration, as `plugin_trait_declaration_Greeter_v1` embeds it (NUL-terminated).
+pub const GREETER_DECLARATION: [u8; 128] = *b"plugin-host-trait/1\x0a{\"methods\":[{\"name\":\"greet\",\"params\":[[\"name\",\"CStr\"]],\"returns\":\"OwnedStr\"}],\"name\":\"Greeter\",\"version\":1}\x00";
+
+/// `GreeterVTable`: the methods after their own size, in declaration order.
+#[repr(C)]
+pub struct GreeterVTable {
+    pub size: usize,
+    pub greet: Option<unsafe extern "C" fn(*mut c_void, *const c_char) -> *mut c_char>,
+}
+
+/// The type of `plugin_abi_descriptor_Greeter_v1`.
+#[repr(C)]
+pub struct GreeterAbiDescriptor {
+    pub header: PluginAbiDescriptor,
+    pub method_fingerprints: [u64; 1],
+}
+
+const _: () = assert!(std::mem::size_of::<GreeterVTable>() == std::mem::size_of::<usize>() * 2);
+
+pub const GREETER_ABI_DESCRIPTOR: GreeterAbiDescriptor = GreeterAbiDescriptor {
+    header: PluginAbiDescriptor {
+        struct_size: std::mem::size_of::<GreeterAbiDescriptor>() as u32,
+        abi_version: PLUGIN_ABI_VERSION,
+        trait_version: GREETER_TRAIT_VERSION,
+        registration_size: std::mem::size_of::<PluginRegistration>() as u32,
+        vtable_size: std::mem::size_of::<GreeterVTable>() as u32,
+        method_count: GREETER_METHOD_COUNT,
+        fingerprint: GREETER_FINGERPRINT,
+    },
+    method_fingerprints: [0x276281f942385c9f],
+};
+
+/// The unmaker calls of Greeter in this library (what `plugin_unmaker_counter_Greeter_v1` returns).
+pub static GREETER_UNMAKER_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// The vtable of implementation `T`, every slot a panic-containing thunk.
+pub const fn greeter_vtable<T: Greeter>() -> GreeterVTable {
+    GreeterVTable {
+        size: std::mem::size_of::<GreeterVTable>(),
+        greet: Some(greeter_greet_thunk::<T>),
+    }
+}
+
+/// The vtable slot of Greeter.greet: converts, calls `T::greet`, contains panics.
+#[allow(clippy::missing_safety_doc)]
+pub unsafe extern "C" fn greeter_greet_thunk<T: Greeter>(this: *mut c_void, a0: *const c_char) -> *mut c_char {
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        let this = unsafe { &*(this as *const T) };
+        let a0 = unsafe { cstr_arg(a0) };
+        this.greet(a0)
+    }));
+    result.map(|s| owned_str(&s)).unwrap_or(ptr::null_mut())
+}
+
+/// `PLUGIN_IMPL`: `plugin_impl!(Trait, Name, Type)` (a `Default` instance) or
+/// `plugin_impl!(Trait, Name, Type, expression)`: exports the maker and unmaker of implementation `Name`.
+#[macro_export]
+macro_rules! plugin_impl {
+    (Greeter, $name:ident, $ty:ty) => {
+        $crate::plugin_impl!(Greeter, $name, $ty, <$ty as ::core::default::Default>::default());
+    };
+    (Greeter, $name:ident, $ty:ty, $make:expr) => {
+        const _: () = {
+            static VTABLE: $crate::plugin_abi::GreeterVTable = $crate::plugin_abi::greeter_vtable::<$ty>();
+            #[unsafe(export_name = concat!("plugin_register_Greeter_", stringify!($name), "_v1"))]
+            extern "C" fn maker() -> *mut $crate::plugin_abi::PluginRegistration {
+                $crate::plugin_abi::make_registration(
+                    "Greeter\0",
+                    concat!(stringify!($name), "\0"),
+                    $crate::plugin_abi::GREETER_TRAIT_VERSION,
+                    ::std::mem::size_of::<$crate::plugin_abi::GreeterVTable>(),
+                    &VTABLE as *const $crate::plugin_abi::GreeterVTable as *const ::std::os::raw::c_void,
+                    || -> $ty { $make },
+                )
+            }
+            #[unsafe(export_name = concat!("plugin_unregister_Greeter_", stringify!($name), "_v1"))]
+            unsafe extern "C" fn unmaker(reg: *mut $crate::plugin_abi::PluginRegistration) {
+                unsafe { $crate::plugin_abi::release_registration::<$ty>(reg, &$crate::plugin_abi::GREETER_UNMAKER_COUNT) }
+            }
+            impl $crate::plugin_abi::PluginFactory<$crate::plugin_abi::GreeterTag> for $ty {
+                const FACTORY: $crate::plugin_abi::PluginRegistrationFactory =
+                    $crate::plugin_abi::PluginRegistrationFactory { maker: Some(maker), unmaker: Some(unmaker) };
+            }
+        };
+    };
+}
+
+/// `PLUGIN_AGGREGATES`: `plugin_aggregates!(Trait; TypeA, TypeB)`, once per library and trait: the
+/// aggregate over those types, its release, the unmaker counter, the descriptor and the declaration.
+#[macro_export]
+macro_rules! plugin_aggregates {
+    (Greeter; $($ty:ty),* $(,)?) => {
+        $crate::plugin_unmaker_counter!(Greeter);
+        const _: () = {
+            static FACTORIES: &[$crate::plugin_abi::PluginRegistrationFactory] =
+                &[$(<$ty as $crate::plugin_abi::PluginFactory<$crate::plugin_abi::GreeterTag>>::FACTORY),*];
+            #[unsafe(export_name = "plugin_register_all_Greeter_v1")]
+            extern "C" fn register_all() -> *mut $crate::plugin_abi::PluginRegistrationArray {
+                $crate::plugin_abi::register_all(FACTORIES)
+            }
+            #[unsafe(export_name = "plugin_unregister_all_Greeter_v1")]
+            unsafe extern "C" fn unregister_all(array: *mut $crate::plugin_abi::PluginRegistrationArray) {
+                unsafe { $crate::plugin_abi::unregister_all(array) }
+            }
+        };
+    };
+}
+
+/// `PLUGIN_UNMAKER_COUNTER`: `plugin_unmaker_counter!(Trait)`, for a library with `plugin_impl!`s
+/// but no aggregate: the counter, the descriptor and the declaration.
+#[macro_export]
+macro_rules! plugin_unmaker_counter {
+    (Greeter) => {
+        const _: () = {
+            #[unsafe(export_name = "plugin_unmaker_counter_Greeter_v1")]
+            extern "C" fn counter() -> usize {
+                $crate::plugin_abi::GREETER_UNMAKER_COUNT.load(::std::sync::atomic::Ordering::SeqCst)
+            }
+            #[unsafe(export_name = "plugin_abi_descriptor_Greeter_v1")]
+            static DESCRIPTOR: $crate::plugin_abi::GreeterAbiDescriptor = $crate::plugin_abi::GREETER_ABI_DESCRIPTOR;
+            #[unsafe(export_name = "plugin_trait_declaration_Greeter_v1")]
+            static DECLARATION: [u8; 128] = $crate::plugin_abi::GREETER_DECLARATION;
+        };
+    };
+}
