@@ -87,7 +87,7 @@ def test_the_declaration_round_trips_and_says_its_format() -> None:
         (
             b'plugin-host-trait/1\n{"name": "X", "version": 1, "methods": [{"name": "type_name", "params": [], '
             b'"returns": "None"}]}',
-            "reserved name",
+            "is reserved",
         ),
         (
             b'plugin-host-trait/1\n{"name": "X", "version": 1, "methods": [{"name": "my-m", "params": [], '

@@ -9,7 +9,15 @@ import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-from plugin_interface import PluginTrait, StructSpec, TraitSpec, TypeKind, encode_declaration, get_include, resolve_trait
+from plugin_interface import (
+    PluginTrait,
+    StructSpec,
+    TraitSpec,
+    TypeKind,
+    encode_declaration,
+    get_include,
+    resolve_trait,
+)
 from plugin_interface._traits import TraitLike
 
 __all__ = ["generate_trait_header", "regenerate_command", "rust_traits_of", "traits_of", "write_trait_headers"]

@@ -90,6 +90,34 @@ typedef struct ImageFilterAbiDescriptor {
 
 #ifdef __cplusplus
 }
+
+/* C++: ImageFilterVTable without its size, for PLUGIN_IMPL (see plugin_annotations.h). */
+struct ImageFilterMethods {
+    char *(*describe)(void *self);
+    int32_t (*invert)(void *self, const Image *image, uint8_t *pixels, size_t pixels_len, char **error);
+    int32_t (*adjust)(void *self, const Image *image, uint8_t *pixels, size_t pixels_len, Levels levels, char **error);
+    uint32_t (*rows)(void *self, const Image *image, const uint8_t *pixels, size_t pixels_len, _Bool (*visit)(void *, uint32_t, uint64_t), void *visit_context);
+    void *(*open)(void *self, const char *label);
+    uint64_t (*feed)(void *self, void *session, const Image *image, const uint8_t *pixels, size_t pixels_len);
+    char *(*report)(void *self, void *session);
+    void (*end)(void *self, void *session);
+};
+
+static inline constexpr ImageFilterVTable plugin_vtable_ImageFilter(ImageFilterMethods m) {
+    return ImageFilterVTable{sizeof(ImageFilterVTable), m.describe, m.invert, m.adjust, m.rows, m.open, m.feed, m.report, m.end};
+}
+
+/* C++: every method as X(ctx, name, result kind, C return type, (C parameters), (arguments)),
+ * in vtable order; PLUGIN_CLASS (plugin_annotations.hpp) makes its thunks from it. */
+#define PLUGIN_TRAIT_METHODS_ImageFilter(X, ctx) \
+    X(ctx, describe, OWNEDSTR, char *, (void *self), ()) \
+    X(ctx, invert, STATUS, int32_t, (void *self, const Image *image, uint8_t *pixels, size_t pixels_len, char **error), (image, pixels, pixels_len)) \
+    X(ctx, adjust, STATUS, int32_t, (void *self, const Image *image, uint8_t *pixels, size_t pixels_len, Levels levels, char **error), (image, pixels, pixels_len, levels)) \
+    X(ctx, rows, SCALAR, uint32_t, (void *self, const Image *image, const uint8_t *pixels, size_t pixels_len, _Bool (*visit)(void *, uint32_t, uint64_t), void *visit_context), (image, pixels, pixels_len, , visit_context)) \
+    X(ctx, open, SCALAR, void *, (void *self, const char *label), (label)) \
+    X(ctx, feed, SCALAR, uint64_t, (void *self, void *session, const Image *image, const uint8_t *pixels, size_t pixels_len), (session, image, pixels, pixels_len)) \
+    X(ctx, report, OWNEDSTR, char *, (void *self, void *session), (session)) \
+    X(ctx, end, VOID, void, (void *self, void *session), (session))
 #endif
 
 #endif /* PLUGIN_TRAIT_IMAGEFILTER_H */
