@@ -561,3 +561,17 @@ def test_a_failing_method_is_contained_in_every_language(
                 counting.greet("")  # type: ignore[attr-defined]
         assert counting.greet("b").endswith(", b")  # type: ignore[attr-defined]
         assert manager.unload_by_path(lib).unmapped
+
+
+def test_a_set_made_outside_the_manager_reports_its_counter_after_the_deferred_close(
+    example_plugins: dict[str, Path],
+) -> None:
+    """The manager unloads the file while a set made with register_trait lives: releasing that set closes
+    the library (the deferred close), and unload_trait still returns the counter, read before it."""
+    manager = PluginManager()
+    [handle] = manager.load_plugins(example_plugins["multi_trait"], PluginTrait.Greeter)
+    extra = register_trait(handle.library, PluginTrait.Transformer)
+    manager.unload_by_path(handle.path)
+    assert handle.library.is_open  # kept for the set made outside the manager
+    assert unload_trait(handle.library, extra) == 2
+    assert not handle.library.is_open

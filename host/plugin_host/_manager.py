@@ -226,7 +226,7 @@ class PluginManager:
         *,
         copy_on_load: bool = False,
         policy: LoadPolicy | None = None,
-        probe: ProbeMode | bool | None = ProbeMode.UNTRUSTED,
+        probe: ProbeMode | str | bool | None = ProbeMode.UNTRUSTED,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         probe_cache_dir: str | os.PathLike[str] | None = None,
         max_library_bytes: int = MAX_LIBRARY_BYTES,

@@ -84,11 +84,16 @@ class ProbeMode(enum.Enum):
     UNTRUSTED = "untrusted"
 
     @classmethod
-    def of(cls, value: ProbeMode | bool | None) -> ProbeMode:
-        """The mode for ``value``; ``True``, ``False`` and ``None`` are the older spellings
-        of :attr:`ALWAYS`, :attr:`NEVER` and :attr:`UNTRUSTED`."""
+    def of(cls, value: ProbeMode | str | bool | None) -> ProbeMode:
+        """The mode for ``value``: a mode, its value (``"never"``), or ``True``, ``False`` and
+        ``None``, the older spellings of :attr:`ALWAYS`, :attr:`NEVER` and :attr:`UNTRUSTED`.
+
+        :raises ValueError: for a string that names no mode.
+        """
         if isinstance(value, ProbeMode):
             return value
+        if isinstance(value, str):
+            return cls(value)
         if value is None:
             return cls.UNTRUSTED
         return cls.ALWAYS if value else cls.NEVER
@@ -110,7 +115,7 @@ class Admission:
     def __init__(
         self,
         policy: LoadPolicy | None = None,
-        probe: ProbeMode | bool | None = ProbeMode.UNTRUSTED,
+        probe: ProbeMode | str | bool | None = ProbeMode.UNTRUSTED,
         probe_timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
         probe_cache_dir: str | os.PathLike[str] | None = None,
         max_library_bytes: int = MAX_LIBRARY_BYTES,

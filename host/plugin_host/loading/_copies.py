@@ -207,7 +207,10 @@ def write_private_copy(name: str, data: bytes, path: str | os.PathLike[str]) -> 
     :param path: the name to report in errors (the original file).
     :raises NotASharedLibraryError: the copy could not be written.
     """
-    directory = _private_copy_dir()
+    try:
+        directory = _private_copy_dir()
+    except OSError as e:  # no temporary directory to be had (full, read-only, no permission)
+        raise NotASharedLibraryError(path, f"cannot make a private copy directory: {e.strerror or e}") from e
     # A unique name: the loader must not hand back an old mapping of the
     # same path, and the original may be rebuilt while this copy is loaded.
     target = directory / copy_name(next(_copy_ids), name, _private_name_max)
@@ -257,7 +260,11 @@ def _private_copy_dir() -> Path:
             _lock_fd = None
         pid = os.getpid()
         directory = Path(tempfile.mkdtemp(prefix=f"{COPY_DIR_PREFIX}{pid}-"))
-        _lock_fd = _lock_directory(directory)
+        try:
+            _lock_fd = _lock_directory(directory)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)  # never leave an unlocked directory behind
+            raise
         atexit.register(_remove_own_dir, directory, pid)
         _private_dir, _private_name_max = directory, _name_max(directory)
         return directory

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable, Mapping
 from plugin_interface import (
     PluginError,
     PluginTrait,
-    SymbolNotFoundError,
     TraitLike,
     TraitNotImplementedError,
     TraitSpec,
@@ -77,10 +76,7 @@ def unload_trait(library: Library, array: RegistrationSet) -> int | None:
     if array.library is not library:
         raise ValueError(f"{array!r} was not made from {library!r}")
     array.release()
-    try:
-        return library.get_unmaker_counter(array.trait.name)
-    except SymbolNotFoundError:
-        return None
+    return array.final_counter  # read before a deferred close could unmap the library
 
 
 def register_greeter(library: Library) -> RegistrationSet:

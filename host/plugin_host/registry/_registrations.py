@@ -328,6 +328,8 @@ class RegistrationSet:
         self._host_array = host_array
         self._unmakers: list[int] = []
         self._released = False
+        #: The trait's unmaker counter read right after :meth:`release` (``None`` before, or if not exported).
+        self.final_counter: int | None = None
         library.live_sets += 1
 
     @property
@@ -524,6 +526,8 @@ class RegistrationSet:
             else:
                 self._release_host_owned()
         finally:
+            # Read now: releasing the last set may close a library the manager asked to close.
+            self.final_counter = self.library.get_unmaker_counter_or_none(self.trait.name)
             self.library.release_handle()
 
     def _release_plugin_owned(self, address: int) -> None:
