@@ -10,7 +10,7 @@
 3. ``load_plugins`` of a directory of 200 plugin files vs a bare loop of
    ``ctypes.CDLL`` + the same symbol look-ups.  Target: <= 1.3x.  Two
    diagnostic lines follow: the same load without policy and pre-check, and
-   with the per-file checks in pure Python (``plugin_host._speedups`` off, as
+   with the per-file checks in pure Python (``plugin_host.loading._speedups`` off, as
    on an install without a C compiler).
 
 Each figure is the median of several repeats; the two sides of a ratio

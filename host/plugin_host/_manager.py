@@ -208,7 +208,7 @@ class PluginManager:
     **Untrusted plugins**: every file goes through the policy, a pre-check of
     its headers (no ``dlopen`` of a truncated file, a file for another
     machine, or a file without plugin symbols) and, if enabled, the probe,
-    before it is opened; see :mod:`plugin_host._admission`.
+    before it is opened; see :mod:`plugin_host.admission`.
 
     **Thread-safety**: proxies may be called from any thread.  Loading and
     unloading are serialised by a lock; they are meant to run on the thread

@@ -61,4 +61,4 @@ ffibuilder = make_builder()
 
 if __name__ == "__main__":  # a development build: python host/speedups/build.py (pip install -e . does the same)
     built = make_builder(str(ROOT)).compile(tmpdir=str(ROOT / "build" / "speedups"), verbose=True)
-    print(f"built {built}; copy it into host/plugin_host/ to use it in place")
+    print(f"built {built}; copy it into host/plugin_host/loading/ to use it in place")

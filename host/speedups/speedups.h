@@ -1,5 +1,5 @@
 /*
- * plugin_host._speedups: C versions of the two checks the host runs on every
+ * plugin_host.loading._speedups: C versions of the two checks the host runs on every
  * plugin file it loads (see speedups.c).  Compiled at install time through
  * cffi's API mode (build.py); the host works without it, in pure Python.
  */

@@ -399,7 +399,7 @@ class ArchitectureMismatchError(NotASharedLibraryError):
     """A shared library built for another machine, word size or byte order.
 
     :ivar field: ``"machine"``, ``"class"`` or ``"byte order"``.
-    :ivar expected: this host's value (``"x86-64"``).
+    :ivar expected: this host's value (``"x86_64"``).
     :ivar found: the file's value (``"aarch64"``).
     """
 

@@ -1,6 +1,6 @@
 """What a library exports under this project's symbol scheme, and what is wrong with it.
 
-Works on the file alone (:func:`~plugin_host._exports.read_exports`): no
+Works on the file alone (:func:`~plugin_host.formats.read_exports`): no
 library is loaded and no plugin code runs, so it is safe on untrusted files and
 works for any target (a Windows ``.dll`` or macOS ``.dylib`` on a Linux CI).
 

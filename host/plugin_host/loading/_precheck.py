@@ -10,7 +10,7 @@ refuses with a typed error naming the file:
 - not a shared library: a directory, a non-regular file, empty, text, an
   executable or object file (:class:`~plugin_interface.NotASharedLibraryError`);
 - wrong binary format, word size, byte order or machine: "built for aarch64,
-  this host is x86-64" (:class:`~plugin_interface.ArchitectureMismatchError`);
+  this host is x86_64" (:class:`~plugin_interface.ArchitectureMismatchError`);
 - load segments or header tables past the end of the file (the truncation that
   would SIGBUS; :func:`plugin_host.formats.check_elf_complete`);
 - no ``plugin_register_`` name in the dynamic string table at all
