@@ -358,3 +358,40 @@ def test_version_says_which_checks_run(capsys: pytest.CaptureFixture[str]) -> No
     out = " ".join(capsys.readouterr().out.split())
     assert out.startswith("plugin-host ")
     assert ("load checks: C (plugin_host.loading._speedups)" in out) == _accel.enabled()
+
+
+def _no_truncation_check(source: str) -> str:
+    """A mutation of the C pre-check: a load segment past the end of the file no longer fails it."""
+    check = "if (h.type == PT_LOAD && (h.offset > size || h.filesz > size - h.offset)) {"
+    assert source.count(check) == 1, "the truncation check in ph_precheck_elf changed shape"
+    return source.replace(check, "if (0) {")
+
+
+@needs_speedups
+@elf_only
+def test_a_weakened_c_precheck_is_caught_by_the_agreement_check(
+    example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The C pre-check is tied to the Python one by these tests: one check removed from the C, and they fail."""
+    from plugin_host.formats import SegmentType, check_elf_complete
+    from test_policy_agreement import build_speedups
+
+    data = bytearray(example_plugins["greeters"].read_bytes())
+    layout = check_elf_complete(lambda offset, n: bytes(data[offset : offset + n]), len(data), "greeters")
+    assert layout is not None
+    ends = {t: [o + n for p, o, _, n in layout.program_headers if p == t] for t in SegmentType}
+    # Cut inside the last load segment, past the dynamic section: only the segment check can tell.
+    cut = (max(ends[SegmentType.PT_DYNAMIC]) + max(ends[SegmentType.PT_LOAD])) // 2
+    assert max(ends[SegmentType.PT_DYNAMIC]) < cut < max(ends[SegmentType.PT_LOAD])
+    data[40:48] = bytes(8)  # e_shoff 0 and e_shnum 0 (ELF64): no section header table past the cut
+    data[60:62] = bytes(2)
+    truncated = tmp_path / "libtruncated.so"
+    truncated.write_bytes(data[:cut])  # a compiler caught mid-write
+    os.chmod(truncated, 0o644)
+    assert _c_verdicts(truncated, truncated.read_bytes()) == (False, False, False)  # the real C refuses it
+    mutant = build_speedups(tmp_path / "mutant", _no_truncation_check, "_speedups_no_truncation")
+    monkeypatch.setattr(_accel, "_lib", mutant.lib)
+    monkeypatch.setattr(_accel, "_ffi", mutant.ffi)
+    assert _python_passes(truncated, None) is False
+    with pytest.raises(AssertionError):  # the fuzz test's own comparison notices
+        assert _c_verdicts(truncated, truncated.read_bytes()) == (False, False, False)
