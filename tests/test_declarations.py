@@ -286,3 +286,10 @@ def test_traits_module_makes_a_python_declaration_known(
     assert "Vowels" in declared_traits()  # the Python declaration was used (and agreed with the embedded one)
     assert main(["--traits", "no_such_module", "list", str(vowels)]) == 2
     assert "--traits no_such_module: cannot import it" in capsys.readouterr().err
+
+
+def test_list_filters_by_a_trait_only_the_plugin_declares(vowels: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list", str(vowels), "--trait", "Vowels"]) == 0
+    assert "Vowels" in capsys.readouterr().out
+    assert main(["list", str(vowels), "--trait", "Greeter"]) == 1
+    assert "exports no plugin for Greeter" in capsys.readouterr().err

@@ -193,3 +193,15 @@ def test_a_helper_process_started_by_a_constructor_is_not_a_hang(compile_plugin:
     lib = compile_plugin("forking", GREETER, defines=("CTOR_FORK",))
     result = probe_library(lib, cache_dir=tmp_path, timeout_s=20)
     assert result.clean and result.duration_s < 20  # not a ProbeTimeoutError after the whole timeout
+
+
+def test_a_cache_another_user_could_write_is_not_trusted(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    lib = example_plugins["greeters"]
+    cache = tmp_path / "cache"
+    assert not probe_library(lib, cache_dir=cache).cached
+    assert probe_library(lib, cache_dir=cache).cached
+    os.chmod(cache / "probe-cache.json", 0o666)  # anyone could have forged a "clean" verdict
+    assert not probe_library(lib, cache_dir=cache).cached  # so it is probed again
+    os.chmod(cache / "probe-cache.json", 0o600)
+    os.chmod(cache, 0o777)
+    assert not probe_library(lib, cache_dir=cache).cached

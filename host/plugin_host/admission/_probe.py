@@ -39,6 +39,7 @@ import json
 import os
 import selectors
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -181,6 +182,22 @@ class ProbeResult:
     problems: list[str] = field(default_factory=list)
 
 
+#: A cache file larger than this (in bytes) is read only this far (then it does not parse, and counts as empty).
+MAX_CACHE_BYTES = 16 << 20
+
+
+def _trusted_cache(st: os.stat_result, directory: Path) -> bool:
+    """Whether only this user (or root) could have written the cache file and its directory."""
+    if sys.platform == "win32":
+        return True
+    try:
+        dir_st = os.stat(directory)
+    except OSError:
+        return False
+    me = os.geteuid()
+    return all(s.st_uid in (me, 0) and not s.st_mode & (stat.S_IWGRP | stat.S_IWOTH) for s in (st, dir_st))
+
+
 class ProbeCache:
     """The blocklist and clean-probe cache, persisted as JSON in ``directory``.
 
@@ -198,7 +215,12 @@ class ProbeCache:
 
     def _read(self) -> dict[str, dict[str, object]]:
         try:
-            data = json.loads(self.file.read_text())
+            fd = os.open(self.file, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+            with open(fd, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not _trusted_cache(st, self.directory):
+                    return {}  # another user could have written a "clean" verdict: it proves nothing
+                data = json.loads(f.read(MAX_CACHE_BYTES + 1)[:MAX_CACHE_BYTES])
         except (OSError, ValueError):
             return {}
         if not isinstance(data, dict) or data.get("version") != 1 or not isinstance(data.get("entries"), dict):

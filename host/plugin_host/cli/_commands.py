@@ -55,8 +55,13 @@ def _library_files(path: Path) -> list[Path]:
 
 
 def _traits(name: str | None) -> list[TraitSpec] | None:
-    """The trait asked for, or ``None``: every trait a file implements (the host's or its own declaration)."""
-    return None if name is None else [resolve_trait(name)]
+    """The trait asked for, or ``None``: every trait a file implements (the host's or its own declaration).
+
+    A name the host has no declaration of is looked for in each file's embedded declarations instead.
+    """
+    if name is None or name.partition("@")[0] not in declared_traits():
+        return None
+    return [resolve_trait(name)]
 
 
 #: Failures that concern one trait of a file; any other refuses the whole file.
@@ -261,6 +266,8 @@ def cmd_list(args: argparse.Namespace) -> int:
                 continue
             known = len(problems)
             handles = _load_every_trait(manager, lib_path, traits, problems)
+            if args.trait is not None and traits is None:  # a trait only the plugins declare: by name
+                handles = [h for h in handles if h.trait.name == args.trait.partition("@")[0]]
             refused = len(problems) > known  # this file's own problems, not an earlier file's
             if not handles and not refused and args.trait is None and is_dir:
                 # A build directory also holds plain libraries: link

@@ -68,7 +68,13 @@ def check_constants(lib: Any) -> None:
 
 
 if _lib is not None:
-    check_constants(_lib)
+    try:
+        check_constants(_lib)
+    except ImportError as _stale:  # a C extension from another build: the Python checks decide alone
+        import warnings
+
+        warnings.warn(f"{_stale}; using the pure-Python checks", RuntimeWarning, stacklevel=1)
+        _ffi = _lib = None
 
 _on = _lib is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
 
