@@ -230,7 +230,9 @@ class Library:
         if load_path is None or load_path is path:
             self.load_path = self.path
         else:
-            self.load_path = load_path if isinstance(load_path, Path) else Path(load_path)
+            other = load_path if isinstance(load_path, Path) else Path(load_path)
+            # The same file given twice is not a private copy: the identity test at close relies on this.
+            self.load_path = self.path if other.absolute() == self.path else other
         try:
             self._handle: int | None = _os.open_library(str(self.load_path))
         except OSError as e:
@@ -255,7 +257,7 @@ class Library:
         return cls(target, load_path=make_private_copy(target, inspect))
 
     def _remove_private_copy(self) -> None:
-        if self.load_path != self.path:
+        if self.load_path is not self.path:
             remove_private_copy(self.load_path)
 
     @property

@@ -282,7 +282,10 @@ class PluginObject:
         self._ptr = pointer
         drop = getattr(proxy, f"_drop_{kind}")  # a bound, guarded call of the Drop method: no reference to self
         self._finalizer = weakref.finalize(self, _drop_unless_released, proxy._gate, drop, pointer)
-        proxy._set.objects.add(self)
+        regset = proxy._set
+        if regset.objects is None:
+            regset.objects = weakref.WeakSet()
+        regset.objects.add(self)
 
     @property
     def is_alive(self) -> bool:

@@ -323,7 +323,8 @@ class RegistrationSet:
         self.registrations = registrations
         self.gate = CallGate()
         #: The plugin-side objects (Handle results) made through this set's proxies: destroyed before the release.
-        self.objects: weakref.WeakSet[Any] = weakref.WeakSet()
+        #: Made on the first object: most sets never hand one out, and every load makes sets.
+        self.objects: weakref.WeakSet[Any] | None = None
         self._array = array
         self._host_array = host_array
         self._unmakers: list[int] = []
@@ -514,7 +515,7 @@ class RegistrationSet:
             raise AlreadyReleasedError(self.library.path, self.symbol)
         self._released = True  # first: a release nested in the wait (a signal handler) is refused
         try:
-            for obj in list(self.objects):  # while the gate is open: each is destroyed through it, once
+            for obj in list(self.objects or ()):  # while the gate is open: each is destroyed through it, once
                 obj.close()
             self.gate.close(self.library.path, self.symbol)
         except BaseException:
