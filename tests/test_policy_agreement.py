@@ -292,7 +292,7 @@ def _c_compiler() -> str | None:
 def build_speedups(tmp: Path, mutate: Callable[[str], str], module: str) -> ModuleType:
     """Compile host/speedups with ``mutate`` applied to speedups.c, as ``module``; the imported module."""
     speedups = _private_dir(tmp / "host" / "speedups")
-    for name in ("speedups.c", "speedups.h", "build.py"):
+    for name in ("speedups.c", "unload.c", "speedups.h", "build.py"):
         shutil.copy(REPO / "host" / "speedups" / name, speedups / name)
     source = speedups / "speedups.c"
     source.write_text(mutate(source.read_text()))

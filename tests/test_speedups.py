@@ -64,12 +64,13 @@ def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_isolated(code).stdout.strip() == str(_accel.available())
 
 
+@pytest.mark.parametrize("source", ["speedups.c", "unload.c"])
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
-def test_c_source_compiles_warning_free(cc: str, tmp_path: Path) -> None:
+def test_c_source_compiles_warning_free(cc: str, source: str, tmp_path: Path) -> None:
     if shutil.which(cc) is None:
         pytest.skip(f"{cc} is not installed")
     flags = ["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-O2", "-fPIC", "-c"]
-    cmd = [cc, *flags, "-I", str(SPEEDUPS), "-I", str(INCLUDE), str(SPEEDUPS / "speedups.c")]
+    cmd = [cc, *flags, "-I", str(SPEEDUPS), "-I", str(INCLUDE), str(SPEEDUPS / source)]
     proc = subprocess.run([*cmd, "-o", str(tmp_path / "speedups.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""

@@ -15,7 +15,8 @@ from conftest import CompilePlugin, mapped_paths
 from plugin_host import LibraryStillMappedWarning, PluginManager, UnloadResult
 from plugin_host.abi import check_library, scan_library
 from plugin_host.formats import UnloadBlockers, read_unload_blockers
-from plugin_host.loading import Library
+from plugin_host.loading import Library, _accel
+from plugin_host.loading._unload import check_unloaded
 from plugin_interface import NotASharedLibraryError
 
 GREETER_C = """
@@ -157,6 +158,32 @@ def test_library_close_records_what_the_loader_did(clean: Path, nodelete: Path, 
     kept = Library(shutil.copy(nodelete, tmp_path / "libnodelete_lib.so"))
     kept.close()  # a Library alone never warns: the manager does
     assert kept.still_mapped is not None and "DF_1_NODELETE" in kept.still_mapped.reasons[0]
+
+
+@pytest.mark.parametrize("c_checks", [True, False], ids=["c", "python"])
+@pytest.mark.parametrize("case", ["clean", "nodelete", "another handle"])
+def test_both_ways_of_asking_agree_with_the_process_maps(
+    case: str, c_checks: bool, clean: Path, nodelete: Path, tmp_path: Path
+) -> None:
+    """The C close (load address among the loaded objects) and the RTLD_NOLOAD question tell the same truth."""
+    if c_checks and not _accel.available():
+        pytest.skip("the C extension is not built")
+    lib = Path(shutil.copy(nodelete if case == "nodelete" else clean, tmp_path / f"lib{case.replace(' ', '_')}.so"))
+    if case == "another handle":
+        assert ctypes.CDLL(str(lib)) is not None  # never closed: this copy is the test's own
+    previous = _accel.set_enabled(c_checks)
+    try:
+        library = Library(lib)
+        if c_checks:  # the C side's own answer, before the NOLOAD confirmation
+            assert _accel.close_library(library._handle) is (case == "clean")  # type: ignore[arg-type]
+            library._handle = None
+            library.still_mapped = check_unloaded(library.path, library.load_path, case == "clean")
+        else:
+            library.close()
+    finally:
+        _accel.set_enabled(previous)
+    assert (library.still_mapped is None) is (case == "clean")
+    assert (str(lib) in mapped_paths()) is (case != "clean")
 
 
 def test_a_private_copy_is_checked_before_it_is_removed(nodelete: Path, tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def make_builder(root: str = "", module: str = MODULE) -> cffi.FFI:
     builder.set_source(
         module,
         '#include "speedups.h"',
-        sources=[os.path.join(root, HERE, "speedups.c")],
+        sources=[os.path.join(root, HERE, "speedups.c"), os.path.join(root, HERE, "unload.c")],
         include_dirs=[os.path.join(root, HERE), os.path.join(root, INTERFACE_INCLUDE)],
         optional=True,
     )

@@ -1,6 +1,7 @@
 /*
  * plugin_host.loading._speedups: C versions of the two checks the host runs on every
- * plugin file it loads (see speedups.c).  Compiled at install time through
+ * plugin file it loads (see speedups.c), and a close that tells whether the
+ * library left the process (unload.c).  Compiled at install time through
  * cffi's API mode (build.py); the host works without it, in pure Python.
  */
 #ifndef PLUGIN_HOST_SPEEDUPS_H
@@ -69,5 +70,18 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
 /* Per registration in out: address, instance, free_memory, trait_version,
  * vtable_size, then the usable method pointers. */
 #define PH_RECORD_WORDS 5
+
+/* dlclose the handle (a dlopen result) and say whether the loader unmapped
+ * the library (unload.c): PH_CLOSE_UNMAPPED, PH_CLOSE_STILL_MAPPED, or
+ * PH_CLOSE_UNKNOWN when closed but not found out.  PH_CLOSE_FAILED: dlclose
+ * failed (dlerror says why).  PH_CLOSE_UNSUPPORTED: nothing was done (no
+ * dl_iterate_phdr here); close it another way. */
+int ph_close_library(uintptr_t handle);
+
+#define PH_CLOSE_UNMAPPED 0
+#define PH_CLOSE_STILL_MAPPED 1
+#define PH_CLOSE_UNKNOWN 2
+#define PH_CLOSE_FAILED 3
+#define PH_CLOSE_UNSUPPORTED 4
 
 #endif /* PLUGIN_HOST_SPEEDUPS_H */

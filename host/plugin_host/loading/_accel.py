@@ -17,6 +17,8 @@ import os
 import threading
 from typing import Any
 
+from . import _os
+
 #: Room in the per-thread output buffers: words of registration records, and
 #: bytes of type names.  A plugin with more registrations is checked in Python.
 _OUT_WORDS = 4096
@@ -35,6 +37,7 @@ __all__ = [
     "MAX_DYNAMIC_BYTES",
     "MAX_DYNSTR_BYTES",
     "available",
+    "close_library",
     "elf_precheck_passes",
     "enabled",
     "precheck_paths",
@@ -181,3 +184,29 @@ def precheck_paths(
     _lib.ph_precheck_paths(encoded, len(paths), head_len, elf_class, byte_order, machine, uid, verdicts)
     passed = _lib.PH_PASS
     return [v == passed for v in _ffi.unpack(verdicts, len(paths))]
+
+
+def close_library(handle: int) -> bool | None:
+    """dlclose ``handle``; whether the loader unmapped the library, ``None`` when not found out here.
+
+    With the C extension, ``ph_close_library`` (unload.c) looks for the
+    library's load address among the loaded objects after the close: no file
+    access, where the pure-Python question (``RTLD_NOLOAD``) costs more than
+    the close.  Without it (or where the platform has no ``dl_iterate_phdr``)
+    the library is closed through :mod:`._os` and the caller asks the loader.
+
+    :raises OSError: dlclose failed.
+    """
+    if _on:
+        verdict: int = _lib.ph_close_library(handle)
+        if verdict == _lib.PH_CLOSE_UNMAPPED:
+            return True
+        if verdict == _lib.PH_CLOSE_STILL_MAPPED:
+            return False
+        if verdict == _lib.PH_CLOSE_UNKNOWN:
+            return None
+        if verdict == _lib.PH_CLOSE_FAILED:
+            msg = f"dlclose failed for the library handle {handle:#x}"
+            raise OSError(msg)
+    _os.close_library(handle)
+    return None

@@ -21,7 +21,7 @@ from plugin_interface import (
 )
 
 from ..formats import exported_symbols, sniff_format
-from . import _os
+from . import _accel, _os
 from ._copies import make_private_copy, remove_private_copy
 from ._unload import StillMapped, check_unloaded
 
@@ -339,13 +339,9 @@ class Library:
         """
         if self._handle is not None:
             handle, self._handle = self._handle, None
-            _os.close_library(handle)
-            self._verify_unloaded()
+            unmapped = _accel.close_library(handle)
+            self.still_mapped = check_unloaded(self.path, self.load_path, unmapped)
             self._remove_private_copy()
-
-    def _verify_unloaded(self) -> None:
-        """Ask the loader whether the closed library is gone; if not, record why (:attr:`still_mapped`)."""
-        self.still_mapped = check_unloaded(self.path, self.load_path)
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"

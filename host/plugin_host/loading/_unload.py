@@ -5,9 +5,10 @@ glibc keeps a library that has ``STB_GNU_UNIQUE`` symbols, ``DF_1_NODELETE``,
 pending ``thread_local`` destructors, or another open handle (a second
 ``dlopen`` of the same file, a library linked to it).  Such a library keeps
 its code mapped and its static state: a "reload" then sees the old counters.
-After closing, :class:`~plugin_host.loading.Library` asks the loader
-(``RTLD_NOLOAD``) and, if the library is still there, reads the reasons from
-the file (:func:`~plugin_host.formats.read_unload_blockers`).
+After closing, :class:`~plugin_host.loading.Library` looks for the library's
+load address among the loaded objects (the C extension, unload.c) or asks the
+loader (``RTLD_NOLOAD``) and, if the library is still there, reads the reasons
+from the file (:func:`~plugin_host.formats.read_unload_blockers`).
 
 **Platform-specific behaviour**: the reasons are read from ELF files only;
 on other formats a library that stayed loaded is reported with the generic
@@ -67,13 +68,17 @@ class StillMapped:
         return str(self.warning)
 
 
-def check_unloaded(path: Path, load_path: Path) -> StillMapped | None:
+def check_unloaded(path: Path, load_path: Path, unmapped: bool | None = None) -> StillMapped | None:
     """After the last close of ``load_path``: ``None`` if the loader let it go, else why not.
 
     Call it before a private copy is removed, so the reasons are read from the
     very bytes that were loaded.
+
+    :param unmapped: what the close found out (:func:`._accel.close_library`):
+        ``True`` is taken as it is; otherwise the loader is asked by name and
+        file identity (``RTLD_NOLOAD``), which also confirms a ``False``.
     """
-    if not _os.is_library_loaded(str(load_path)):
+    if unmapped or not _os.is_library_loaded(str(load_path)):
         return None
     return StillMapped(path, load_path, tuple(unload_reasons(load_path if load_path.exists() else path)))
 
