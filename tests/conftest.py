@@ -175,3 +175,14 @@ def no_thread_leaks() -> Iterator[None]:
             break
         time.sleep(0.01)
     assert not leaked, f"threads leaked: {leaked}"
+
+
+@pytest.fixture(params=["server", "fresh"])
+def probe_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the test with probes forked from the warm probe server, and again with a fresh interpreter each."""
+    from plugin_host.admission._probe import fork_server_supported
+
+    if request.param == "server" and not fork_server_supported():
+        pytest.skip("no probe server on this platform")
+    monkeypatch.setenv("PLUGIN_HOST_PROBE_SERVER", "1" if request.param == "server" else "0")
+    return str(request.param)

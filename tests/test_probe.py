@@ -18,6 +18,8 @@ from plugin_host.admission._probe import PROTOCOL, ProbeKey, run_probe
 from plugin_host.errors import BlockedPluginError, MakerReturnedNullError, ProbeCrashedError, ProbeProtocolError
 from untrusted_sources import DESCRIPTOR_SOURCE, GREETER, HOSTILE_DATA
 
+pytestmark = pytest.mark.usefixtures("probe_mode")
+
 
 def test_clean_probe_is_cached(example_plugins: dict[str, Path], tmp_path: Path) -> None:
     lib = example_plugins["greeters"]

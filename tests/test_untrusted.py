@@ -258,6 +258,7 @@ def test_inconsistent_aggregate(good: Path, compile_plugin: CompilePlugin, defin
         ("CTOR_HANG", "ProbeTimeoutError", "no answer within 1.5 s", "timeout_s", 1.5),
     ],
 )
+@pytest.mark.usefixtures("probe_mode")
 def test_constructor_that_kills_the_process(
     good: Path,
     compile_plugin: CompilePlugin,

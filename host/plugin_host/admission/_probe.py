@@ -39,6 +39,7 @@ import json
 import os
 import selectors
 import signal
+import socket
 import stat
 import struct
 import subprocess
@@ -46,6 +47,8 @@ import sys
 import tempfile
 import threading
 import time
+import warnings
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -76,8 +79,10 @@ __all__ = [
     "ProbeCache",
     "ProbeKey",
     "ProbeResult",
+    "ProbeServer",
     "ProbeStatus",
     "default_cache_dir",
+    "fork_server_supported",
     "host_identity",
     "probe_traits",
     "probe_library",
@@ -88,8 +93,12 @@ __all__ = [
 DEFAULT_PROBE_TIMEOUT_S = 10.0
 #: A child's report may not exceed this many bytes.
 MAX_REPORT_BYTES = 256 * 1024
-#: The child's stderr kept for messages (the rest is drained and dropped).
-MAX_STDERR_BYTES = 4096
+#: How long the probe server may take to start, in seconds.
+SERVER_START_S = 30.0
+#: How long past a probe's timeout the host waits for the server's own verdict, in seconds.
+SERVER_GRACE_S = 5.0
+#: How long the server may take to exit once told to, in seconds (then it is killed).
+SERVER_STOP_S = 2.0
 #: Cache entries kept (oldest dropped first).
 MAX_CACHE_ENTRIES = 4096
 _CHILD_MODULE = "plugin_host.admission._probe_child"
@@ -278,41 +287,237 @@ def _frames(buffer: bytes) -> tuple[list[dict[str, object]], bytes]:
     return frames, buffer
 
 
-def _child_command(write_fd: int) -> list[str]:
-    """The child's command line: an isolated interpreter (no PYTHONPATH, no user site)
-    that imports this very host (its package directories are put first on ``sys.path``)."""
+class _Report:
+    """What a probe child reported so far: its frames, the step it is in, and (from the server) how it ended."""
+
+    def __init__(self, path: str, timeout_s: float) -> None:
+        self.path = path
+        self.timeout_s = timeout_s
+        self.frames: list[dict[str, object]] = []
+        self.step = "start-up"
+        self.done = False  # the child reported dlclose: nothing more to read from it
+        self.exit: dict[str, object] | None = None  # the probe server's last frame
+        self.pid: int | None = None
+        self._buffer = b""
+        self._total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        """Take the next bytes read from the report channel.
+
+        :raises ProbeProtocolError: more than :data:`MAX_REPORT_BYTES`, a
+            malformed frame, or a handshake of another protocol.
+        """
+        self._total += len(chunk)
+        if self._total > MAX_REPORT_BYTES:
+            raise ProbeProtocolError(self.path, f"more than {MAX_REPORT_BYTES} bytes", self.step)
+        try:
+            new, self._buffer = _frames(self._buffer + chunk)
+        except ValueError as e:
+            raise ProbeProtocolError(self.path, f"malformed frame: {e}", self.step) from e
+        for frame in new:
+            if isinstance(frame.get("exit"), dict):
+                self.exit = frame["exit"]  # type: ignore[assignment]
+                continue
+            if not self.frames:
+                if frame.get("hello") != "plugin-host-probe" or frame.get("protocol") != PROTOCOL:
+                    raise ProbeProtocolError(self.path, f"handshake {frame!r}, expected protocol {PROTOCOL}", self.step)
+                pid = frame.get("pid")
+                self.pid = pid if isinstance(pid, int) else None
+            self.frames.append(frame)
+            if "step" in frame:
+                self.step = str(frame["step"])
+            if frame.get("done"):
+                self.done = True
+
+
+def _child_command(entry: str, fd: int) -> list[str]:
+    """The child's command line: an isolated interpreter (no PYTHONPATH, no user site) that imports this
+    very host (its package directories are put first on ``sys.path``) and runs ``entry(fd)`` of the child module."""
     host = Path(__file__).resolve().parents[2]  # the directory holding plugin_host
     interface = Path(plugin_interface.__file__ or "").resolve().parents[1]
     roots = list(dict.fromkeys([str(host), str(interface)]))
-    bootstrap = f"import sys; sys.path[:0] = {roots!r}; from {_CHILD_MODULE} import main; sys.exit(main())"
-    return [sys.executable, "-I", "-c", bootstrap, str(write_fd)]
+    bootstrap = f"import sys; sys.path[:0] = {roots!r}; from {_CHILD_MODULE} import {entry}; sys.exit({entry}())"
+    if entry == "serve":
+        bootstrap = bootstrap.replace("serve())", f"serve({fd}))")
+    return [sys.executable, "-I", "-c", bootstrap, str(fd)]
 
 
-def run_probe(
-    load_path: str | os.PathLike[str],
-    traits: Sequence[TraitSpec],
-    *,
-    path: str | os.PathLike[str] | None = None,
-    timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
-) -> ProbeResult:
-    """Probe ``load_path`` in a child process (no cache).
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)  # the child leads its own session: its children go too
 
-    :param traits: the traits to run the pipeline for (:func:`probe_traits`).
-    :param path: the name to report (default ``load_path``), e.g. the original of a private copy.
-    :raises ProbeCrashedError: the child died of a signal.
-    :raises ProbeExitedError: the child exited before reporting.
-    :raises ProbeTimeoutError: the child did not finish within ``timeout_s``.
-    :raises ProbeProtocolError: the child's report broke the protocol.
+
+def fork_server_supported() -> bool:
+    """Whether this platform can run the probe server (``fork``, ``SOCK_SEQPACKET``, descriptor passing)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SOCK_SEQPACKET") and hasattr(socket, "send_fds")
+
+
+def _stop_server(proc: subprocess.Popen[bytes], control: socket.socket) -> None:
+    """Close the control socket (the server kills what still runs and exits), then reap it."""
+    control.close()
+    try:
+        proc.wait(SERVER_STOP_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class ProbeServer:
+    """A warm probe server: one isolated interpreter that imported the host once and forks a child per probe.
+
+    A probe then costs a ``fork`` and the library's own work instead of an
+    interpreter start-up (see :func:`plugin_host.admission._probe_child.serve`).
+    The server starts at the first probe and stops when this object is
+    collected, at :meth:`close`, or at interpreter exit; it also exits by
+    itself when this process dies (its control socket closes).
+
+    **Thread-safety**: :meth:`start_probe` may be called from several threads at once.
     """
-    report_path = os.fspath(path if path is not None else load_path)
-    start = time.perf_counter()
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._control: socket.socket | None = None
+        self._finalizer: weakref.finalize[[subprocess.Popen[bytes], socket.socket], ProbeServer] | None = None
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = subprocess.Popen(
+                _child_command("serve", theirs.fileno()),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                pass_fds=(theirs.fileno(),),
+                start_new_session=True,
+                close_fds=True,
+            )
+        except BaseException:
+            ours.close()
+            raise
+        finally:
+            theirs.close()
+        self._proc, self._control = proc, ours
+        self._finalizer = weakref.finalize(self, _stop_server, proc, ours)
+        ours.settimeout(SERVER_START_S)
+        try:
+            hello = json.loads(ours.recv(4096) or b"null")
+        except (OSError, ValueError) as e:
+            self._stop()
+            raise OSError(f"the probe server did not start: {e}") from e
+        ours.settimeout(None)
+        if not isinstance(hello, dict) or hello.get("protocol") != PROTOCOL:
+            self._stop()
+            raise OSError(f"the probe server answered {hello!r}, expected protocol {PROTOCOL}")
+
+    def _stop(self) -> None:
+        if self._finalizer is not None:
+            self._finalizer()
+        self._proc = self._control = self._finalizer = None
+
+    def start_probe(self, request: bytes, report: socket.socket) -> None:
+        """Hand one request and the socket its child reports on to the server (started or restarted as needed).
+
+        :raises OSError: the server cannot be started or reached.
+        """
+        with self._lock:
+            for attempt in (1, 2):
+                if self._proc is None or self._proc.poll() is not None:
+                    self._stop()
+                    self._start()
+                assert self._control is not None
+                try:
+                    socket.send_fds(self._control, [request], [report.fileno()])
+                    return
+                except OSError:
+                    self._stop()  # died since: start a new one, once
+                    if attempt == 2:
+                        raise
+
+    def close(self) -> None:
+        """Stop the server (what still runs in it is killed); a later probe starts a new one."""
+        with self._lock:
+            self._stop()
+
+    @property
+    def pid(self) -> int | None:
+        """The server's process id, while it runs."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+
+@functools.cache
+def shared_server() -> ProbeServer:
+    """The probe server of :func:`probe_library` (one per process)."""
+    return ProbeServer()
+
+
+def _probe_server_wanted() -> bool:
+    return fork_server_supported() and os.environ.get("PLUGIN_HOST_PROBE_SERVER", "") not in ("0", "false", "no")
+
+
+def _read_report(fd: int, report: _Report, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Read ``fd`` into ``report`` until the report is complete, the channel closes or ``deadline`` passes.
+
+    Complete: the server's exit frame, or (``proc``, a fresh interpreter) ``done``.
+
+    :raises ProbeTimeoutError: ``deadline`` passed first.
+    """
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while report.exit is None and not (proc is not None and report.done):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProbeTimeoutError(report.path, report.timeout_s, report.step)
+            if not sel.select(remaining):
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return  # the child (and the server) closed it
+            report.feed(chunk)
+
+
+def _probe_in_server(server: ProbeServer, request: dict[str, object], report: _Report, timeout_s: float) -> int:
+    """One probe through the server; the child's return code (as ``subprocess`` gives it).
+
+    :raises ProbeTimeoutError: the server killed the child at the timeout (or itself stopped answering).
+    """
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        try:
+            server.start_probe(json.dumps(request).encode(), theirs)
+        finally:
+            theirs.close()
+        try:
+            _read_report(ours.fileno(), report, time.monotonic() + timeout_s + SERVER_GRACE_S)
+        except ProbeTimeoutError:
+            if report.pid is not None:
+                _kill_group(report.pid)
+            server.close()  # it missed its own deadline: wedged
+            raise
+    finally:
+        ours.close()
+    if report.exit is None:
+        server.close()
+        raise OSError(f"the probe server stopped during {report.step}")  # not the library's verdict: ask again
+    if report.exit.get("timed_out"):
+        raise ProbeTimeoutError(report.path, timeout_s, report.step)
+    returncode = report.exit.get("returncode")
+    return returncode if isinstance(returncode, int) else -1
+
+
+def _probe_in_fresh_interpreter(request: dict[str, object], report: _Report, timeout_s: float) -> int:
+    """One probe in an interpreter started for it; the child's return code.
+
+    :raises ProbeTimeoutError: the child did not finish within ``timeout_s`` (then killed).
+    """
     read_fd, write_fd = os.pipe()
     try:
         proc = subprocess.Popen(
-            _child_command(write_fd),
+            _child_command("main", write_fd),
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             pass_fds=(write_fd,),
             start_new_session=True,
             close_fds=True,
@@ -322,78 +527,70 @@ def run_probe(
         raise
     finally:
         os.close(write_fd)
-    step = "start-up"
-    frames: list[dict[str, object]] = []
-    stderr = b""
     try:
-        request = json.dumps(
-            {
-                "protocol": PROTOCOL,
-                "path": os.fspath(load_path),
-                "traits": [t.to_json() for t in traits],
-                "accel": _accel.enabled(),
-            }
-        ).encode()
-        assert proc.stdin is not None and proc.stderr is not None
+        assert proc.stdin is not None
         with contextlib.suppress(BrokenPipeError):
-            proc.stdin.write(request)
+            proc.stdin.write(json.dumps(request).encode())
         with contextlib.suppress(BrokenPipeError):
             proc.stdin.close()
         deadline = time.monotonic() + timeout_s
-        buffer, total = b"", 0
-        with selectors.DefaultSelector() as sel:
-            sel.register(read_fd, selectors.EVENT_READ)
-            sel.register(proc.stderr.fileno(), selectors.EVENT_READ)
-            finished = False
-            while sel.get_map() and not finished:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise ProbeTimeoutError(report_path, timeout_s, step)
-                for key, _ in sel.select(remaining):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        sel.unregister(key.fd)
-                        # The report is complete once its pipe closes and the child is gone: a helper
-                        # process the plugin started may keep stderr open, and is not waited for.
-                        finished = key.fd == read_fd and proc.poll() is not None
-                    elif key.fd != read_fd:
-                        stderr = (stderr + chunk)[-MAX_STDERR_BYTES:]
-                    else:
-                        total += len(chunk)
-                        if total > MAX_REPORT_BYTES:
-                            raise ProbeProtocolError(report_path, f"more than {MAX_REPORT_BYTES} bytes", step)
-                        try:
-                            new, buffer = _frames(buffer + chunk)
-                        except ValueError as e:
-                            raise ProbeProtocolError(report_path, f"malformed frame: {e}", step) from e
-                        for frame in new:
-                            if not frames and (
-                                frame.get("hello") != "plugin-host-probe" or frame.get("protocol") != PROTOCOL
-                            ):
-                                raise ProbeProtocolError(
-                                    report_path, f"handshake {frame!r}, expected protocol {PROTOCOL}", step
-                                )
-                            frames.append(frame)
-                            if "step" in frame:
-                                step = str(frame["step"])
-                            if frame.get("done"):
-                                finished = True  # dlclose ran: nothing more to read
+        # The report is complete at "done" (dlclose ran) or when its pipe closes: a helper process
+        # the plugin started may keep other descriptors open, and is not waited for.
+        _read_report(read_fd, report, deadline, proc)
         try:
-            returncode = proc.wait(max(deadline - time.monotonic(), 0.01))
+            return proc.wait(max(deadline - time.monotonic(), 0.01))
         except subprocess.TimeoutExpired as e:
-            raise ProbeTimeoutError(report_path, timeout_s, step) from e
+            raise ProbeTimeoutError(report.path, timeout_s, report.step) from e
     except ProbeError:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)  # the child leads its own session: its children go too
+        _kill_group(proc.pid)
         proc.wait()
         raise
     finally:
         os.close(read_fd)
-        if proc.stderr is not None:
-            proc.stderr.close()
         if proc.poll() is None:  # an unexpected error above: never leave the child behind
             proc.kill()
             proc.wait()
+
+
+def run_probe(
+    load_path: str | os.PathLike[str],
+    traits: Sequence[TraitSpec],
+    *,
+    path: str | os.PathLike[str] | None = None,
+    timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+    server: ProbeServer | None = None,
+) -> ProbeResult:
+    """Probe ``load_path`` in a child process (no cache).
+
+    :param traits: the traits to run the pipeline for (:func:`probe_traits`).
+    :param path: the name to report (default ``load_path``), e.g. the original of a private copy.
+    :param server: fork the child from this warm server; without one (or when it
+        cannot start) the child is a fresh interpreter.
+    :raises ProbeCrashedError: the child died of a signal.
+    :raises ProbeExitedError: the child exited before reporting.
+    :raises ProbeTimeoutError: the child did not finish within ``timeout_s``.
+    :raises ProbeProtocolError: the child's report broke the protocol.
+    """
+    report_path = os.fspath(path if path is not None else load_path)
+    start = time.perf_counter()
+    request: dict[str, object] = {
+        "protocol": PROTOCOL,
+        "path": os.fspath(load_path),
+        "traits": [t.to_json() for t in traits],
+        "accel": _accel.enabled(),
+        "timeout_s": timeout_s,
+    }
+    report = _Report(report_path, timeout_s)
+    returncode: int | None = None
+    if server is not None:
+        try:
+            returncode = _probe_in_server(server, request, report, timeout_s)
+        except OSError as e:  # the server itself cannot run: this probe starts an interpreter of its own
+            warnings.warn(f"probe server unavailable ({e}); probing in a fresh interpreter", RuntimeWarning, 2)
+            report = _Report(report_path, timeout_s)
+    if returncode is None:
+        returncode = _probe_in_fresh_interpreter(request, report, timeout_s)
+    step, frames = report.step, report.frames
     if returncode < 0:
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else f"signal {-returncode}"
         raise ProbeCrashedError(report_path, -returncode, name, step)
@@ -425,12 +622,20 @@ class Prober:
     """
 
     def __init__(
-        self, timeout_s: float = DEFAULT_PROBE_TIMEOUT_S, cache_dir: str | os.PathLike[str] | None = None
+        self,
+        timeout_s: float = DEFAULT_PROBE_TIMEOUT_S,
+        cache_dir: str | os.PathLike[str] | None = None,
+        *,
+        server: bool | None = None,
     ) -> None:
+        """:param server: fork each child from a warm :class:`ProbeServer` (default: on Linux,
+        unless the environment sets ``PLUGIN_HOST_PROBE_SERVER=0``); else a fresh interpreter per probe."""
+        server = _probe_server_wanted() if server is None else server
         if timeout_s <= 0:
             raise ValueError(f"probe timeout must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
         self.cache = ProbeCache(cache_dir)
+        self.server: ProbeServer | None = ProbeServer() if server and fork_server_supported() else None
 
     def probe(
         self,
@@ -450,7 +655,7 @@ class Prober:
         if entry is not None and entry.get("status") == ProbeStatus.CLEAN:
             return ProbeResult(os.fspath(path), True, cached=True)
         try:
-            result = run_probe(load_path, traits, path=path, timeout_s=self.timeout_s)
+            result = run_probe(load_path, traits, path=path, timeout_s=self.timeout_s, server=self.server)
         except ProbeError as e:
             self.cache.put(key, ProbeStatus.BLOCKED, f"{type(e).__name__}: {e}")
             raise
@@ -494,8 +699,11 @@ def probe_library(
     copy = write_private_copy(Path(path).name, data, path)
     try:
         if not use_cache:
-            return run_probe(copy, chosen, path=path, timeout_s=timeout_s)
+            server = shared_server() if _probe_server_wanted() else None
+            return run_probe(copy, chosen, path=path, timeout_s=timeout_s, server=server)
         key = ProbeKey.of(path, st, sha256_of(data), host_identity(chosen))
-        return Prober(timeout_s, cache_dir).probe(path, copy, key, chosen)
+        prober = Prober(timeout_s, cache_dir, server=False)
+        prober.server = shared_server() if _probe_server_wanted() else None
+        return prober.probe(path, copy, key, chosen)
     finally:
         remove_private_copy(copy)

@@ -1,0 +1,131 @@
+"""The probe server: one warm interpreter that forks a child per probe (Linux).
+
+The probe's verdicts are tested in both modes by test_probe.py and the crash
+catalogue (the ``probe_mode`` fixture); here, the server's own life: reuse,
+crashes and hangs of its children, its death, threads, and turning it off.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CompilePlugin
+from plugin_host import PluginTrait
+from plugin_host.admission._probe import Prober, ProbeServer, fork_server_supported, run_probe
+from plugin_host.errors import ProbeCrashedError, ProbeError, ProbeExitedError, ProbeTimeoutError
+from untrusted_sources import GREETER
+
+server_only = pytest.mark.skipif(not fork_server_supported(), reason="no probe server on this platform")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:  # a zombie is gone for our purposes
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@server_only
+def test_probes_fork_from_one_warm_server(example_plugins: dict[str, Path]) -> None:
+    prober = Prober()
+    assert prober.server is not None  # the default on Linux
+    spec = [PluginTrait.Greeter.spec]
+    first = run_probe(example_plugins["greeters"], spec, server=prober.server)
+    pid = prober.server.pid
+    second = run_probe(example_plugins["greeters"], spec, server=prober.server)
+    assert first.clean and second.clean and first.made == second.made > 0
+    assert pid is not None and prober.server.pid == pid  # the same server answered both
+    prober.server.close()
+    assert prober.server.pid is None
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(pid), "the server outlived close()"
+
+
+@server_only
+@pytest.mark.parametrize(
+    ("define", "error"),
+    [("CTOR_SEGFAULT", ProbeCrashedError), ("CTOR_EXIT", ProbeExitedError), ("CTOR_HANG", ProbeTimeoutError)],
+)
+def test_a_crashing_child_leaves_the_server_serving(
+    compile_plugin: CompilePlugin, example_plugins: dict[str, Path], define: str, error: type[Exception]
+) -> None:
+    bad = compile_plugin("ctor", GREETER, defines=(define,))
+    server = ProbeServer()
+    try:
+        with pytest.raises(error) as exc:
+            run_probe(bad, [PluginTrait.Greeter.spec], server=server, timeout_s=1.0)
+        assert isinstance(exc.value, ProbeError) and exc.value.step == "dlopen" and exc.value.path == str(bad)
+        pid = server.pid
+        assert run_probe(example_plugins["greeters"], [PluginTrait.Greeter.spec], server=server).clean
+        assert server.pid == pid  # the same server, still there
+    finally:
+        server.close()
+
+
+@server_only
+def test_a_hung_child_is_killed_with_its_helpers(compile_plugin: CompilePlugin) -> None:
+    hang = compile_plugin("ctor", GREETER, defines=("CTOR_HANG",))
+    server = ProbeServer()
+    try:
+        with pytest.raises(ProbeTimeoutError):
+            run_probe(hang, [], server=server, timeout_s=0.5)
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        assert children == []  # killed and reaped by the server
+    finally:
+        server.close()
+
+
+@server_only
+def test_a_dead_server_is_restarted(example_plugins: dict[str, Path]) -> None:
+    server = ProbeServer()
+    try:
+        assert run_probe(example_plugins["greeters"], [], server=server).clean
+        old = server.pid
+        assert old is not None
+        os.kill(old, signal.SIGKILL)
+        while _alive(old):
+            time.sleep(0.01)
+        assert run_probe(example_plugins["greeters"], [], server=server).clean
+        assert server.pid not in (None, old)
+    finally:
+        server.close()
+
+
+@server_only
+def test_probes_from_many_threads_share_the_server(example_plugins: dict[str, Path]) -> None:
+    server = ProbeServer()
+    results: list[bool] = []
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(5):
+                results.append(run_probe(example_plugins["greeters"], [PluginTrait.Greeter.spec], server=server).clean)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert not any(t.is_alive() for t in threads), "a probe hung"
+        assert errors == [] and results == [True] * 20
+    finally:
+        server.close()
+
+
+def test_the_server_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PLUGIN_HOST_PROBE_SERVER", "0")
+    assert Prober().server is None
+    assert Prober(server=False).server is None
