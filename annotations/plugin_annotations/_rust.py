@@ -2,42 +2,98 @@
 
 ``python -m plugin_annotations rust MODULE[:TRAIT] ... -o src/plugin_abi.rs`` writes one
 module with, for every trait: the ``#[repr(C)]`` registration, array, factory,
-bytes and descriptor types of ``plugin_interface.h``; the trait's vtable and
-descriptor types; the descriptor and the embedded declaration as constants;
-a safe Rust ``trait`` to implement; ``extern "C"`` thunks that convert the C
-arguments and results and run every call under ``catch_unwind``; and the
-``macro_rules!`` equivalents of the C macros::
+bytes and descriptor types of ``plugin_interface.h``; the trait's structs (each
+with a compile-time check of every field offset and the size, as the C header's
+``_Static_assert``\\ s); the trait's vtable and descriptor types; the descriptor
+and the embedded declaration as constants; a safe Rust ``trait`` to implement;
+``extern "C"`` thunks that convert the C arguments and results and run every
+call under ``catch_unwind``; and the ``macro_rules!`` equivalents of the C
+macros::
 
     plugin_impl!(Greeter, English, EnglishGreeter);            // PLUGIN_IMPL
     plugin_impl!(Greeter, Named, Named, Named::new("x"));       // PLUGIN_IMPL_WITH_STATE
     plugin_aggregates!(Greeter; EnglishGreeter, Named);         // PLUGIN_AGGREGATES
     plugin_unmaker_counter!(Greeter);                           // PLUGIN_UNMAKER_COUNTER
 
+What the trait's methods take and return, per marker:
+
+==========================  ===================================  =====================================
+marker                      C (the vtable slot)                  Rust (the trait method)
+==========================  ===================================  =====================================
+``I8`` ... ``U64``,         ``int8_t`` ... ``uint64_t``,         ``i8`` ... ``u64``, ``usize``,
+``Size``, ``F32``, ``F64``,  ``size_t``, ``float``, ``double``,   ``f32``, ``f64``, ``bool``
+``Bool``                    ``_Bool``
+``CStr``                    ``const char *``                     ``&str`` (NULL: ``""``; invalid
+                                                                 UTF-8 replaced, as the host decodes)
+``Buffer`` / ``MutBuffer``  ``(const) uint8_t *, size_t``        ``&[u8]`` / ``&mut [u8]``
+``Array[T]`` /              ``(const) T *, size_t``              ``&[T]`` / ``&mut [T]``
+``MutArray[T]``
+``Out[T]``                  ``T *``                              ``&mut T`` (starts at zero; written
+                                                                 back when the method returns)
+``Callback[[A..], R]``      ``R (*)(void *, A..), void *``       ``&dyn Fn(A..) -> R`` (for the call
+                                                                 only; ``CStr`` arguments as ``&str``)
+``Handle[K]`` (parameter)   ``void *``                           ``&Self::K``
+``Drop[K]``                 ``void *``                           ``Self::K`` (yours to drop)
+a struct ``S``              ``S``                                ``S`` (``#[repr(C)]``, ``Copy``)
+``Ref[S]`` / ``MutRef[S]``  ``const S *`` / ``S *``              ``&S`` / ``&mut S``
+result ``OwnedStr``         ``char *``                           ``String``
+result ``OwnedBytes``       ``PluginBytes``                      ``Vec<u8>``
+result ``Status``           ``int32_t``, ``char **error`` last   ``Result<(), PluginError>``
+result ``Handle[K]``        ``void *``                           ``Option<Self::K>`` (``None``: NULL)
+result ``None``             ``void``                             ``()``
+==========================  ===================================  =====================================
+
+``K`` is an associated type of the trait (``type Session: Send + Sync + 'static``):
+the object lives in a box tagged with its type, so a handle of another
+implementation is refused instead of misread.  Slices, ``Ref`` and ``MutRef``
+are the caller's memory; a pointer misaligned for its type is copied (and, for
+the ``Mut`` ones, copied back), since a Rust reference may not be misaligned.
+A ``Bool`` array item that is neither 0 nor 1 reads as ``true``.
+
+Ownership mirrors ``plugin_annotations.h``: results (strings, bytes, error
+messages) are ``malloc``'d and the registration's ``free_memory`` is ``free``,
+so what the host releases goes back to the allocator that made it;
+``PLUGIN_OWNED_ALLOCATED`` and ``PLUGIN_OWNED_RELEASED`` count both sides.
+
+Panics: every entry point (maker, unmaker, aggregate, thunks) runs under
+``catch_unwind``, and what the caller sees then is the method's error path: a
+``Status`` method returns -1 and ``panic: <message>`` in ``*error``; an
+``OwnedStr`` or ``Handle`` method returns NULL and an ``OwnedBytes`` one
+``{NULL, 1}`` (the host raises ``PluginCallError``); a scalar or struct returns
+its zero; a maker whose constructor panics returns NULL.  A NULL ``Ref``,
+``MutRef`` or handle, or a handle of another implementation, is such a panic.
+
 Rust has no link-time collection without crates (``inventory``), so the
 aggregate lists its implementation types.  The module uses only ``std``; the
 macros are ``#[macro_export]`` and name the module as ``$crate::<module>``
 (the output file's stem unless ``--module`` says otherwise), so it belongs at
 the crate root: ``mod plugin_abi;``.  It compiles warning-free with
-``-D warnings`` in editions 2021 and 2024 (``#[unsafe(export_name)]``: rustc
-1.82 or later).
-
-Panics: every entry point (maker, unmaker, aggregate, thunks, ``free_memory``)
-runs under ``catch_unwind``.  What the caller sees then is the trait's error
-path: a ``Status`` method returns -1 and the panic message in ``*error``; an
-``OwnedStr`` method returns NULL (the host raises ``PluginCallError``);
-``OwnedBytes`` returns ``{NULL, 0}``; a scalar returns its zero; a maker
-whose constructor panics returns NULL.
+``-D warnings`` in editions 2021 and 2024 (``#[unsafe(export_name)]``,
+``unsafe extern``: rustc 1.82 or later).
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 
-from plugin_interface import ABI_VERSION, CType, MethodSpec, TraitSpec, TypeKind, encode_declaration, resolve_trait
+from plugin_interface import (
+    ABI_VERSION,
+    CType,
+    MethodSpec,
+    StructField,
+    StructSpec,
+    TraitSpec,
+    TypeKind,
+    encode_declaration,
+    resolve_trait,
+)
 from plugin_interface._traits import TraitLike
+
+from ._headers import _structs_of
 
 __all__ = ["generate_rust_module", "rust_regenerate_command", "write_rust_module"]
 
@@ -55,26 +111,21 @@ _SCALARS = {
     "F64": "f64",
     "Bool": "bool",
 }
-#: The marker kinds the generator converts (Callback, Handle and Drop are not done yet).
-_SUPPORTED = frozenset(
-    {
-        TypeKind.SCALAR,
-        TypeKind.CSTR,
-        TypeKind.BUFFER,
-        TypeKind.MUTBUFFER,
-        TypeKind.OWNEDSTR,
-        TypeKind.VOID,
-        TypeKind.ARRAY,
-        TypeKind.MUTARRAY,
-        TypeKind.OUT,
-        TypeKind.OWNEDBYTES,
-        TypeKind.STATUS,
-    }
-)
 _KEYWORDS = frozenset(
     "as async await break const continue crate dyn else enum extern false fn for if impl in let loop match mod "
     "move mut pub ref return self Self static struct super trait true type unsafe use where while abstract become "
     "box do final gen macro override priv try typeof unsized virtual yield".split()
+)
+#: Type names the generated module uses (its imports, the prelude, the primitives and its own types): a struct
+#: of one of these names would shadow it.
+_TAKEN_TYPE_NAMES = frozenset(
+    "AssertUnwindSafe AtomicUsize CStr CString Cow Ordering TypeId c_char c_void ptr std core alloc "
+    "Option Some None Result Ok Err String Vec Box Default Clone Copy Send Sync Sized Drop Fn FnMut FnOnce "
+    "Iterator IntoIterator Extend ToOwned ToString PartialEq PartialOrd Eq Ord AsRef AsMut Into From TryFrom "
+    "TryInto Unpin DoubleEndedIterator ExactSizeIterator FromIterator Debug "
+    "i8 i16 i32 i64 i128 isize u8 u16 u32 u64 u128 usize f32 f64 bool char str "
+    "PluginRegistration PluginRegistrationFactory PluginRegistrationArray PluginBytes PluginAbiDescriptor "
+    "PluginError PluginFactory InOut HandleBox".split()
 )
 
 
@@ -98,6 +149,30 @@ def _scalar(ct: CType) -> str:
     return _SCALARS[ct.name]
 
 
+def _item(ct: CType) -> str:
+    """The Rust type of an array's or out-parameter's item."""
+    assert ct.item is not None
+    return _scalar(ct.item)
+
+
+def _struct_name(ct: CType) -> str:
+    assert ct.struct is not None
+    return str(ct.struct.name)
+
+
+def _handle_kind(ct: CType) -> str:
+    """``Session`` for ``Handle[Session]`` and ``Drop[Session]``."""
+    return ct.name.partition("[")[2].rstrip("]")
+
+
+def _callback_fn(ct: CType) -> str:
+    """The C function pointer type of a callback, in Rust."""
+    *args, result = ct.signature
+    params = ["*mut c_void", *(_c_params(a)[0] for a in args)]
+    ret = "" if result.kind is TypeKind.VOID else f" -> {_scalar(result)}"
+    return f'unsafe extern "C" fn({", ".join(params)}){ret}'
+
+
 def _c_params(ct: CType) -> list[str]:
     """The raw C parameter types one marker expands to, in Rust."""
     kind = ct.kind
@@ -108,47 +183,85 @@ def _c_params(ct: CType) -> list[str]:
     if kind is TypeKind.MUTBUFFER:
         return ["*mut u8", "usize"]
     if kind is TypeKind.ARRAY:
-        return [f"*const {_scalar(ct.item)}", "usize"]  # type: ignore[arg-type]
+        return [f"*const {_item(ct)}", "usize"]
     if kind is TypeKind.MUTARRAY:
-        return [f"*mut {_scalar(ct.item)}", "usize"]  # type: ignore[arg-type]
+        return [f"*mut {_item(ct)}", "usize"]
     if kind is TypeKind.OUT:
-        return [f"*mut {_scalar(ct.item)}"]  # type: ignore[arg-type]
+        return [f"*mut {_item(ct)}"]
+    if kind is TypeKind.CALLBACK:
+        return [f"Option<{_callback_fn(ct)}>", "*mut c_void"]
+    if kind in (TypeKind.HANDLE, TypeKind.DROP):
+        return ["*mut c_void"]
+    if kind is TypeKind.STRUCT:
+        return [_struct_name(ct)]
+    if kind is TypeKind.STRUCT_REF:
+        return [f"*const {_struct_name(ct)}"]
+    if kind is TypeKind.STRUCT_MUTREF:
+        return [f"*mut {_struct_name(ct)}"]
     return [_scalar(ct)]
 
 
 def _c_return(ct: CType) -> str:
     """The raw C return type, in Rust (``""`` for void)."""
-    special = {TypeKind.OWNEDSTR: "*mut c_char", TypeKind.OWNEDBYTES: "PluginBytes", TypeKind.STATUS: "i32"}
-    if ct.kind is TypeKind.VOID:
+    kind = ct.kind
+    if kind is TypeKind.VOID:
         return ""
-    return special.get(ct.kind) or _scalar(ct)
+    if kind is TypeKind.STRUCT:
+        return _struct_name(ct)
+    special = {
+        TypeKind.OWNEDSTR: "*mut c_char",
+        TypeKind.OWNEDBYTES: "PluginBytes",
+        TypeKind.STATUS: "i32",
+        TypeKind.HANDLE: "*mut c_void",
+    }
+    return special.get(kind) or _scalar(ct)
 
 
 def _rust_param(ct: CType) -> str:
     """The type the safe trait method takes."""
     kind = ct.kind
     if kind is TypeKind.CSTR:
-        return "&CStr"
+        return "&str"
     if kind is TypeKind.BUFFER:
         return "&[u8]"
     if kind is TypeKind.MUTBUFFER:
         return "&mut [u8]"
     if kind is TypeKind.ARRAY:
-        return f"&[{_scalar(ct.item)}]"  # type: ignore[arg-type]
+        return f"&[{_item(ct)}]"
     if kind is TypeKind.MUTARRAY:
-        return f"&mut [{_scalar(ct.item)}]"  # type: ignore[arg-type]
+        return f"&mut [{_item(ct)}]"
     if kind is TypeKind.OUT:
-        return f"&mut {_scalar(ct.item)}"  # type: ignore[arg-type]
+        return f"&mut {_item(ct)}"
+    if kind is TypeKind.CALLBACK:
+        *args, result = ct.signature
+        params = ", ".join("&str" if a.kind is TypeKind.CSTR else _scalar(a) for a in args)
+        ret = "" if result.kind is TypeKind.VOID else f" -> {_scalar(result)}"
+        return f"&dyn Fn({params}){ret}"
+    if kind is TypeKind.HANDLE:
+        return f"&Self::{_ident(_handle_kind(ct))}"
+    if kind is TypeKind.DROP:
+        return f"Self::{_ident(_handle_kind(ct))}"
+    if kind is TypeKind.STRUCT:
+        return _struct_name(ct)
+    if kind is TypeKind.STRUCT_REF:
+        return f"&{_struct_name(ct)}"
+    if kind is TypeKind.STRUCT_MUTREF:
+        return f"&mut {_struct_name(ct)}"
     return _scalar(ct)
 
 
 def _rust_return(ct: CType) -> str:
+    kind = ct.kind
+    if kind is TypeKind.HANDLE:
+        return f"Option<Self::{_ident(_handle_kind(ct))}>"
+    if kind is TypeKind.STRUCT:
+        return _struct_name(ct)
     return {
         TypeKind.OWNEDSTR: "String",
         TypeKind.OWNEDBYTES: "Vec<u8>",
         TypeKind.STATUS: "Result<(), PluginError>",
         TypeKind.VOID: "()",
-    }.get(ct.kind) or _scalar(ct)
+    }.get(kind) or _scalar(ct)
 
 
 def _fn_type(m: MethodSpec) -> str:
@@ -165,69 +278,189 @@ def _doc(text: str, indent: str = "") -> list[str]:
     return [f"{indent}/// {line}".rstrip() for line in text.splitlines()] if text else []
 
 
+def _convert(spec: TraitSpec, m: MethodSpec, i: int) -> tuple[list[str], list[str], str, list[str]]:
+    """Parameter ``i`` of ``m`` in a thunk: its raw C parameters, the statements that make the Rust
+    argument, the argument expression, and the statements after the call."""
+    p = m.params[i]
+    ct, a, kind = p.ctype, f"a{i}", p.ctype.kind
+    raw = _c_params(ct)
+    what = f'"{spec.name}.{m.name}: {p.name}"'
+    is_bool = ct.item is not None and ct.item.name == "Bool"
+    if kind in (TypeKind.SCALAR, TypeKind.STRUCT):
+        return [f"{a}: {raw[0]}"], [], a, []
+    if kind is TypeKind.CSTR:
+        return [f"{a}: {raw[0]}"], [f"let {a} = unsafe {{ str_arg({a}) }};"], f"&*{a}", []
+    if kind in (TypeKind.BUFFER, TypeKind.ARRAY):
+        fn = "bool_slice_arg" if is_bool else "slice_arg"
+        return [f"{a}: {raw[0]}", f"{a}_len: usize"], [f"let {a} = unsafe {{ {fn}({a}, {a}_len) }};"], f"&*{a}", []
+    if kind in (TypeKind.MUTBUFFER, TypeKind.MUTARRAY):
+        fn = "bool_slice_mut_arg" if is_bool else "slice_mut_arg"
+        convert = [f"let mut {a} = unsafe {{ {fn}({a}, {a}_len) }};"]
+        return [f"{a}: {raw[0]}", f"{a}_len: usize"], convert, f"{a}.get()", []
+    if kind is TypeKind.OUT:
+        convert = [f"let mut {a}_value: {_item(ct)} = Default::default();"]
+        return [f"{a}: {raw[0]}"], convert, f"&mut {a}_value", [f"unsafe {{ out_write({a}, {a}_value) }};"]
+    if kind is TypeKind.CALLBACK:
+        *args, result = ct.signature
+        params, call, strings = [], [f"{a}_context"], []
+        for j, arg in enumerate(args):
+            if arg.kind is TypeKind.CSTR:
+                params.append(f"x{j}: &str")
+                strings.append(f"    let x{j} = c_string(x{j});")
+                call.append(f"x{j}.as_ptr()")
+            else:
+                params.append(f"x{j}: {_scalar(arg)}")
+                call.append(f"x{j}")
+        ret = "" if result.kind is TypeKind.VOID else f" -> {_scalar(result)}"
+        convert = [
+            f"let {a} = move |{', '.join(params)}|{ret} {{",
+            *strings,
+            f"    match {a} {{",
+            f"        Some(f) => unsafe {{ f({', '.join(call)}) }},",
+            "        None => Default::default(),",
+            "    }",
+            "};",
+        ]
+        return [f"{a}: {raw[0]}", f"{a}_context: *mut c_void"], convert, f"&{a}", []
+    if kind in (TypeKind.HANDLE, TypeKind.DROP):
+        fn = "handle_arg" if kind is TypeKind.HANDLE else "take_handle"
+        convert = [f"let {a} = unsafe {{ {fn}::<T::{_ident(_handle_kind(ct))}>({a}, {what}) }};"]
+        return [f"{a}: {raw[0]}"], convert, a, []
+    if kind is TypeKind.STRUCT_REF:
+        return [f"{a}: {raw[0]}"], [f"let {a} = unsafe {{ ref_arg({a}, {what}) }};"], f"&*{a}", []
+    if kind is TypeKind.STRUCT_MUTREF:
+        convert = [f"let mut {a} = unsafe {{ mut_ref_arg({a}, {what}) }};"]
+        return [f"{a}: {raw[0]}"], convert, f"&mut {a}.get()[0]", []
+    raise ValueError(f"{spec.name}.{m.name}: the Rust generator does not know {ct.name}")  # a new marker
+
+
 def _thunk(spec: TraitSpec, m: MethodSpec) -> list[str]:
     """The ``extern "C"`` function of one vtable slot, generic over the implementing type."""
     params = ["this: *mut c_void"]
     converts: list[str] = []
-    args: list[str] = []
-    for i, p in enumerate(m.params):
-        kind, a = p.ctype.kind, f"a{i}"
-        if kind is TypeKind.CSTR:
-            params.append(f"{a}: *const c_char")
-            converts.append(f"let {a} = unsafe {{ cstr_arg({a}) }};")
-        elif kind in (TypeKind.BUFFER, TypeKind.ARRAY):
-            params += [f"{a}: {_c_params(p.ctype)[0]}", f"{a}_len: usize"]
-            converts.append(f"let {a} = unsafe {{ slice_arg({a}, {a}_len) }};")
-        elif kind in (TypeKind.MUTBUFFER, TypeKind.MUTARRAY):
-            params += [f"{a}: {_c_params(p.ctype)[0]}", f"{a}_len: usize"]
-            converts.append(f"let {a} = unsafe {{ slice_mut_arg({a}, {a}_len) }};")
-        elif kind is TypeKind.OUT:
-            params.append(f"{a}: {_c_params(p.ctype)[0]}")
-            converts.append(f"let mut {a}_scratch = Default::default();")
-            converts.append(f"let {a} = unsafe {{ out_arg({a}, &mut {a}_scratch) }};")
-        else:
-            params.append(f"{a}: {_scalar(p.ctype)}")
-        args.append(a)
+    args: list[str] = ["this"]
+    posts: list[str] = []
+    for i in range(len(m.params)):
+        raw, convert, arg, post = _convert(spec, m, i)
+        params += raw
+        converts += convert
+        args.append(arg)
+        posts += post
     kind = m.returns.kind
     if kind is TypeKind.STATUS:
         params.append("error: *mut *mut c_char")
     ret = _c_return(m.returns)
-    call = f"this.{_ident(m.name)}({', '.join(args)})"
+    call = f"<T as {spec.name}>::{_ident(m.name)}({', '.join(args)})"
+    if kind is TypeKind.HANDLE:
+        handle = f"T::{_ident(_handle_kind(m.returns))}"
+        result = [f"let r = {call};", *posts, f"r.map_or(ptr::null_mut(), into_handle::<{handle}>)"]
+    elif posts:
+        result = [f"let r = {call};", *posts, "r"]
+    else:
+        result = [call]
     name = f"{_snake(spec.name)}_{m.name}_thunk"
     head = f'pub unsafe extern "C" fn {name}<T: {spec.name}>({", ".join(params)})' + (f" -> {ret}" if ret else "")
     body = [
         "    let result = catch_unwind(AssertUnwindSafe(|| {",
+        "        // SAFETY: the host passes the instance its maker made (a T).",
         "        let this = unsafe { &*(this as *const T) };",
-        *[f"        {line}" for line in converts],
-        f"        {call}",
+        *[f"        {line}" for line in converts + result],
         "    }));",
     ]
     if kind is TypeKind.OWNEDSTR:
         body.append("    result.map(|s| owned_str(&s)).unwrap_or(ptr::null_mut())")
     elif kind is TypeKind.OWNEDBYTES:
-        body.append("    result.map(|b| owned_bytes(&b)).unwrap_or(PluginBytes { data: ptr::null_mut(), len: 0 })")
+        body.append("    result.map(|b| owned_bytes(&b)).unwrap_or(PluginBytes::FAILED)")
     elif kind is TypeKind.STATUS:
         body.append("    unsafe { status_result(result, error) }")
+    elif kind is TypeKind.HANDLE:
+        body.append("    result.unwrap_or(ptr::null_mut())")
     elif kind is TypeKind.VOID:
         body.append("    let _ = result;")
-    else:
+    else:  # a scalar or a struct: its zero
         body.append("    result.unwrap_or_default()")
     return [
         f"/// The vtable slot of {spec.name}.{m.name}: converts, calls `T::{m.name}`, contains panics.",
-        "#[allow(clippy::missing_safety_doc)]",
+        "///",
+        "/// # Safety",
+        "/// The arguments are what the C declaration promises, valid for the call.",
         head + " {",
         *body,
         "}",
     ]
 
 
+def _field_type(f: StructField) -> str:
+    base = f.type.name if isinstance(f.type, StructSpec) else _SCALARS[f.type.name]
+    return f"[{base}; {f.count}]" if f.count > 1 else base
+
+
+def _struct_items(struct: StructSpec) -> list[str]:
+    """A ``#[repr(C)]`` struct, its zero ``Default``, and a const assertion per field offset and for the size."""
+    name = struct.name
+    doc = inspect.getdoc(struct.python_class) if struct.python_class is not None else ""
+    items = [
+        "",
+        *_doc(doc or f"`{name}` as the host lays it out: {struct.type_name}."),
+        "#[repr(C)]",
+        "#[derive(Clone, Copy, Debug, PartialEq)]",
+        f"pub struct {name} {{",
+        *(f"    pub {_ident(f.name)}: {_field_type(f)}," for f in struct.fields),
+        "}",
+        "",
+        f"impl Default for {name} {{",
+        "    /// Every field zero (`0`, `0.0`, `false`).",
+        "    fn default() -> Self {",
+        "        // SAFETY: every field is an integer, a float, a bool or such a struct: zero bytes are one.",
+        "        unsafe { std::mem::zeroed() }",
+        "    }",
+        "}",
+        "",
+    ]
+    for f in struct.fields:
+        offset = struct.offset(f.name)
+        items.append(
+            f"const _: () = assert!(std::mem::offset_of!({name}, {_ident(f.name)}) == {offset}, "
+            f'"{name}.{f.name}: the host expects offset {offset}");'
+        )
+    items.append(
+        f"const _: () = assert!(std::mem::size_of::<{name}>() == {struct.size}, "
+        f'"{name}: the host expects {struct.size} bytes");'
+    )
+    return items
+
+
+def _structs(specs: list[TraitSpec]) -> list[StructSpec]:
+    """Every struct the traits use, each once, nested ones first.
+
+    :raises ValueError: two layouts of one name, or a name the module's own types (or a trait's) have.
+    """
+    out: dict[str, StructSpec] = {}
+    traits = {f"{s.name}{suffix}" for s in specs for suffix in ("", "Tag", "VTable", "AbiDescriptor")}
+    for spec in specs:
+        for struct in _structs_of(spec):
+            known = out.get(struct.name)
+            if known is not None and known.type_name != struct.type_name:
+                msg = f"struct {struct.name}: two layouts in one Rust module ({known.type_name}, {struct.type_name})"
+                raise ValueError(msg)
+            if struct.name in _TAKEN_TYPE_NAMES or struct.name in traits or struct.name in _KEYWORDS:
+                msg = (
+                    f"{spec.name}: struct {struct.name} has a name the generated Rust module uses "
+                    "(its imports, the prelude, a primitive or its own types): rename the struct"
+                )
+                raise ValueError(msg)
+            out[struct.name] = struct
+    return list(out.values())
+
+
 _COMMON = """
-use std::alloc::{alloc, dealloc, Layout};
-use std::ffi::CStr;
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The `_vN` suffix of every exported symbol (`PLUGIN_ABI_VERSION`).
 pub const PLUGIN_ABI_VERSION: u32 = @ABI_VERSION@;
@@ -270,6 +503,12 @@ pub struct PluginBytes {
     pub len: usize,
 }
 
+impl PluginBytes {
+    /// No data, and a length: the method failed (panicked, or out of memory); the host raises
+    /// `PluginCallError`.  (`{NULL, 0}` is an empty result.)
+    pub const FAILED: PluginBytes = PluginBytes { data: ptr::null_mut(), len: 1 };
+}
+
 /// `PluginAbiDescriptor`: the head of `plugin_abi_descriptor_<T>_v1`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -283,7 +522,9 @@ pub struct PluginAbiDescriptor {
     pub fingerprint: u64,
 }
 
-/// What a `Status` method returns on failure: a non-zero code and a message for the host.
+/// What a `Status` method returns on failure: a non-zero code and a message for the host
+/// (`PluginMethodError(code, message)`).  `Err("message".into())` and `?` on a `String` error
+/// give code -1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginError {
     pub code: i32,
@@ -297,6 +538,24 @@ impl PluginError {
     }
 }
 
+impl From<String> for PluginError {
+    fn from(message: String) -> Self {
+        PluginError::new(-1, message)
+    }
+}
+
+impl From<&str> for PluginError {
+    fn from(message: &str) -> Self {
+        PluginError::new(-1, message)
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status {}: {}", self.code, self.message)
+    }
+}
+
 /// An implementation type registered for the trait whose tag is `Tag` (made by `plugin_impl!`).
 pub trait PluginFactory<Tag> {
     const FACTORY: PluginRegistrationFactory;
@@ -304,43 +563,44 @@ pub trait PluginFactory<Tag> {
 
 // ---- memory the host releases with free_memory --------------------------------
 
-const HEADER: usize = 16; // keeps 16-byte alignment and holds the allocation's size
-
-/// `n` bytes the host releases with the registration's `free_memory` (NULL when out of memory).
-pub fn plugin_alloc(n: usize) -> *mut u8 {
-    let Some(total) = n.checked_add(HEADER) else { return ptr::null_mut() };
-    let Ok(layout) = Layout::from_size_align(total, HEADER) else { return ptr::null_mut() };
-    // SAFETY: the layout's size is at least HEADER, never zero.
-    let base = unsafe { alloc(layout) };
-    if base.is_null() {
-        return base;
-    }
-    // SAFETY: base holds HEADER bytes aligned for usize before the caller's part.
-    unsafe {
-        (base as *mut usize).write(total);
-        base.add(HEADER)
-    }
+// The C library's allocator, as plugin_annotations.h has it: results are malloc'd and
+// registration->free_memory is free(), so what the host releases goes back to the allocator
+// that made it (and C code linked into the crate may hand malloc'd memory on too).
+unsafe extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
 }
 
-/// `registration->free_memory`: releases what `plugin_alloc` made (NULL is ignored).
+/// Results made by `plugin_alloc` so far (strings, bytes, error messages).
+pub static PLUGIN_OWNED_ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+/// Of them, those released through `free_memory` (by the host): equal once all are released.
+pub static PLUGIN_OWNED_RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+/// `n` bytes from `malloc`, for the host to release with the registration's `free_memory`
+/// (NULL when out of memory).
+pub fn plugin_alloc(n: usize) -> *mut u8 {
+    // SAFETY: malloc takes any size; 0 is asked as 1, so a success is never NULL.
+    let p = unsafe { malloc(n.max(1)) } as *mut u8;
+    if !p.is_null() {
+        PLUGIN_OWNED_ALLOCATED.fetch_add(1, Ordering::Relaxed);
+    }
+    p
+}
+
+/// `registration->free_memory`: `free` (NULL is ignored).
 ///
 /// # Safety
-/// `p` is NULL or came from `plugin_alloc` and was not released yet.
+/// `p` is NULL or came from `plugin_alloc` (or `malloc`) and was not released yet.
 pub unsafe extern "C" fn plugin_free_memory(p: *mut c_void) {
-    if p.is_null() {
-        return;
+    if !p.is_null() {
+        PLUGIN_OWNED_RELEASED.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's promise.
+        unsafe { free(p) };
     }
-    let _ = catch_unwind(|| {
-        // SAFETY: p came from plugin_alloc, which stored the total size HEADER bytes before it.
-        unsafe {
-            let base = (p as *mut u8).sub(HEADER);
-            let total = (base as *const usize).read();
-            dealloc(base, Layout::from_size_align_unchecked(total, HEADER));
-        }
-    });
 }
 
-/// A NUL-terminated copy of `s` for an `OwnedStr` result (NULL when out of memory).
+/// A NUL-terminated copy of `s` for an `OwnedStr` result (NULL when out of memory; C reads it up
+/// to its first NUL).
 pub fn owned_str(s: &str) -> *mut c_char {
     let p = plugin_alloc(s.len() + 1);
     if !p.is_null() {
@@ -353,45 +613,203 @@ pub fn owned_str(s: &str) -> *mut c_char {
     p as *mut c_char
 }
 
-/// A copy of `b` for an `OwnedBytes` result (`{NULL, 0}` when empty or out of memory).
+/// A copy of `b` for an `OwnedBytes` result (`{NULL, 0}` when empty, `FAILED` when out of memory).
 pub fn owned_bytes(b: &[u8]) -> PluginBytes {
     if b.is_empty() {
         return PluginBytes { data: ptr::null_mut(), len: 0 };
     }
     let p = plugin_alloc(b.len());
     if p.is_null() {
-        return PluginBytes { data: p, len: 0 };
+        return PluginBytes::FAILED;
     }
     // SAFETY: p has b.len() bytes.
     unsafe { ptr::copy_nonoverlapping(b.as_ptr(), p, b.len()) };
     PluginBytes { data: p, len: b.len() }
 }
 
-// ---- argument conversions (NULL pointers become empty values) -------------------
+// ---- argument conversions ----------------------------------------------------------
 
-/// # Safety
-/// `p` is NULL or a NUL-terminated string valid for the call.
-pub unsafe fn cstr_arg<'a>(p: *const c_char) -> &'a CStr {
-    if p.is_null() { Default::default() } else { unsafe { CStr::from_ptr(p) } }
+fn is_aligned<T>(p: *const T) -> bool {
+    (p as usize) % std::mem::align_of::<T>() == 0
 }
 
+/// A `CStr` argument: NULL is `""`, invalid UTF-8 is replaced (U+FFFD), as the host decodes.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for the call.
+pub unsafe fn str_arg<'a>(p: *const c_char) -> Cow<'a, str> {
+    if p.is_null() { Cow::Borrowed("") } else { unsafe { CStr::from_ptr(p) }.to_string_lossy() }
+}
+
+/// A `Buffer` or `Array[T]` argument: the caller's memory (NULL or empty: `&[]`), copied only
+/// when it is misaligned for `T` (a Rust reference may not be).
+///
 /// # Safety
 /// `p` is NULL or valid for `len` reads of T for the call.
-pub unsafe fn slice_arg<'a, T>(p: *const T, len: usize) -> &'a [T] {
-    if p.is_null() || len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(p, len) } }
+pub unsafe fn slice_arg<'a, T: Copy>(p: *const T, len: usize) -> Cow<'a, [T]> {
+    if p.is_null() || len == 0 {
+        Cow::Borrowed(&[])
+    } else if is_aligned(p) {
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(p, len) })
+    } else {
+        Cow::Owned((0..len).map(|i| unsafe { p.add(i).read_unaligned() }).collect())
+    }
+}
+
+/// An `Array[Bool]` argument: as `slice_arg`, an item that is neither 0 nor 1 read as `true`.
+///
+/// # Safety
+/// As `slice_arg`.
+pub unsafe fn bool_slice_arg<'a>(p: *const bool, len: usize) -> Cow<'a, [bool]> {
+    let bytes = unsafe { slice_arg(p as *const u8, len) };
+    if bytes.iter().all(|&b| b <= 1) {
+        unsafe { slice_arg(p, len) }
+    } else {
+        Cow::Owned(bytes.iter().map(|&b| b != 0).collect())
+    }
+}
+
+/// A `MutBuffer`, `MutArray[T]` or `MutRef[S]` argument: the caller's memory or, when it is
+/// misaligned for `T`, a copy written back when the call ends (a panic included).
+pub enum InOut<'a, T: Copy> {
+    Direct(&'a mut [T]),
+    Copied(*mut T, Vec<T>),
+}
+
+impl<T: Copy> InOut<'_, T> {
+    /// The items, for the method.
+    pub fn get(&mut self) -> &mut [T] {
+        match self {
+            InOut::Direct(items) => &mut **items,
+            InOut::Copied(_, items) => &mut items[..],
+        }
+    }
+}
+
+impl<T: Copy> Drop for InOut<'_, T> {
+    fn drop(&mut self) {
+        if let InOut::Copied(p, items) = self {
+            for (i, item) in items.iter().enumerate() {
+                // SAFETY: p is valid for items.len() writes for the call (slice_mut_arg's promise).
+                unsafe { p.add(i).write_unaligned(*item) };
+            }
+        }
+    }
 }
 
 /// # Safety
 /// `p` is NULL or valid for `len` reads and writes of T for the call.
-pub unsafe fn slice_mut_arg<'a, T>(p: *mut T, len: usize) -> &'a mut [T] {
-    if p.is_null() || len == 0 { &mut [] } else { unsafe { std::slice::from_raw_parts_mut(p, len) } }
+pub unsafe fn slice_mut_arg<'a, T: Copy>(p: *mut T, len: usize) -> InOut<'a, T> {
+    if p.is_null() || len == 0 {
+        InOut::Direct(&mut [])
+    } else if is_aligned(p) {
+        InOut::Direct(unsafe { std::slice::from_raw_parts_mut(p, len) })
+    } else {
+        InOut::Copied(p, (0..len).map(|i| unsafe { p.add(i).read_unaligned() }).collect())
+    }
 }
 
+/// A `MutArray[Bool]` argument: an item that is neither 0 nor 1 is made 1 (`true`) first.
+///
 /// # Safety
-/// `p` is NULL or valid for a write of T for the call.
-pub unsafe fn out_arg<'a, T>(p: *mut T, scratch: &'a mut T) -> &'a mut T {
-    if p.is_null() { scratch } else { unsafe { &mut *p } }
+/// As `slice_mut_arg`.
+pub unsafe fn bool_slice_mut_arg<'a>(p: *mut bool, len: usize) -> InOut<'a, bool> {
+    if !p.is_null() {
+        let bytes = p as *mut u8;
+        for i in 0..len {
+            // SAFETY: p is valid for len bytes; a bool's byte is read as a byte.
+            unsafe {
+                if bytes.add(i).read() > 1 {
+                    bytes.add(i).write(1);
+                }
+            }
+        }
+    }
+    unsafe { slice_mut_arg(p, len) }
 }
+
+/// A `Ref[S]` argument (a NULL pointer panics: the method's error path).
+///
+/// # Safety
+/// `p` is NULL or valid for a read of T for the call.
+pub unsafe fn ref_arg<'a, T: Copy>(p: *const T, what: &str) -> Cow<'a, T> {
+    if p.is_null() {
+        panic!("{what}: a NULL pointer");
+    }
+    if is_aligned(p) { Cow::Borrowed(unsafe { &*p }) } else { Cow::Owned(unsafe { p.read_unaligned() }) }
+}
+
+/// A `MutRef[S]` argument (a NULL pointer panics: the method's error path).
+///
+/// # Safety
+/// `p` is NULL or valid for a read and a write of T for the call.
+pub unsafe fn mut_ref_arg<'a, T: Copy>(p: *mut T, what: &str) -> InOut<'a, T> {
+    if p.is_null() {
+        panic!("{what}: a NULL pointer");
+    }
+    unsafe { slice_mut_arg(p, 1) }
+}
+
+/// After the call, an `Out[T]` value into the caller's pointer (NULL: nowhere).
+///
+/// # Safety
+/// `p` is NULL or valid for a write of T.
+pub unsafe fn out_write<T>(p: *mut T, value: T) {
+    if !p.is_null() {
+        unsafe { p.write_unaligned(value) };
+    }
+}
+
+/// A callback's `&str` argument as C has it: NUL-terminated (cut at an interior NUL).
+pub fn c_string(s: &str) -> CString {
+    let bytes = s.as_bytes();
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    CString::new(&bytes[..end]).unwrap_or_default()
+}
+
+// ---- plugin-side objects (Handle / Drop) ------------------------------------------
+
+/// A handle's object, boxed with its type: a handle of another implementation (another type) is
+/// refused instead of misread.
+#[repr(C)]
+struct HandleBox<S> {
+    tag: TypeId,
+    value: S,
+}
+
+/// A `Handle[K]` result: `value`, boxed, as the host's `void *`.
+pub fn into_handle<S: 'static>(value: S) -> *mut c_void {
+    Box::into_raw(Box::new(HandleBox { tag: TypeId::of::<S>(), value })) as *mut c_void
+}
+
+unsafe fn checked_handle<S: 'static>(p: *mut c_void, what: &str) -> *mut HandleBox<S> {
+    if p.is_null() {
+        panic!("{what}: a NULL handle");
+    }
+    // SAFETY: every handle is a HandleBox, whose first field (offset 0, repr(C)) is the tag.
+    if unsafe { (p as *const TypeId).read_unaligned() } != TypeId::of::<S>() {
+        panic!("{what}: a handle of another implementation");
+    }
+    p as *mut HandleBox<S>
+}
+
+/// A `Handle[K]` argument: the object (NULL, or another implementation's, panics).
+///
+/// # Safety
+/// `p` is NULL or came from `into_handle` and was not taken yet.
+pub unsafe fn handle_arg<'a, S: 'static>(p: *mut c_void, what: &str) -> &'a S {
+    unsafe { &(*checked_handle::<S>(p, what)).value }
+}
+
+/// A `Drop[K]` argument: the object, out of its box (NULL, or another implementation's, panics).
+///
+/// # Safety
+/// `p` is NULL or came from `into_handle` and was not taken yet; it is not used again.
+pub unsafe fn take_handle<S: 'static>(p: *mut c_void, what: &str) -> S {
+    unsafe { Box::from_raw(checked_handle::<S>(p, what)).value }
+}
+
+// ---- results ------------------------------------------------------------------------
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -466,7 +884,7 @@ pub unsafe fn release_registration<T>(reg: *mut PluginRegistration, counter: &At
             drop(Box::from_raw(reg.instance as *mut T));
         }
     }));
-    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    counter.fetch_add(1, Ordering::SeqCst);
 }
 
 /// `plugin_register_all_<T>_v1`: every factory's registration, or NULL (after unmaking the made ones).
@@ -522,14 +940,19 @@ def rust_regenerate_command(targets: Iterable[str], output: str | os.PathLike[st
     return f"python -m plugin_annotations rust {' '.join(targets)} -o {os.fspath(output)}"
 
 
+def _handle_kinds(spec: TraitSpec) -> list[str]:
+    """The handle kinds the trait's methods use, in order of first use."""
+    kinds: list[str] = []
+    for m in spec.methods:
+        for ct in (m.returns, *(p.ctype for p in m.params)):
+            if ct.kind in (TypeKind.HANDLE, TypeKind.DROP) and _handle_kind(ct) not in kinds:
+                kinds.append(_handle_kind(ct))
+    return kinds
+
+
 def _trait_section(spec: TraitSpec, module: str) -> tuple[list[str], list[str], list[str], list[str]]:
     """The items of one trait, and its arms of plugin_impl!, plugin_aggregates!, plugin_unmaker_counter!."""
     t, snake, upper = spec.name, _snake(spec.name), _snake(spec.name).upper()
-    for m in spec.methods:
-        for ct in (*(p.ctype for p in m.params), m.returns):
-            if ct.kind not in _SUPPORTED:
-                msg = f"{t}.{m.name}: the Rust generator does not support {ct.name} yet (write that method by hand)"
-                raise ValueError(msg)
     declaration = encode_declaration(spec) + b"\0"
     fields = [f"    pub {_ident(m.name)}: Option<{_fn_type(m)}>," for m in spec.methods]
     fingerprints = ", ".join(f"0x{fp:016x}" for fp in spec.method_fingerprints)
@@ -539,9 +962,16 @@ def _trait_section(spec: TraitSpec, module: str) -> tuple[list[str], list[str], 
         "",
         *_doc(spec.doc),
         f"/// Implement it, then register the type with `plugin_impl!({t}, Name, Type)`.",
-        "/// The host may call from any thread, hence `Sync`.",
-        f"pub trait {t}: Sync {{",
+        "/// The host may call from any thread, and release the instance on another: `Send + Sync`.",
+        f"pub trait {t}: Send + Sync {{",
     ]
+    for kind in _handle_kinds(spec):
+        items += [
+            f"    /// The plugin-side object behind `Handle[{kind}]`: made by the methods that return one",
+            "    /// (`None` becomes NULL), lent to those that take one, and given to the one that takes",
+            f"    /// `Drop[{kind}]`.  The host may use one object from several threads: `Send + Sync`.",
+            f"    type {_ident(kind)}: Send + Sync + 'static;",
+        ]
     for m in spec.methods:
         params = ", ".join(f"{_ident(p.name)}: {_rust_param(p.ctype)}" for p in m.params)
         ret = _rust_return(m.returns)
@@ -723,6 +1153,11 @@ def generate_rust_module(
         "#![allow(clippy::all)]",
     ]
     out += _COMMON.replace("@ABI_VERSION@", str(ABI_VERSION)).rstrip().split("\n")
+    structs = _structs(specs)
+    if structs:
+        out += ["", "// ---- structs " + "-" * 72]
+        for struct in structs:
+            out += _struct_items(struct)
     impl_arms: list[str] = []
     aggregate_arms: list[str] = []
     counter_arms: list[str] = []

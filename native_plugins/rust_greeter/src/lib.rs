@@ -13,7 +13,6 @@
 mod plugin_abi;
 
 use plugin_abi::Greeter;
-use std::ffi::CStr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Static state: fresh after every reload.
@@ -23,8 +22,8 @@ static CALLS: AtomicUsize = AtomicUsize::new(0);
 pub struct English;
 
 impl Greeter for English {
-    fn greet(&self, name: &CStr) -> String {
-        format!("Hello, {}!", name.to_string_lossy())
+    fn greet(&self, name: &str) -> String {
+        format!("Hello, {name}!")
     }
 }
 
@@ -32,8 +31,8 @@ impl Greeter for English {
 pub struct French;
 
 impl Greeter for French {
-    fn greet(&self, name: &CStr) -> String {
-        format!("Bonjour, {}!", name.to_string_lossy())
+    fn greet(&self, name: &str) -> String {
+        format!("Bonjour, {name}!")
     }
 }
 
@@ -41,12 +40,12 @@ impl Greeter for French {
 pub struct Counting;
 
 impl Greeter for Counting {
-    fn greet(&self, name: &CStr) -> String {
+    fn greet(&self, name: &str) -> String {
         if name.is_empty() {
             panic!("Counting.greet: an empty name");
         }
         let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
-        format!("call {}, {}", n, name.to_string_lossy())
+        format!("call {n}, {name}")
     }
 }
 

@@ -7,12 +7,13 @@
 #![allow(dead_code, non_camel_case_types, non_snake_case, non_upper_case_globals)]
 #![allow(clippy::all)]
 
-use std::alloc::{alloc, dealloc, Layout};
-use std::ffi::CStr;
+use std::any::TypeId;
+use std::borrow::Cow;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// The `_vN` suffix of every exported symbol (`PLUGIN_ABI_VERSION`).
 pub const PLUGIN_ABI_VERSION: u32 = 1;
@@ -55,6 +56,12 @@ pub struct PluginBytes {
     pub len: usize,
 }
 
+impl PluginBytes {
+    /// No data, and a length: the method failed (panicked, or out of memory); the host raises
+    /// `PluginCallError`.  (`{NULL, 0}` is an empty result.)
+    pub const FAILED: PluginBytes = PluginBytes { data: ptr::null_mut(), len: 1 };
+}
+
 /// `PluginAbiDescriptor`: the head of `plugin_abi_descriptor_<T>_v1`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -68,7 +75,9 @@ pub struct PluginAbiDescriptor {
     pub fingerprint: u64,
 }
 
-/// What a `Status` method returns on failure: a non-zero code and a message for the host.
+/// What a `Status` method returns on failure: a non-zero code and a message for the host
+/// (`PluginMethodError(code, message)`).  `Err("message".into())` and `?` on a `String` error
+/// give code -1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluginError {
     pub code: i32,
@@ -82,6 +91,24 @@ impl PluginError {
     }
 }
 
+impl From<String> for PluginError {
+    fn from(message: String) -> Self {
+        PluginError::new(-1, message)
+    }
+}
+
+impl From<&str> for PluginError {
+    fn from(message: &str) -> Self {
+        PluginError::new(-1, message)
+    }
+}
+
+impl std::fmt::Display for PluginError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status {}: {}", self.code, self.message)
+    }
+}
+
 /// An implementation type registered for the trait whose tag is `Tag` (made by `plugin_impl!`).
 pub trait PluginFactory<Tag> {
     const FACTORY: PluginRegistrationFactory;
@@ -89,43 +116,44 @@ pub trait PluginFactory<Tag> {
 
 // ---- memory the host releases with free_memory --------------------------------
 
-const HEADER: usize = 16; // keeps 16-byte alignment and holds the allocation's size
-
-/// `n` bytes the host releases with the registration's `free_memory` (NULL when out of memory).
-pub fn plugin_alloc(n: usize) -> *mut u8 {
-    let Some(total) = n.checked_add(HEADER) else { return ptr::null_mut() };
-    let Ok(layout) = Layout::from_size_align(total, HEADER) else { return ptr::null_mut() };
-    // SAFETY: the layout's size is at least HEADER, never zero.
-    let base = unsafe { alloc(layout) };
-    if base.is_null() {
-        return base;
-    }
-    // SAFETY: base holds HEADER bytes aligned for usize before the caller's part.
-    unsafe {
-        (base as *mut usize).write(total);
-        base.add(HEADER)
-    }
+// The C library's allocator, as plugin_annotations.h has it: results are malloc'd and
+// registration->free_memory is free(), so what the host releases goes back to the allocator
+// that made it (and C code linked into the crate may hand malloc'd memory on too).
+unsafe extern "C" {
+    fn malloc(size: usize) -> *mut c_void;
+    fn free(ptr: *mut c_void);
 }
 
-/// `registration->free_memory`: releases what `plugin_alloc` made (NULL is ignored).
+/// Results made by `plugin_alloc` so far (strings, bytes, error messages).
+pub static PLUGIN_OWNED_ALLOCATED: AtomicUsize = AtomicUsize::new(0);
+/// Of them, those released through `free_memory` (by the host): equal once all are released.
+pub static PLUGIN_OWNED_RELEASED: AtomicUsize = AtomicUsize::new(0);
+
+/// `n` bytes from `malloc`, for the host to release with the registration's `free_memory`
+/// (NULL when out of memory).
+pub fn plugin_alloc(n: usize) -> *mut u8 {
+    // SAFETY: malloc takes any size; 0 is asked as 1, so a success is never NULL.
+    let p = unsafe { malloc(n.max(1)) } as *mut u8;
+    if !p.is_null() {
+        PLUGIN_OWNED_ALLOCATED.fetch_add(1, Ordering::Relaxed);
+    }
+    p
+}
+
+/// `registration->free_memory`: `free` (NULL is ignored).
 ///
 /// # Safety
-/// `p` is NULL or came from `plugin_alloc` and was not released yet.
+/// `p` is NULL or came from `plugin_alloc` (or `malloc`) and was not released yet.
 pub unsafe extern "C" fn plugin_free_memory(p: *mut c_void) {
-    if p.is_null() {
-        return;
+    if !p.is_null() {
+        PLUGIN_OWNED_RELEASED.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's promise.
+        unsafe { free(p) };
     }
-    let _ = catch_unwind(|| {
-        // SAFETY: p came from plugin_alloc, which stored the total size HEADER bytes before it.
-        unsafe {
-            let base = (p as *mut u8).sub(HEADER);
-            let total = (base as *const usize).read();
-            dealloc(base, Layout::from_size_align_unchecked(total, HEADER));
-        }
-    });
 }
 
-/// A NUL-terminated copy of `s` for an `OwnedStr` result (NULL when out of memory).
+/// A NUL-terminated copy of `s` for an `OwnedStr` result (NULL when out of memory; C reads it up
+/// to its first NUL).
 pub fn owned_str(s: &str) -> *mut c_char {
     let p = plugin_alloc(s.len() + 1);
     if !p.is_null() {
@@ -138,45 +166,203 @@ pub fn owned_str(s: &str) -> *mut c_char {
     p as *mut c_char
 }
 
-/// A copy of `b` for an `OwnedBytes` result (`{NULL, 0}` when empty or out of memory).
+/// A copy of `b` for an `OwnedBytes` result (`{NULL, 0}` when empty, `FAILED` when out of memory).
 pub fn owned_bytes(b: &[u8]) -> PluginBytes {
     if b.is_empty() {
         return PluginBytes { data: ptr::null_mut(), len: 0 };
     }
     let p = plugin_alloc(b.len());
     if p.is_null() {
-        return PluginBytes { data: p, len: 0 };
+        return PluginBytes::FAILED;
     }
     // SAFETY: p has b.len() bytes.
     unsafe { ptr::copy_nonoverlapping(b.as_ptr(), p, b.len()) };
     PluginBytes { data: p, len: b.len() }
 }
 
-// ---- argument conversions (NULL pointers become empty values) -------------------
+// ---- argument conversions ----------------------------------------------------------
 
-/// # Safety
-/// `p` is NULL or a NUL-terminated string valid for the call.
-pub unsafe fn cstr_arg<'a>(p: *const c_char) -> &'a CStr {
-    if p.is_null() { Default::default() } else { unsafe { CStr::from_ptr(p) } }
+fn is_aligned<T>(p: *const T) -> bool {
+    (p as usize) % std::mem::align_of::<T>() == 0
 }
 
+/// A `CStr` argument: NULL is `""`, invalid UTF-8 is replaced (U+FFFD), as the host decodes.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string valid for the call.
+pub unsafe fn str_arg<'a>(p: *const c_char) -> Cow<'a, str> {
+    if p.is_null() { Cow::Borrowed("") } else { unsafe { CStr::from_ptr(p) }.to_string_lossy() }
+}
+
+/// A `Buffer` or `Array[T]` argument: the caller's memory (NULL or empty: `&[]`), copied only
+/// when it is misaligned for `T` (a Rust reference may not be).
+///
 /// # Safety
 /// `p` is NULL or valid for `len` reads of T for the call.
-pub unsafe fn slice_arg<'a, T>(p: *const T, len: usize) -> &'a [T] {
-    if p.is_null() || len == 0 { &[] } else { unsafe { std::slice::from_raw_parts(p, len) } }
+pub unsafe fn slice_arg<'a, T: Copy>(p: *const T, len: usize) -> Cow<'a, [T]> {
+    if p.is_null() || len == 0 {
+        Cow::Borrowed(&[])
+    } else if is_aligned(p) {
+        Cow::Borrowed(unsafe { std::slice::from_raw_parts(p, len) })
+    } else {
+        Cow::Owned((0..len).map(|i| unsafe { p.add(i).read_unaligned() }).collect())
+    }
+}
+
+/// An `Array[Bool]` argument: as `slice_arg`, an item that is neither 0 nor 1 read as `true`.
+///
+/// # Safety
+/// As `slice_arg`.
+pub unsafe fn bool_slice_arg<'a>(p: *const bool, len: usize) -> Cow<'a, [bool]> {
+    let bytes = unsafe { slice_arg(p as *const u8, len) };
+    if bytes.iter().all(|&b| b <= 1) {
+        unsafe { slice_arg(p, len) }
+    } else {
+        Cow::Owned(bytes.iter().map(|&b| b != 0).collect())
+    }
+}
+
+/// A `MutBuffer`, `MutArray[T]` or `MutRef[S]` argument: the caller's memory or, when it is
+/// misaligned for `T`, a copy written back when the call ends (a panic included).
+pub enum InOut<'a, T: Copy> {
+    Direct(&'a mut [T]),
+    Copied(*mut T, Vec<T>),
+}
+
+impl<T: Copy> InOut<'_, T> {
+    /// The items, for the method.
+    pub fn get(&mut self) -> &mut [T] {
+        match self {
+            InOut::Direct(items) => &mut **items,
+            InOut::Copied(_, items) => &mut items[..],
+        }
+    }
+}
+
+impl<T: Copy> Drop for InOut<'_, T> {
+    fn drop(&mut self) {
+        if let InOut::Copied(p, items) = self {
+            for (i, item) in items.iter().enumerate() {
+                // SAFETY: p is valid for items.len() writes for the call (slice_mut_arg's promise).
+                unsafe { p.add(i).write_unaligned(*item) };
+            }
+        }
+    }
 }
 
 /// # Safety
 /// `p` is NULL or valid for `len` reads and writes of T for the call.
-pub unsafe fn slice_mut_arg<'a, T>(p: *mut T, len: usize) -> &'a mut [T] {
-    if p.is_null() || len == 0 { &mut [] } else { unsafe { std::slice::from_raw_parts_mut(p, len) } }
+pub unsafe fn slice_mut_arg<'a, T: Copy>(p: *mut T, len: usize) -> InOut<'a, T> {
+    if p.is_null() || len == 0 {
+        InOut::Direct(&mut [])
+    } else if is_aligned(p) {
+        InOut::Direct(unsafe { std::slice::from_raw_parts_mut(p, len) })
+    } else {
+        InOut::Copied(p, (0..len).map(|i| unsafe { p.add(i).read_unaligned() }).collect())
+    }
 }
 
+/// A `MutArray[Bool]` argument: an item that is neither 0 nor 1 is made 1 (`true`) first.
+///
 /// # Safety
-/// `p` is NULL or valid for a write of T for the call.
-pub unsafe fn out_arg<'a, T>(p: *mut T, scratch: &'a mut T) -> &'a mut T {
-    if p.is_null() { scratch } else { unsafe { &mut *p } }
+/// As `slice_mut_arg`.
+pub unsafe fn bool_slice_mut_arg<'a>(p: *mut bool, len: usize) -> InOut<'a, bool> {
+    if !p.is_null() {
+        let bytes = p as *mut u8;
+        for i in 0..len {
+            // SAFETY: p is valid for len bytes; a bool's byte is read as a byte.
+            unsafe {
+                if bytes.add(i).read() > 1 {
+                    bytes.add(i).write(1);
+                }
+            }
+        }
+    }
+    unsafe { slice_mut_arg(p, len) }
 }
+
+/// A `Ref[S]` argument (a NULL pointer panics: the method's error path).
+///
+/// # Safety
+/// `p` is NULL or valid for a read of T for the call.
+pub unsafe fn ref_arg<'a, T: Copy>(p: *const T, what: &str) -> Cow<'a, T> {
+    if p.is_null() {
+        panic!("{what}: a NULL pointer");
+    }
+    if is_aligned(p) { Cow::Borrowed(unsafe { &*p }) } else { Cow::Owned(unsafe { p.read_unaligned() }) }
+}
+
+/// A `MutRef[S]` argument (a NULL pointer panics: the method's error path).
+///
+/// # Safety
+/// `p` is NULL or valid for a read and a write of T for the call.
+pub unsafe fn mut_ref_arg<'a, T: Copy>(p: *mut T, what: &str) -> InOut<'a, T> {
+    if p.is_null() {
+        panic!("{what}: a NULL pointer");
+    }
+    unsafe { slice_mut_arg(p, 1) }
+}
+
+/// After the call, an `Out[T]` value into the caller's pointer (NULL: nowhere).
+///
+/// # Safety
+/// `p` is NULL or valid for a write of T.
+pub unsafe fn out_write<T>(p: *mut T, value: T) {
+    if !p.is_null() {
+        unsafe { p.write_unaligned(value) };
+    }
+}
+
+/// A callback's `&str` argument as C has it: NUL-terminated (cut at an interior NUL).
+pub fn c_string(s: &str) -> CString {
+    let bytes = s.as_bytes();
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    CString::new(&bytes[..end]).unwrap_or_default()
+}
+
+// ---- plugin-side objects (Handle / Drop) ------------------------------------------
+
+/// A handle's object, boxed with its type: a handle of another implementation (another type) is
+/// refused instead of misread.
+#[repr(C)]
+struct HandleBox<S> {
+    tag: TypeId,
+    value: S,
+}
+
+/// A `Handle[K]` result: `value`, boxed, as the host's `void *`.
+pub fn into_handle<S: 'static>(value: S) -> *mut c_void {
+    Box::into_raw(Box::new(HandleBox { tag: TypeId::of::<S>(), value })) as *mut c_void
+}
+
+unsafe fn checked_handle<S: 'static>(p: *mut c_void, what: &str) -> *mut HandleBox<S> {
+    if p.is_null() {
+        panic!("{what}: a NULL handle");
+    }
+    // SAFETY: every handle is a HandleBox, whose first field (offset 0, repr(C)) is the tag.
+    if unsafe { (p as *const TypeId).read_unaligned() } != TypeId::of::<S>() {
+        panic!("{what}: a handle of another implementation");
+    }
+    p as *mut HandleBox<S>
+}
+
+/// A `Handle[K]` argument: the object (NULL, or another implementation's, panics).
+///
+/// # Safety
+/// `p` is NULL or came from `into_handle` and was not taken yet.
+pub unsafe fn handle_arg<'a, S: 'static>(p: *mut c_void, what: &str) -> &'a S {
+    unsafe { &(*checked_handle::<S>(p, what)).value }
+}
+
+/// A `Drop[K]` argument: the object, out of its box (NULL, or another implementation's, panics).
+///
+/// # Safety
+/// `p` is NULL or came from `into_handle` and was not taken yet; it is not used again.
+pub unsafe fn take_handle<S: 'static>(p: *mut c_void, what: &str) -> S {
+    unsafe { Box::from_raw(checked_handle::<S>(p, what)).value }
+}
+
+// ---- results ------------------------------------------------------------------------
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     if let Some(s) = payload.downcast_ref::<&str>() {
@@ -251,7 +437,7 @@ pub unsafe fn release_registration<T>(reg: *mut PluginRegistration, counter: &At
             drop(Box::from_raw(reg.instance as *mut T));
         }
     }));
-    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    counter.fetch_add(1, Ordering::SeqCst);
 }
 
 /// `plugin_register_all_<T>_v1`: every factory's registration, or NULL (after unmaking the made ones).
@@ -304,10 +490,10 @@ pub unsafe fn unregister_all(array: *mut PluginRegistrationArray) {
 
 /// Says hello to someone.
 /// Implement it, then register the type with `plugin_impl!(Greeter, Name, Type)`.
-/// The host may call from any thread, hence `Sync`.
-pub trait Greeter: Sync {
+/// The host may call from any thread, and release the instance on another: `Send + Sync`.
+pub trait Greeter: Send + Sync {
     /// A greeting that contains ``name`` (``Hello, world!``).
-    fn greet(&self, name: &CStr) -> String;
+    fn greet(&self, name: &str) -> String;
 }
 
 /// The type tag of trait Greeter (what `PluginFactory<GreeterTag>` is keyed by).
@@ -360,12 +546,15 @@ pub const fn greeter_vtable<T: Greeter>() -> GreeterVTable {
 }
 
 /// The vtable slot of Greeter.greet: converts, calls `T::greet`, contains panics.
-#[allow(clippy::missing_safety_doc)]
+///
+/// # Safety
+/// The arguments are what the C declaration promises, valid for the call.
 pub unsafe extern "C" fn greeter_greet_thunk<T: Greeter>(this: *mut c_void, a0: *const c_char) -> *mut c_char {
     let result = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: the host passes the instance its maker made (a T).
         let this = unsafe { &*(this as *const T) };
-        let a0 = unsafe { cstr_arg(a0) };
-        this.greet(a0)
+        let a0 = unsafe { str_arg(a0) };
+        <T as Greeter>::greet(this, &*a0)
     }));
     result.map(|s| owned_str(&s)).unwrap_or(ptr::null_mut())
 }
