@@ -30,6 +30,7 @@ from plugin_annotations import (
     write_rust_module,
     write_trait_headers,
 )
+from plugin_annotations._headers import rust_traits_of
 from plugin_host import PluginManager
 from plugin_host.abi import check_library, scan_library
 from plugin_interface import (
@@ -232,12 +233,21 @@ def test_a_panic_never_unwinds_into_c(kitchen: Path) -> None:
 # ---- the example, built by the builder --------------------------------------------------
 
 
-def test_the_committed_example_module_is_not_stale(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("example", "target"),
+    [
+        ("rust_greeter", "plugin_interface:Greeter"),
+        ("rust_image_filter", "plugin_host.examples.image_traits:ImageFilter"),
+    ],
+)
+def test_the_committed_example_modules_are_not_stale(
+    monkeypatch: pytest.MonkeyPatch, example: str, target: str
+) -> None:
     monkeypatch.chdir(EXAMPLES.parent)  # the command in its first comment names the path from the repo root
-    path = Path("native_plugins/rust_greeter/src/plugin_abi.rs")
-    assert not write_rust_module(path, ["Greeter"], targets=["plugin_interface:Greeter"], check=True), (
-        "regenerate: python -m plugin_annotations rust plugin_interface:Greeter -o "
-        "native_plugins/rust_greeter/src/plugin_abi.rs"
+    path = Path(f"native_plugins/{example}/src/plugin_abi.rs")
+    traits = rust_traits_of(target)
+    assert not write_rust_module(path, traits, targets=[target], check=True), (
+        f"regenerate: python -m plugin_annotations rust {target} -o {path}"
     )
 
 
@@ -268,6 +278,39 @@ def test_the_example_greets_panics_safely_and_unloads_for_real(language_greeter:
             result = manager.unload_by_path(lib)
         assert result == {"Greeter": 3} and result.unmapped
         assert str(lib) not in mapped_paths()
+
+
+def _filter_answers(lib: Path) -> list[object]:
+    """What native_plugins' ImageFilter ``lib`` answers to a fixed series of calls."""
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(lib)  # the trait is declared in the plugin alone
+        f: Any = handle.proxy("Grey")
+        image = {"width": 3, "height": 2, "stride": 4}
+        pixels = bytearray([0, 10, 250, 99, 128, 64, 32, 99])
+        answers: list[object] = [f.describe(), f.invert(image, pixels), bytes(pixels)]
+        answers += [f.adjust(image, pixels, {"gain": 1.5, "offset": -20.0}), bytes(pixels)]
+        with pytest.raises(PluginMethodError) as e:
+            f.invert({"width": 5, "height": 2, "stride": 4}, pixels)
+        sums: list[tuple[int, int]] = []
+        answers += [
+            (e.value.code, e.value.message),
+            f.rows(image, bytes(pixels), lambda y, s: sums.append((y, s))),
+            sums,
+        ]
+        with f.open("a label longer than thirty-one bytes") as session:
+            answers += [f.feed(session, image, bytes(pixels)), f.feed(session, image, bytes(pixels[:5]))]
+            answers.append(f.report(session))
+        answers.append(manager.unload_by_path(lib))
+    return answers
+
+
+def test_the_rust_image_filter_answers_as_the_c_one(example_plugins: dict[str, Path]) -> None:
+    require_language("rust")
+    c = _filter_answers(example_plugins["image_filter"])
+    assert _filter_answers(example_plugins["rust_image_filter"]) == c
+    assert c[5] == (1, "2 rows of 4 bytes (5 pixels each) do not fit 8 bytes")
+    assert c[6:8] == [0, [(0, 510)]]  # the callback returned None (false): the plugin stopped after one row
+    assert c[-2:] == ["a label longer than thirty-one : 9 pixels, mean 188", {"ImageFilter": 1}]  # 31 bytes kept
 
 
 def _crate(tmp_path: Path, lib_rs: str, manifest: str | None, name: str = "crate_greeter") -> Path:
