@@ -313,6 +313,18 @@ def test_the_rust_image_filter_answers_as_the_c_one(example_plugins: dict[str, P
     assert c[-2:] == ["a label longer than thirty-one : 9 pixels, mean 188", {"ImageFilter": 1}]  # 31 bytes kept
 
 
+def test_the_readmes_rust_example_compiles_warning_free(tmp_path: Path) -> None:
+    require_language("rust")
+    readme = (EXAMPLES.parent / "README.md").read_text()
+    start = readme.index("   ```rust\n   mod plugin_abi;\n   use plugin_abi::{Image, ImageFilter")
+    end = readme.index("   ```\n", start + 10)
+    (tmp_path / "lib.rs").write_text("\n".join(line[3:] for line in readme[start:end].splitlines()[1:]) + "\n")
+    shutil.copy(EXAMPLES / "rust_image_filter" / "src" / "plugin_abi.rs", tmp_path / "plugin_abi.rs")
+    command = ["rustc", "--edition", "2021", "--crate-type", "cdylib", "-D", "warnings", "--emit=metadata"]
+    proc = subprocess.run([*command, str(tmp_path / "lib.rs"), "-o", str(tmp_path / "lib.rmeta")], capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
 def _crate(tmp_path: Path, lib_rs: str, manifest: str | None, name: str = "crate_greeter") -> Path:
     src = tmp_path / name
     (src / "src").mkdir(parents=True)

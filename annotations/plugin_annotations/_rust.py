@@ -21,8 +21,8 @@ What the trait's methods take and return, per marker:
 marker                      C (the vtable slot)                  Rust (the trait method)
 ==========================  ===================================  =====================================
 ``I8`` ... ``U64``,         ``int8_t`` ... ``uint64_t``,         ``i8`` ... ``u64``, ``usize``,
-``Size``, ``F32``, ``F64``,  ``size_t``, ``float``, ``double``,   ``f32``, ``f64``, ``bool``
-``Bool``                    ``_Bool``
+``Size``, ``F32``,          ``size_t``, ``float``, ``double``,   ``f32``, ``f64``, ``bool``
+``F64``, ``Bool``           ``_Bool``
 ``CStr``                    ``const char *``                     ``&str`` (NULL: ``""``; invalid
                                                                  UTF-8 replaced, as the host decodes)
 ``Buffer`` / ``MutBuffer``  ``(const) uint8_t *, size_t``        ``&[u8]`` / ``&mut [u8]``
