@@ -300,6 +300,10 @@ def test_an_exception_elsewhere_is_a_null_or_zero_result_and_the_host_goes_on(ch
             print("count", fns["count"](fns["instance"], b"boom"))
             raw = fns["raw"](fns["instance"], b"boom")
             print("raw", raw.data == ffi.NULL, raw.len)
+            try:
+                checker.proxy("Strict").raw("boom")
+            except PluginCallError as e:
+                print("raw through the proxy", type(e).__name__)
             print("unmapped", manager.unload_by_path({str(checker_lib)!r}).unmapped)
     """
     proc = run_isolated(code, timeout=120)
@@ -308,7 +312,8 @@ def test_an_exception_elsewhere_is_a_null_or_zero_result_and_the_host_goes_on(ch
         "greet PluginCallError True True",
         "after HELLO, after!",
         "count 0",
-        "raw True 0",
+        "raw True 1",  # a failure, not an empty result
+        "raw through the proxy PluginCallError",
         "unmapped True",
     ]
 

@@ -40,7 +40,8 @@
  * Exceptions: a thunk catches everything.  What the caller then sees is the
  * trait's error path: a Status method returns the code and sets *error (the
  * message, released by the host); an OwnedStr method returns NULL (the host
- * raises PluginCallError); OwnedBytes returns {NULL, 0}; a scalar returns 0;
+ * raises PluginCallError); OwnedBytes returns {NULL, 1} (a failure, where
+ * {NULL, 0} is an empty result: PluginCallError too); a scalar returns 0;
  * a maker whose constructor throws returns NULL (MakerReturnedNullError).
  * plugin::last_exception_message() says what the last contained exception of
  * the calling thread was.
@@ -99,16 +100,16 @@ inline char *owned_string(std::string_view text) noexcept {
     return out;
 }
 
-/* A malloc'd copy of n bytes ({NULL, 0} when out of memory or empty): what an OwnedBytes carries. */
+/* A malloc'd copy of n bytes: what an OwnedBytes carries.  Empty: {NULL, 0}; out of memory:
+ * {NULL, n}, which the host reports as a failed call (PluginCallError) rather than as empty. */
 inline PluginBytes owned_bytes(const void *data, size_t n) noexcept {
-    PluginBytes out = {nullptr, 0};
+    PluginBytes out = {nullptr, n};
     if (n == 0) {
         return out;
     }
     out.data = static_cast<uint8_t *>(std::malloc(n));
     if (out.data != nullptr) {
         std::memcpy(out.data, data, n);
-        out.len = n;
     }
     return out;
 }
@@ -176,7 +177,7 @@ R call_OWNEDBYTES(F f) noexcept {
         return to_owned_bytes(f());
     } catch (...) {
         remember(current_message());
-        return PluginBytes{nullptr, 0};
+        return PluginBytes{nullptr, 1}; /* a failure, not an empty result: the host raises PluginCallError */
     }
 }
 
