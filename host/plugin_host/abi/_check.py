@@ -46,7 +46,7 @@ from plugin_interface import (
 )
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
 
-from ..formats import READ_FLAGS, BinaryFormat, ExportTable, pread, read_capped, read_exports
+from ..formats import READ_FLAGS, BinaryFormat, ExportTable, UnloadBlockers, pread, read_capped, read_exports
 from ._unload import unload_findings
 
 __all__ = [
@@ -244,6 +244,8 @@ class LibraryAbi:
     pointer_size: int
     traits: dict[str, TraitAbi] = field(default_factory=dict)
     malformed: list[str] = field(default_factory=list)
+    #: What keeps the library mapped after an unload, read with its exports (ELF; not in dumps).
+    unload_blockers: UnloadBlockers | None = field(default=None, compare=False, repr=False)
 
     def to_json(self) -> dict[str, object]:
         """The dump object (``schema`` ``plugin-host-abi/1``)."""
@@ -310,15 +312,16 @@ def _shown(text: str) -> str:
     return repr(text[:80]) + ("..." if len(text) > 80 else "")
 
 
-def read_descriptor(table: ExportTable, trait: str) -> AbiDescriptor:
+def read_descriptor(table: ExportTable, trait: str, fd: int | None = None) -> AbiDescriptor:
     """Decode ``plugin_abi_descriptor_<trait>_v1`` from the file.
 
+    :param fd: the file, open (see :meth:`ExportTable.read`).
     :raises ValueError: if it is truncated or inconsistent.
     :raises NotASharedLibraryError: if it is not stored in the file.
     """
     symbol = abi_descriptor_symbol(trait)
-    size = descriptor_size(table.read(symbol, DESCRIPTOR_HEAD_SIZE), table.byteorder)
-    return AbiDescriptor.from_bytes(table.read(symbol, size), table.byteorder)
+    size = descriptor_size(table.read(symbol, DESCRIPTOR_HEAD_SIZE, fd), table.byteorder)
+    return AbiDescriptor.from_bytes(table.read(symbol, size, fd), table.byteorder)
 
 
 def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
@@ -328,6 +331,7 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
     """
     table = read_exports(path)
     abi = LibraryAbi(os.fspath(path), table.format, table.machine, table.pointer_size)
+    abi.unload_blockers = table.unload_blockers
     for name in table.names:
         parsed = _parse_symbol(name)
         if parsed is None:
@@ -336,27 +340,38 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
             continue
         trait = abi.traits.setdefault(parsed.trait, TraitAbi(parsed.trait))
         trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = name
-    for trait in abi.traits.values():
-        if trait.has("abi_descriptor"):
-            try:
-                trait.descriptor = read_descriptor(table, trait.name)
-            except (ValueError, NotASharedLibraryError) as e:
-                trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
-        if trait.has("trait_declaration"):
-            try:
-                trait.declaration = read_declaration(table, trait.name)
-            except (ValueError, NotASharedLibraryError) as e:
-                trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+    stored = [t for t in abi.traits.values() if t.has("abi_descriptor") or t.has("trait_declaration")]
+    if not stored:
+        return abi
+    try:
+        fd = os.open(path, READ_FLAGS)  # one open for every descriptor and declaration
+    except OSError as e:
+        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
+    try:
+        for trait in stored:
+            if trait.has("abi_descriptor"):
+                try:
+                    trait.descriptor = read_descriptor(table, trait.name, fd)
+                except (ValueError, NotASharedLibraryError) as e:
+                    trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+            if trait.has("trait_declaration"):
+                try:
+                    trait.declaration = read_declaration(table, trait.name, fd)
+                except (ValueError, NotASharedLibraryError) as e:
+                    trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+    finally:
+        os.close(fd)
     return abi
 
 
-def read_declaration(table: ExportTable, trait: str) -> TraitSpec:
+def read_declaration(table: ExportTable, trait: str, fd: int | None = None) -> TraitSpec:
     """Decode ``plugin_trait_declaration_<trait>_v1`` from the file.
 
+    :param fd: the file, open (see :meth:`ExportTable.read`).
     :raises ValueError: if it is no declaration of ``trait``.
     :raises NotASharedLibraryError: if it is not stored in the file.
     """
-    spec = decode_declaration(table.read(trait_declaration_symbol(trait), MAX_DECLARATION_BYTES))
+    spec = decode_declaration(table.read(trait_declaration_symbol(trait), MAX_DECLARATION_BYTES, fd))
     if spec.name != trait:
         raise ValueError(f"it declares trait {_shown(spec.name)}, not {trait}")
     return spec
@@ -469,7 +484,7 @@ def check_library(
                 f"{name}: looks like a plugin symbol but does not follow plugin_<role>_<Trait>[_<Type>]_v<N>",
                 symbol=name,
             )
-    for severity, kind, message in unload_findings(abi.path):
+    for severity, kind, message in unload_findings(abi.path, abi.unload_blockers):
         add(Severity(severity), ProblemKind(kind), message)
     selected = {n: t for n, t in abi.traits.items() if only is None or n == only}
     if not selected:

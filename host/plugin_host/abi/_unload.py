@@ -11,7 +11,7 @@ import os
 
 from plugin_interface import NotASharedLibraryError
 
-from ..formats import read_unload_blockers
+from ..formats import UnloadBlockers, read_unload_blockers
 
 __all__ = ["UNLOAD_KINDS", "unload_findings"]
 
@@ -19,7 +19,7 @@ __all__ = ["UNLOAD_KINDS", "unload_findings"]
 UNLOAD_KINDS = ("unload_blocked", "unload_may_be_blocked")
 
 
-def unload_findings(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
+def unload_findings(path: str | os.PathLike[str], blockers: UnloadBlockers | None = None) -> list[tuple[str, str, str]]:
     """``(severity, kind, message)`` for each reason ``path`` cannot (or may not) be unloaded.
 
     ``unload_blocked``: ``STB_GNU_UNIQUE`` symbols or ``DF_1_NODELETE``, which
@@ -28,13 +28,16 @@ def unload_findings(path: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
     not reported: it matters only if the code uses such a ``thread_local!``).
     Nothing for a file that is not an ELF file or cannot be read (a JSON dump,
     a library for another format: other checks say so).
+
+    :param blockers: what the export reader already found (then the file is not read again).
     """
-    if not os.path.isfile(path):
-        return []
-    try:
-        blockers = read_unload_blockers(path)
-    except NotASharedLibraryError:
-        return []
+    if blockers is None:
+        if not os.path.isfile(path):
+            return []
+        try:
+            blockers = read_unload_blockers(path)
+        except NotASharedLibraryError:
+            return []
     if blockers is None:
         return []
     out = [("warning", "unload_blocked", f"cannot unload: {reason}") for reason in blockers.certain]

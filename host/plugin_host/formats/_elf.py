@@ -1,11 +1,14 @@
-"""ELF: the constants, the header reader the pre-check uses, and the export table.
+"""ELF: the constants, the header reader the pre-check uses, and the dynamic symbol table.
 
 Like packaging's ``_elffile.py``: ``struct`` reads with every offset and count
 checked against the image's size before use, one error type
 (:class:`~plugin_interface.NotASharedLibraryError`), constants as
-:class:`enum.IntEnum`.  The export table is read with pyelftools (pure Python:
-a malformed file cannot crash the process), every count it will loop over
-checked against the file's size first.
+:class:`enum.IntEnum`.  One reader of ``.dynsym``/``.dynstr`` (:class:`_ElfTables`)
+serves the export table (``abi check``, host-owned loads, ``reload(trait=None)``)
+and the unload blockers; it reads only the tables it uses, each bounded by the
+file's size, so a malformed file gives a typed error, never a crash or a loop
+driven by a corrupted count.  ``tests/test_elf_reader.py`` holds it to
+pyelftools' reading of every built plugin and of fuzzed files.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import NamedTuple
 
 from plugin_interface import NotASharedLibraryError
 
+from ._blockers import MAX_UNIQUE_NAMES, THREAD_ATEXIT_SYMBOLS, UnloadBlockers
 from ._io import READ_FLAGS, pread
 from ._machines import ELF_MACHINES, PLATFORM_MACHINES, ElfMachine, machine_name
 from ._sniff import ELF_MAGIC
@@ -38,9 +42,11 @@ __all__ = [
     "DynamicFlags1",
     "SectionType",
     "SymbolBinding",
+    "SymbolType",
     "UnloadBlockers",
     "check_complete",
     "check_elf_complete",
+    "elf_exports",
     "host_elf_identity",
     "read_elf_exports",
     "read_unload_blockers",
@@ -111,6 +117,14 @@ class SymbolBinding(enum.IntEnum):
     STB_GNU_UNIQUE = 10
 
 
+class SymbolType(enum.IntEnum):
+    """``ELF_ST_TYPE(st_info)`` (the ones the readers use)."""
+
+    STT_NOTYPE = 0
+    STT_OBJECT = 1
+    STT_FUNC = 2
+
+
 #: How messages describe an ELF file that is not a shared library.
 ELF_TYPE_NAMES: dict[int, str] = {
     ElfType.ET_NONE: "no file type",
@@ -122,8 +136,6 @@ CLASS_NAMES: dict[int, str] = {ElfClass.ELFCLASS32: "32-bit (ELF32)", ElfClass.E
 BYTE_ORDER_NAMES: dict[int, str] = {ElfData.ELFDATA2LSB: "little-endian", ElfData.ELFDATA2MSB: "big-endian"}
 #: Bytes of one program header entry the readers use, by class (the C pre-check agrees: speedups.c).
 PHDR_SIZES: dict[int, int] = {ElfClass.ELFCLASS32: 32, ElfClass.ELFCLASS64: 56}
-#: Sizes of a section header, program header and symbol, by ELF class (in bits, as pyelftools counts).
-_SIZES = {32: (40, 32, 16), 64: (64, 56, 24)}
 
 
 class ElfIdentity(NamedTuple):
@@ -246,8 +258,25 @@ def _elf_structs(elf_class: int, order: str) -> tuple[struct.Struct, struct.Stru
     return struct.Struct(order + "16xHH4x8xQQ4x2xHHHH2x"), struct.Struct(order + "I4xQQ8xQ16x")
 
 
-_BINDS = ("STB_GLOBAL", "STB_WEAK")
-_TYPES = ("STT_FUNC", "STT_OBJECT", "STT_NOTYPE")
+# Plain ints for the loops over entries: an IntEnum member costs a class attribute look-up each time.
+_SHT_DYNSYM, _SHT_DYNAMIC = int(SectionType.SHT_DYNSYM), int(SectionType.SHT_DYNAMIC)
+_STB_GLOBAL, _STB_WEAK, _STB_GNU_UNIQUE = (
+    int(SymbolBinding.STB_GLOBAL),
+    int(SymbolBinding.STB_WEAK),
+    int(SymbolBinding.STB_GNU_UNIQUE),
+)
+#: ``st_info`` bindings and types of an exported symbol (global or weak; untyped, object or function).
+_EXPORT_BINDS = frozenset({_STB_GLOBAL, _STB_WEAK})
+_EXPORT_TYPES = frozenset(int(t) for t in (SymbolType.STT_NOTYPE, SymbolType.STT_OBJECT, SymbolType.STT_FUNC))
+#: ``SHN_UNDEF``: an imported (undefined) symbol.
+_SHN_UNDEF = 0
+#: ``STV_DEFAULT`` in the low bits of ``st_other`` (``ELF_ST_VISIBILITY``, as glibc masks it).
+_VISIBILITY_MASK = 0x3
+_DT_NULL, _DT_FLAGS_1 = int(DynamicTag.DT_NULL), int(DynamicTag.DT_FLAGS_1)
+_DF_1_NODELETE = int(DynamicFlags1.DF_1_NODELETE)
+_PT_LOAD = int(SegmentType.PT_LOAD)
+#: Bytes of a section header, a symbol and a dynamic entry, by ELF class.
+_ENTRY_SIZES = {int(ElfClass.ELFCLASS32): (40, 16, 8), int(ElfClass.ELFCLASS64): (64, 24, 16)}
 
 
 def read_elf_exports(path: str) -> ExportTable:
@@ -256,128 +285,223 @@ def read_elf_exports(path: str) -> ExportTable:
     Exported = defined, global or weak, default-visibility function, object
     or untyped symbols of the dynamic symbol table (``.dynsym``): what
     ``dlsym`` can find, and what ``nm -D --defined-only`` lists minus
-    hidden/internal ones.
+    hidden/internal ones.  The table also carries the file's
+    :class:`UnloadBlockers`, read in the same pass.
 
     :raises NotASharedLibraryError: naming the file and what is malformed.
     """
-    from elftools.elf.elffile import ELFFile  # only abi check and host-owned loads read symbol tables
-
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            elf = ELFFile(f)
-            shent, phent, syment = _SIZES[elf.elfclass]
-            # Counts drive pyelftools' loops: check them against the file first.
-            if elf["e_phnum"]:
-                check_table(path, "program headers", elf["e_phoff"], elf["e_phnum"], elf["e_phentsize"], size)
-            if elf["e_shentsize"] != shent:
-                raise NotASharedLibraryError(path, f"section header entries of {elf['e_shentsize']} bytes")
-            check_table(path, "section headers", elf["e_shoff"], elf.num_sections(), shent, size)
-            regions = tuple(
-                (seg["p_vaddr"], seg["p_filesz"], seg["p_offset"])
-                for seg in elf.iter_segments()
-                if seg["p_type"] == "PT_LOAD" and phent == elf["e_phentsize"]
-            )
-            dynsym = next((s for s in elf.iter_sections() if s["sh_type"] == "SHT_DYNSYM"), None)
-            if dynsym is None:
-                raise NotASharedLibraryError(path, "no dynamic symbol table (.dynsym)")
-            if dynsym["sh_entsize"] != syment:
-                raise NotASharedLibraryError(path, f".dynsym entries of {dynsym['sh_entsize']} bytes")
-            check_table(path, ".dynsym", dynsym["sh_offset"], dynsym["sh_size"] // syment, syment, size)
-            symbols: dict[str, int] = {}
-            for sym in dynsym.iter_symbols():  # type: ignore[attr-defined]
-                if (
-                    sym["st_shndx"] != "SHN_UNDEF"
-                    and sym["st_info"]["bind"] in _BINDS
-                    and sym["st_other"]["visibility"] == "STV_DEFAULT"
-                    and sym["st_info"]["type"] in _TYPES
-                    and sym.name
-                ):
-                    symbols[sym.name] = sym["st_value"]
-            machine = _machine_of(elf.header["e_machine"])
-            little = elf.little_endian
-            pointer_size = elf.elfclass // 8
-    except NotASharedLibraryError:
-        raise
+        fd = os.open(path, READ_FLAGS)
+        try:
+            size = os.fstat(fd).st_size
+            return elf_exports(lambda offset, n: pread(fd, n, offset), size, path)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
-    except Exception as e:
-        # pyelftools raises ELFError, but also ValueError, KeyError, IndexError,
-        # struct and construct errors... on malformed files; all mean the same.
-        raise NotASharedLibraryError(path, f"malformed ELF file: {type(e).__name__}: {e}") from e
-    return ExportTable(path, "elf", machine, pointer_size, "little" if little else "big", symbols, regions)
 
 
-def _machine_of(e_machine: object) -> str:
-    """Our name for pyelftools' spelling of ``e_machine`` (``"EM_X86_64"`` or a number)."""
-    if isinstance(e_machine, str) and e_machine in ElfMachine.__members__:
-        return str(ELF_MACHINES[ElfMachine[e_machine]])
-    if isinstance(e_machine, int):
-        return machine_name(ELF_MACHINES, e_machine)
-    return str(e_machine).removeprefix("EM_").lower()
+def elf_exports(read: Callable[[int, int], bytes], size: int, path: str, ident: bytes | None = None) -> ExportTable:
+    """:func:`read_elf_exports` on an image read through ``read(offset, length)``.
+
+    Reads the ELF header, the section headers, ``.dynsym`` with its string
+    table, ``.dynamic`` and the program headers: each one's extent checked
+    against ``size`` before it is read, every exported symbol's name within
+    its string table.  Nothing else of the file is read.
+
+    :param ident: the image's first 64 bytes, when the caller has them already.
+    :raises NotASharedLibraryError: naming ``path`` and what is malformed.
+    :raises OSError: from ``read``.
+    """
+    elf = _ElfTables(read, size, path, read(0, 64) if ident is None else ident)
+    if not elf.dynsym:
+        raise NotASharedLibraryError(path, "no dynamic symbol table (.dynsym)")
+    symbols: dict[str, int] = {}
+    blockers = _Blockers()
+    for n, index in enumerate(elf.dynsym):
+        table = elf.symbol_table(index)
+        _read_symbols(table, symbols if n == 0 else None, blockers)
+    return ExportTable(
+        path,
+        "elf",
+        machine_name(ELF_MACHINES, elf.e_machine),
+        4 if elf.elf_class == 1 else 8,
+        "little" if elf.order == "<" else "big",
+        symbols,
+        elf.load_regions(),
+        blockers.result(elf.nodelete()),
+    )
+
+
+class _Blockers:
+    """What :func:`_read_symbols` found that keeps a library mapped (see :class:`UnloadBlockers`)."""
+
+    def __init__(self) -> None:
+        self.unique: list[str] = []
+        self.unique_count = 0
+        self.tls = self.weak_tls = False
+
+    def result(self, nodelete: bool) -> UnloadBlockers:
+        return UnloadBlockers(tuple(self.unique), self.unique_count, nodelete, self.tls, self.weak_tls and not self.tls)
+
+
+def _read_symbols(table: _Symbols, exports: dict[str, int] | None, blockers: _Blockers) -> None:
+    """One pass over a symbol table: its exports into ``exports`` (unless ``None``), its unload blockers."""
+    imports_atexit = b"__cxa_thread_atexit" in table.strings  # most libraries: no import name to decode
+    for index, (name_offset, info, other, shndx, value) in enumerate(table.entries):
+        binding = info >> 4
+        if shndx != _SHN_UNDEF:
+            if binding in _EXPORT_BINDS:
+                if exports is not None and info & 0xF in _EXPORT_TYPES and not other & _VISIBILITY_MASK and name_offset:
+                    name = table.name(name_offset, index)
+                    if name:
+                        exports[name] = value
+            elif binding == _STB_GNU_UNIQUE:
+                blockers.unique_count += 1
+                if len(blockers.unique) < MAX_UNIQUE_NAMES:
+                    blockers.unique.append(table.name_or_empty(name_offset, index))
+        elif imports_atexit and binding in _EXPORT_BINDS and not blockers.tls:
+            if table.name_or_empty(name_offset, index) in THREAD_ATEXIT_SYMBOLS:
+                blockers.tls = binding == _STB_GLOBAL
+                blockers.weak_tls = blockers.weak_tls or binding == _STB_WEAK
+
+
+class _Symbols:
+    """One symbol table: its entries as ``(st_name, st_info, st_other, st_shndx, st_value)``, and its names."""
+
+    def __init__(self, path: str, entries: list[tuple[int, int, int, int, int]], strings: bytes) -> None:
+        self.path, self.entries, self.strings = path, entries, strings
+        # Names are nearly always ASCII: then one decode serves every look-up.
+        self._text = strings.decode("latin-1") if strings.isascii() else None
+
+    def name(self, offset: int, symbol: int) -> str:
+        """The name at ``offset`` of the string table (of entry ``symbol``, for the message).
+
+        :raises NotASharedLibraryError: if it is not NUL-terminated inside the string table.
+        """
+        text = self._text
+        end = text.find("\0", offset) if text is not None else self.strings.find(b"\0", offset)
+        if end < 0:
+            msg = (
+                f".dynsym symbol {symbol}: its name (offset {offset}) runs past the end of .dynstr "
+                f"({len(self.strings)} bytes)"
+            )
+            raise NotASharedLibraryError(self.path, msg)
+        if text is not None:
+            return text[offset:end]
+        return self.strings[offset:end].decode("utf-8", "replace")
+
+    def name_or_empty(self, offset: int, symbol: int) -> str:
+        """:meth:`name`, or ``""`` when it is not inside the string table (an unload reason is never fatal)."""
+        try:
+            return self.name(offset, symbol)
+        except NotASharedLibraryError:
+            return ""
+
+
+class _ElfTables:
+    """The ELF header and section headers of one image, and bounded reads of its tables.
+
+    Like packaging's ``_elffile.ELFFile``: ``struct`` reads, every offset and
+    count checked against the image's size before it drives a read or a loop.
+
+    :ivar sections: ``(sh_type, sh_offset, sh_size, sh_link, sh_entsize)`` per section header.
+    :ivar dynsym: the indexes of the ``SHT_DYNSYM`` sections (one in a real library).
+    """
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int, path: str, ident: bytes) -> None:
+        self.read, self.size, self.path = read, size, path
+        if len(ident) < 6 or ident[:4] != ELF_MAGIC or ident[4] not in (1, 2) or ident[5] not in (1, 2):
+            raise NotASharedLibraryError(path, "unknown ELF class or byte order")
+        self.elf_class, self.order = ident[4], "<" if ident[5] == 1 else ">"
+        header, self._ph_entry = _elf_structs(self.elf_class, self.order)
+        if len(ident) < header.size:
+            raise NotASharedLibraryError(path, f"truncated: {size} bytes, shorter than the ELF header")
+        _, self.e_machine, self.phoff, shoff, self.phentsize, self.phnum, shentsize, shnum = header.unpack_from(ident)
+        shent, self.syment, self.dynent = _ENTRY_SIZES[self.elf_class]
+        if self.phnum:
+            check_table(path, "program headers", self.phoff, self.phnum, self.phentsize, size)
+        if shoff and shentsize != shent:  # without section headers (sstrip) the field is 0
+            raise NotASharedLibraryError(path, f"section header entries of {shentsize} bytes")
+        section = _section_struct(self.elf_class, self.order)  # exactly one entry long
+        if shoff and not shnum:  # extended numbering: section 0's sh_size holds the count
+            check_table(path, "section headers", shoff, 1, shent, size)
+            shnum = section.unpack(self._read_exactly(shoff, shent, "the section headers"))[2]
+        elif not shoff:
+            shnum = 0
+        check_table(path, "section headers", shoff, shnum, shent, size)
+        raw = self._read_exactly(shoff, shnum * shent, "the section headers") if shnum else b""
+        self.sections: list[tuple[int, int, int, int, int]] = list(section.iter_unpack(raw))
+        types = [s[0] for s in self.sections]
+        self.dynsym = [i for i, t in enumerate(types) if t == _SHT_DYNSYM]
+        self._dynamic = [i for i, t in enumerate(types) if t == _SHT_DYNAMIC]
+
+    def _read_exactly(self, offset: int, length: int, what: str) -> bytes:
+        data = self.read(offset, length)
+        if len(data) < length:  # the file shrank since its size was taken
+            raise NotASharedLibraryError(self.path, f"truncated while reading {what}")
+        return data
+
+    def table(self, index: int, what: str, entry: int) -> bytes:
+        """The whole entries of section ``index`` (checked to lie inside the image)."""
+        _, offset, length, _, _ = self.sections[index]
+        count = length // entry
+        check_table(self.path, what, offset, count, entry, self.size)
+        return self._read_exactly(offset, count * entry, what) if count else b""
+
+    def symbol_table(self, index: int) -> _Symbols:
+        """Symbol table ``index`` and its linked string table, both checked to lie inside the image."""
+        _, _, _, link, entsize = self.sections[index]
+        if entsize != self.syment:
+            raise NotASharedLibraryError(self.path, f".dynsym entries of {entsize} bytes")
+        data = self.table(index, ".dynsym", self.syment)
+        if link >= len(self.sections):
+            raise NotASharedLibraryError(self.path, f".dynsym links to section {link} of {len(self.sections)}")
+        strings = self.table(link, ".dynstr", 1)
+        if self.elf_class == 1:
+            entries = [
+                (name, info, other, shndx, value)
+                for name, value, _, info, other, shndx in struct.iter_unpack(self.order + "IIIBBH", data)
+            ]
+        else:
+            entries = [
+                (name, info, other, shndx, value)
+                for name, info, other, shndx, value, _ in struct.iter_unpack(self.order + "IBBHQQ", data)
+            ]
+        return _Symbols(self.path, entries, strings)
+
+    def nodelete(self) -> bool:
+        """Whether ``DF_1_NODELETE`` is set in ``DT_FLAGS_1`` of a ``.dynamic`` section."""
+        fmt = self.order + ("iI" if self.elf_class == 1 else "qQ")
+        for index in self._dynamic:
+            for tag, value in struct.iter_unpack(fmt, self.table(index, ".dynamic", self.dynent)):
+                if tag == _DT_NULL:
+                    break
+                if tag == _DT_FLAGS_1 and value & _DF_1_NODELETE:
+                    return True
+        return False
+
+    def load_regions(self) -> tuple[tuple[int, int, int], ...]:
+        """``(p_vaddr, p_filesz, p_offset)`` of each ``PT_LOAD`` segment (none if the entries are of another size)."""
+        if not self.phnum or self.phentsize != self._ph_entry.size:
+            return ()
+        raw = self._read_exactly(self.phoff, self.phnum * self.phentsize, "the program headers")
+        return tuple(
+            (vaddr, filesz, offset)
+            for p_type, offset, vaddr, filesz in self._ph_entry.iter_unpack(raw)
+            if p_type == _PT_LOAD
+        )
+
+
+@functools.cache
+def _section_struct(elf_class: int, order: str) -> struct.Struct:
+    """A section header's ``sh_type, sh_offset, sh_size, sh_link, sh_entsize`` (the struct is one entry long)."""
+    if elf_class == ElfClass.ELFCLASS32:
+        return struct.Struct(order + "4xI8xIII8xI")
+    return struct.Struct(order + "4xI16xQQI12xQ")
 
 
 # ---- what keeps a library mapped after dlclose (glibc) ------------------------
-
-#: Imports through which a library registers ``thread_local`` destructors (C++ and Rust std).
-THREAD_ATEXIT_SYMBOLS = frozenset({"__cxa_thread_atexit_impl", "__cxa_thread_atexit"})
-#: At most this many ``STB_GNU_UNIQUE`` names are kept (the count is always exact).
-MAX_UNIQUE_NAMES = 8
-#: Bytes of a section header, a symbol and a dynamic entry, by ELF class.
-_ENTRY_SIZES = {ElfClass.ELFCLASS32: (40, 16, 8), ElfClass.ELFCLASS64: (64, 24, 16)}
-
-
-class UnloadBlockers(NamedTuple):
-    """What in an ELF file makes glibc keep it mapped after its last ``dlclose``.
-
-    :ivar unique_symbols: the first :data:`MAX_UNIQUE_NAMES` defined
-        ``STB_GNU_UNIQUE`` symbols of ``.dynsym`` (g++ gives them to static
-        locals of inline functions and template static members, libstdc++'s
-        included); glibc never unloads a library that has one.
-    :ivar unique_count: how many there are in all.
-    :ivar nodelete: ``DF_1_NODELETE`` is set in ``DT_FLAGS_1`` (linked with ``-z nodelete``).
-    :ivar thread_local_destructors: it imports ``__cxa_thread_atexit_impl``
-        (or libstdc++'s ``__cxa_thread_atexit``): it may register a
-        ``thread_local`` destructor, and glibc does not unload it while a
-        thread that ran one is alive (closed then, it stays mapped for good:
-        nothing closes it again once the thread has exited).
-    :ivar weak_thread_atexit: it imports it only weakly, as Rust's std does
-        in every ``cdylib`` (used only if the code touches a ``thread_local!``
-        with ``Drop``): a reason only once the library did stay mapped.
-    """
-
-    unique_symbols: tuple[str, ...] = ()
-    unique_count: int = 0
-    nodelete: bool = False
-    thread_local_destructors: bool = False
-    weak_thread_atexit: bool = False
-
-    @property
-    def certain(self) -> list[str]:
-        """The reasons that always block unloading, as sentences (empty when none)."""
-        out = []
-        if self.unique_count:
-            more = f" (and {self.unique_count - 1} more)" if self.unique_count > 1 else ""
-            out.append(
-                f"STB_GNU_UNIQUE symbol {self.unique_symbols[0]}{more}: glibc never unloads a library that "
-                "exports one (link with a version script that exports only plugin_*: the builder's "
-                "restrict_exports, the default for C++)"
-            )
-        if self.nodelete:
-            out.append("DF_1_NODELETE is set (linked with -z nodelete): glibc never unloads it")
-        return out
-
-    def possible(self, *, weak: bool = False) -> list[str]:
-        """The reasons that block unloading only at times, as sentences.
-
-        :param weak: count a weak import of ``__cxa_thread_atexit_impl`` too.
-        """
-        if not (self.thread_local_destructors or (weak and self.weak_thread_atexit)):
-            return []
-        return [
-            "thread-local destructors may be pending (it imports __cxa_thread_atexit_impl): glibc does not unload "
-            "a library while a thread that used one of its thread_local objects with a destructor is alive"
-        ]
 
 
 def read_unload_blockers(path: str | os.PathLike[str]) -> UnloadBlockers | None:
@@ -410,66 +534,8 @@ def _unload_blockers(read: Callable[[int, int], bytes], size: int, path: str) ->
         return None
     if len(ident) < 64 or ident[4] not in (1, 2) or ident[5] not in (1, 2):
         raise NotASharedLibraryError(path, "unknown ELF class or byte order, or a truncated ELF header")
-    elf_class, order = ident[4], "<" if ident[5] == ElfData.ELFDATA2LSB else ">"
-    shent, syment, dynent = _ENTRY_SIZES[ElfClass(elf_class)]
-    header, _ = _elf_structs(elf_class, order)
-    *_, shoff, _, _, shentsize, shnum = header.unpack_from(ident)
-    if not shoff or not shnum:
-        return UnloadBlockers()
-    if shentsize != shent:
-        raise NotASharedLibraryError(path, f"section header entries of {shentsize} bytes")
-    check_table(path, "section headers", shoff, shnum, shent, size)
-    if elf_class == ElfClass.ELFCLASS32:
-        section = struct.Struct(order + "4xI8xIII8xI")  # sh_type, sh_offset, sh_size, sh_link, sh_entsize
-    else:
-        section = struct.Struct(order + "4xI16xQQI12xQ")
-    sections = [section.unpack_from(read(shoff + i * shent, shent)) for i in range(shnum)]
-
-    def table(index: int, what: str, entry: int) -> bytes:
-        _, offset, length, _, _ = sections[index]
-        check_table(path, what, offset, length // entry, entry, size)
-        return read(offset, length - length % entry)
-
-    unique: list[str] = []
-    unique_count = 0
-    tls = weak_tls = False
-    for i, (sh_type, _, _, link, _) in enumerate(sections):
-        if sh_type != SectionType.SHT_DYNSYM:
-            continue
-        if link >= shnum:
-            raise NotASharedLibraryError(path, f".dynsym links to section {link} of {shnum}")
-        symbols = table(i, ".dynsym", syment)
-        strings = table(link, ".dynstr", 1)
-        if elf_class == ElfClass.ELFCLASS32:
-            entries = ((n, info, shndx) for n, _, _, info, _, shndx in struct.iter_unpack(order + "IIIBBH", symbols))
-        else:
-            entries = ((n, info, shndx) for n, info, _, shndx, _, _ in struct.iter_unpack(order + "IBBHQQ", symbols))
-        for name_offset, info, shndx in entries:
-            binding = info >> 4
-            if binding == SymbolBinding.STB_GNU_UNIQUE and shndx != 0:
-                unique_count += 1
-                if len(unique) < MAX_UNIQUE_NAMES:
-                    unique.append(_c_string(strings, name_offset))
-            elif shndx == 0 and binding in (SymbolBinding.STB_GLOBAL, SymbolBinding.STB_WEAK) and not tls:
-                if _c_string(strings, name_offset) in THREAD_ATEXIT_SYMBOLS:
-                    tls = binding == SymbolBinding.STB_GLOBAL
-                    weak_tls = weak_tls or binding == SymbolBinding.STB_WEAK
-    nodelete = False
-    for i, (sh_type, *_rest) in enumerate(sections):
-        if sh_type != SectionType.SHT_DYNAMIC:
-            continue
-        fmt = order + ("iI" if elf_class == ElfClass.ELFCLASS32 else "qQ")
-        for tag, value in struct.iter_unpack(fmt, table(i, ".dynamic", dynent)):
-            if tag == DynamicTag.DT_NULL:
-                break
-            if tag == DynamicTag.DT_FLAGS_1 and value & DynamicFlags1.DF_1_NODELETE:
-                nodelete = True
-    return UnloadBlockers(tuple(unique), unique_count, nodelete, tls, weak_tls and not tls)
-
-
-def _c_string(strings: bytes, offset: int) -> str:
-    """The NUL-terminated name at ``offset`` of a string table ("" when out of bounds)."""
-    if offset >= len(strings):
-        return ""
-    end = strings.find(b"\0", offset)
-    return strings[offset : end if end >= 0 else len(strings)].decode("utf-8", "backslashreplace")
+    elf = _ElfTables(read, size, path, ident)
+    blockers = _Blockers()
+    for index in elf.dynsym:
+        _read_symbols(elf.symbol_table(index), None, blockers)
+    return blockers.result(elf.nodelete())

@@ -1,8 +1,8 @@
 """A library's export table, read from the file without loading it.
 
 :func:`read_exports` sniffs the format and hands the file to its reader:
-:mod:`._elf` (pyelftools), :mod:`._pe` (pefile) or :mod:`._macho`
-(macholib).  Nothing here executes the file.
+:mod:`._elf` (our own ``struct`` reader of ``.dynsym``), :mod:`._pe` (pefile)
+or :mod:`._macho` (macholib).  Nothing here executes the file.
 
 Why these parsers (see the README's "ABI verification"): they are pure Python,
 so a malformed file cannot crash the process (LIEF is ~30x faster but
@@ -10,17 +10,24 @@ compiled, and has had crashes and hangs on malformed input); they raise
 assorted exceptions on malformed files, which every reader turns into
 :class:`NotASharedLibraryError`; and every count read from a file is checked
 against the file's size before it drives a loop, so no input can make them
-spin.
+spin.  ELF, the format this host loads and the one CI checks by the hundred,
+has a reader of its own (pyelftools took about 10 ms a file; ours reads the
+few tables it needs, opened once): every caller of :func:`read_exports`, the
+host's own look-ups included, gets it.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
-from ._elf import read_elf_exports
+from plugin_interface import NotASharedLibraryError
+
+from ._elf import elf_exports
+from ._io import READ_FLAGS, pread
 from ._macho import read_macho_exports
 from ._pe import read_pe_exports
-from ._sniff import BinaryFormat, sniff_format
+from ._sniff import BinaryFormat, format_of
 from ._table import ExportTable
 
 __all__ = ["exported_symbols", "read_exports"]
@@ -32,12 +39,29 @@ def read_exports(path: str | os.PathLike[str]) -> ExportTable:
     :raises NotASharedLibraryError: for anything that is not a readable,
         well-formed library of those formats, naming the file and the flaw.
     """
-    fmt = sniff_format(path)
-    if fmt is BinaryFormat.ELF:
-        return read_elf_exports(os.fspath(path))
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, READ_FLAGS)
+    except OSError as e:
+        what = "it is a directory" if os.path.isdir(name) else f"cannot read it: {e.strerror or e}"
+        raise NotASharedLibraryError(name, what) from e
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise NotASharedLibraryError(name, "it is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise NotASharedLibraryError(name, "it is not a regular file (a device, FIFO or socket)")
+        head = pread(fd, 64, 0)
+        fmt = format_of(name, head[:4])
+        if fmt is BinaryFormat.ELF:  # read through the descriptor already open: one open per file
+            return elf_exports(lambda offset, n: pread(fd, n, offset), st.st_size, name, head)
+    except OSError as e:
+        raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
     if fmt is BinaryFormat.PE:
-        return read_pe_exports(os.fspath(path))
-    return read_macho_exports(os.fspath(path))
+        return read_pe_exports(name)
+    return read_macho_exports(name)
 
 
 def exported_symbols(path: str | os.PathLike[str]) -> list[str]:

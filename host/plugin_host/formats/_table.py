@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 from plugin_interface import NotASharedLibraryError
+
+from ._blockers import UnloadBlockers
+from ._io import READ_FLAGS, pread
 
 __all__ = ["ExportTable", "check_table"]
 
@@ -24,6 +28,8 @@ class ExportTable:
     :ivar symbols: exported name -> virtual address (an RVA on PE), with
         Mach-O's leading underscore removed.
     :ivar regions: file-backed ranges as ``(address, size, file offset)``.
+    :ivar unload_blockers: what keeps the library mapped after ``dlclose``, when
+        the reader found out in the same pass (ELF); ``None`` when it did not look.
     """
 
     path: str
@@ -33,32 +39,49 @@ class ExportTable:
     byteorder: Byteorder
     symbols: dict[str, int] = field(repr=False)
     regions: tuple[tuple[int, int, int], ...] = field(repr=False, default=())
+    unload_blockers: UnloadBlockers | None = field(repr=False, default=None)
 
     @property
     def names(self) -> list[str]:
         """The exported names, sorted."""
         return sorted(self.symbols)
 
-    def read(self, name: str, size: int) -> bytes:
-        """Up to ``size`` bytes of exported data ``name``, from the file.
+    def locate(self, name: str, size: int) -> tuple[int, int]:
+        """Where up to ``size`` bytes of exported data ``name`` are in the file: ``(offset, length)``.
 
-        Fewer bytes come back when the containing region ends first.
+        ``length`` is smaller than ``size`` when the containing region ends first.
 
         :raises KeyError: if ``name`` is not exported.
         :raises NotASharedLibraryError: if its address is not backed by the
-            file (e.g. zero-initialised data) or the file cannot be read.
+            file (e.g. zero-initialised data).
         """
         address = self.symbols[name]
         for start, length, offset in self.regions:
             if start <= address < start + length:
-                size = min(size, start + length - address)
-                try:
-                    with open(self.path, "rb") as f:
-                        f.seek(offset + address - start)
-                        return f.read(size)
-                except OSError as e:
-                    raise NotASharedLibraryError(self.path, f"cannot read {name}: {e.strerror or e}") from e
+                return offset + address - start, min(size, start + length - address)
         raise NotASharedLibraryError(self.path, f"{name} at 0x{address:x} is not stored in the file")
+
+    def read(self, name: str, size: int, fd: int | None = None) -> bytes:
+        """Up to ``size`` bytes of exported data ``name``, from the file.
+
+        Fewer bytes come back when the containing region (or the file) ends first.
+
+        :param fd: an open descriptor of the file to read through (several reads, one open).
+        :raises KeyError: if ``name`` is not exported.
+        :raises NotASharedLibraryError: if its address is not backed by the
+            file (e.g. zero-initialised data) or the file cannot be read.
+        """
+        offset, length = self.locate(name, size)
+        try:
+            if fd is not None:
+                return pread(fd, length, offset)
+            own = os.open(self.path, READ_FLAGS)
+            try:
+                return pread(own, length, offset)
+            finally:
+                os.close(own)
+        except OSError as e:
+            raise NotASharedLibraryError(self.path, f"cannot read {name}: {e.strerror or e}") from e
 
 
 def check_table(path: str, what: str, offset: int, count: int, entry_size: int, file_size: int) -> None:
