@@ -1,6 +1,8 @@
 """``plugin-host abi check | dump | diff`` through the CLI's main(): the
 scheme analysis on real plugins (good and broken), the stable JSON, the exit
-codes, and the diff classification a CI job relies on."""
+bits (1 input error, 2 usage, 4 compatible, 8 incompatible), and the diff
+classification a CI job relies on.  tests/test_abi_gate.py covers the CI side:
+formats, baselines, contracts, waivers."""
 
 from __future__ import annotations
 
@@ -63,7 +65,8 @@ def test_check_examples_is_clean(example_plugins: dict[str, Path], capsys: pytes
 def test_check_json_schema(example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     status, report = run_json(capsys, "abi", "check", str(example_plugins["multi_trait"]))
     assert status == 0
-    assert report["schema"] == "plugin-host-abi-check/1" and report["ok"] is True
+    assert report["schema"] == "plugin-host-abi-check/2" and report["ok"] is True
+    assert (report["exit_status"], report["findings"]) == (0, [])
     [lib] = report["libraries"]
     assert lib["library"] == str(example_plugins["multi_trait"])
     assert (lib["ok"], lib["format"], lib["pointer_size"], lib["problems"]) == (True, "elf", 8, [])
@@ -90,7 +93,7 @@ def test_check_host_owned_library_needs_no_aggregate(
 def test_check_finds_every_scheme_problem(compile_plugin: CompilePlugin, capsys: pytest.CaptureFixture[str]) -> None:
     lib = compile_plugin("odd", ODD_EXPORTS)
     status, report = run_json(capsys, "abi", "check", str(lib))
-    assert status == 1 and report["ok"] is False
+    assert status == 8 and report["ok"] is False
     problems = {(p["kind"], p["symbol"]) for p in report["libraries"][0]["problems"]}
     assert problems == {
         ("malformed_symbol", "plugin_register_Greeter_v1"),
@@ -132,7 +135,7 @@ def test_check_says_why_a_descriptor_is_unreadable(
     compile_plugin: CompilePlugin, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, report = run_json(capsys, "abi", "check", str(compile_plugin("bss", BSS_DESCRIPTOR)))
-    assert status == 1
+    assert status == 8
     [problem] = report["libraries"][0]["problems"]
     assert (problem["kind"], problem["symbol"]) == ("descriptor_unreadable", "plugin_abi_descriptor_Greeter_v1")
     assert problem["message"].startswith("plugin_abi_descriptor_Greeter_v1: plugin_abi_descriptor_Greeter_v1 at 0x")
@@ -142,13 +145,17 @@ def test_check_says_why_a_descriptor_is_unreadable(
 def test_check_reports_a_descriptor_mismatch(compile_plugin: CompilePlugin, capsys: pytest.CaptureFixture[str]) -> None:
     lib = build_greeter(compile_plugin, GREETER_CHANGED)
     status, report = run_json(capsys, "abi", "check", str(lib))
-    assert status == 1
+    assert status == 8
     method, descriptor = report["libraries"][0]["problems"]
     assert descriptor["kind"] == "descriptor_mismatch" and descriptor["trait"] == "Greeter"
     assert "method greet (slot 0) signature" in descriptor["message"]
     # The embedded declaration names the method and what changed in it.
     assert method["kind"] == "method_mismatch" and method["symbol"] == "plugin_trait_declaration_Greeter_v1"
-    assert method["message"].startswith("`Greeter.greet` (method 0): 1 parameter(s) became 2 in the plugin")
+    assert method["message"] == (
+        "`Greeter.greet` (method 0): parameter 2 `times` (I32) added in the plugin (the host declares "
+        "greet(CStr name) -> OwnedStr; the plugin has greet(CStr name, I32 times) -> OwnedStr)"
+    )
+    assert method["method"] == "greet"
     assert report["libraries"][0]["traits"]["Greeter"]["compatibility"] == "breaking"
 
 
@@ -156,7 +163,7 @@ def test_check_accepts_a_compatible_newer_plugin(
     compile_plugin: CompilePlugin, capsys: pytest.CaptureFixture[str]
 ) -> None:
     status, report = run_json(capsys, "abi", "check", str(build_greeter(compile_plugin, GREETER_V2)))
-    assert status == 0
+    assert status == 4  # a compatible difference is a change: exit bit 4
     greeter = report["libraries"][0]["traits"]["Greeter"]
     assert greeter["compatibility"] == "compatible"
     assert "newer plugin appends 1 method" in greeter["differences"][0]
@@ -167,7 +174,7 @@ def test_check_trait_filter_and_directory(example_plugins: dict[str, Path], caps
     assert status == 0
     assert list(report["libraries"][0]["traits"]) == ["Transformer"]
     status, report = run_json(capsys, "abi", "check", str(example_plugins["greeters"]), "--trait", "Transformer")
-    assert status == 1
+    assert status == 8
     assert report["libraries"][0]["problems"][0]["kind"] == "no_plugin"
     status, report = run_json(capsys, "abi", "check", str(example_plugins["greeters"].parent), "--trait", "Greeter")
     assert {Path(lib["library"]).name for lib in report["libraries"]} >= {"libgreeters.so", "libhost_owned.so"}
@@ -211,11 +218,14 @@ def test_dump_round_trips_through_diff(
     assert status == 0 and "no change to the exported ABI" in out
     status, report = run_json(capsys, "abi", "diff", str(saved), str(saved))
     assert report == {
-        "schema": "plugin-host-abi-diff/1",
+        "schema": "plugin-host-abi-diff/2",
         "old": str(saved),
         "new": str(saved),
         "breaking": False,
         "changes": [],
+        "libraries": [{"library": str(saved), "status": "unchanged", "breaking": False, "changes": []}],
+        "exit_status": 0,
+        "findings": [],
     }
 
 
@@ -235,7 +245,7 @@ def test_diff_removed_impl_is_breaking_added_impl_is_compatible(
     both = build_greeter(compile_plugin, None, "WITH_FRENCH")
     english = build_greeter(compile_plugin, None)
     status, report = run_json(capsys, "abi", "diff", str(both), str(english))
-    assert status == 1 and report["breaking"] is True
+    assert status == 8 and report["breaking"] is True
     [removed] = report["changes"]
     assert (removed["kind"], removed["classification"], removed["trait"], removed["type"]) == (
         "registration_removed",
@@ -244,7 +254,7 @@ def test_diff_removed_impl_is_breaking_added_impl_is_compatible(
         "French",
     )
     status, report = run_json(capsys, "abi", "diff", str(english), str(both))
-    assert status == 0 and report["breaking"] is False
+    assert status == 4 and report["breaking"] is False
     assert changes(report) == {("registration_added", "compatible")}
     status, out, _ = run(capsys, "abi", "diff", str(both), str(english))
     assert "registration_removed  breaking" in out and "1 breaking change(s)" in out
@@ -256,11 +266,18 @@ def test_diff_changed_signature_is_breaking(
     old = dump(capsys, build_greeter(compile_plugin, None), tmp_path / "old.abi.json")
     new = build_greeter(compile_plugin, GREETER_CHANGED)
     status, report = run_json(capsys, "abi", "diff", str(old), str(new))
-    assert status == 1
-    assert changes(report) == {("descriptor_changed", "breaking"), ("method_changed", "breaking")}
+    assert status == 8
+    # The method change names the method, the parameter and both builds; the descriptor's own view of the
+    # same slot is not repeated (the declarations say more), only the method count it also changed.
+    assert changes(report) == {("method_changed", "breaking")}
     [method] = [c for c in report["changes"] if c["kind"] == "method_changed"]
-    assert method["message"].startswith("`Greeter.greet`: 1 parameter(s) became 2 (old build: greet(CStr name) ->")
+    assert method["message"] == (
+        "`Greeter.greet` (slot 0) changed: parameter 2 `times` (I32) added; "
+        "old build: greet(CStr name) -> OwnedStr; new build: greet(CStr name, I32 times) -> OwnedStr"
+    )
+    assert "host" not in method["message"] and "plugin" not in method["message"]
     assert (method["old"], method["new"]) == ("greet(CStr name) -> OwnedStr", "greet(CStr name, I32 times) -> OwnedStr")
+    assert method["method"] == "greet"
 
 
 def test_diff_appended_method_with_version_bump_is_compatible(
@@ -269,18 +286,24 @@ def test_diff_appended_method_with_version_bump_is_compatible(
     old = build_greeter(compile_plugin, None)
     new = build_greeter(compile_plugin, GREETER_V2)
     status, report = run_json(capsys, "abi", "diff", str(old), str(new))
-    assert status == 0
+    assert status == 4
     assert changes(report) == {("descriptor_changed", "compatible"), ("method_added", "compatible")}
     [change] = [c for c in report["changes"] if c["kind"] == "descriptor_changed"]
     assert (change["old"], change["new"]) == (1, 2)
+    assert change["message"].startswith("Greeter: trait_version: old build has 1, new build has 2: compatible")
     [added] = [c for c in report["changes"] if c["kind"] == "method_added"]
-    assert added["message"].startswith("`Greeter`: method `shout` added (shout(CStr name) -> OwnedStr)")
+    assert added["message"] == "`Greeter.shout` added in the new build (slot 1): shout(CStr name) -> OwnedStr"
+    assert added["method"] == "shout"
     # The other way round, a release drops a method: loadable, but its callers break.
     status, report = run_json(capsys, "abi", "diff", str(new), str(old))
-    assert status == 1
+    assert status == 8
     assert changes(report) == {("descriptor_changed", "breaking"), ("method_removed", "breaking")}
     assert any("must not drop methods" in c["message"] for c in report["changes"])
-    assert any(c["message"].startswith("`Greeter`: method `shout` removed") for c in report["changes"])
+    [removed] = [c for c in report["changes"] if c["kind"] == "method_removed"]
+    assert removed["message"] == (
+        "`Greeter.shout` removed: the old build has shout(CStr name) -> OwnedStr (slot 1), the new build does not; "
+        "hosts that call it break"
+    )
 
 
 def test_diff_version_bump_and_removed_symbols(
@@ -294,7 +317,7 @@ def test_diff_version_bump_and_removed_symbols(
     new = tmp_path / "new.abi.json"
     new.write_text(json.dumps(bumped))
     status, report = run_json(capsys, "abi", "diff", str(old), str(new))
-    assert status == 1
+    assert status == 8
     assert changes(report) == {("version_bump", "breaking"), ("symbol_removed", "breaking")}
 
 
@@ -303,7 +326,7 @@ def test_diff_trait_added_and_removed(example_plugins: dict[str, Path], capsys: 
     status, report = run_json(capsys, "abi", "diff", greeters, multi)
     assert ("trait_added", "compatible") in changes(report)
     status, report = run_json(capsys, "abi", "diff", multi, greeters)
-    assert status == 1 and ("trait_removed", "breaking") in changes(report)
+    assert status & 8 and ("trait_removed", "breaking") in changes(report)
 
 
 def test_diff_usage_errors(
@@ -313,12 +336,13 @@ def test_diff_usage_errors(
     status, _, err = run(capsys, "abi", "diff", str(tmp_path / "missing.json"), lib)
     assert status == 2 and "no such file" in err
     bad = tmp_path / "bad.abi.json"
+    # A bad dump is an input error (1), not a usage error: the command line was right.
     bad.write_text('{"schema": "something-else"}')
     status, _, err = run(capsys, "abi", "diff", str(bad), lib)
-    assert status == 2 and "not a plugin-host ABI dump" in err
+    assert status == 1 and "not a plugin-host ABI dump or baseline" in err
     bad.write_text("{ not json")
     status, _, err = run(capsys, "abi", "diff", str(bad), lib)
-    assert status == 2 and "not valid JSON" in err
+    assert status == 1 and "not valid JSON" in err
 
 
 # ---- hostile dumps: every malformed dump is a usage error naming the file, never a traceback ----------------------
@@ -409,7 +433,7 @@ def test_diff_refuses_a_malformed_dump(
     good = str(example_plugins["greeters"])
     for argv in (["abi", "diff", str(bad), good], ["abi", "diff", good, str(bad), "--json"]):
         status, out, err = run(capsys, *argv)
-        assert status == 2 and out == ""
+        assert status == 1 and out == ""
         assert err.startswith(f"error: {bad}: malformed ABI dump: ") and expected in err, err
 
 
@@ -433,7 +457,7 @@ def test_diff_refuses_invalid_json(
     bad = tmp_path / "bad.abi.json"
     bad.write_bytes(text if isinstance(text, bytes) else text.encode())
     status, _, err = run(capsys, "abi", "diff", str(bad), str(example_plugins["greeters"]))
-    assert status == 2 and err.startswith(f"error: {bad}: ") and expected in err, err
+    assert status == 1 and err.startswith(f"error: {bad}: ") and expected in err, err
 
 
 def test_diff_refuses_a_huge_dump_unread(
@@ -444,7 +468,7 @@ def test_diff_refuses_a_huge_dump_unread(
         f.write(b"{")
         f.truncate(MAX_DUMP_BYTES + 1)
     status, _, err = run(capsys, "abi", "diff", str(huge), str(example_plugins["greeters"]))
-    assert status == 2 and f"{huge}: {MAX_DUMP_BYTES + 1} bytes is too large for an ABI dump" in err
+    assert status == 1 and f"{huge}: {MAX_DUMP_BYTES + 1} bytes is too large for an ABI dump" in err
 
 
 def test_diff_of_accepted_dumps_never_fails(example_plugins: dict[str, Path]) -> None:
@@ -536,7 +560,7 @@ def test_check_probe_reports_a_maker_that_crashes_exits_or_hangs(
     # The static check sees nothing wrong: only running the maker shows it.
     assert run(capsys, "abi", "check", str(lib))[0] == 0
     code, report = run_json(capsys, "abi", "check", str(lib), "--probe", "--probe-timeout", timeout)
-    assert code == 1 and report["ok"] is False
+    assert code == 8 and report["ok"] is False
     [entry] = report["libraries"]
     assert entry["probe"] == {"status": status, "made": 0}
     [problem] = entry["problems"]
@@ -547,7 +571,7 @@ def test_check_probe_reports_a_maker_that_crashes_exits_or_hangs(
         assert problem["symbol"].startswith("plugin_register_")
         assert problem["message"].startswith(f"isolated probe: {message} during {problem['symbol']}")
     code, out, err = run(capsys, "abi", "check", str(lib), "--probe", "--probe-timeout", timeout)
-    assert code == 1 and err == ""
+    assert code == 8 and err == ""
     assert f"error: {lib}: [{kind}] isolated probe: {message}" in out
     assert "1 library checked: 1 error(s), 0 warning(s)" in out
 
@@ -557,7 +581,7 @@ def test_check_probe_of_good_and_safely_failing_plugins(
 ) -> None:
     good, null_maker = example_plugins["greeters"], test_plugins["null_maker"]
     code, report = run_json(capsys, "abi", "check", str(good), str(null_maker), "--probe")
-    assert code == 1
+    assert code == 8
     clean, failed = report["libraries"]
     assert (clean["ok"], clean["probe"], clean["problems"]) == (True, {"status": "clean", "made": 3}, [])
     assert failed["probe"]["status"] == "failed"
@@ -608,7 +632,11 @@ def test_diff_inputs_that_are_not_regular_files(
     example_plugins: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     lib = str(example_plugins["greeters"])
-    status, _, err = run(capsys, "abi", "diff", str(tmp_path), lib)
-    assert status == 2 and err == f"error: {tmp_path}: is a directory, not a library or an ABI dump\n"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # A folder is a build to compare (a baseline's other side): from nothing, one library was added.
+    status, out, _ = run(capsys, "abi", "diff", str(empty), lib)
+    assert status == 4 and "library_added" in out
     status, _, err = run(capsys, "abi", "diff", lib, "/dev/null")
-    assert status == 2 and err == "error: /dev/null: not a regular file (a device, FIFO or socket)\n"
+    assert status == 1
+    assert err == "error: /dev/null: not a loadable shared library: it is not a regular file (a device, FIFO or socket)\n"

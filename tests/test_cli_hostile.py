@@ -3,7 +3,8 @@
 For each case: no ``Traceback`` (nor an "Exception ignored" at exit) on
 stderr, the process ends within :data:`TIMEOUT_S` (a FIFO must not block it),
 the exit status is the documented one (0 ok, 1 a plugin or file problem,
-2 usage; ``abi`` the same), and a failure names the file.
+2 usage; ``abi`` the bits 1 tool or input error, 2 usage, 4 compatible and
+8 incompatible change), and a failure names the file.
 
 Standard output is strict UTF-8 (``PYTHONIOENCODING=utf-8``, as under an
 ``en_US.UTF-8`` locale), so a path that is not UTF-8 must not break printing.
@@ -148,20 +149,23 @@ def hostile(
 _COMMANDS = ("list", "call", "watch", "check", "probe", "dump", "diff")
 _STATUSES: dict[str, tuple[int | None, ...]] = {
     "missing": (1, 1, 2, 2, 2, 2, 2),
-    "directory": (0, 2, None, 2, 2, 1, 2),  # an empty directory lists nothing; watching it would not end
-    "fifo": (1, 1, 2, 1, 1, 1, 2),
-    "dev_null": (1, 1, 2, 1, 1, 1, 2),
+    # An empty directory lists nothing, watching it would not end, dumping it is a usage error (no library);
+    # diffed against a library, one library was added.
+    "directory": (0, 2, None, 2, 2, 2, 4),
+    "fifo": (1, 1, 2, 1, 1, 1, 1),
+    "dev_null": (1, 1, 2, 1, 1, 1, 1),
     "proc_mem": (1, 1, 2, 1, 1, 1, 1),
     "empty": (1, 1, 2, 1, 1, 1, 1),
     "text": (1, 1, 2, 1, 1, 1, 1),
     "truncated": (1, 1, 2, 1, 1, 1, 1),
     "non_utf8_name": (0, 0, 2, 0, 0, 0, 0),
-    "non_utf8_refused": (1, 1, 2, 0, 1, 0, 1),  # loads nowhere; its exports are fine; Broken is not greeters
+    # Loads nowhere (its probe fails: 8); its exports are fine; Broken removed (8), greeters' types added (4).
+    "non_utf8_refused": (1, 1, 2, 0, 8, 0, 12),
     "non_utf8_missing": (1, 1, 2, 2, 2, 2, 2),
     "name_too_long": (1, 1, 2, 2, 2, 2, 2),
-    "corrupt_dump": (1, 1, 2, 1, 1, 1, 2),
-    "deep_dump": (1, 1, 2, 1, 1, 1, 2),
-    "negative_count_dump": (1, 1, 2, 1, 1, 1, 2),
+    "corrupt_dump": (1, 1, 2, 1, 1, 1, 1),
+    "deep_dump": (1, 1, 2, 1, 1, 1, 1),
+    "negative_count_dump": (1, 1, 2, 1, 1, 1, 1),
 }
 _ARGV = {
     "list": ("list", "{x}"),
@@ -192,21 +196,22 @@ def _param(case_id: str, argv: tuple[str, ...], status: int, names: str | None, 
 
 
 OTHER_CASES = [
-    # abi diff of dumps, either side; a dump that parses but names odd things prints them.
+    # abi diff of dumps, either side (a bad dump is an input error); a dump that parses but names odd things
+    # prints them.
     *(
-        _param(f"diff-{name}-{side}", argv, 2, name)
+        _param(f"diff-{name}-{side}", argv, 1, name)
         for name in ("corrupt_dump", "partial_dump", "fewer_fingerprints_dump", "more_fingerprints_dump", "huge_dump")
         for side, argv in (
             ("old", ("abi", "diff", f"{{{name}}}", "{good}")),
             ("new", ("abi", "diff", "{good}", f"{{{name}}}")),
         )
     ),
-    _param("diff-surrogate_dump", ("abi", "diff", "{surrogate_dump}", "{good}"), 1, "surrogate_dump", quick=True),
-    _param("diff-surrogate_dump-json", ("abi", "diff", "--json", "{surrogate_dump}", "{good}"), 1, "surrogate_dump"),
-    _param("diff-both-fifo", ("abi", "diff", "{fifo}", "{fifo}"), 2, "fifo"),
+    _param("diff-surrogate_dump", ("abi", "diff", "{surrogate_dump}", "{good}"), 8, "surrogate_dump", quick=True),
+    _param("diff-surrogate_dump-json", ("abi", "diff", "--json", "{surrogate_dump}", "{good}"), 8, "surrogate_dump"),
+    _param("diff-both-fifo", ("abi", "diff", "{fifo}", "{fifo}"), 1, "fifo"),
     _param("check-json-fifo", ("abi", "check", "--json", "{fifo}"), 1, "fifo"),
     _param("check-directory-of-hostile-files", ("abi", "check", "{dir}"), 1, "fifo"),
-    _param("probe-directory-of-hostile-files", ("abi", "check", "--probe", "{dir}"), 1, "non_utf8_refused"),
+    _param("probe-directory-of-hostile-files", ("abi", "check", "--probe", "{dir}"), 9, "non_utf8_refused"),
     _param("list-directory-of-hostile-files", ("list", "{dir}"), 1, "non_utf8_refused", quick=True),
     _param("list-trait-fifo", ("list", "{fifo}", "--trait", "Greeter"), 1, "fifo"),
     # Outputs.

@@ -177,15 +177,23 @@ _AGGREGATE_RE = re.compile(
 _IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A-Za-z0-9_]+?)_v([0-9]{1,9})\Z")
 
 
+_ROLES = {role.value: role for role in SymbolRole}
+
+
+@functools.lru_cache(maxsize=8192)
 def parse_symbol(symbol: str) -> SymbolName | None:
     """Parse one exported symbol of this project's scheme; ``None`` if it is not one.
 
     Trait names are letters and digits (no underscore), so the first ``_``
-    after the trait name separates it from the type name.
+    after the trait name separates it from the type name.  Cached: the same
+    names recur in every library of a trait (``abi check`` reads hundreds),
+    and a :class:`SymbolName` is immutable.
     """
+    if not symbol.startswith("plugin_"):
+        return None
     m = _AGGREGATE_RE.match(symbol)
     if m:
-        return SymbolName(SymbolRole(m.group(1)), m.group(2), None, int(m.group(3)))
+        return SymbolName(_ROLES[m.group(1)], m.group(2), None, int(m.group(3)))
     m = _IMPL_RE.match(symbol)
     if m:
         role = SymbolRole.MAKER if m.group(1) == "register" else SymbolRole.UNMAKER

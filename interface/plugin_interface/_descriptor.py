@@ -259,9 +259,14 @@ class AbiDifference:
     note: str = ""
 
     def __str__(self) -> str:
+        return self.describe()
+
+    def describe(self, expected: str = "host expects", found: str = "plugin has") -> str:
+        """The difference in words, each side named as given (``"old build has"``, ``"new build has"``
+        when two builds are compared rather than a host and a plugin)."""
         kind = "breaking" if self.breaking else "compatible"
         note = f" ({self.note})" if self.note else ""
-        return f"{self.field}: host expects {self.expected!r}, plugin has {self.found!r}: {kind}{note}"
+        return f"{self.field}: {expected} {self.expected!r}, {found} {self.found!r}: {kind}{note}"
 
 
 @dataclass(frozen=True)

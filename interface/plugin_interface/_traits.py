@@ -230,8 +230,10 @@ def method_changes(old: TraitSpec, new: TraitSpec) -> list[MethodChange]:
                 details.append(f"parameter {j} `{pa.name}` changed from {pa.ctype.name} to {pb.ctype.name}")
             elif pa.name != pb.name:
                 details.append(f"parameter {j} renamed from `{pa.name}` to `{pb.name}`")
-        if len(a.params) != len(b.params):
-            details.append(f"{len(a.params)} parameter(s) became {len(b.params)}")
+        for j, pb in enumerate(b.params[len(a.params) :], start=len(a.params) + 1):
+            details.append(f"parameter {j} `{pb.name}` ({pb.ctype.name}) added")
+        for j, pa in enumerate(a.params[len(b.params) :], start=len(b.params) + 1):
+            details.append(f"parameter {j} `{pa.name}` ({pa.ctype.name}) removed")
         if a.returns.name != b.returns.name:
             details.append(f"returns {b.returns.name} instead of {a.returns.name}")
         changes.append(MethodChange("changed", i, a, b, "; ".join(details)))

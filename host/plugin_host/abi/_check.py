@@ -20,6 +20,7 @@ The JSON forms (``to_json``) are the stable, documented output of
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import os
 import stat
@@ -30,6 +31,7 @@ from plugin_interface import (
     ABI_VERSION,
     MAX_DECLARATION_BYTES,
     AbiDescriptor,
+    MethodChange,
     NotASharedLibraryError,
     SymbolName,
     TraitSpec,
@@ -44,7 +46,7 @@ from plugin_interface import (
     unmaker_symbol,
     unregister_all_symbol,
 )
-from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, descriptor_size
+from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, Byteorder, descriptor_size
 
 from ..formats import READ_FLAGS, BinaryFormat, ExportTable, UnloadBlockers, pread, read_capped, read_exports
 from ._unload import unload_findings
@@ -68,14 +70,14 @@ __all__ = [
 ]
 
 DUMP_SCHEMA = "plugin-host-abi/1"
-CHECK_SCHEMA = "plugin-host-abi-check/1"
-DIFF_SCHEMA = "plugin-host-abi-diff/1"
+CHECK_SCHEMA = "plugin-host-abi-check/2"
+DIFF_SCHEMA = "plugin-host-abi-diff/2"
 
 
 class Severity(enum.StrEnum):
     """How much a :class:`Problem` matters."""
 
-    #: Fails the check (exit status 1).
+    #: Fails the check (exit bit 8, or 1 for a file that is not a library).
     ERROR = "error"
     #: Reported, does not fail the check.
     WARNING = "warning"
@@ -127,6 +129,8 @@ class ChangeKind(enum.StrEnum):
     METHOD_ADDED = "method_added"
     METHOD_REMOVED = "method_removed"
     METHOD_CHANGED = "method_changed"
+    LIBRARY_ADDED = "library_added"
+    LIBRARY_REMOVED = "library_removed"
 
 
 #: A JSON dump larger than this (in bytes) is refused unread; a real one is a few KiB.
@@ -321,7 +325,29 @@ def read_descriptor(table: ExportTable, trait: str, fd: int | None = None) -> Ab
     """
     symbol = abi_descriptor_symbol(trait)
     size = descriptor_size(table.read(symbol, DESCRIPTOR_HEAD_SIZE, fd), table.byteorder)
-    return AbiDescriptor.from_bytes(table.read(symbol, size, fd), table.byteorder)
+    return _decode_descriptor(table.read(symbol, size, fd), table.byteorder)
+
+
+# Decoding is a pure function of the bytes, and plugins built against one header carry the same bytes:
+# hundreds of libraries of a trait decode a handful of distinct descriptors and declarations.
+@functools.lru_cache(maxsize=1024)
+def _decode_descriptor(data: bytes, byteorder: Byteorder) -> AbiDescriptor:
+    return AbiDescriptor.from_bytes(data, byteorder)
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_declaration(text: bytes) -> TraitSpec:
+    return decode_declaration(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _expected_descriptor(spec: TraitSpec, pointer_size: int) -> AbiDescriptor:
+    """What a host with declaration ``spec`` expects of a library with ``pointer_size``-byte pointers."""
+    return AbiDescriptor.for_trait(spec, pointer_size)
+
+
+#: A declaration is read this far first; a longer one (rare) is read again, up to MAX_DECLARATION_BYTES.
+_DECLARATION_FIRST_READ = 4096
 
 
 def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
@@ -371,7 +397,11 @@ def read_declaration(table: ExportTable, trait: str, fd: int | None = None) -> T
     :raises ValueError: if it is no declaration of ``trait``.
     :raises NotASharedLibraryError: if it is not stored in the file.
     """
-    spec = decode_declaration(table.read(trait_declaration_symbol(trait), MAX_DECLARATION_BYTES, fd))
+    symbol = trait_declaration_symbol(trait)
+    data = table.read(symbol, _DECLARATION_FIRST_READ, fd)
+    if b"\0" not in data and len(data) == _DECLARATION_FIRST_READ:
+        data = table.read(symbol, MAX_DECLARATION_BYTES, fd)
+    spec = _decode_declaration(data.split(b"\0", 1)[0])
     if spec.name != trait:
         raise ValueError(f"it declares trait {_shown(spec.name)}, not {trait}")
     return spec
@@ -387,6 +417,18 @@ def load_abi(path: str | os.PathLike[str]) -> LibraryAbi:
     :raises NotASharedLibraryError: for a file that is neither, or that cannot be read.
     :raises ValueError: for a JSON file that is not a valid dump, naming it.
     """
+    abi, data = load_abi_or_json(path)
+    return abi if abi is not None else LibraryAbi.from_json(data, os.fspath(path))
+
+
+def load_abi_or_json(path: str | os.PathLike[str]) -> tuple[LibraryAbi | None, object]:
+    """:func:`load_abi`'s reading: ``(abi, None)`` for a library, ``(None, data)`` for a JSON file.
+
+    The caller decides which dumps ``data`` may be (a library's, a folder's baseline).
+
+    :raises NotASharedLibraryError: for a file that is neither, or that cannot be read.
+    :raises ValueError: for a JSON file that is too large or not valid JSON, naming it.
+    """
     name = os.fspath(path)
     try:
         fd = os.open(path, READ_FLAGS)
@@ -399,7 +441,7 @@ def load_abi(path: str | os.PathLike[str]) -> LibraryAbi:
             raise NotASharedLibraryError(path, f"it is {what}")
         head = pread(fd, 64, 0).lstrip()
         if not head.startswith(b"{"):
-            return scan_library(path)
+            return scan_library(path), None
         if st.st_size > MAX_DUMP_BYTES:
             raise ValueError(f"{name}: {st.st_size} bytes is too large for an ABI dump (at most {MAX_DUMP_BYTES})")
         raw = read_capped(fd, MAX_DUMP_BYTES + 1)
@@ -410,12 +452,11 @@ def load_abi(path: str | os.PathLike[str]) -> LibraryAbi:
     if len(raw) > MAX_DUMP_BYTES:  # grew since the fstat
         raise ValueError(f"{name}: too large for an ABI dump (more than {MAX_DUMP_BYTES} bytes)")
     try:
-        data = json.loads(raw.decode("utf-8"))
+        return None, json.loads(raw.decode("utf-8"))
     except RecursionError as e:
         raise ValueError(f"{name}: not valid JSON: nested too deeply") from e
     except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
         raise ValueError(f"{name}: not valid JSON: {e}") from e
-    return LibraryAbi.from_json(data, name)
 
 
 # ---- check ------------------------------------------------------------------
@@ -434,6 +475,8 @@ class Problem:
     message: str
     trait: str | None = None
     symbol: str | None = None
+    #: The trait method it is about (``method_mismatch``).
+    method: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """JSON form."""
@@ -442,6 +485,7 @@ class Problem:
             "kind": self.kind,
             "trait": self.trait,
             "symbol": self.symbol,
+            "method": self.method,
             "message": self.message,
         }
 
@@ -459,12 +503,14 @@ class TraitCheck:
 
 
 def check_library(
-    abi: LibraryAbi, traits: dict[str, TraitSpec] | None = None, only: str | None = None
+    abi: LibraryAbi, traits: dict[str, TraitSpec] | None = None, only: str | None = None, host: str = "the host"
 ) -> tuple[list[Problem], dict[str, TraitCheck]]:
     """Every problem of a scanned library.
 
-    :param traits: the host's declarations (default: every declared trait).
+    :param traits: the host's declarations (default: every declared trait);
+        a host contract's, to check against another host version.
     :param only: check this trait alone (others are ignored).
+    :param host: how messages name the side ``traits`` are from (``"contract host-v2"``).
     :returns: the problems, and per trait the descriptor verdict.
     """
     known = declared_traits() if traits is None else traits
@@ -472,9 +518,14 @@ def check_library(
     checks: dict[str, TraitCheck] = {}
 
     def add(
-        severity: Severity, kind: ProblemKind, message: str, trait: str | None = None, symbol: str | None = None
+        severity: Severity,
+        kind: ProblemKind,
+        message: str,
+        trait: str | None = None,
+        symbol: str | None = None,
+        method: str | None = None,
     ) -> None:
-        problems.append(Problem(severity, kind, message, trait, symbol))
+        problems.append(Problem(severity, kind, message, trait, symbol, method))
 
     if only is None:
         for name in abi.malformed:
@@ -491,17 +542,23 @@ def check_library(
         what = f"trait {only}" if only else "any trait"
         add(Severity.ERROR, ProblemKind.NO_PLUGIN, f"exports no plugin symbol for {what}", trait=only)
     for name, trait in sorted(selected.items()):
-        checks[name] = _check_trait(abi, trait, known.get(name), add)
+        checks[name] = _check_trait(abi, trait, known.get(name), add, host)
     return problems, checks
 
 
 class _Report(Protocol):
     def __call__(
-        self, severity: Severity, kind: ProblemKind, message: str, trait: str | None = None, symbol: str | None = None
+        self,
+        severity: Severity,
+        kind: ProblemKind,
+        message: str,
+        trait: str | None = None,
+        symbol: str | None = None,
+        method: str | None = None,
     ) -> None: ...
 
 
-def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, report: _Report) -> TraitCheck:
+def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, report: _Report, host: str) -> TraitCheck:
     name = trait.name
     for (role, type_name, version), symbol in sorted(trait.symbols.items(), key=lambda kv: kv[1]):
         if version != ABI_VERSION:
@@ -562,7 +619,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
         )
     embedded = trait.declaration
     if embedded is not None and trait.descriptor is not None:
-        own = AbiDescriptor.for_trait(embedded, abi.pointer_size)
+        own = _expected_descriptor(embedded, abi.pointer_size)
         if (own.trait_version, own.method_fingerprints) != (
             trait.descriptor.trait_version,
             trait.descriptor.method_fingerprints,
@@ -583,9 +640,11 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
                     Severity.ERROR,
                     ProblemKind.METHOD_MISMATCH,
                     f"`{name}.{change.name}` (method {change.index}): {change.detail} in the plugin "
-                    f"(the host declares {change.old.signature if change.old else '-'})",
+                    f"({host} declares {change.old.signature if change.old else '-'}; "
+                    f"the plugin has {change.new.signature if change.new else '-'})",
                     name,
                     declaration_symbol,
+                    change.name,
                 )
     if spec is None and embedded is not None:
         spec = embedded  # self-described: the library's own declaration is what a host would load it with
@@ -620,10 +679,17 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
                 descriptor_symbol,
             )
         return TraitCheck()
-    result = check_descriptor(AbiDescriptor.for_trait(spec, abi.pointer_size), trait.descriptor, spec)
+    result = check_descriptor(_expected_descriptor(spec, abi.pointer_size), trait.descriptor, spec)
+    expects = "host expects" if host == "the host" else f"{host} expects"
     for d in result.breaking:
-        report(Severity.ERROR, ProblemKind.DESCRIPTOR_MISMATCH, f"{descriptor_symbol}: {d}", name, descriptor_symbol)
-    return TraitCheck(result.status, [str(d) for d in result.differences])
+        report(
+            Severity.ERROR,
+            ProblemKind.DESCRIPTOR_MISMATCH,
+            f"{descriptor_symbol}: {d.describe(expects)}",
+            name,
+            descriptor_symbol,
+        )
+    return TraitCheck(result.status, [d.describe(expects) for d in result.differences])
 
 
 def check_to_json(
@@ -666,6 +732,8 @@ class AbiChange:
     type_name: str | None = None
     old: object = None
     new: object = None
+    #: The trait method it is about (``method_added``, ``method_removed``, ``method_changed``).
+    method: str | None = None
 
     def to_json(self) -> dict[str, object]:
         """JSON form."""
@@ -674,6 +742,7 @@ class AbiChange:
             "classification": "breaking" if self.breaking else "compatible",
             "trait": self.trait,
             "type": self.type_name,
+            "method": self.method,
             "old": self.old,
             "new": self.new,
             "message": self.message,
@@ -804,31 +873,48 @@ def _diff_trait(old: TraitAbi, new: TraitAbi, spec: TraitSpec | None) -> list[Ab
         )
     elif new.descriptor and not old.descriptor:
         out.append(AbiChange(ChangeKind.DESCRIPTOR_ADDED, False, f"{abi_descriptor_symbol(name)} added", name))
+    both_declared = old.declaration is not None and new.declaration is not None
     if old.declaration is not None and new.declaration is not None:
         for change in method_changes(old.declaration, new.declaration):
-            kind = {"added": ChangeKind.METHOD_ADDED, "removed": ChangeKind.METHOD_REMOVED}.get(
-                change.kind, ChangeKind.METHOD_CHANGED
-            )
-            where = f"`{name}.{change.name}`" if change.kind == "changed" else f"`{name}`"
-            out.append(
-                AbiChange(
-                    kind,
-                    change.kind != "added",
-                    f"{where}: {change.detail} (old build: {change.old.signature if change.old else '-'}; "
-                    f"new build: {change.new.signature if change.new else '-'})",
-                    name,
-                    old=change.old.signature if change.old else None,
-                    new=change.new.signature if change.new else None,
-                )
-            )
+            out.append(_method_change(name, change))
     if old.descriptor and new.descriptor:
-        # The host's declaration names the methods only if it is the old build's.
-        same = spec is not None and spec.method_fingerprints == old.descriptor.method_fingerprints
-        result = check_descriptor(old.descriptor, new.descriptor, spec if same else None)
+        # Methods are named from the old build's own declaration, else from the host's if it is the old build's.
+        if old.declaration is not None:
+            names: TraitSpec | None = old.declaration
+        else:
+            same = spec is not None and spec.method_fingerprints == old.descriptor.method_fingerprints
+            names = spec if same else None
+        result = check_descriptor(old.descriptor, new.descriptor, names)
         dropped = new.descriptor.method_count < old.descriptor.method_count
         for d in result.differences:
+            if both_declared and d.field.startswith("method "):
+                continue  # a method_changed above names it, with both signatures
             # Loading an older plugin is allowed, but a release that drops methods breaks their callers.
             breaking = d.breaking or (dropped and d.field == "trait_version")
-            message = f"{name}: {d}" + (": a new build must not drop methods" if breaking and not d.breaking else "")
+            message = f"{name}: {d.describe('old build has', 'new build has')}" + (
+                ": a new build must not drop methods" if breaking and not d.breaking else ""
+            )
             out.append(AbiChange(ChangeKind.DESCRIPTOR_CHANGED, breaking, message, name, old=d.expected, new=d.found))
     return out
+
+
+def _method_change(trait: str, change: MethodChange) -> AbiChange:
+    """One method of two builds' declarations, in words that say which build has what."""
+    old_sig = change.old.signature if change.old else None
+    new_sig = change.new.signature if change.new else None
+    if change.kind == "added":
+        message = f"`{trait}.{change.name}` added in the new build (slot {change.index}): {new_sig}"
+        kind, breaking = ChangeKind.METHOD_ADDED, False
+    elif change.kind == "removed":
+        message = (
+            f"`{trait}.{change.name}` removed: the old build has {old_sig} (slot {change.index}), "
+            "the new build does not; hosts that call it break"
+        )
+        kind, breaking = ChangeKind.METHOD_REMOVED, True
+    else:
+        message = (
+            f"`{trait}.{change.name}` (slot {change.index}) changed: {change.detail}; "
+            f"old build: {old_sig}; new build: {new_sig}"
+        )
+        kind, breaking = ChangeKind.METHOD_CHANGED, True
+    return AbiChange(kind, breaking, message, trait, old=old_sig, new=new_sig, method=change.name)

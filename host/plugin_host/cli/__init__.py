@@ -1,24 +1,27 @@
 """The ``plugin-host`` command line (also ``python -m plugin_host``).
 
 Exit status: 0 on success, 1 when a plugin failed (load, call, build), 2 on a
-usage error; ``abi`` documents its own (see :mod:`._abi`).  A closed output
+usage error; ``abi`` documents its own bits (see :mod:`._abi`).  A closed output
 pipe ends any command quietly with status 1, as CPython does on EPIPE.
+
+The commands that load plugins (:mod:`._commands`) are imported when one of
+them runs: ``abi`` works on files alone, and a CI job that checks hundreds of
+libraries should not pay for importing the manager, the watcher and watchdog.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
-from importlib.metadata import PackageNotFoundError, entry_points, version
+from importlib.machinery import PathFinder
+from typing import Any
 
 from plugin_interface import PluginError
 
-from ..loading import _accel
-from ..watch import DEFAULT_DEBOUNCE_MS
 from ._abi import add_abi_parser
-from ._commands import cmd_call, cmd_demo, cmd_list, cmd_watch, describe_notification
 from ._output import EXIT_BROKEN_PIPE, EXIT_PLUGIN_ERROR, EXIT_USAGE, discard_output, tolerant_stdout
 
 __all__ = [
@@ -42,6 +45,12 @@ def _non_negative_int(text: str) -> int:
 
 
 def _version() -> str:
+    # Imported here (as importlib.metadata is): which checks run is a fact of the loading layer, which
+    # only --version needs.
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ..loading import _accel
+
     try:
         number = version("plugin-host")
     except PackageNotFoundError:  # pragma: no cover - running from a source tree
@@ -55,12 +64,56 @@ def _version() -> str:
     return f"plugin-host {number}; load checks: {checks}"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, its text made only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser._print_message(_version() + "\n", sys.stdout)
+        parser.exit()
+
+
+class _DebounceDefault(int):
+    """``watch --debounce-ms``'s default: the watcher's, read only when the watcher is used or help is shown."""
+
+    def __str__(self) -> str:
+        from ..watch import DEFAULT_DEBOUNCE_MS  # the watch layer imports watchdog: only for watch
+
+        return str(DEFAULT_DEBOUNCE_MS)
+
+
+def _lazy(name: str) -> Callable[[argparse.Namespace], int]:
+    """The command ``name`` of :mod:`._commands`, imported when it runs (they load plugins; abi does not)."""
+
+    def run(args: argparse.Namespace) -> int:
+        from . import _commands
+
+        if isinstance(getattr(args, "debounce_ms", None), _DebounceDefault):
+            from ..watch import DEFAULT_DEBOUNCE_MS
+
+            args.debounce_ms = DEFAULT_DEBOUNCE_MS
+        command: Callable[[argparse.Namespace], int] = getattr(_commands, name)
+        return command(args)
+
+    return run
+
+
+def __getattr__(name: str) -> object:
+    if name == "describe_notification":
+        from ._commands import describe_notification
+
+        return describe_notification
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="plugin-host",
         description="Load native C plugins, call them through typed proxies, unload them.",
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_VersionAction, help="show the version and which load checks run")
     parser.add_argument(
         "--traits",
         action="append",
@@ -72,29 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="build the bundled example plugins, load, call and unload them")
     demo.add_argument("--build-dir", help="where to build the examples (default: ~/.cache/plugin-host/examples)")
-    demo.set_defaults(func=cmd_demo)
+    demo.set_defaults(func=_lazy("cmd_demo"))
     lst = sub.add_parser("list", help="list the implementations a plugin file or directory exports")
     lst.add_argument("path")
     lst.add_argument("--trait", help="only this trait (default: every known trait)")
-    lst.set_defaults(func=cmd_list)
+    lst.set_defaults(func=_lazy("cmd_list"))
     call = sub.add_parser("call", help="call one method of one implementation")
     call.add_argument("path")
     call.add_argument("trait")
     call.add_argument("type")
     call.add_argument("method")
     call.add_argument("args", nargs="*")
-    call.set_defaults(func=cmd_call)
+    call.set_defaults(func=_lazy("cmd_call"))
     watch = sub.add_parser("watch", help="load a directory's plugins and reload them as they change, until Ctrl-C")
     watch.add_argument("dir")
     watch.add_argument("--trait", help="only this trait (default: every known trait a file implements)")
     watch.add_argument(
         "--debounce-ms",
         type=_non_negative_int,
-        default=DEFAULT_DEBOUNCE_MS,
-        help=f"quiet time before acting on a file (default: {DEFAULT_DEBOUNCE_MS})",
+        default=_DebounceDefault(0),
+        help="quiet time before acting on a file (default: %(default)s)",
     )
     watch.add_argument("--recursive", action="store_true", help="watch subdirectories too")
-    watch.set_defaults(func=cmd_watch)
+    watch.set_defaults(func=_lazy("cmd_watch"))
     add_abi_parser(sub)
     for install in SUBCOMMANDS:
         install(sub)
@@ -116,12 +169,51 @@ def import_trait_modules(modules: Sequence[str]) -> str | None:
             importlib.import_module(name)
         except Exception as e:  # the user's module: any error is theirs to see, in one line
             return f"--traits {name}: cannot import it: {type(e).__name__}: {e}"
+    if not _may_declare_entry_points(TRAITS_ENTRY_POINTS):
+        return None
+    from importlib.metadata import entry_points
+
     for point in entry_points(group=TRAITS_ENTRY_POINTS):
         try:
             point.load()
         except Exception as e:
             return f"entry point {point.name} = {point.value} ({TRAITS_ENTRY_POINTS}): {type(e).__name__}: {e}"
     return None
+
+
+def _may_declare_entry_points(group: str) -> bool:
+    """Whether an installed distribution may declare entry points of ``group``.
+
+    Importing :mod:`importlib.metadata` costs a process about as much as
+    reading 200 libraries' exports, and most environments register nothing
+    under :data:`TRAITS_ENTRY_POINTS`.  This looks where the standard path
+    finder does (``*.dist-info``/``*.egg-info`` in each :data:`sys.path`
+    directory) for an ``entry_points.txt`` naming the group, and answers
+    ``True`` (let :mod:`importlib.metadata` decide) whenever it cannot be sure:
+    a zip on the path, another finder that lists distributions.
+    """
+    if any(hasattr(f, "find_distributions") and f is not PathFinder for f in sys.meta_path):
+        return True
+    needle = f"[{group}]".encode()
+    for entry in sys.path:
+        directory = entry or "."
+        try:
+            scan = os.scandir(directory)
+        except OSError:
+            if os.path.exists(directory):  # a zip file, or a directory we cannot list
+                return True
+            continue
+        with scan:
+            for item in scan:
+                if not item.name.endswith((".dist-info", ".egg-info", "EGG-INFO")):
+                    continue
+                try:
+                    with open(os.path.join(item.path, "entry_points.txt"), "rb") as f:
+                        if needle in f.read():
+                            return True
+                except OSError:  # no entry points, or an .egg-info file
+                    continue
+    return False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,7 +239,7 @@ def _run(argv: Sequence[str] | None) -> int:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE
-        problem = import_trait_modules(args.traits)
+        problem = import_trait_modules([*args.traits, *getattr(args, "contract_traits", [])])
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return EXIT_USAGE

@@ -16,7 +16,6 @@ from __future__ import annotations
 import enum
 import functools
 import os
-import platform
 import struct
 import sys
 from collections.abc import Callable
@@ -166,6 +165,8 @@ def host_elf_identity() -> ElfIdentity:
             return ElfIdentity(head[4], head[5], machine)
     except OSError:
         pass
+    import platform  # the fallback only: platform's import costs more than reading the header
+
     known = PLATFORM_MACHINES.get(platform.machine().lower())
     code = next((c for c, m in ELF_MACHINES.items() if m is known), None) if known is not None else None
     return ElfIdentity(
