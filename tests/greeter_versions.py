@@ -35,11 +35,16 @@ GREETER_CHANGED = TraitSpec("Greeter", 1, (GREET_TIMES,), GREETER.doc)
 GREETER_V2_CHANGED = TraitSpec("Greeter", 2, (GREET_TIMES, SHOUT), GREETER.doc)
 #: Version 1 with an extra method: the header changed without a version bump.
 GREETER_APPENDED_SAME_VERSION = TraitSpec("Greeter", 1, (*GREETER.methods, SHOUT), GREETER.doc)
+WHISPER = MethodSpec("whisper", (ParamSpec("name", _ct(CStr)),), _ct(OwnedStr), "A quieter greeting.")
+#: Version 3 appends whisper to version 2: a third host version for the contract matrix.
+GREETER_V3 = TraitSpec("Greeter", 3, (*GREETER_V2.methods, WHISPER), GREETER.doc)
+#: Version 2 with version 1's methods: the trait version bumped, nothing appended.
+GREETER_V2_SAME_METHODS = TraitSpec("Greeter", 2, GREETER.methods, GREETER.doc)
 
 SOURCE = r"""
 /* A Greeter built against whichever plugin_trait_greeter.h sits next to it.
  * MARKER: a file the maker creates (proves whether a maker ran).
- * WITH_TIMES: greet takes (name, times); WITH_SHOUT: the vtable has shout.
+ * WITH_TIMES: greet takes (name, times); WITH_SHOUT: the vtable has shout (WITH_WHISPER: and whisper).
  * WITH_FRENCH: a second implementation; NO_AGGREGATE: host-owned array. */
 #include <stdio.h>
 
@@ -78,9 +83,19 @@ static char *shout(void *self, const char *name) {
 #  define SHOUT_SLOT
 #endif
 
-PLUGIN_IMPL_WITH_STATE(Greeter, English, marked_new, plugin_stateless_free, .greet = hello SHOUT_SLOT)
+#ifdef WITH_WHISPER
+static char *whisper(void *self, const char *name) {
+    (void)self;
+    return plugin_string_format("psst, %s", name);
+}
+#  define WHISPER_SLOT , .whisper = whisper
+#else
+#  define WHISPER_SLOT
+#endif
+
+PLUGIN_IMPL_WITH_STATE(Greeter, English, marked_new, plugin_stateless_free, .greet = hello SHOUT_SLOT WHISPER_SLOT)
 #ifdef WITH_FRENCH
-PLUGIN_IMPL(Greeter, French, .greet = hello SHOUT_SLOT)
+PLUGIN_IMPL(Greeter, French, .greet = hello SHOUT_SLOT WHISPER_SLOT)
 #endif
 
 #ifdef NO_AGGREGATE
@@ -100,6 +115,8 @@ def build_greeter(
         files["plugin_trait_greeter.h"] = generate_trait_header(spec)
         if any(m.name == "shout" for m in spec.methods):
             defines += ("WITH_SHOUT",)
+        if any(m.name == "whisper" for m in spec.methods):
+            defines += ("WITH_WHISPER",)
         if spec.methods[0].params != GREETER.methods[0].params:
             defines += ("WITH_TIMES",)
     if marker is not None:

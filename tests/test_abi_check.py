@@ -639,4 +639,6 @@ def test_diff_inputs_that_are_not_regular_files(
     assert status == 4 and "library_added" in out
     status, _, err = run(capsys, "abi", "diff", lib, "/dev/null")
     assert status == 1
-    assert err == "error: /dev/null: not a loadable shared library: it is not a regular file (a device, FIFO or socket)\n"
+    assert err == (
+        "error: /dev/null: not a loadable shared library: it is not a regular file (a device, FIFO or socket)\n"
+    )

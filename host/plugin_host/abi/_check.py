@@ -48,7 +48,7 @@ from plugin_interface import (
 )
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, Byteorder, descriptor_size
 
-from ..formats import READ_FLAGS, BinaryFormat, ExportTable, UnloadBlockers, pread, read_capped, read_exports
+from ..formats import READ_FLAGS, BinaryFormat, ExportTable, UnloadBlockers, open_exports, pread, read_capped
 from ._unload import unload_findings
 
 __all__ = [
@@ -324,8 +324,11 @@ def read_descriptor(table: ExportTable, trait: str, fd: int | None = None) -> Ab
     :raises NotASharedLibraryError: if it is not stored in the file.
     """
     symbol = abi_descriptor_symbol(trait)
-    size = descriptor_size(table.read(symbol, DESCRIPTOR_HEAD_SIZE, fd), table.byteorder)
-    return _decode_descriptor(table.read(symbol, size, fd), table.byteorder)
+    data = table.read(symbol, _DESCRIPTOR_FIRST_READ, fd)  # a whole descriptor of up to 60 methods
+    size = descriptor_size(data[:DESCRIPTOR_HEAD_SIZE], table.byteorder)  # checked before it drives a read
+    if size > len(data):
+        data = table.read(symbol, size, fd)
+    return _decode_descriptor(data[:size], table.byteorder)
 
 
 # Decoding is a pure function of the bytes, and plugins built against one header carry the same bytes:
@@ -346,6 +349,8 @@ def _expected_descriptor(spec: TraitSpec, pointer_size: int) -> AbiDescriptor:
     return AbiDescriptor.for_trait(spec, pointer_size)
 
 
+#: A descriptor is read this far first; a larger one (sizes checked first) is read again.
+_DESCRIPTOR_FIRST_READ = 512
 #: A declaration is read this far first; a longer one (rare) is read again, up to MAX_DECLARATION_BYTES.
 _DECLARATION_FIRST_READ = 4096
 
@@ -355,26 +360,21 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
 
     :raises NotASharedLibraryError: for a file that is not a readable library.
     """
-    table = read_exports(path)
-    abi = LibraryAbi(os.fspath(path), table.format, table.machine, table.pointer_size)
-    abi.unload_blockers = table.unload_blockers
-    for name in table.names:
-        parsed = _parse_symbol(name)
-        if parsed is None:
-            if name.startswith(_SCHEME_PREFIXES):
-                abi.malformed.append(name)
-            continue
-        trait = abi.traits.setdefault(parsed.trait, TraitAbi(parsed.trait))
-        trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = name
-    stored = [t for t in abi.traits.values() if t.has("abi_descriptor") or t.has("trait_declaration")]
-    if not stored:
-        return abi
-    try:
-        fd = os.open(path, READ_FLAGS)  # one open for every descriptor and declaration
-    except OSError as e:
-        raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
-    try:
-        for trait in stored:
+    with open_exports(path) as (table, fd):  # the descriptors and declarations are read through it too
+        abi = LibraryAbi(os.fspath(path), table.format, table.machine, table.pointer_size)
+        abi.unload_blockers = table.unload_blockers
+        traits = abi.traits
+        for name in table.names:
+            parsed = _parse_symbol(name)
+            if parsed is None:
+                if name.startswith(_SCHEME_PREFIXES):
+                    abi.malformed.append(name)
+                continue
+            trait = traits.get(parsed.trait)
+            if trait is None:
+                trait = traits[parsed.trait] = TraitAbi(parsed.trait)
+            trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = name
+        for trait in traits.values():
             if trait.has("abi_descriptor"):
                 try:
                     trait.descriptor = read_descriptor(table, trait.name, fd)
@@ -385,8 +385,6 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
                     trait.declaration = read_declaration(table, trait.name, fd)
                 except (ValueError, NotASharedLibraryError) as e:
                     trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
-    finally:
-        os.close(fd)
     return abi
 
 
@@ -633,7 +631,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
                 name,
                 declaration_symbol,
             )
-    if spec is not None and embedded is not None:
+    if spec is not None and embedded is not None and _methods_differ(spec, embedded):
         for change in method_changes(spec, embedded):
             if change.kind == "changed":
                 report(
@@ -690,6 +688,12 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
             descriptor_symbol,
         )
     return TraitCheck(result.status, [d.describe(expects) for d in result.differences])
+
+
+def _methods_differ(host: TraitSpec, plugin: TraitSpec) -> bool:
+    """Whether a method both declarations have differs (the cached fingerprints first: the common case is none)."""
+    n = min(len(host.methods), len(plugin.methods))
+    return host is not plugin and host.method_fingerprints[:n] != plugin.method_fingerprints[:n]
 
 
 def check_to_json(

@@ -17,13 +17,16 @@ finding fails again and says which waiver expired.
 
 from __future__ import annotations
 
-import datetime
 import fnmatch
 import os
 import stat
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..formats import READ_FLAGS, read_capped
+
+if TYPE_CHECKING:
+    import datetime
 
 __all__ = ["MAX_WAIVER_FILE_BYTES", "WAIVER_FIELDS", "Waiver", "load_waivers"]
 
@@ -130,6 +133,8 @@ def _waiver(entry: object, where: str) -> Waiver:
         raise ValueError(f"{where}: no kind (the problem or change kind it accepts)")
     if "reason" not in entry:
         raise ValueError(f"{where}: no reason: say why the change is accepted")
+    import datetime  # only a run with --waivers needs dates
+
     expires = entry.get("expires")
     if isinstance(expires, str):
         try:

@@ -18,14 +18,13 @@ libraries does not pay for it.
 from __future__ import annotations
 
 import argparse
-import datetime
 import errno
 import json
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plugin_interface import ArchitectureMismatchError, PluginError, TraitSpec, UnknownTraitError, declared_traits
 from plugin_interface import resolve_trait as _resolve_trait
@@ -70,6 +69,9 @@ from ._report import (
     Report,
     apply_waivers,
 )
+
+if TYPE_CHECKING:
+    import datetime
 
 __all__ = ["add_abi_parser"]
 
@@ -136,6 +138,13 @@ def _describe_descriptor(abi: LibraryAbi, trait: str) -> str:
         return "-"
     d = t.descriptor
     return f"v{d.trait_version}, {d.method_count} method{'s' if d.method_count != 1 else ''}"
+
+
+def _today() -> datetime.date:
+    """The day waivers are judged on (UTC, so every CI machine agrees)."""
+    import datetime  # only --waivers needs dates
+
+    return datetime.datetime.now(datetime.UTC).date()
 
 
 def _load_waivers(args: argparse.Namespace) -> list[Waiver]:
@@ -253,11 +262,15 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
                     )
             lib_findings += own_findings
             for trait, check in sorted(checks.items()):
-                mine = [f for f in lib_findings if f.trait == trait and f.contract in (None, ctx.name)]
+                mine = (
+                    [f for f in lib_findings if f.trait == trait and f.contract in (None, ctx.name)]
+                    if lib_findings
+                    else []
+                )
                 self_described = (
                     ctx.name is not None and trait not in ctx.traits and abi.traits[trait].declaration is not None
                 )
-                verdict = _verdict(check, mine, self_described)
+                verdict = _verdict(check, mine, self_described) if mine or self_described else check.compatibility
                 cases.append(Case(library, trait, ctx.name, verdict, mine))
                 cells.setdefault(trait, []).append(verdict)
         cases.append(Case(library, None, None, "checked", [f for f in lib_findings if f.trait is None]))
@@ -266,7 +279,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
         findings += lib_findings
         rows += _check_rows(path, abi, results[0][1], cells, bool(contracts), probe)
         entries.append(_entry_json(abi, library, free, per_context, probe, bool(contracts)))
-    unused = apply_waivers(findings, waivers, datetime.date.today())
+    unused = apply_waivers(findings, waivers, _today()) if waivers else []
     errors = sum(1 for f in findings if f.level == "error" and f.active_effect)
     warnings = sum(1 for f in findings if f.level == "warning" and not f.waiver)
     waived = sum(1 for f in findings if f.waiver)
@@ -630,7 +643,7 @@ def cmd_abi_diff(args: argparse.Namespace) -> int:
             of_trait = [f for f in mine if f.trait == trait]
             verdict = d.status if d.status in ("added", "removed") else ("changed" if of_trait else "unchanged")
             cases.append(Case(library, trait, None, verdict, of_trait))
-    unused = apply_waivers(findings, waivers, datetime.date.today())
+    unused = apply_waivers(findings, waivers, _today()) if waivers else []
     breaking = [f for f in findings if f.effect == EXIT_INCOMPATIBLE and not f.waiver]
     sets = not (isinstance(old, LibraryAbi) and isinstance(new, LibraryAbi))
 

@@ -102,8 +102,9 @@ def missing_path(raw: str) -> str | None:
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     """``rows`` under ``header``, columns padded to their widest cell."""
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    cells = [[str(c) for c in r] for r in [header, *rows]]
+    widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
     line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(), line]
-    out += ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    out.insert(1, line)
     return "\n".join(out)

@@ -10,11 +10,14 @@ OR of the bits of the findings no waiver accepts, masked by ``--fail-on``
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ..abi import Waiver
+
+if TYPE_CHECKING:
+    import datetime
 
 __all__ = [
     "EXIT_CHANGE",

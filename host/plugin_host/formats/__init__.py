@@ -30,7 +30,7 @@ from ._elf import (
     host_elf_identity,
     read_unload_blockers,
 )
-from ._exports import exported_symbols, read_exports
+from ._exports import exported_symbols, open_exports, read_exports
 from ._files import ALL_LIBRARY_SUFFIXES, is_plugin_file, plugin_files
 from ._io import MAX_LIBRARY_BYTES, READ_FLAGS, pread, read_capped
 from ._machines import ELF_MACHINES, Machine, machine_name
@@ -70,6 +70,7 @@ __all__ = [
     "is_plugin_file",
     "machine_name",
     "native_format",
+    "open_exports",
     "plugin_files",
     "pread",
     "read_capped",

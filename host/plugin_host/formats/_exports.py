@@ -18,8 +18,10 @@ host's own look-ups included, gets it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
+from collections.abc import Iterator
 
 from plugin_interface import NotASharedLibraryError
 
@@ -30,7 +32,7 @@ from ._pe import read_pe_exports
 from ._sniff import BinaryFormat, format_of
 from ._table import ExportTable
 
-__all__ = ["exported_symbols", "read_exports"]
+__all__ = ["exported_symbols", "open_exports", "read_exports"]
 
 
 def read_exports(path: str | os.PathLike[str]) -> ExportTable:
@@ -39,12 +41,32 @@ def read_exports(path: str | os.PathLike[str]) -> ExportTable:
     :raises NotASharedLibraryError: for anything that is not a readable,
         well-formed library of those formats, naming the file and the flaw.
     """
+    with open_exports(path) as (table, _):
+        return table
+
+
+@contextlib.contextmanager
+def open_exports(path: str | os.PathLike[str]) -> Iterator[tuple[ExportTable, int]]:
+    """:func:`read_exports`, and the file still open (non-blocking, read-only) for reads of its data.
+
+    ``abi check`` reads each library's descriptors and declarations through
+    the descriptor the export table was read through: one open per file.
+
+    :raises NotASharedLibraryError: as :func:`read_exports`.
+    """
     name = os.fspath(path)
     try:
         fd = os.open(name, READ_FLAGS)
     except OSError as e:
         what = "it is a directory" if os.path.isdir(name) else f"cannot read it: {e.strerror or e}"
         raise NotASharedLibraryError(name, what) from e
+    try:
+        yield _exports(fd, name), fd
+    finally:
+        os.close(fd)
+
+
+def _exports(fd: int, name: str) -> ExportTable:
     try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
@@ -57,8 +79,6 @@ def read_exports(path: str | os.PathLike[str]) -> ExportTable:
             return elf_exports(lambda offset, n: pread(fd, n, offset), st.st_size, name, head)
     except OSError as e:
         raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
     if fmt is BinaryFormat.PE:
         return read_pe_exports(name)
     return read_macho_exports(name)
