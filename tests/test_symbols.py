@@ -18,7 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_host.abi import check_library, scan_library
 from plugin_host.formats import exported_symbols, read_exports, sniff_format
-from plugin_interface import AbiDescriptor, NotASharedLibraryError, PluginTrait
+from plugin_interface import AbiDescriptor, NotASharedLibraryError, PluginTrait, SymbolName, SymbolRole, parse_symbol
+from plugin_interface._abi import _AGGREGATE_RE, _IMPL_RE
 
 #: Wall-clock bound for one read of one (possibly hostile) file.
 READ_TIMEOUT_S = 5
@@ -285,3 +286,70 @@ def test_mutated_libraries_give_typed_errors(
             assert e.path == str(f)
             return
         check_library(abi)  # must not raise either: problems are reported, not thrown
+
+
+# ---- the symbol grammar: parse_symbol's string methods against the regular expressions ---------------------------
+
+
+def regex_parse_symbol(symbol: str) -> SymbolName | None:
+    """The scheme as the regular expressions of plugin_interface._abi state it (parse_symbol before it was cached
+    and written out with string methods)."""
+    m = _AGGREGATE_RE.match(symbol)
+    if m:
+        return SymbolName(SymbolRole(m.group(1)), m.group(2), None, int(m.group(3)))
+    m = _IMPL_RE.match(symbol)
+    if m:
+        role = SymbolRole.MAKER if m.group(1) == "register" else SymbolRole.UNMAKER
+        return SymbolName(role, m.group(2), m.group(3), int(m.group(4)))
+    return None
+
+
+_PIECES = st.sampled_from(
+    [
+        "plugin_",
+        "register_",
+        "unregister_",
+        "all_",
+        "unmaker_counter_",
+        "abi_descriptor_",
+        "trait_declaration_",
+        "Greeter",
+        "G2",
+        "_",
+        "_v",
+        "v",
+        "1",
+        "12",
+        "0123456789",
+        "Type",
+        "my_type",
+        "é",
+        "²",
+        "\n",
+        " ",
+        "A",
+        "9",
+    ]
+)
+
+
+@settings(max_examples=400, deadline=None, derandomize=True)
+@given(st.lists(_PIECES, max_size=9).map("".join) | st.text(max_size=40))
+def test_parse_symbol_follows_the_grammar(symbol: str) -> None:
+    assert parse_symbol(symbol) == regex_parse_symbol(symbol)
+
+
+def test_parse_symbol_on_real_and_tricky_names(example_plugins: dict[str, Path]) -> None:
+    names = [n for lib in example_plugins.values() for n in read_exports(lib).names]
+    names += [
+        "plugin_register_all_Greeter_Foo_v1",  # not an aggregate: a maker of type Foo... of trait "all"
+        "plugin_register_Greeter_My_v2Type_v1",
+        "plugin_register_Greeter_v1",
+        "plugin_unregister_all_Greeter_v1_v2",
+        "plugin_abi_descriptor_Greeter_v1234567890",  # ten digits: no
+        "plugin_register_Greeter_T_v\u0661",  # an Arabic-Indic digit: no
+        "plugin_register_Gr\u00e9eter_T_v1",
+    ]
+    assert len(names) > 50
+    for name in names:
+        assert parse_symbol(name) == regex_parse_symbol(name), name

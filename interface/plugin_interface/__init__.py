@@ -7,7 +7,7 @@ the error types.  No loading policy lives here: that is ``plugin_host``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
 from ._abi import (
     ABI_VERSION,
@@ -211,4 +211,4 @@ __all__ = [
 
 def get_include() -> str:
     """The directory holding ``plugin_interface.h`` and the built-in trait headers."""
-    return str(Path(__file__).parent / "include")
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "include")

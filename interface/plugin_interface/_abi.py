@@ -171,6 +171,7 @@ class SymbolName:
     abi: int
 
 
+#: The grammar of the scheme (the reference :func:`parse_symbol` is tested against).
 _AGGREGATE_RE = re.compile(
     r"^plugin_(register_all|unregister_all|unmaker_counter|abi_descriptor|trait_declaration)_([A-Za-z][A-Za-z0-9]*)_v([0-9]{1,9})\Z"
 )
@@ -178,6 +179,20 @@ _IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A
 
 
 _ROLES = {role.value: role for role in SymbolRole}
+#: The per-trait roles' prefixes (tried before ``register``/``unregister``, which prefix two of them).
+_AGGREGATE_PREFIXES = tuple(
+    (f"plugin_{role}_", _ROLES[role])
+    for role in ("register_all", "unregister_all", "unmaker_counter", "abi_descriptor", "trait_declaration")
+)
+
+
+def _ascii_digits(text: str) -> bool:
+    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
+
+
+def _trait_name(text: str) -> bool:
+    """``[A-Za-z][A-Za-z0-9]*``."""
+    return bool(text) and text.isascii() and text.isalnum() and text[0].isalpha()
 
 
 @functools.lru_cache(maxsize=8192)
@@ -185,20 +200,35 @@ def parse_symbol(symbol: str) -> SymbolName | None:
     """Parse one exported symbol of this project's scheme; ``None`` if it is not one.
 
     Trait names are letters and digits (no underscore), so the first ``_``
-    after the trait name separates it from the type name.  Cached: the same
-    names recur in every library of a trait (``abi check`` reads hundreds),
-    and a :class:`SymbolName` is immutable.
+    after the trait name separates it from the type name.  The grammar is
+    :data:`_AGGREGATE_RE`'s, then :data:`_IMPL_RE`'s (``tests/test_symbols.py``
+    holds this parser to both); it is written out with string methods, and
+    cached, because ``abi check`` parses every name of hundreds of libraries
+    (a :class:`SymbolName` is immutable).
     """
     if not symbol.startswith("plugin_"):
         return None
-    m = _AGGREGATE_RE.match(symbol)
-    if m:
-        return SymbolName(_ROLES[m.group(1)], m.group(2), None, int(m.group(3)))
-    m = _IMPL_RE.match(symbol)
-    if m:
-        role = SymbolRole.MAKER if m.group(1) == "register" else SymbolRole.UNMAKER
-        return SymbolName(role, m.group(2), m.group(3), int(m.group(4)))
-    return None
+    for prefix, role in _AGGREGATE_PREFIXES:
+        if symbol.startswith(prefix):
+            trait, sep, version = symbol[len(prefix) :].rpartition("_v")
+            if sep and _trait_name(trait) and _ascii_digits(version):
+                return SymbolName(role, trait, None, int(version))
+            break
+    if symbol.startswith("plugin_register_"):
+        role, rest = SymbolRole.MAKER, symbol[16:]
+    elif symbol.startswith("plugin_unregister_"):
+        role, rest = SymbolRole.UNMAKER, symbol[18:]
+    else:
+        return None
+    trait, sep, tail = rest.partition("_")
+    if not sep or not _trait_name(trait):
+        return None
+    type_name, sep, version = tail.rpartition("_v")
+    if not sep or not type_name or not _ascii_digits(version):
+        return None
+    if not type_name.isascii() or not type_name.replace("_", "a").isalnum():
+        return None
+    return SymbolName(role, trait, type_name, int(version))
 
 
 def shared_library_suffix(platform: str | None = None) -> str:

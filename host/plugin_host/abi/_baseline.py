@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from plugin_interface import ABI_VERSION, NotASharedLibraryError
 
-from ..formats import ALL_LIBRARY_SUFFIXES, plugin_files
+from ..formats import ALL_LIBRARY_SUFFIXES, plugin_file_names
 from ._check import DUMP_SCHEMA, AbiChange, ChangeKind, LibraryAbi, diff_abi, load_abi_or_json, scan_library
 
 __all__ = ["BASELINE_SCHEMA", "AbiBaseline", "LibraryDiff", "diff_libraries", "load_abi_source", "scan_directory"]
@@ -71,14 +71,14 @@ def scan_directory(directory: str | os.PathLike[str], suffixes: Iterable[str] = 
     :raises OSError: the directory cannot be listed.
     """
     baseline = AbiBaseline()
-    for path in plugin_files(directory, suffixes):
+    for name in plugin_file_names(directory, suffixes):
         try:
-            abi = scan_library(path)
+            abi = scan_library(os.path.join(directory, name))
         except NotASharedLibraryError as e:
-            baseline.unreadable[path.name] = e.detail
+            baseline.unreadable[name] = e.detail
             continue
-        abi.path = path.name  # relative: a baseline must not depend on where the folder was
-        baseline.libraries[path.name] = abi
+        abi.path = name  # relative: a baseline must not depend on where the folder was
+        baseline.libraries[name] = abi
     return baseline
 
 

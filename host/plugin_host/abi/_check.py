@@ -352,7 +352,7 @@ def _expected_descriptor(spec: TraitSpec, pointer_size: int) -> AbiDescriptor:
 #: A descriptor is read this far first; a larger one (sizes checked first) is read again.
 _DESCRIPTOR_FIRST_READ = 512
 #: A declaration is read this far first; a longer one (rare) is read again, up to MAX_DECLARATION_BYTES.
-_DECLARATION_FIRST_READ = 4096
+_DECLARATION_FIRST_READ = 1024
 
 
 def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
@@ -364,7 +364,7 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
         abi = LibraryAbi(os.fspath(path), table.format, table.machine, table.pointer_size)
         abi.unload_blockers = table.unload_blockers
         traits = abi.traits
-        for name in table.names:
+        for name in table.symbols:  # every output sorts: no need to here
             parsed = _parse_symbol(name)
             if parsed is None:
                 if name.startswith(_SCHEME_PREFIXES):

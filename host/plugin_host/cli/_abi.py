@@ -23,7 +23,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from plugin_interface import ArchitectureMismatchError, PluginError, TraitSpec, UnknownTraitError, declared_traits
@@ -54,7 +53,7 @@ from ..abi import (
     scan_directory,
     scan_library,
 )
-from ..formats import ALL_LIBRARY_SUFFIXES, BinaryFormat, native_format, plugin_files
+from ..formats import ALL_LIBRARY_SUFFIXES, BinaryFormat, native_format, plugin_file_names
 from ._formats import FORMATS, github_annotations, render, render_markdown
 from ._output import missing_path, table
 from ._report import (
@@ -109,22 +108,22 @@ def _input_error(message: str) -> int:
     return EXIT_ERROR
 
 
-def _library_files(paths: list[str]) -> list[Path] | str:
+def _library_files(paths: list[str]) -> list[str] | str:
     """Files to check (a directory contributes its libraries); a message for a missing path.
 
     Anything else that exists is checked: a FIFO or device is reported by the
     scan (which never blocks on one) as not a library.
     """
-    files: list[Path] = []
+    files: list[str] = []
     for raw in paths:
         problem = missing_path(raw)
         if problem is not None:
             return problem
         if not os.path.isdir(raw):
-            files.append(Path(raw))
+            files.append(raw)
             continue
         try:
-            files += plugin_files(raw, ALL_LIBRARY_SUFFIXES)
+            files += [os.path.join(raw, name) for name in plugin_file_names(raw, ALL_LIBRARY_SUFFIXES)]
         except OSError as e:
             return f"{raw}: cannot list the directory: {e.strerror or e}"
     return files
@@ -224,7 +223,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
             finding = _problem_finding(problem, library, None)
             findings.append(finding)
             cases.append(Case(library, None, None, "error", [finding]))
-            rows.append([path.name, "?", "-", "-", "-", "-", *(["not a library"] * len(contexts))])
+            rows.append([os.path.basename(path), "?", "-", "-", "-", "-", *(["not a library"] * len(contexts))])
             probe = _probe(path, None, args.probe_timeout)[0] if args.probe else None
             entries.append(_entry_json(None, library, [problem], [], probe, bool(contracts)))
             if args.probe:
@@ -381,7 +380,7 @@ def _without_path(e: PluginError) -> str:
     return str(e).removeprefix(f"{e.path}: ") if e.path else str(e)
 
 
-def _probe(path: Path, abi: LibraryAbi | None, timeout_s: float) -> tuple[dict[str, object], list[Problem]]:
+def _probe(path: str, abi: LibraryAbi | None, timeout_s: float) -> tuple[dict[str, object], list[Problem]]:
     """``--probe``: run the library's constructors, makers and unmakers once in a child process.
 
     Uncached (:func:`~plugin_host.admission.probe_library` with
@@ -438,7 +437,7 @@ def _probe_seconds(text: str) -> float:
 
 
 def _check_rows(
-    path: Path,
+    path: str,
     abi: LibraryAbi,
     checks: dict[str, TraitCheck],
     cells: dict[str, list[str]],
@@ -451,7 +450,7 @@ def _check_rows(
         array = "plugin" if t.has("register_all") else ("host" if t.types else "-")
         verdicts = cells[name] if matrix else [check.compatibility]
         row = [
-            path.name,
+            os.path.basename(path),
             f"{abi.format} {abi.machine}",
             name,
             ", ".join(t.types) or "-",
@@ -558,7 +557,7 @@ def cmd_abi_dump(args: argparse.Namespace) -> int:
 
 
 def cmd_abi_contract(args: argparse.Namespace) -> int:
-    name = args.name or (Path(args.output).name.split(".")[0] if args.output else "host")
+    name = args.name or (os.path.basename(args.output).split(".")[0] if args.output else "host")
     try:
         contract = host_contract(name)
     except ValueError as e:

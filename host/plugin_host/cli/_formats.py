@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import re
-import urllib.parse
 from collections.abc import Callable
 
 from ..abi import kind_help
@@ -65,6 +64,8 @@ def _default_level(kind: str, findings: list[Finding]) -> str:
 
 def artifact_uri(library: str) -> str:
     """A library's path as a SARIF ``uri``: relative paths as relative references, others as ``file:`` URIs."""
+    import urllib.parse  # only SARIF needs URIs (its import brings ipaddress and more)
+
     if os.path.isabs(library):
         return "file://" + urllib.parse.quote(library.replace(os.sep, "/"), safe="/")
     return urllib.parse.quote(library.replace(os.sep, "/"), safe="/")

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plugin_interface import shared_library_suffix
 
-__all__ = ["ALL_LIBRARY_SUFFIXES", "is_plugin_file", "plugin_files"]
+if TYPE_CHECKING:
+    from pathlib import Path
+
+__all__ = ["ALL_LIBRARY_SUFFIXES", "is_plugin_file", "plugin_file_names", "plugin_files"]
 
 #: Library suffixes of every platform: CI checks cross-built .dll/.dylib files on Linux too.
 ALL_LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -35,9 +38,18 @@ def plugin_files(directory: str | os.PathLike[str], suffixes: Iterable[str] | No
 
     :raises OSError: the directory cannot be listed.
     """
+    from pathlib import Path  # only for Paths: abi check lists its names without pathlib's import
+
+    base = Path(directory)
+    return [base / name for name in plugin_file_names(directory, suffixes)]
+
+
+def plugin_file_names(directory: str | os.PathLike[str], suffixes: Iterable[str] | None = None) -> list[str]:
+    """The names of :func:`plugin_files` (``abi check`` of hundreds of files needs no :class:`~pathlib.Path`).
+
+    :raises OSError: the directory cannot be listed.
+    """
     wanted = None if suffixes is None else tuple(suffixes)
     with os.scandir(directory) as it:
         # Sorting the names, not Paths: Path comparison costs microseconds each.
-        names = sorted(e.name for e in it if is_plugin_file(e.name, wanted))
-    base = Path(directory)
-    return [base / name for name in names]
+        return sorted(e.name for e in it if is_plugin_file(e.name, wanted))

@@ -20,12 +20,14 @@ READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC
 MAX_LIBRARY_BYTES = 1 << 30
 
 
-def pread(fd: int, length: int, offset: int) -> bytes:
-    """``os.pread``, or seek and read where it is missing (Windows)."""
-    if hasattr(os, "pread"):
-        return os.pread(fd, length, offset)
+def _seek_and_read(fd: int, length: int, offset: int) -> bytes:
     os.lseek(fd, offset, os.SEEK_SET)
     return os.read(fd, length)
+
+
+#: ``os.pread(fd, length, offset)``, or seek and read where it is missing (Windows); ``os.pread`` itself where
+#: it exists (the readers call it thousands of times per ``abi check``: no wrapper frame).
+pread = getattr(os, "pread", _seek_and_read)
 
 
 def read_capped(fd: int, size: int) -> bytes:
