@@ -243,7 +243,8 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
             per_context.append((ctx, own, checks))
             own_findings = [_problem_finding(p, library, ctx.name) for p in own]
             for trait, check in sorted(checks.items()):
-                if check.compatibility == "compatible":
+                # Self-described (no declaration of the host's): the plugin's own two halves, not a change.
+                if check.compatibility == "compatible" and trait in ctx.traits:
                     message = f"trait {trait}: " + "; ".join(check.differences)
                     own_findings.append(
                         Finding(
