@@ -212,6 +212,9 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
     cases: list[Case] = []
     rows: list[list[str]] = []
     entries: list[Callable[[], dict[str, object]]] = []
+    # Only some formats use the per-case records and the table: a check of hundreds of files skips the rest.
+    want_cases = args.format in ("junit", "markdown") or bool(args.summary)
+    want_rows = args.format == "text"
     for path in files:
         library = str(path)
         abi: LibraryAbi | None
@@ -271,13 +274,16 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
                     ctx.name is not None and trait not in ctx.traits and abi.traits[trait].declaration is not None
                 )
                 verdict = _verdict(check, mine, self_described) if mine or self_described else check.compatibility
-                cases.append(Case(library, trait, ctx.name, verdict, mine))
+                if want_cases:
+                    cases.append(Case(library, trait, ctx.name, verdict, mine))
                 cells.setdefault(trait, []).append(verdict)
-        cases.append(Case(library, None, None, "checked", [f for f in lib_findings if f.trait is None]))
-        if not results[0][1]:  # nothing to check per trait (no plugin for --trait): the library case says why
-            cases[-1].findings = [f for f in lib_findings if f.trait is None or f.trait not in abi.traits]
+        if want_cases:
+            cases.append(Case(library, None, None, "checked", [f for f in lib_findings if f.trait is None]))
+            if not results[0][1]:  # nothing to check per trait (no plugin for --trait): the library case says why
+                cases[-1].findings = [f for f in lib_findings if f.trait is None or f.trait not in abi.traits]
         findings += lib_findings
-        rows += _check_rows(path, abi, results[0][1], cells, bool(contracts), probe)
+        if want_rows:
+            rows += _check_rows(path, abi, results[0][1], cells, bool(contracts), probe)
         entries.append(_entry_json(abi, library, free, per_context, probe, bool(contracts)))
     unused = apply_waivers(findings, waivers, _today()) if waivers else []
     errors = sum(1 for f in findings if f.level == "error" and f.active_effect)
