@@ -51,12 +51,12 @@ import warnings
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import plugin_interface
 from plugin_interface import TraitSpec, declared_traits
 
+from .._version import __version__
 from ..formats import MAX_LIBRARY_BYTES
 from ..loading import _accel
 from ..loading._copies import read_for_copy, remove_private_copy, write_private_copy
@@ -119,12 +119,8 @@ class ProbeStatus(enum.StrEnum):
     BLOCKED = "blocked"
 
 
-@functools.cache
 def _host_version() -> str:
-    try:
-        return version("plugin-host")
-    except PackageNotFoundError:  # pragma: no cover - a source tree
-        return "unknown"
+    return __version__
 
 
 def host_identity(traits: Sequence[TraitSpec]) -> str:

@@ -19,10 +19,7 @@ from collections.abc import Callable, Sequence
 from importlib.machinery import PathFinder
 from typing import Any
 
-from plugin_interface import PluginError
-
-from ._abi import add_abi_parser
-from ._output import EXIT_BROKEN_PIPE, EXIT_PLUGIN_ERROR, EXIT_USAGE, discard_output, tolerant_stdout
+from ._output import ABI_HELP, EXIT_BROKEN_PIPE, EXIT_PLUGIN_ERROR, EXIT_USAGE, discard_output, tolerant_stdout
 
 __all__ = [
     "SUBCOMMANDS",
@@ -45,16 +42,10 @@ def _non_negative_int(text: str) -> int:
 
 
 def _version() -> str:
-    # Imported here (as importlib.metadata is): which checks run is a fact of the loading layer, which
-    # only --version needs.
-    from importlib.metadata import PackageNotFoundError, version
-
+    # Imported here: which checks run is a fact of the loading layer, which only --version needs.
+    from .._version import __version__ as number
     from ..loading import _accel
 
-    try:
-        number = version("plugin-host")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        number = "unknown"
     if _accel.enabled():
         checks = "C (plugin_host.loading._speedups)"
     elif _accel.available():
@@ -108,7 +99,22 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _abi_stub(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``abi`` in the command list, for a command line that cannot be an ``abi`` command or ask for help."""
+    stub = sub.add_parser("abi", help=ABI_HELP, add_help=False)
+    stub.add_argument("rest", nargs=argparse.REMAINDER)
+
+
+def _needs_abi_parser(argv: Sequence[str] | None) -> bool:
+    """Whether the command line may be an ``abi`` command or ask for help (else ``cli/_abi.py``, which
+    imports the abi layer, is not imported: ``plugin-host --version``, ``list`` and the rest start faster)."""
+    if argv is None:
+        return True
+    return not argv or any(a in ("abi", "-h", "--help") or a.startswith("-h") for a in argv)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``plugin-host`` parser (for ``argv``: the ``abi`` sub-commands are installed only if it may need them)."""
     parser = argparse.ArgumentParser(
         prog="plugin-host",
         description="Load native C plugins, call them through typed proxies, unload them.",
@@ -148,7 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("--recursive", action="store_true", help="watch subdirectories too")
     watch.set_defaults(func=_lazy("cmd_watch"))
-    add_abi_parser(sub)
+    if _needs_abi_parser(argv):
+        from ._abi import add_abi_parser
+
+        add_abi_parser(sub)
+    else:
+        _abi_stub(sub)
     for install in SUBCOMMANDS:
         install(sub)
     return parser
@@ -233,9 +244,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(argv: Sequence[str] | None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(argv)  # --version and --help end here: neither needs plugin_interface
+    except KeyboardInterrupt:
+        return 130
+    from plugin_interface import PluginError
+
+    try:
         if not getattr(args, "func", None):
             parser.print_help(sys.stderr)
             return EXIT_USAGE

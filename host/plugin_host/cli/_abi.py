@@ -55,7 +55,7 @@ from ..abi import (
 )
 from ..formats import ALL_LIBRARY_SUFFIXES, BinaryFormat, native_format, plugin_file_names
 from ._formats import FORMATS, github_annotations, render, render_markdown
-from ._output import missing_path, table
+from ._output import ABI_HELP, missing_path, table
 from ._report import (
     EXIT_CHANGE,
     EXIT_ERROR,
@@ -735,7 +735,7 @@ def add_abi_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     """Install ``abi`` and its sub-commands on the ``plugin-host`` parser."""
     abi = sub.add_parser(
         "abi",
-        help="verify exported ABIs without loading (check, dump, diff, contract)",
+        help=ABI_HELP,
         description="Verify plugin libraries' exported ABI from the files alone (no plugin code runs). "
         "Exit status bits: 0 nothing to report, 1 tool or input error, 2 usage error, "
         "4 compatible ABI change, 8 incompatible ABI change.",

@@ -28,12 +28,9 @@ _FINGERPRINT_KEY = "pluginHostFinding/v1"
 
 
 def _tool_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version  # only SARIF names the version: imported then
+    from .._version import __version__
 
-    try:
-        return version("plugin-host")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        return "0"
+    return __version__
 
 
 def render_json(report: Report, fail_on: str | None) -> str:

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 
 __all__ = [
+    "ABI_HELP",
     "EXIT_BROKEN_PIPE",
     "EXIT_OK",
     "EXIT_PLUGIN_ERROR",
@@ -22,6 +23,8 @@ __all__ = [
 ]
 
 EXIT_OK, EXIT_PLUGIN_ERROR, EXIT_USAGE = 0, 1, 2
+#: The ``abi`` line of ``plugin-host --help`` (the full parser and the stand-in share it).
+ABI_HELP = "verify exported ABIs without loading (check, dump, diff, contract)"
 #: The reader of our output went away (``plugin-host list d | head -1``): stop quietly with the
 #: status CPython itself uses on EPIPE, as the ``signal`` module's "Note on SIGPIPE" recommends.
 EXIT_BROKEN_PIPE = 1
