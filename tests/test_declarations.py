@@ -13,12 +13,13 @@ from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
 from plugin_host.admission import probe_library
 from plugin_host.cli import main
-from plugin_host.errors import AbiMismatchError
+from plugin_host.errors import AbiMismatchError, PluginError, UnknownTraitError
 from plugin_interface import (
     DECLARATION_FORMAT,
     MAX_DECLARATION_BYTES,
     U32,
     CStr,
+    ErrorReason,
     OwnedStr,
     TraitSpec,
     declare_trait,
@@ -247,7 +248,8 @@ def test_call_converts_arguments_from_the_embedded_declaration(
     assert "unknown trait 'Vowels@1'" in capsys.readouterr().err
 
 
-def test_watch_loads_a_trait_only_the_plugin_declares(vowels: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("only", [[], ["--trait", "Vowels"], ["--trait", "Vowels@2"]])
+def test_watch_loads_a_trait_only_the_plugin_declares(vowels: Path, tmp_path: Path, only: list[str]) -> None:
     import shutil
     import subprocess
     import sys
@@ -255,7 +257,7 @@ def test_watch_loads_a_trait_only_the_plugin_declares(vowels: Path, tmp_path: Pa
     watched = tmp_path / "watched"
     watched.mkdir()
     shutil.copy(vowels, watched / "libvowels.so")
-    command = [sys.executable, "-m", "plugin_host", "watch", str(watched), "--debounce-ms", "20"]
+    command = [sys.executable, "-m", "plugin_host", "watch", str(watched), "--debounce-ms", "20", *only]
     with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
         try:
@@ -293,3 +295,83 @@ def test_list_filters_by_a_trait_only_the_plugin_declares(vowels: Path, capsys: 
     assert "Vowels" in capsys.readouterr().out
     assert main(["list", str(vowels), "--trait", "Greeter"]) == 1
     assert "exports no plugin for Greeter" in capsys.readouterr().err
+
+
+def test_list_honours_the_version_of_a_trait_only_the_plugin_declares(
+    vowels: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["list", str(vowels), "--trait", "Vowels@2"]) == 0
+    assert "Vowels" in capsys.readouterr().out
+    assert main(["list", str(vowels), "--trait", "Vowels@1"]) == 1
+    assert "unknown trait 'Vowels@1'; known traits: Vowels@2" in capsys.readouterr().err
+
+
+def test_load_plugins_by_the_name_of_a_trait_only_the_plugin_declares(
+    vowels: Path, example_plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(vowels, "Vowels")
+        assert handle.trait == COUNTER
+        assert manager.load_plugins(vowels, "Vowels@v2") == [handle]  # already loaded: the same handle
+        with pytest.raises(UnknownTraitError, match=r"unknown trait 'Vowels@1'; known traits: Vowels@2") as exc:
+            manager.load_plugins(vowels, "Vowels@1")
+        assert exc.value.reason is ErrorReason.UNKNOWN_TRAIT
+        # A file that does not know the name: the usual unknown trait, and nothing stays open.
+        greeters = example_plugins["greeters"]
+        with pytest.raises(UnknownTraitError, match=r"unknown trait 'Vowels'; known traits: .*Greeter"):
+            manager.load_plugins(greeters, "Vowels")
+        assert not manager.is_loaded(greeters)
+        assert manager.unload_by_path(vowels) == {"Vowels": 1}
+        # A directory: the files that declare it load, the others are reported.
+        directory = tmp_path / "mixed"
+        directory.mkdir()
+        shutil.copy(vowels, directory / "libvowels.so")
+        shutil.copy(greeters, directory / "libgreeters.so")
+        errors: list[PluginError] = []
+        [handle] = manager.load_plugins(directory, "Vowels", errors=errors)
+        assert handle.path.name == "libvowels.so" and handle.proxy("Latin").count("aaa") == 3  # type: ignore[attr-defined]
+        [error] = errors
+        assert isinstance(error, UnknownTraitError) and "libgreeters.so" in str(error)
+
+
+def test_abi_check_of_a_trait_only_the_plugin_declares(vowels: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    status, report = _abi(capsys, "abi", "check", str(vowels), "--trait", "Vowels")
+    assert status == 0, report
+    [library] = report["libraries"]
+    assert library["problems"] == [] and library["traits"]["Vowels"]["compatibility"] == "identical"
+    assert main(["abi", "check", str(vowels), "--trait", "Vowels"]) == 0
+    assert "Vowels" in capsys.readouterr().out
+    # A name neither the host nor any library checked knows is still a usage error.
+    assert main(["abi", "check", str(vowels), "--trait", "Vowles"]) == 2
+    assert "unknown trait 'Vowles'; known traits: " in capsys.readouterr().err
+
+
+def test_abi_diff_of_two_builds_of_a_trait_only_the_plugins_declare(
+    vowels: Path, compile_plugin: CompilePlugin, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    more = TraitSpec.from_json(
+        {
+            "name": "Vowels",
+            "version": 3,  # a method appended, and the version raised: what a compatible release does
+            "methods": [*COUNTER.to_json()["methods"], {"name": "reset", "params": [], "returns": "None"}],
+        }
+    )
+    source = VOWELS_C.replace(
+        "PLUGIN_IMPL(Vowels, Latin, .count = count, .label = label)",
+        "static void reset(void *self) { (void)self; }\n"
+        "PLUGIN_IMPL(Vowels, Latin, .count = count, .label = label, .reset = reset)",
+    )
+    new = _vowels_variant(compile_plugin, tmp_path, more, source)
+    assert main(["abi", "diff", str(vowels), str(new)]) == 4  # a method appended: a compatible change (bit 4)
+    out = capsys.readouterr().out
+    assert "`Vowels.reset` added in the new build (slot 2): reset() -> None" in out, out
+    assert main(["abi", "diff", str(new), str(vowels)]) == 8  # removed: incompatible (bit 8)
+    assert "`Vowels.reset` removed: the old build has reset() -> None (slot 2)" in capsys.readouterr().out
+    assert main(["abi", "dump", str(new)]) == 0
+    dumped = json.loads(capsys.readouterr().out)
+    assert [m["name"] for m in dumped["traits"]["Vowels"]["declaration"]["methods"]] == ["count", "label", "reset"]
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(new)
+        assert handle.trait == more and "Vowels" not in declared_traits()

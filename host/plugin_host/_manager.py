@@ -18,7 +18,6 @@ from plugin_interface import (
     TraitSpec,
     UnknownTraitError,
     register_all_symbol,
-    resolve_trait,
 )
 
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
@@ -27,11 +26,13 @@ from .loading import DirectoryVerdicts, Library, LibraryStillMappedWarning, Load
 from .registry import (
     RegistrationSet,
     TraitProxy,
+    embedded_trait,
     implemented_traits,
     make_proxy,
     register_trait,
     register_traits,
     release_sets,
+    requested_trait,
     trait_for,
     unload_trait,
 )
@@ -279,15 +280,18 @@ class PluginManager:
         :param trait: the trait (:class:`PluginTrait`, name, or declaration);
             ``None`` loads every trait each file implements that has a
             declaration: the host's, else the one the library embeds
-            (``plugin_trait_declaration_<T>_v1``).
+            (``plugin_trait_declaration_<T>_v1``).  A name (``"Name"``,
+            ``"Name@2"``) this host declares no such version of is each
+            library's own declaration of it.
         :param errors: for a directory, failures are appended here and loading
             goes on; without it they are raised together at the end as
             :class:`PluginLoadErrors` (the good files stay loaded either way).
         :returns: one handle per loaded file (per file and trait, with ``trait=None``).
         :raises PluginError: for a single file that fails (typed: not a shared
             library, missing symbol, ABI mismatch, maker returned NULL, ...).
+        :raises UnknownTraitError: a name neither this host nor the file declares.
         """
-        spec = None if trait is None else resolve_trait(trait)
+        spec = None if trait is None else requested_trait(trait)
         target = Path(path).absolute()
         if not target.is_dir():
             return self._load_file(target, spec)
@@ -308,18 +312,25 @@ class PluginManager:
         return handles
 
     def _load_file(
-        self, path: Path, spec: TraitSpec | None, dirs: DirectoryVerdicts | None = None, *, admitted: bool = False
+        self,
+        path: Path,
+        asked: TraitSpec | str | None,
+        dirs: DirectoryVerdicts | None = None,
+        *,
+        admitted: bool = False,
     ) -> list[PluginHandle]:
-        """Load ``path`` for ``spec`` (for every trait it implements when ``None``)."""
+        """Load ``path`` for ``asked`` (for every trait it implements when ``None``; a name is the
+        library's own declaration of it, :func:`~plugin_host.registry.embedded_trait`)."""
         with self._lock:
             loaded = self._handles.get(path, {})
-            if spec is not None and spec.name in loaded:
+            library = self._libraries.get(path)
+            spec = embedded_trait(library, asked) if isinstance(asked, str) and library is not None else asked
+            if isinstance(spec, TraitSpec) and spec.name in loaded:
                 existing = loaded[spec.name]
                 if existing.trait != spec:  # another version: its registrations are not this one's
                     symbol = register_all_symbol(spec)
                     raise AlreadyLoadedError(path, symbol, spec.name, existing.trait.version, spec.version)
                 return [existing]
-            library = self._libraries.get(path)
             opened = library is None
             if library is None:
                 library = self._admission.open_library(
@@ -327,9 +338,11 @@ class PluginManager:
                     copy_on_load=self.copy_on_load,
                     dirs=dirs,
                     admitted=admitted,
-                    traits=[] if spec is None else [spec],
+                    traits=[spec] if isinstance(spec, TraitSpec) else [],
                 )
             try:
+                if isinstance(spec, str):  # known once the library is open (nothing of it is loaded yet)
+                    spec = embedded_trait(library, spec)
                 if spec is not None:  # register_traits' one-trait case, without its loops (a hot path)
                     sets = {spec.name: register_trait(library, spec)}
                 else:
@@ -388,25 +401,30 @@ class PluginManager:
         target = Path(path).absolute()
         discover = traits is None
         if traits is None:
-            wanted: list[TraitSpec] = []
-            optional: list[TraitSpec] = []
+            asked: list[TraitSpec | str] = []
         elif isinstance(traits, str) or not isinstance(traits, Sequence):
-            wanted, optional = [resolve_trait(traits)], []
+            asked = [requested_trait(traits)]
         else:
-            wanted, optional = [resolve_trait(t) for t in traits], []
+            asked = [requested_trait(t) for t in traits]
+        wanted = [t for t in asked if isinstance(t, TraitSpec)]
+        named = [t for t in asked if isinstance(t, str)]  # each library's own declaration, once it is open
+        optional: list[TraitSpec] = []
         with self._lock:
             old_library = self._libraries.get(target)
             old_handles = dict(self._handles.get(target, {}))
             required = {spec.name: spec for spec in wanted}
             for handle in old_handles.values():
                 required.setdefault(handle.trait.name, handle.trait)
-            library = self._admission.open_library(target, copy_on_load=True, traits=[*required.values(), *optional])
-            if discover:
-                try:
+            library = self._admission.open_library(target, copy_on_load=True, traits=list(required.values()))
+            try:
+                for name in named:
+                    spec = embedded_trait(library, name)
+                    required.setdefault(spec.name, spec)
+                if discover:
                     optional = _traits_of(library, skip=set(required))
-                except BaseException:
-                    library.close()
-                    raise
+            except BaseException:
+                library.close()
+                raise
             sets = self._register_version(
                 library, list(required.values()), [s for s in optional if s.name not in required]
             )

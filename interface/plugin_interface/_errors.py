@@ -285,13 +285,17 @@ class MethodNotProvidedError(PluginCallError):
 
 
 class UnknownTraitError(PluginError, LookupError):
-    """A trait name that is neither built in nor declared."""
+    """A trait name that is neither built in nor declared (by the host, or by the library at ``path``).
+
+    :ivar name: the name asked for.
+    """
 
     REASON = ErrorReason.UNKNOWN_TRAIT
 
-    def __init__(self, name: str, known: list[str]) -> None:
-        msg = f"unknown trait {name!r}; known traits: {', '.join(sorted(known)) or 'none'}"
-        super().__init__(msg)
+    def __init__(self, name: str, known: list[str], path: str | os.PathLike[str] | None = None) -> None:
+        where = f"{os.fspath(path)}: " if path is not None else ""
+        msg = f"{where}unknown trait {name!r}; known traits: {', '.join(sorted(known)) or 'none'}"
+        super().__init__(msg, path=path)
         self.name = name
 
 

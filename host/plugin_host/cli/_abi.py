@@ -184,12 +184,21 @@ def _verdict(check: TraitCheck, findings: list[Finding], self_described: bool) -
     return "compatible" if check.compatibility == "compatible" else check.compatibility
 
 
+def _declared_here(trait: str | None) -> bool:
+    """Whether ``--trait`` names a trait this host declares; if not, a library checked must export it
+    (a trait only the plugins declare, by its name, as everywhere else: ``registry.requested_trait``)."""
+    if trait is None:
+        return True
+    try:
+        _resolve_trait(trait)
+    except UnknownTraitError:
+        return False
+    return True
+
+
 def cmd_abi_check(args: argparse.Namespace) -> int:
-    if args.trait is not None:
-        try:
-            _resolve_trait(args.trait)
-        except UnknownTraitError as e:
-            return _usage_error(str(e))
+    declared_here = _declared_here(args.trait)
+    exported: set[str] = set()  # the traits the libraries export, for a --trait the host does not declare
     files = _library_files(args.paths)
     if isinstance(files, str):
         return _usage_error(files)
@@ -232,6 +241,8 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
             if args.probe:
                 rows[-1].append("-")
             continue
+        if not declared_here:
+            exported.update(abi.traits)
         results = [check_library(abi, ctx.traits, args.trait, ctx.host) for ctx in contexts]
         free = [p for p in results[0][0] if p.kind not in _CONTRACT_KINDS]
         probe = None
@@ -285,6 +296,8 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
         if want_rows:
             rows += _check_rows(path, abi, results[0][1], cells, bool(contracts), probe)
         entries.append(_entry_json(abi, library, free, per_context, probe, bool(contracts)))
+    if not declared_here and args.trait.partition("@")[0] not in exported:  # a typo, most likely
+        return _usage_error(str(UnknownTraitError(args.trait, sorted({*declared_traits(), *exported}))))
     unused = apply_waivers(findings, waivers, _today()) if waivers else []
     errors = sum(1 for f in findings if f.level == "error" and f.active_effect)
     warnings = sum(1 for f in findings if f.level == "warning" and not f.waiver)

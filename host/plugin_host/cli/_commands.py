@@ -25,16 +25,14 @@ from plugin_interface import (
     TraitNotImplementedError,
     TraitSpec,
     TypeKind,
-    UnknownTraitError,
     declared_traits,
-    resolve_trait,
 )
 
 from .._manager import PluginHandle, PluginManager, UnloadResult
 from ..admission import default_cache_dir
 from ..formats import plugin_files, sniff_format
 from ..loading import DynamicModule
-from ..registry import TraitProxy
+from ..registry import TraitProxy, requested_trait
 from ..watch import Event, ManagerNotification, Unloaded, WatchOptions, watch_and_load_blocking
 from ._output import EXIT_OK, EXIT_PLUGIN_ERROR, EXIT_USAGE, table
 
@@ -54,14 +52,13 @@ def _library_files(path: Path) -> list[Path]:
         raise PluginError(f"{path}: cannot list the directory: {e.strerror or e}", path=path) from e
 
 
-def _traits(name: str | None) -> list[TraitSpec] | None:
+def _traits(name: str | None) -> list[TraitSpec | str] | None:
     """The trait asked for, or ``None``: every trait a file implements (the host's or its own declaration).
 
-    A name the host has no declaration of is looked for in each file's embedded declarations instead.
+    A name the host has no declaration of stays a name: the manager loads each file's own
+    declaration of it (:func:`~plugin_host.registry.requested_trait`).
     """
-    if name is None or name.partition("@")[0] not in declared_traits():
-        return None
-    return [resolve_trait(name)]
+    return None if name is None else [requested_trait(name)]
 
 
 #: Failures that concern one trait of a file; any other refuses the whole file.
@@ -69,7 +66,7 @@ _TRAIT_SPECIFIC = (AbiMismatchError, InconsistentArrayError, MakerReturnedNullEr
 
 
 def _load_every_trait(
-    manager: PluginManager, path: Path, traits: list[TraitSpec] | None, problems: list[str]
+    manager: PluginManager, path: Path, traits: list[TraitSpec | str] | None, problems: list[str]
 ) -> list[PluginHandle]:
     """Load ``path`` for each of ``traits`` it implements (for every trait it implements
     and has a declaration of, with ``None``); other traits are skipped quietly."""
@@ -266,8 +263,6 @@ def cmd_list(args: argparse.Namespace) -> int:
                 continue
             known = len(problems)
             handles = _load_every_trait(manager, lib_path, traits, problems)
-            if args.trait is not None and traits is None:  # a trait only the plugins declare: by name
-                handles = [h for h in handles if h.trait.name == args.trait.partition("@")[0]]
             refused = len(problems) > known  # this file's own problems, not an earlier file's
             if not handles and not refused and args.trait is None and is_dir:
                 # A build directory also holds plain libraries: link
@@ -334,29 +329,13 @@ def _array_argument(name: str, item: CType | None, text: str) -> array.array[Any
         raise ValueError(f"argument {name}: {text!r} is not a list of {item.name} numbers ({e})") from e
 
 
-def _handle_for(manager: PluginManager, path: str, trait: str) -> PluginHandle:
-    """The handle of ``trait`` in ``path``: the host's declaration, else the one the library embeds.
-
-    :raises UnknownTraitError: the file implements no such trait with a declaration.
-    """
-    name, _, version = trait.partition("@")
-    if name in declared_traits():
-        [handle] = manager.load_plugins(path, trait)
-        return handle
-    for handle in manager.load_plugins(path):
-        if handle.trait.name == name and (not version or str(handle.trait.version) == version.removeprefix("v")):
-            return handle
-    known = sorted({*declared_traits(), *(h.trait.name for h in manager.get_handles(path))})
-    raise UnknownTraitError(trait, known)  # neither declared here nor embedded in the file
-
-
 def cmd_call(args: argparse.Namespace) -> int:
     if os.path.isdir(args.path):
         print(f"error: {args.path}: call takes one plugin file, not a directory", file=sys.stderr)
         return EXIT_USAGE
     sniff_format(args.path)  # a FIFO, device or unreadable file: refused before the loader sees it
     with PluginManager() as manager:
-        handle = _handle_for(manager, args.path, args.trait)
+        [handle] = manager.load_plugins(args.path, args.trait)  # the host's declaration, else the file's
         proxy = handle.proxy(args.type)
         try:
             values, buffers = _convert_args(proxy, args.method, args.args)

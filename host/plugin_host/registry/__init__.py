@@ -6,7 +6,14 @@ Above :mod:`plugin_host.loading` (it reads plugin memory of an opened
 
 from __future__ import annotations
 
-from ._declarations import check_declarations, implemented_traits, read_declaration, trait_for
+from ._declarations import (
+    check_declarations,
+    embedded_trait,
+    implemented_traits,
+    read_declaration,
+    requested_trait,
+    trait_for,
+)
 from ._pipeline import (
     Exercised,
     exercise,
@@ -29,6 +36,7 @@ __all__ = [
     "RegistrationSet",
     "TraitProxy",
     "check_declarations",
+    "embedded_trait",
     "exercise",
     "find_maker_types",
     "implemented_traits",
@@ -40,6 +48,7 @@ __all__ = [
     "register_traits",
     "register_transformer",
     "release_sets",
+    "requested_trait",
     "trait_for",
     "unload_greeter",
     "unload_trait",

@@ -16,17 +16,26 @@ from plugin_interface import (
     MAX_DECLARATION_BYTES,
     AbiMismatchError,
     SymbolRole,
+    TraitLike,
     TraitSpec,
     UnknownTraitError,
     declared_traits,
     decode_declaration,
     parse_symbol,
+    resolve_trait,
     trait_declaration_symbol,
 )
 
 from ..loading import Library
 
-__all__ = ["check_declarations", "implemented_traits", "read_declaration", "trait_for"]
+__all__ = [
+    "check_declarations",
+    "embedded_trait",
+    "implemented_traits",
+    "read_declaration",
+    "requested_trait",
+    "trait_for",
+]
 
 _ffi = cffi.FFI()
 _CHAR_P = _ffi.typeof("char *")
@@ -112,4 +121,38 @@ def trait_for(library: Library, name: str) -> TraitSpec:
     if spec is None:
         known = sorted(declared_traits())
         raise UnknownTraitError(f"{name} (in {library.path}, which embeds no declaration of it)", known)
+    return spec
+
+
+def requested_trait(trait: TraitLike) -> TraitSpec | str:
+    """The host's declaration of ``trait``; a name (``"Name"``, ``"Name@2"``) it declares no such
+    version of stays a name, for :func:`embedded_trait` to resolve in each library.
+
+    :raises UnknownTraitError: ``trait`` is not a name and not a declaration.
+    """
+    try:
+        return resolve_trait(trait)
+    except UnknownTraitError:
+        if isinstance(trait, str):
+            return trait
+        raise
+
+
+def embedded_trait(library: Library, trait: str) -> TraitSpec:
+    """The library's own declaration of ``trait`` (``"Name"`` or ``"Name@N"``), for a trait this
+    host declares no such version of (what :func:`requested_trait` left a name).
+
+    :raises UnknownTraitError: the library implements no trait of that name, embeds no
+        declaration of it, or declares another version (the message says what it knows).
+    :raises AbiMismatchError: the embedded declaration is unreadable.
+    """
+    name, _, wanted = trait.partition("@")
+    implemented = implemented_traits(library)
+    if name not in implemented:
+        raise UnknownTraitError(trait, sorted({*declared_traits(), *implemented}), library.path)
+    spec = read_declaration(library, name)
+    if spec is None:
+        raise UnknownTraitError(f"{trait} (it embeds no declaration of it)", list(declared_traits()), library.path)
+    if wanted and str(spec.version) != wanted.removeprefix("v"):
+        raise UnknownTraitError(trait, [f"{spec.name}@{spec.version}"], library.path)
     return spec

@@ -61,9 +61,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import FrameType
 
-from plugin_interface import PluginError, TraitLike, resolve_trait
+from plugin_interface import PluginError, TraitLike, TraitSpec
 
 from .._manager import PluginManager
+from ..registry import requested_trait
 from ._notifications import (
     Loaded,
     LoadFailed,
@@ -102,7 +103,8 @@ class _Processor:
         callback: NotificationCallback,
     ) -> None:
         self._manager = manager
-        self._trait = None if trait is None else resolve_trait(trait)
+        # A name the host does not declare stays a name: each file's own declaration of it.
+        self._trait: TraitSpec | str | None = None if trait is None else requested_trait(trait)
         self._opts = opts
         self._callback = callback
         self._seen: dict[Path, tuple[int, ...]] = {}  # the version last acted upon
@@ -226,11 +228,12 @@ def process_watch_notifications_blocking(
     :class:`LoadFailed` for the directory if the watcher thread failed.
 
     :param trait: the trait to load; ``None`` for every declared trait a file
-        implements.
+        implements.  A name this host declares no such version of is each
+        file's own declaration of it (a file without one is a :class:`LoadFailed`).
     :param callback: called with each notification, on this thread; return
         ``False`` to stop (the watcher keeps running: set its ``stop``).  An
         exception it raises propagates to the caller.
-    :raises UnknownTraitError: for an unknown trait name.
+    :raises UnknownTraitError: ``trait`` is neither a name nor a declaration.
     """
     opts = opts or WatchOptions()
     processor = _Processor(manager, trait, opts, callback)
