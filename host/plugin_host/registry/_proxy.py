@@ -40,10 +40,14 @@ Ownership at the call boundary:
 
 from __future__ import annotations
 
+import array
+import ctypes
 import functools
+import operator
 import sys
 import types
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import cffi
@@ -56,6 +60,7 @@ from plugin_interface import (
     PluginCallError,
     PluginMethodError,
     PluginUnloadedError,
+    StructSpec,
     TraitSpec,
     TypeKind,
 )
@@ -123,6 +128,87 @@ def _to_struct(proxy: TraitProxy, method: str, name: str, value: object, ctype: 
         return ffi.new(f"{spec.name} *", _fields(proxy, method, name, value, spec))
     except (TypeError, OverflowError, ValueError) as e:
         raise proxy._bad_argument(method, f"{name}: {e}") from None
+
+
+#: The most argument types one struct parameter remembers how to read (a bound, not a tuning knob).
+_MAX_STRUCT_READERS = 32
+
+
+def _struct_converter(ctype: CType, ffi: Any, method: str, name: str) -> Callable[[TraitProxy, object], Any]:
+    """:func:`_to_struct` for parameter ``name`` of ``method``, with what it needs looked up once (at proxy build time).
+
+    What it returns is what the call passes: a struct by value, or a pointer for ``Ref``/``MutRef``.
+    A struct of scalar fields is read in one step, its fields as a tuple (``attrgetter``, or
+    ``itemgetter`` for a dict).  By value, a tuple whose items have their exact Python type and fit
+    their C type (one generated expression checks that) is passed as it is: cffi builds the struct
+    in the call's own argument space, without an allocation.  Anything else, and any value that
+    does not convert, goes through :func:`_to_struct`, which says what is wrong; a struct with
+    nested structs or fixed arrays always does.
+    """
+    spec = ctype.struct
+    by_value = ctype.kind is TypeKind.STRUCT
+
+    def convert_slowly(proxy: TraitProxy, value: object) -> Any:
+        pointer = _to_struct(proxy, method, name, value, ctype, ffi)
+        return pointer[0] if by_value else pointer  # [0] of a new struct pointer owns the memory
+
+    if any(f.count != 1 or isinstance(f.type, StructSpec) for f in spec.fields):
+        return convert_slowly
+    names = [f.name for f in spec.fields]
+    by_attribute: Callable[[object], tuple[Any, ...]]
+    by_key: Callable[[Any], tuple[Any, ...]]
+    if len(names) == 1:  # attrgetter of one name gives the value, not a 1-tuple
+        one_attribute, one_key = operator.attrgetter(names[0]), operator.itemgetter(names[0])
+        by_attribute, by_key = (lambda v: (one_attribute(v),)), (lambda v: (one_key(v),))
+    else:
+        by_attribute, by_key = operator.attrgetter(*names), operator.itemgetter(*names)
+    readers: dict[type, Callable[[Any], tuple[Any, ...]] | None] = {dict: by_key}
+    pointer_type = ffi.typeof(f"{spec.name} *")
+    new = ffi.new
+    fits = _fits(spec)
+
+    def convert(proxy: TraitProxy, value: object) -> Any:
+        kind = type(value)
+        try:
+            read = readers[kind]
+        except KeyError:
+            declared = getattr(kind, "__plugin_struct__", None)
+            read = by_attribute if declared is None or declared == spec else None  # another struct: refused
+            if len(readers) < _MAX_STRUCT_READERS:
+                readers[kind] = read
+        if read is not None:
+            try:
+                values = read(value)
+                if by_value and fits(values):
+                    return values
+                return new(pointer_type, values)[0] if by_value else new(pointer_type, values)
+            except (AttributeError, KeyError, TypeError, OverflowError, ValueError):
+                pass  # the slow path names the field and the problem
+        return convert_slowly(proxy, value)
+
+    return convert
+
+
+def _fits(spec: StructSpec) -> Callable[[tuple[Any, ...]], bool]:
+    """A function telling whether a tuple of ``spec``'s scalar fields converts as it is: each item
+    a ``float`` for a float field, a ``bool`` for ``Bool``, an ``int`` in range for an integer
+    (anything else may still convert, through ``ffi.new``, which checks it)."""
+    tests = []
+    for i, f in enumerate(spec.fields):
+        assert isinstance(f.type, CType)
+        if f.type.python_type is float:
+            tests.append(f"type(v[{i}]) is float")
+        elif f.type.python_type is bool:
+            tests.append(f"type(v[{i}]) is bool")
+        else:
+            bits = 8 * ctypes.sizeof(f.type.ctypes_types[0])
+            signed = f.type.name.startswith("I")
+            low, high = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+            tests.append(f"type(v[{i}]) is int and {low} <= v[{i}] <= {high}")
+    namespace: dict[str, Any] = {}
+    exec(f"def fits(v):\n    return {' and '.join(tests)}\n", namespace)  # one expression, no loop
+    fits: Callable[[tuple[Any, ...]], bool] = namespace["fits"]
+    return fits
 
 
 def _from_struct(data: Any, spec: Any) -> Any:
@@ -261,6 +347,42 @@ def _array(proxy: TraitProxy, method: str, name: str, value: object, ctype: CTyp
 
 
 _LITTLE = sys.byteorder == "little"
+
+
+def _array_converter(ctype: CType, method: str, name: str) -> Callable[[TraitProxy, object], tuple[Any, int]]:
+    """:func:`_array` for parameter ``name`` of ``method``, with its item type, size and formats looked up once.
+
+    An ``array.array`` of the right type code is passed at once (it is always C-contiguous and
+    writable); any other buffer whose format, item size, contiguity and writability pass is
+    passed after one ``memoryview``; anything else goes through :func:`_array`, which says what
+    is wrong.
+    """
+    item = ctype.item
+    assert item is not None
+    c_item = _c_item(ctype)
+    size = _ffi.sizeof(c_item)
+    array_type = _ffi.typeof(f"{c_item}[]")
+    mutable = ctype.kind is TypeKind.MUTARRAY
+    native = "<" if _LITTLE else ">"
+    formats = frozenset(prefix + f for f in item.buffer_formats for prefix in ("", "@", "=", native))
+    codes = frozenset(c for c in array.typecodes if c in item.buffer_formats and array.array(c).itemsize == size)
+    from_buffer, array_class = _ffi.from_buffer, array.array
+
+    def convert(proxy: TraitProxy, value: object) -> tuple[Any, int]:
+        if type(value) is array_class and value.typecode in codes:
+            return from_buffer(array_type, value, mutable), len(value)
+        try:
+            view = memoryview(value)  # type: ignore[arg-type]
+        except TypeError:
+            return _array(proxy, method, name, value, ctype)  # raises: not a buffer
+        if view.format in formats and view.itemsize == size and view.c_contiguous and not (mutable and view.readonly):
+            count = view.nbytes // size
+            view.release()
+            return from_buffer(array_type, value, mutable), count
+        view.release()
+        return _array(proxy, method, name, value, ctype)  # raises, naming what is wrong
+
+    return convert
 
 
 class PluginObject:
@@ -414,7 +536,7 @@ def _method_source(m: MethodSpec) -> str:
             pre.append(f"    _b_{p.name} = _from_buffer('uint8_t[]', {p.name}, require_writable=True)")
             args += [f"_b_{p.name}", f"len(_b_{p.name})"]
         elif kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
-            pre.append(f"    _b_{p.name}, _n_{p.name} = _array(self, {m.name!r}, {p.name!r}, {p.name}, _P{i})")
+            pre.append(f"    _b_{p.name}, _n_{p.name} = _C{i}(self, {p.name})")
             args += [f"_b_{p.name}", f"_n_{p.name}"]
         elif kind is TypeKind.CALLBACK:
             names_ = f"_cb_{p.name}, _ctx_{p.name}, _st_{p.name}"
@@ -429,8 +551,8 @@ def _method_source(m: MethodSpec) -> str:
             )
             args.append(f"_h_{p.name}")
         elif kind in (TypeKind.STRUCT, TypeKind.STRUCT_REF, TypeKind.STRUCT_MUTREF):
-            pre.append(f"    _s_{p.name} = _to_struct(self, {m.name!r}, {p.name!r}, {p.name}, _P{i}, _sffi)")
-            args.append(f"_s_{p.name}[0]" if kind is TypeKind.STRUCT else f"_s_{p.name}")
+            pre.append(f"    _s_{p.name} = _C{i}(self, {p.name})")
+            args.append(f"_s_{p.name}")  # by value: a struct or a tuple of its fields; else a pointer
             if kind is TypeKind.STRUCT_MUTREF:
                 post.append(f"_copy_back({p.name}, _s_{p.name}[0], _P{i}.struct)")
         elif kind is TypeKind.OUT:
@@ -518,6 +640,18 @@ def _method_source(m: MethodSpec) -> str:
     )
 
 
+def _converters(m: MethodSpec, ffi: Any) -> dict[str, Any]:
+    """The converters of ``m``'s array and struct parameters, made once per proxy class: ``{"_C<i>": fn}``."""
+    out: dict[str, Any] = {}
+    for i, p in enumerate(m.params):
+        kind = p.ctype.kind
+        if kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
+            out[f"_C{i}"] = _array_converter(p.ctype, m.name, p.name)
+        elif kind in (TypeKind.STRUCT, TypeKind.STRUCT_REF, TypeKind.STRUCT_MUTREF):
+            out[f"_C{i}"] = _struct_converter(p.ctype, ffi, m.name, p.name)
+    return out
+
+
 @functools.cache
 def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
     """The proxy class of ``trait`` (generated once, then cached)."""
@@ -557,8 +691,13 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
             attrs[f"_drop_{kind}"] = CallGate.define_guarded(
                 source, f"_drop_{kind}", dict(namespace), f"<{trait.name} proxy>"
             )
-        # Each parameter's CType, for the array checks (_P0, _P1, ...); per method, so a fresh namespace.
-        method_namespace = {**namespace, **{f"_P{i}": p.ctype for i, p in enumerate(m.params)}, "_R": m.returns.struct}
+        # Each parameter's CType (_P0, _P1, ...) and converter (_C0, ...); per method, so a fresh namespace.
+        method_namespace = {
+            **namespace,
+            **{f"_P{i}": p.ctype for i, p in enumerate(m.params)},
+            **_converters(m, namespace["_sffi"]),
+            "_R": m.returns.struct,
+        }
         attrs[m.name] = CallGate.define_guarded(_method_source(m), m.name, method_namespace, f"<{trait.name} proxy>")
     return type(f"{trait.name}Proxy", (TraitProxy,), attrs)
 
