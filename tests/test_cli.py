@@ -22,6 +22,10 @@ def test_demo_builds_loads_calls_and_unloads(tmp_path: Path, capsys: pytest.Capt
     assert len(greeters) == 3 and all(row[-2:] == ["3", "unmapped"] for row in greeters)
     host_owned = [row for row in lines if row[:1] == ["libhost_owned.so"]]
     assert [row[3] for row in host_owned] == ["host", "host"]
+    # ImageFilter is declared only by its plugin: loaded from the embedded declaration, and called.
+    [image] = [line for line in out.splitlines() if line.startswith("libimage_filter.so")]
+    assert "inverted [255, 191, 127, 0], row sums [573, 920]; demo: 8 pixels, mean 186" in image, image
+    assert image.split()[1] == "ImageFilter" and image.split()[-2:] == ["1", "unmapped"], image
     # The C++ and Rust greeters answer as the C one does (where their compilers are; CI has both).
     for lib in ("libc_greeter.so", "libcpp_greeter.so", "librust_greeter.so"):
         rows = [row for row in lines if row[:1] == [lib]]
