@@ -594,6 +594,11 @@ class Toolbox(Protocol):
 
     def dot(self, a: Vec2, b: Vec2) -> F32: ...
     def midpoint(self, a: Vec2, b: Vec2) -> Vec2: ...
+
+    def turn(self, v: Vec2, turned: Out[Vec2], shape: Out[Shape]) -> F32:
+        """``v`` turned a quarter (out), a shape made from it (out: nested, fixed arrays), ``v.x + v.y``."""
+        ...
+
     def weight(self, shape: Ref[Shape]) -> F64: ...
     def grow(self, shape: MutRef[Shape], by: F32) -> None: ...
 
@@ -736,6 +741,16 @@ static void discard(void *self, void *counter) { (void)self; alive_counters--; f
 static uint32_t alive(void *self) { (void)self; return alive_counters; }
 
 static float dot(void *self, Vec2 a, Vec2 b) { (void)self; return a.x * b.x + a.y * b.y; }
+static float turn(void *self, Vec2 v, Vec2 *turned, Shape *shape) {
+    (void)self;
+    turned->x = -v.y;
+    turned->y = v.x;
+    shape->id = 9;
+    shape->centre = v;
+    shape->corners[1] = *turned;
+    shape->weights[2] = 0.5;
+    return v.x + v.y;
+}
 static Vec2 midpoint(void *self, Vec2 a, Vec2 b) {
     (void)self;
     Vec2 m = {(a.x + b.x) / 2, (a.y + b.y) / 2};
@@ -781,7 +796,7 @@ PLUGIN_IMPL(Toolbox, Tools, .inc_i8 = inc_i8, .inc_i16 = inc_i16, .inc_i32 = inc
             .count_true = count_true, .scale = scale, .toggle = toggle, .divide = divide, .classify = classify,
             .check = check, .allocations = allocations, .releases = releases, .each = each, .announce = announce,
             .ask = ask, .open = open_counter, .add = add, .report = report, .discard = discard, .alive = alive,
-            .dot = dot, .midpoint = midpoint, .weight = weight, .grow = grow, .mirror = mirror)
+            .dot = dot, .midpoint = midpoint, .weight = weight, .grow = grow, .mirror = mirror, .turn = turn)
 PLUGIN_AGGREGATES(Toolbox)
 """
 
@@ -925,6 +940,14 @@ impl<C: Tally> Toolbox for Tools<C> {
 
     fn dot(&self, a: Vec2, b: Vec2) -> f32 { a.x * b.x + a.y * b.y }
     fn midpoint(&self, a: Vec2, b: Vec2) -> Vec2 { Vec2 { x: (a.x + b.x) / 2.0, y: (a.y + b.y) / 2.0 } }
+    fn turn(&self, v: Vec2, turned: &mut Vec2, shape: &mut Shape) -> f32 {
+        *turned = Vec2 { x: -v.y, y: v.x };
+        shape.id = 9;
+        shape.centre = v;
+        shape.corners[1] = *turned;
+        shape.weights[2] = 0.5;
+        v.x + v.y
+    }
     fn weight(&self, s: &Shape) -> f64 {
         let w = s.id as f64 + s.level as f64 + s.mass as f64 + s.centre.x as f64 + s.centre.y as f64
             + s.corners[0].x as f64 + s.corners[1].y as f64 + s.weights[0] + s.weights[1] + s.weights[2];
@@ -1100,6 +1123,10 @@ def test_structs_by_value_by_pointer_nested_and_returned(toolbox: Any) -> None:
     t = toolbox
     assert t.dot(Vec2(1.5, 2.0), Vec2(4.0, -0.5)) == 5.0
     assert t.midpoint(Vec2(0.0, 0.0), Vec2(3.0, -4.0)) == Vec2(1.5, -2.0)  # a small struct returned
+    total, turned, made = t.turn(Vec2(1.0, 2.0))  # Out[Vec2], Out[Shape]: zeroed, written, returned as objects
+    assert (total, turned) == (3.0, Vec2(-2.0, 1.0))
+    zero = Vec2(0.0, 0.0)
+    assert made == Shape(9, False, 0, Vec2(1.0, 2.0), [zero, Vec2(-2.0, 1.0)], [0.0, 0.0, 0.5], 0)
     assert (t.weight(_shape()), t.weight(_shape(visible=False))) == (18.5, -18.5)
     shape = _shape()
     assert t.grow(shape, 0.5) is None
@@ -1212,10 +1239,11 @@ def test_a_struct_named_like_the_modules_own_types_is_refused_by_name() -> None:
 # ---- what only the Rust side does -----------------------------------------------------------
 
 
-def _call_raw(handle: Any, method: str, c_type: str, *args: object) -> Any:
-    """Call Tools' vtable slot ``method`` directly (``None`` arguments are NULL): what the host never passes."""
+def _call_raw(handle: Any, method: str, c_type: str, *args: object, of: str = "Tools") -> Any:
+    """Call vtable slot ``method`` of implementation ``of`` directly (``None`` arguments are NULL): what
+    the host never passes."""
     ffi = cffi.FFI()
-    reg = next(r for r in handle.registration_set.registrations if r.type_name == "Tools")
+    reg = next(r for r in handle.registration_set.registrations if r.type_name == of)
     fn = ffi.cast(c_type, reg.methods[method])
     return fn(ffi.cast("void *", reg.instance), *(ffi.NULL if a is None else a for a in args))
 
@@ -1252,7 +1280,11 @@ PANICS: dict[str, tuple[str, tuple[str, str]]] = {
     "Drop (the object is dropped all the same)": ("(t.discard(t.open('fragile')), t.alive())", ("value", "(None, 0)")),
     "another implementation's handle": (
         "spare.report(t.open('theirs'))",
-        ("PluginCallError", "Toolbox.Spare.report returned NULL"),
+        ("CallArgumentError", "counter: the Counter object belongs to another implementation"),  # the host's check
+    ),
+    "another implementation's handle, passed anyway": (  # the module's own check: a type-tagged box
+        "not _call_raw(handle, 'report', 'char *(*)(void *, void *)', t.open('theirs')._ptr, of='Spare')",  # NULL
+        ("value", "True"),
     ),
     "NULL Ref[Shape]": ("_call_raw(handle, 'weight', 'double(*)(void *, void *)', None)", ("value", "0.0")),
     "NULL Handle[Counter]": (

@@ -16,7 +16,7 @@ import pytest
 from conftest import CompilePlugin
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
-from plugin_host.errors import CallArgumentError, PluginMethodError, PluginUnloadedError
+from plugin_host.errors import CallArgumentError, PluginCallError, PluginMethodError, PluginUnloadedError
 from plugin_host.registry import PluginObject
 from plugin_interface import (
     F32,
@@ -37,6 +37,7 @@ from plugin_interface import (
     MutRef,
     Out,
     OwnedBytes,
+    OwnedStr,
     Ref,
     Status,
     declare_trait,
@@ -69,7 +70,15 @@ class Signal(Protocol):
         ...
 
     def check(self, level: I64) -> Status:
-        """Fails (status 7, with a message) for a negative level."""
+        """Fails (status 7, with a message) for a negative level; succeeds with a note for zero."""
+        ...
+
+    def label(self) -> OwnedStr:
+        """A new string (allocated by the plugin)."""
+        ...
+
+    def broken(self) -> OwnedBytes:
+        """A NULL buffer that claims 3 bytes."""
         ...
 
     def releases(self) -> U32:
@@ -136,11 +145,14 @@ static PluginBytes reversed(void *self, const uint8_t *d, size_t n) {
 }
 static int32_t check(void *self, int64_t level, char **error) {
     (void)self;
+    if (level == 0) *error = plugin_string_format("zero is a level too");  /* a note, with success */
     if (level >= 0) return 0;
     *error = plugin_string_format("level %lld is below zero", (long long)level);
     return 7;
 }
 static uint32_t releases(void *self) { (void)self; return released; }
+static char *label(void *self) { (void)self; return plugin_string_format("basic"); }
+static PluginBytes broken(void *self) { (void)self; PluginBytes out = {NULL, 3}; return out; }
 static uint32_t each(void *self, const float *s, size_t n, _Bool (*visit)(void *, uint32_t, float), void *ctx) {
     (void)self;
     uint32_t i = 0;
@@ -161,7 +173,7 @@ static void counting_free(void *p) { if (p) released++; free(p); }
 static void *make_state(void) { return calloc(1, 1); }
 PLUGIN_IMPL_WITH_STATE(Signal, Basic, make_state, free, .total = total, .gain = gain, .divide = divide,
                        .peak = peak, .reversed = reversed, .check = check, .releases = releases, .each = each,
-                       .announce = announce, .keep = keep, .fire = fire)
+                       .announce = announce, .keep = keep, .fire = fire, .label = label, .broken = broken)
 PLUGIN_AGGREGATES(Signal)
 """
 
@@ -214,8 +226,25 @@ def test_owned_bytes_are_copied_and_released_once_by_the_host(basic: Any) -> Non
     assert basic.releases() == before + 2
 
 
+def test_an_owned_string_is_copied_and_released_once_by_the_host(basic: Any) -> None:
+    before = basic.releases()
+    assert basic.label() == "basic"
+    assert basic.releases() == before + 1  # released once, with the registration's free_memory
+
+
+def test_a_null_owned_buffer_with_a_length_is_a_typed_error(basic: Any) -> None:
+    before = basic.releases()
+    with pytest.raises(PluginCallError, match="Signal.Basic.broken returned NULL") as e:
+        basic.broken()
+    assert e.value.path and e.value.symbol == "broken"
+    assert basic.releases() == before  # nothing to release
+
+
 def test_a_failing_status_is_a_typed_error_with_the_plugins_message(basic: Any) -> None:
     assert basic.check(5) is None
+    before = basic.releases()
+    assert basic.check(0) is None  # success with a message: no error, but the message is released
+    assert basic.releases() == before + 1
     before = basic.releases()
     expected = r"Signal.Basic.check failed with status 7: level -3 is below zero"
     with pytest.raises(PluginMethodError, match=expected) as e:
@@ -317,6 +346,10 @@ class Thing:
     """A kind with no Drop method."""
 
 
+class Cursor:
+    """A second kind of object a Store hands out."""
+
+
 @declare_trait(version=1)
 class Store(Protocol):
     """Sessions that live in the plugin."""
@@ -341,6 +374,14 @@ class Store(Protocol):
         """How many sessions exist."""
         ...
 
+    def cursor(self) -> Handle[Cursor]:
+        """A new cursor."""
+        ...
+
+    def close_cursor(self, cursor: Drop[Cursor]) -> None:
+        """Destroy a cursor."""
+        ...
+
 
 STORE_C = r"""
 #include <stdlib.h>
@@ -359,7 +400,13 @@ static void put(void *self, void *s, int64_t v) { (void)self; ((Session *)s)->to
 static int64_t total(void *self, void *s) { (void)self; return ((Session *)s)->total; }
 static void end(void *self, void *s) { (void)self; sessions--; free(s); }
 static uint32_t alive(void *self) { (void)self; return sessions; }
-PLUGIN_IMPL(Store, Memory, .open = open_, .put = put, .total = total, .end = end, .alive = alive)
+static void *cursor(void *self) { (void)self; return calloc(1, 16); }
+static void close_cursor(void *self, void *c) { (void)self; free(c); }
+PLUGIN_IMPL(Store, Memory, .open = open_, .put = put, .total = total, .end = end, .alive = alive,
+            .cursor = cursor, .close_cursor = close_cursor)
+/* A second implementation: its objects are not Memory's (here the same layout; in general not). */
+PLUGIN_IMPL(Store, Other, .open = open_, .put = put, .total = total, .end = end, .alive = alive,
+            .cursor = cursor, .close_cursor = close_cursor)
 PLUGIN_AGGREGATES(Store)
 """
 
@@ -389,6 +436,9 @@ def test_a_handle_is_a_python_object_destroyed_exactly_once(store: Path) -> None
         explicit = memory.open("b")
         memory.end(explicit)  # the trait's own Drop method: the finalizer then does nothing
         assert memory.alive() == 0 and not explicit.is_alive
+        with pytest.raises(CallArgumentError, match="the Session object was destroyed already"):
+            memory.end(explicit)  # never twice, even through the Drop method itself
+        assert memory.alive() == 0
         collected = memory.open("c")
         assert memory.alive() == 1
         del collected
@@ -403,7 +453,7 @@ def test_unloading_destroys_live_objects_first_and_later_use_is_refused(store: P
         kept = [memory.open("x"), memory.open("y")]
         assert memory.alive() == 2
         counter = manager.unload_by_path(store)
-        assert counter == {"Store": 1}
+        assert counter == {"Store": 2}  # both implementations released
         assert not any(s.is_alive for s in kept)
         with pytest.raises(PluginUnloadedError):
             memory.total(kept[0])
@@ -416,8 +466,20 @@ def test_a_handle_of_another_kind_or_another_object_is_refused(store: Path) -> N
     with PluginManager() as manager:
         [handle] = manager.load_plugins(store, Store)
         memory: Any = handle.proxy("Memory")
+        other: Any = handle.proxy("Other")
         with pytest.raises(CallArgumentError, match="expected a Session object, got int"):
             memory.total(12345)
+        with memory.cursor() as cursor, pytest.raises(CallArgumentError, match="a Cursor object where a Session"):
+            memory.total(cursor)
+        with memory.open("mine") as session:
+            memory.put(session, 5)
+            with pytest.raises(CallArgumentError, match="the Session object belongs to another implementation") as e:
+                other.total(session)  # Other would read Memory's object as its own
+            assert e.value.symbol == "Store.Other.total"
+            with pytest.raises(CallArgumentError, match="belongs to another implementation"):
+                other.end(session)
+            assert session.is_alive and memory.total(session) == 5
+        assert memory.alive() == 0
 
 
 def test_a_handle_without_its_drop_method_is_refused_at_declaration() -> None:
@@ -472,6 +534,14 @@ class Geometry(Protocol):
         """A new point (returned by value)."""
         ...
 
+    def mirror(self, p: Point, mirrored: Out[Point]) -> F64:
+        """``p`` mirrored through the origin (out), and its length."""
+        ...
+
+    def unit(self, frame: Out[Frame]) -> None:
+        """A 1x1 frame at (1, 2) with weights 1, 2, 3 (out: nested struct and fixed array)."""
+        ...
+
 
 GEOMETRY_C = r"""
 #include <math.h>
@@ -494,7 +564,20 @@ static Point middle(void *self, Point a, Point b) {
     Point m = {(a.x + b.x) / 2, (a.y + b.y) / 2};
     return m;
 }
-PLUGIN_IMPL(Geometry, Plane, .length = length, .area = area, .grow = grow, .middle = middle)
+static double mirror(void *self, Point p, Point *out) {
+    (void)self;
+    if (out->x != 0 || out->y != 0) return -1;  /* the host must hand over a zeroed struct */
+    out->x = -p.x;
+    out->y = -p.y;
+    return sqrt(p.x * p.x + p.y * p.y);
+}
+static void unit(void *self, Frame *f) {
+    (void)self;
+    Frame u = {1, 1, 4, {1.0, 2.0}, {1.0f, 2.0f, 3.0f}};
+    *f = u;
+}
+PLUGIN_IMPL(Geometry, Plane, .length = length, .area = area, .grow = grow, .middle = middle, .mirror = mirror,
+            .unit = unit)
 PLUGIN_AGGREGATES(Geometry)
 """
 
@@ -519,6 +602,49 @@ def test_structs_by_value_by_pointer_and_returned(plane: Any) -> None:
     assert frame == Frame(650, 490, 2600, Point(0.0, 10.0), [1.0, 2.0, 4.0])  # the plugin's writes, copied back
     middle = plane.middle(Point(0.0, 0.0), Point(2.0, 4.0))
     assert isinstance(middle, Point) and middle == Point(1.0, 2.0)
+
+
+def test_out_structs_come_back_as_new_objects(plane: Any) -> None:
+    assert plane.mirror(Point(3.0, 4.0)) == (5.0, Point(-3.0, -4.0))
+    frame = plane.unit()
+    assert isinstance(frame, Frame) and frame == Frame(1, 1, 4, Point(1.0, 2.0), [1.0, 2.0, 3.0])
+    assert plane.unit() is not frame  # a new object per call
+
+
+def test_the_header_and_the_declaration_spell_out_structs(tmp_path: Path) -> None:
+    write_trait_headers(tmp_path, [Geometry])
+    header = (tmp_path / "plugin_trait_geometry.h").read_text()
+    assert "double (*mirror)(void *self, Point p, Point *mirrored);" in header
+    assert "void (*unit)(void *self, Frame *frame);" in header
+    spec = Geometry.__plugin_trait__  # type: ignore[attr-defined]
+    assert spec.method("mirror").signature == (
+        "mirror(Point{x:F64@0,y:F64@8}#16 p, Out[Point{x:F64@0,y:F64@8}#16] mirrored) -> F64"
+    )
+    from plugin_interface import TraitSpec
+
+    assert TraitSpec.from_json(spec.to_json()) == spec  # read back from an embedded declaration
+
+
+def test_a_struct_by_value_from_any_object_with_its_fields(plane: Any) -> None:
+    import types
+
+    class Loose(dict[str, float]):
+        """A dict subclass: read by key, on the careful path."""
+
+    for value in (Point(3.0, 4.0), {"x": 3.0, "y": 4.0}, types.SimpleNamespace(x=3.0, y=4.0), Loose(x=3.0, y=4.0)):
+        assert plane.length(value) == 5.0, value
+        assert plane.length(value) == 5.0, value  # a second time: the reader remembered for the type
+    assert plane.length(Point(3, 4)) == 5.0  # ints for float fields convert too
+    assert plane.length(Point(True, 0.0)) == 1.0
+    frame = Frame(640, 480, 2560, Point(0.0, 0.0), [1.0, 1.0, 1.0])
+    for _ in range(2):  # another struct, refused every time (not remembered as a reader)
+        with pytest.raises(CallArgumentError, match="p: a Frame where a Point is expected"):
+            plane.length(frame)
+    with pytest.raises(CallArgumentError, match="p: must be real number, not str") as e:
+        plane.length(Point("3", 4.0))  # type: ignore[arg-type]
+    assert e.value.symbol == "Geometry.Plane.length"
+    with pytest.raises(CallArgumentError, match="p: Point needs field 'y'"):
+        plane.length(types.SimpleNamespace(x=1.0))
 
 
 def test_a_wrong_struct_is_refused_before_the_call(plane: Any) -> None:

@@ -150,7 +150,9 @@ def _scalar(ct: CType) -> str:
 
 
 def _item(ct: CType) -> str:
-    """The Rust type of an array's or out-parameter's item."""
+    """The Rust type of an array's or out-parameter's item (the struct of an ``Out[Point]``)."""
+    if ct.struct is not None:
+        return _struct_name(ct)
     assert ct.item is not None
     return _scalar(ct.item)
 

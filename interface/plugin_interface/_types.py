@@ -18,6 +18,7 @@ marker                  C                                   Python side
 ``Array[T]`` (param)    ``const T *x, size_t x_len``        C-contiguous buffer of T items, no copy
 ``MutArray[T]`` (param) ``T *x, size_t x_len``              writable buffer of T items, no copy
 ``Out[T]`` (param)      ``T *x`` (the plugin writes it)     returned after the result
+                        (``T`` a scalar or a struct)
 ``OwnedBytes`` (return) ``PluginBytes {data, len}``,        ``bytes``
                         ``data`` released by the caller
 ``Status`` (return)     ``int32_t``, plus a last parameter  ``None``; non-zero raises
@@ -361,6 +362,9 @@ def _struct(kind: TypeKind, spec: Any) -> CType:
     name = spec.name
     if kind is TypeKind.STRUCT:
         return CType(spec.type_name, (f"{name} {{name}}",), name, (name,), (spec.mirror,), kind, object, struct=spec)
+    if kind is TypeKind.OUT:  # Out[Point]: ``Point *x``, written by the plugin, returned as a new object
+        out = f"Out[{spec.type_name}]"
+        return CType(out, (f"{name} *{{name}}",), None, (f"{name} *",), (ctypes.c_void_p,), kind, object, struct=spec)
     marker, const = ("Ref", "const ") if kind is TypeKind.STRUCT_REF else ("MutRef", "")
     return CType(
         f"{marker}[{spec.type_name}]",
@@ -382,6 +386,10 @@ def ctype_for_annotation(annotation: object) -> CType | None:
     if isinstance(annotation, _Generic) and annotation.kind in (TypeKind.STRUCT_REF, TypeKind.STRUCT_MUTREF):
         inner = getattr(annotation.item, "__plugin_struct__", None)
         return None if inner is None else _struct(annotation.kind, inner)
+    if isinstance(annotation, _Generic) and annotation.kind is TypeKind.OUT:
+        inner = getattr(annotation.item, "__plugin_struct__", None)
+        if inner is not None:
+            return _struct(TypeKind.OUT, inner)
     if isinstance(annotation, _Generic) and annotation.kind is TypeKind.CALLBACK:
         markers: tuple[tuple[object, ...], object] = annotation.item  # type: ignore[assignment]
         arg_markers, result_marker = markers
@@ -406,6 +414,7 @@ _GENERIC_NAME = re.compile(r"^(Array|MutArray|Out)\[([A-Za-z0-9]+)\]$")
 _HANDLE_NAME = re.compile(r"^(Handle|Drop)\[([A-Za-z][A-Za-z0-9]*)\]$")
 _CALLBACK_NAME = re.compile(r"^Callback\[\[([A-Za-z0-9, ]*)\], ([A-Za-z0-9]+)\]$")
 _GENERIC_KINDS = {"Array": TypeKind.ARRAY, "MutArray": TypeKind.MUTARRAY, "Out": TypeKind.OUT}
+_STRUCT_KINDS = {"Ref": TypeKind.STRUCT_REF, "MutRef": TypeKind.STRUCT_MUTREF, "Out": TypeKind.OUT}
 
 
 def ctype_by_name(name: str) -> CType:
@@ -416,13 +425,13 @@ def ctype_by_name(name: str) -> CType:
     known = _BY_NAME.get(name)
     if known is not None:
         return known
-    ref = re.match(r"^(Ref|MutRef)\[(.*)\]$", name)
+    ref = re.match(r"^(Ref|MutRef|Out)\[(.*)\]$", name)
     if ref and ref.group(2) in _STRUCTS:
-        return _struct(TypeKind.STRUCT_REF if ref.group(1) == "Ref" else TypeKind.STRUCT_MUTREF, _STRUCTS[ref.group(2)])
+        return _struct(_STRUCT_KINDS[ref.group(1)], _STRUCTS[ref.group(2)])
     if name in _STRUCTS:
         return _struct(TypeKind.STRUCT, _STRUCTS[name])
     if "{" in name:  # a struct nobody declared here: rebuilt from its layout, checked against this platform's
-        inner = name.removeprefix("Ref[").removeprefix("MutRef[").removesuffix("]") if ref else name
+        inner = ref.group(2) if ref else name
         if _struct_parser is None:
             raise KeyError(name)
         register_structs(_struct_parser(inner))

@@ -19,7 +19,8 @@ Ownership at the call boundary:
   after their item format and size are checked (:class:`CallArgumentError`
   otherwise); ``MutArray`` must be writable.
 - ``Out[T]`` parameters are not passed: the proxy allocates them for the call
-  and returns them after the result (alone when the method returns nothing).
+  (zeroed) and returns them after the result (alone when the method returns
+  nothing); an ``Out[Point]`` comes back as a new ``Point``.
 - An ``OwnedStr`` or ``OwnedBytes`` result is copied into a Python ``str`` or
   ``bytes`` and released at once with the registration's ``free_memory`` (the
   plugin's own allocator).  A NULL string raises :class:`PluginCallError`.
@@ -422,7 +423,10 @@ class PluginObject:
         """The pointer to pass for parameter ``name``; with ``dropping`` the object is the call's to destroy."""
         if self.kind != kind:
             raise proxy._bad_argument(method, f"{name}: a {self.kind} object where a {kind} is expected")
-        if self._proxy._set is not proxy._set:
+        made_by = self._proxy
+        same = made_by._set is proxy._set and made_by.type_name == proxy.type_name
+        if made_by is not proxy and not (same and made_by._instance == proxy._instance):
+            # another library, trait or implementation: it would read this object as one of its own
             raise proxy._bad_argument(method, f"{name}: the {kind} object belongs to another implementation")
         if not self._proxy._gate.is_open:
             raise proxy._unloaded(method)
@@ -555,6 +559,10 @@ def _method_source(m: MethodSpec) -> str:
             args.append(f"_s_{p.name}")  # by value: a struct or a tuple of its fields; else a pointer
             if kind is TypeKind.STRUCT_MUTREF:
                 post.append(f"_copy_back({p.name}, _s_{p.name}[0], _P{i}.struct)")
+        elif kind is TypeKind.OUT and p.ctype.struct is not None:  # Out[Point]: a new object after the call
+            pre.append(f"    _o_{p.name} = _sffi.new({p.ctype.struct.name + ' *'!r})")
+            args.append(f"_o_{p.name}")
+            outs.append(f"_from_struct(_o_{p.name}[0], _P{i}.struct)")
         elif kind is TypeKind.OUT:
             pre.append(f"    _o_{p.name} = _new({_c_item(p.ctype) + ' *'!r})")
             args.append(f"_o_{p.name}")
