@@ -16,6 +16,7 @@ otherwise; any other exception is.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, Phase, given
@@ -23,7 +24,7 @@ from hypothesis import settings as Settings
 from plugin_interface import MethodSpec, PluginMethodError, TypeKind
 
 from ..registry import PluginObject, TraitProxy
-from ._process import call_forked
+from ._process import PluginCrash, call_forked
 from ._strategies import method_strategy
 
 __all__ = ["fuzz_proxy"]
@@ -83,6 +84,8 @@ def fuzz_proxy(
                 runner({})  # nothing to draw: one call
         except Exception as e:
             failures.append(e)
+    # A crash's own frames here say nothing its message does not: show the caller's line only.
+    failures = [f.with_traceback(None) if isinstance(f, PluginCrash) else f for f in failures]
     if len(failures) == 1:
         raise failures[0]
     if failures:
@@ -124,6 +127,11 @@ def _runner(
         call_forked(lambda: call(kwargs), what=what, timeout_s=timeout_s)
 
     run.__name__ = run.__qualname__ = method.name
+    # Hypothesis keys its example database by the test function's source, the same for every
+    # method here; this attribute (what its own find() uses) tells the methods apart, so one
+    # method's failing example is never replayed into another's.
+    key = f"{proxy.trait.name}@{proxy.trait.version}.{proxy.type_name}.{method.name}:{Path(proxy.path).name}"
+    run._hypothesis_internal_add_digest = key.encode()  # type: ignore[attr-defined]
     return run
 
 

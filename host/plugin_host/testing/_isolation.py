@@ -25,6 +25,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,8 @@ def run_in_child(
         if settings.sanitizers:  # UBSan next to ASan ignores its log_path: its report is on stderr
             found, stderr = _sanitizer_report(stderr)
             sanitizer += [found] if found else []
+            # Each crash of a forked call (a fuzzed one) announces itself here; its report is in its log.
+            stderr = "\n".join(line for line in stderr.splitlines() if not line.endswith("Sanitizer:DEADLYSIGNAL"))
         crash_text = _process.format_crash(_read(directory / "crash"))
     duration = time.time() - start
     sections = [*leftover, *([("Captured stderr (isolated child)", stderr)] if stderr.strip() else [])]
@@ -248,7 +251,12 @@ def _fork(item: pytest.Item, directory: Path, timeout_s: float | None) -> tuple[
                 traceback.print_exc()
         finally:
             os._exit(code)
-    status = _process.wait_for_exit(pid, timeout_s)
+    try:
+        status = _process.wait_for_exit(pid, timeout_s)
+    except BaseException:  # an interrupted session: no child left behind
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        raise
     if status is None:
         _process.stop_child(pid)
     return status, pid
@@ -283,6 +291,8 @@ def _spawn(
         "-k",
         "",
         "-q",
+        # A sanitizer reports a fault itself: faulthandler in front of it would re-raise the signal.
+        *(["-p", "no:faulthandler"] if settings.sanitizers else []),
         *(["-n", "0"] if config.pluginmanager.hasplugin("xdist") else []),
         *settings.forwarded,
         *options,
@@ -292,12 +302,29 @@ def _spawn(
             command, cwd=config.rootpath, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err
         )
         try:
-            code = _process.wait_for_exit(child.pid, timeout_s)
-            if code is None:
-                _process.stop_child(child.pid)
-        finally:
-            child.returncode = 0  # reaped by wait_for_exit: keep Popen from waiting again
+            code: int | None = child.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            code = None
+            _stop(child)
+        except BaseException:  # an interrupted session: no child left behind
+            child.kill()
+            child.wait()
+            raise
     return code, child.pid, env
+
+
+def _stop(child: subprocess.Popen[bytes]) -> None:
+    """End a spawned child that ran out of time: SIGABRT first where there is one (its stacks go
+    to the crash file), then kill it."""
+    if hasattr(signal, "SIGKILL"):  # POSIX
+        child.send_signal(signal.SIGABRT)
+        try:
+            child.wait(_process.KILL_GRACE_S)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    child.kill()
+    child.wait()
 
 
 def _read(path: Path) -> str:

@@ -12,7 +12,8 @@ closes it and lists, as sentences, whatever was not cleaned up:
 - a library the loader kept mapped after its last close, with the reason the
   host read from the file (``STB_GNU_UNIQUE``, ``DF_1_NODELETE``, thread-local
   destructors, another handle);
-- a private copy left on disk, a file descriptor left open on a plugin file;
+- a private copy left on disk; a file descriptor opened during the test on a
+  regular file (a plugin, a log the plugin opened) and still open;
 - a thread started during the test still running (Python's and, on Linux,
   native ones a plugin started).
 
@@ -23,6 +24,7 @@ closes it and lists, as sentences, whatever was not cleaned up:
 from __future__ import annotations
 
 import os
+import stat
 import threading
 import time
 import warnings
@@ -30,7 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from plugin_interface import PluginError, PluginLoadErrors, TraitLike, shared_library_suffix, unmaker_counter_symbol
+from plugin_interface import PluginError, PluginLoadErrors, TraitLike, unmaker_counter_symbol
 
 from .._manager import PluginHandle, PluginManager, Reloaded
 from ..loading import Library, LibraryStillMappedWarning
@@ -180,9 +182,7 @@ class CheckedPluginManager(PluginManager):
 
     def _library_problems(self, before: ProcessSnapshot) -> list[str]:
         problems: list[str] = []
-        watched: set[str] = set()
         for library in self._libraries_seen:
-            watched |= {str(library.path), str(library.load_path)}
             if library.is_open:
                 problems.append(f"{library.path}: still open after the manager closed")
             elif library.still_mapped is not None:
@@ -190,19 +190,19 @@ class CheckedPluginManager(PluginManager):
                 problems.append(f"{library.path}: still mapped after unload: cannot unload: {reasons}")
             if library.load_path != library.path and library.load_path.exists():
                 problems.append(f"{library.path}: its private copy {library.load_path} was left on disk")
-        suffix = shared_library_suffix()
         for fd, target in sorted(open_files().items()):
-            if before.fds.get(fd) == target:
-                continue
-            if target in watched or target.endswith(suffix) or target.removesuffix(" (deleted)") in watched:
-                if _still_open(fd, target):
-                    problems.append(f"file descriptor {fd} left open on {target}")
+            if before.fds.get(fd) != target and _regular_file(fd, target):
+                problems.append(f"file descriptor {fd} left open on {target}")
         return problems
 
 
-def _still_open(fd: int, target: str) -> bool:
-    """Whether ``fd`` still names ``target`` (the listing is a moment's; the test may be closing it now)."""
+def _regular_file(fd: int, target: str) -> bool:
+    """Whether ``fd`` is open on a regular file, still ``target`` (the listing is a moment's).
+
+    Pipes, sockets and directories are left out: the host keeps its private-copy directory
+    open (locked) for the life of the process, and pytest its capture pipes.
+    """
     try:
-        return os.readlink(f"/proc/self/fd/{fd}") == target
+        return os.readlink(f"/proc/self/fd/{fd}") == target and stat.S_ISREG(os.stat(f"/proc/self/fd/{fd}").st_mode)
     except OSError:
         return False

@@ -174,15 +174,32 @@ def _build_tracer() -> Path | None:
         return None
 
 
+#: The sanitizer runtimes a process may have preloaded (see :mod:`._sanitizers`).
+_SANITIZER_RUNTIMES = ("libasan", "libubsan", "libclang_rt.asan", "libclang_rt.ubsan")
+
+
+def under_sanitizer() -> bool:
+    """Whether this process runs with a sanitizer runtime preloaded (``LD_PRELOAD``)."""
+    preload = os.environ.get("LD_PRELOAD", "")
+    return any(name in preload for name in _SANITIZER_RUNTIMES)
+
+
 def arm_crash_report(file: IO[str], *, tracer: Path | None = None) -> None:
     """In a child about to run code that may crash: the Python stack (faulthandler)
     and the C stack (:func:`crash_tracer`) of a fatal signal go to ``file``.
 
     ``file`` must stay open for the life of the process.  glibc's own fatal
     messages (``free(): invalid pointer``) go to stderr, not the terminal.
+    Under a sanitizer neither handler is installed: the sanitizer's own handler
+    reports the fault where it happened, with its stack (a handler in front of it
+    would re-raise the signal, and the report would show the re-raise instead).
     """
-    faulthandler.enable(file=file, all_threads=True)
     os.environ["LIBC_FATAL_STDERR_"] = "1"
+    if under_sanitizer():
+        if faulthandler.is_enabled():
+            faulthandler.disable()
+        return
+    faulthandler.enable(file=file, all_threads=True)
     if tracer is None:
         return
     with contextlib.suppress(OSError, AttributeError):
@@ -282,19 +299,32 @@ def _resolve(frames: list[re.Match[str]]) -> dict[tuple[str, str], str]:
             continue
         try:
             proc = subprocess.run(
-                [addr2line, "-f", "-C", "-e", file, *(a for _, a in wanted)], capture_output=True, text=True, timeout=30
+                [addr2line, "-a", "-f", "-i", "-C", "-e", file, *(a for _, a in wanted)],
+                capture_output=True,
+                text=True,
+                timeout=30,
             )
         except (OSError, subprocess.TimeoutExpired):
             continue
-        answer = proc.stdout.splitlines()
-        for i, (offset, _) in enumerate(wanted):
-            function, location = [*answer[2 * i : 2 * i + 2], "??", "??:0"][:2]
-            if function == "??":
-                continue
-            location = re.sub(r" \(discriminator \d+\)$", "", location)
-            known = not location.startswith(("??", ":")) and not location.endswith(":?")
-            out[(file, offset)] = f"{function} at {location}" if known else function
+        # -a starts each address's answer with the address; -i adds a (function, place) pair per
+        # inlined level, innermost first.
+        groups: list[list[str]] = []
+        for line in proc.stdout.splitlines():
+            if re.fullmatch(r"0x[0-9a-f]+", line):
+                groups.append([])
+            elif groups:
+                groups[-1].append(line)
+        for (offset, _), group in zip(wanted, groups, strict=False):
+            levels = [_place(group[i], group[i + 1]) for i in range(0, len(group) - 1, 2) if group[i] != "??"]
+            if levels:
+                out[(file, offset)] = levels[0] + "".join(f" (inlined into {level})" for level in levels[1:])
     return out
+
+
+def _place(function: str, location: str) -> str:
+    location = re.sub(r" \(discriminator \d+\)$", "", location)
+    known = not location.startswith(("??", ":")) and not location.endswith(":?")
+    return f"{function} at {location}" if known else function
 
 
 def sanitizer_logs(pids: Iterable[int] | None = None, *, environ: dict[str, str] | None = None) -> list[str]:
@@ -433,8 +463,11 @@ class PluginCrash(AssertionError):
         timeout_s: float | None = None,
         stacks: str = "",
     ) -> None:
+        found = re.search(r"\b\w*Sanitizer: [\w-]+|runtime error: [^\n]*", report)
         if exit_code is None:
             how = f"timed out after {timeout_s:g} s and was stopped"
+        elif found is not None:
+            how = f"failed in the child process: {found.group(0)}"
         else:
             how = f"crashed the child process: {describe_exit(exit_code)}"
         super().__init__(f"{what} {how}")

@@ -113,8 +113,9 @@ def runtime_env(sanitizers: Sequence[str], log_dir: Path, environ: dict[str, str
     env = dict(environ)
     preload = [*runtimes(sanitizers), *env.get("LD_PRELOAD", "").split()]
     env["LD_PRELOAD"] = " ".join(preload)
-    asan = ["detect_leaks=0", "halt_on_error=1", "abort_on_error=0", "allocator_may_return_null=1"]
-    ubsan = ["print_stacktrace=1", "halt_on_error=1"]
+    # handle_abort: an abort() (or the SIGABRT that stops a timed-out test) is reported with its stack.
+    asan = ["detect_leaks=0", "halt_on_error=1", "abort_on_error=0", "allocator_may_return_null=1", "handle_abort=1"]
+    ubsan = ["print_stacktrace=1", "halt_on_error=1", "handle_abort=1"]
     env["ASAN_OPTIONS"] = ":".join([*asan, *_user_options(env, "ASAN_OPTIONS"), f"log_path={log_dir / 'asan'}"])
     env["UBSAN_OPTIONS"] = ":".join([*ubsan, *_user_options(env, "UBSAN_OPTIONS"), f"log_path={log_dir / 'ubsan'}"])
     return env

@@ -103,7 +103,7 @@ def _scalar(ctype: CType) -> st.SearchStrategy[Any]:
 @functools.cache
 def _typecode(item: CType) -> str | None:
     """The ``array.array`` type code whose items are ``item`` (``None`` for Bool: there is none)."""
-    for code in "bBhHiIlLqQfd":
+    for code in "bBhHiIqQlLfd":  # q before l: 8 bytes everywhere (l is 4 on Windows)
         if code in item.buffer_formats and array.array(code).itemsize == ctypes.sizeof(item.ctypes_types[0]):
             return code
     return None

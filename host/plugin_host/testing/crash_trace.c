@@ -7,6 +7,8 @@
  * Python stack), which ends the process with that signal.  The parent turns the
  * offsets into functions and lines (addr2line).
  *
+ * Installing twice (a forked child of an armed process arms again) only changes the file.
+ *
  * Async-signal-safety: backtrace() may load libgcc_s on its first call, so
  * ph_install_crash_trace() calls it once up front; the handler then only calls
  * backtrace, backtrace_symbols_fd, write, sigaction and raise.
@@ -21,6 +23,7 @@
 #define PH_MAX_FRAMES 64
 
 static int ph_trace_fd = -1;
+static int ph_installed;
 static const int ph_signals[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGABRT};
 #define PH_NSIGNALS (sizeof ph_signals / sizeof ph_signals[0])
 static struct sigaction ph_previous[PH_NSIGNALS];
@@ -51,6 +54,11 @@ __attribute__((visibility("default"))) int ph_install_crash_trace(int fd) {
     void *warm[1];
     (void)backtrace(warm, 1);
     ph_trace_fd = fd;
+    if (ph_installed) {
+        /* A child of an armed process (a fuzzed call inside an isolated test): only the file
+         * changes.  Installing again would make this handler its own "previous" one. */
+        return 0;
+    }
     for (size_t i = 0; i < PH_NSIGNALS; i++) {
         struct sigaction action;
         memset(&action, 0, sizeof action);
@@ -61,5 +69,6 @@ __attribute__((visibility("default"))) int ph_install_crash_trace(int fd) {
             return -1;
         }
     }
+    ph_installed = 1;
     return 0;
 }
