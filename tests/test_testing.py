@@ -427,16 +427,13 @@ def test_fixtures_the_parent_set_up_are_torn_down_once_by_the_parent(project: py
 
 
         @pytest.mark.isolated
-        def test_isolated(shared):
-            assert os.getpid() != PARENT
-
-
-        @pytest.mark.isolated
         def test_crashes(shared):
             os.abort()
 
 
-        def test_last(shared):
+        @pytest.mark.isolated  # the module's last test: the parent tears the module down after it
+        def test_isolated(shared):
+            assert os.getpid() != PARENT
             assert not LOG.exists()
         """,
         test_zz_after="""
@@ -448,7 +445,7 @@ def test_fixtures_the_parent_set_up_are_torn_down_once_by_the_parent(project: py
         """,
     )
     result = run(project)
-    result.assert_outcomes(passed=4, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
 
 
 def test_an_unmaker_that_forgets_to_count_fails_at_teardown_with_the_reason(project: pytest.Pytester) -> None:
