@@ -133,14 +133,24 @@ PLUGIN_AGGREGATES(Greeter)
 """
 
 UNIQUE_CPP = r"""
-// unique.cpp: std::to_string instantiates a digit table g++ makes STB_GNU_UNIQUE.
+// unique.cpp: a class template's static member of default visibility, which g++ exports as
+// STB_GNU_UNIQUE: glibc then never unloads the library.  (Named after this project, so no library
+// loaded earlier in the process defines it first: the first definer is the one kept.)
 #include <string>
 #include "plugin_annotations.hpp"
 #include "plugin_trait_greeter.h"
 
+template <typename T> struct __attribute__((visibility("default"))) Tally {
+    static int calls;
+};
+template <typename T> int Tally<T>::calls = 0;
+struct __attribute__((visibility("default"))) PytesterProjectGreetings {};
+
 class Counting {
 public:
-    std::string greet(const char *name) { return std::to_string(42) + " " + name; }
+    std::string greet(const char *name) {
+        return std::to_string(++Tally<PytesterProjectGreetings>::calls) + " " + name;
+    }
 };
 
 PLUGIN_CLASS(Greeter, Counting, Counting)
@@ -215,7 +225,12 @@ def shared_builds(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def project(pytester: pytest.Pytester, shared_builds: Path) -> pytest.Pytester:
-    """A test project with the plugins' sources (and nothing else: no conftest)."""
+    """A test project with the plugins' sources (and nothing else: no conftest).
+
+    Its test files are ``project_*.py`` (collected by ``python_files``): modules are imported by
+    their basename, and a ``test_cpp`` would be this suite's own.
+    """
+    pytester.makeini("[pytest]\npython_files = project_*.py\n")
     for name, text in {
         "greeter.c": GREETER_C,
         "crashy.c": CRASHY_C,
@@ -254,7 +269,7 @@ def test_the_plugin_is_installed_and_cheap_to_import() -> None:
 
 def test_a_clean_plugin_passes(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_clean="""
+        project_clean="""
         from pathlib import Path
 
         from plugin_interface import PluginTrait
@@ -294,7 +309,7 @@ def test_a_null_dereference_under_isolated_fails_naming_the_signal_and_the_next_
 ) -> None:
     marker, options = how
     project.makepyfile(
-        test_crash=f"""
+        project_crash=f"""
         from pathlib import Path
 
         import pytest
@@ -322,14 +337,14 @@ def test_a_null_dereference_under_isolated_fails_naming_the_signal_and_the_next_
             "  <signal handler called>",
             "  crashy_greet at *crashy.c:17  (libcrashy.so+0x*)",
             "Fatal Python error: Segmentation fault",
-            '  File "*test_crash.py", line 10 in test_null',
+            '  File "*project_crash.py", line 10 in test_null',
         ]
     )
 
 
 def test_abort_exit_and_a_hang_under_isolated_fail_and_the_session_goes_on(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_kinds="""
+        project_kinds="""
         import time
         from pathlib import Path
 
@@ -375,14 +390,14 @@ def test_abort_exit_and_a_hang_under_isolated_fail_and_the_session_goes_on(proje
             "*Captured stdout (isolated child)*",
             "before exit",
             "isolated test timed out after 0.5 s during the test and was stopped",
-            '  File "*test_kinds.py", line 26 in test_hang',
+            '  File "*project_kinds.py", line 26 in test_hang',
         ]
     )
 
 
 def test_a_crash_in_setup_is_an_error_at_setup(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_setup="""
+        project_setup="""
         import ctypes
 
         import pytest
@@ -405,7 +420,7 @@ def test_a_crash_in_setup_is_an_error_at_setup(project: pytest.Pytester) -> None
 
 def test_fixtures_the_parent_set_up_are_torn_down_once_by_the_parent(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_scopes="""
+        project_scopes="""
         import os
         from pathlib import Path
 
@@ -436,7 +451,7 @@ def test_fixtures_the_parent_set_up_are_torn_down_once_by_the_parent(project: py
             assert os.getpid() != PARENT
             assert not LOG.exists()
         """,
-        test_zz_after="""
+        project_zz_after="""
         from pathlib import Path
 
 
@@ -450,7 +465,7 @@ def test_fixtures_the_parent_set_up_are_torn_down_once_by_the_parent(project: py
 
 def test_an_unmaker_that_forgets_to_count_fails_at_teardown_with_the_reason(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_forgetful="""
+        project_forgetful="""
         from pathlib import Path
 
 
@@ -474,7 +489,7 @@ def test_an_unmaker_that_forgets_to_count_fails_at_teardown_with_the_reason(proj
 
 def test_a_registration_left_unreleased_fails_at_teardown(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_unreleased="""
+        project_unreleased="""
         from pathlib import Path
 
         import pytest
@@ -501,7 +516,7 @@ def test_a_registration_left_unreleased_fails_at_teardown(project: pytest.Pytest
 def test_a_library_the_loader_keeps_fails_at_teardown_with_the_hosts_reason(project: pytest.Pytester) -> None:
     require_language("cpp")
     project.makepyfile(
-        test_unique="""
+        project_unique="""
         from pathlib import Path
 
         import pytest
@@ -511,19 +526,22 @@ def test_a_library_the_loader_keeps_fails_at_teardown_with_the_hosts_reason(proj
         def test_cpp_without_the_export_restriction(plugin_builder, plugin_manager):
             library = plugin_builder(Path(__file__).with_name("unique.cpp"), restrict_exports=False)
             [handle] = plugin_manager.load_plugins(library, "Greeter")
-            assert handle.proxy("Counting").greet("x") == "42 x"
+            assert handle.proxy("Counting").greet("x") == "1 x"
         """
     )
     result = run(project)
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(
-        ["*libunique.so: still mapped after unload: cannot unload: STB_GNU_UNIQUE symbol _ZZ*: glibc never unloads*"]
+        [
+            "*libunique.so: still mapped after unload: cannot unload: STB_GNU_UNIQUE symbol "
+            "_ZN5TallyI24PytesterProjectGreetingsE5callsE (and 1 more): glibc never unloads a library that exports one*"
+        ]
     )
 
 
 def test_a_descriptor_and_threads_left_behind_fail_at_teardown(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_left="""
+        project_left="""
         import os
         import threading
         import time
@@ -585,7 +603,7 @@ def _require_asan() -> None:
 def test_a_heap_overflow_under_plugin_sanitize_address_fails_with_the_asan_report(project: pytest.Pytester) -> None:
     _require_asan()
     project.makepyfile(
-        test_overflow="""
+        project_overflow="""
         from pathlib import Path
 
 
@@ -620,7 +638,7 @@ def test_an_unknown_sanitizer_is_a_usage_error(project: pytest.Pytester) -> None
 
 def test_the_fuzz_helper_finds_a_planted_crash_and_reports_it_minimised(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_fuzz=SUMMER_TRAIT
+        project_fuzz=SUMMER_TRAIT
         + """
 from pathlib import Path
 
@@ -648,7 +666,7 @@ def test_fuzz(plugin_builder, plugin_manager):
 def test_cpp_sources_build_through_plugin_builder(project: pytest.Pytester) -> None:
     require_language("cpp")
     project.makepyfile(
-        test_cpp='''
+        project_cpp='''
         from plugin_interface import PluginTrait
 
         SOURCE = """
@@ -680,7 +698,7 @@ def test_rust_sources_build_through_plugin_builder(project: pytest.Pytester, mon
     monkeypatch.setenv("RUSTUP_HOME", os.environ.get("RUSTUP_HOME") or f"{REAL_HOME}/.rustup")
     monkeypatch.setenv("CARGO_HOME", os.environ.get("CARGO_HOME") or f"{REAL_HOME}/.cargo")
     project.makepyfile(
-        test_rust='''
+        project_rust='''
         from plugin_interface import PluginTrait
 
         SOURCE = """
@@ -713,7 +731,7 @@ def test_rust_sources_build_through_plugin_builder(project: pytest.Pytester, mon
 
 def test_a_compiler_error_fails_the_test_with_the_compilers_output(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_broken="""
+        project_broken="""
         def test_broken(plugin_builder):
             plugin_builder("int broken(void) { return }", name="broken")
         """
@@ -726,7 +744,7 @@ def test_a_compiler_error_fails_the_test_with_the_compilers_output(project: pyte
 
 def test_two_versions_of_one_trait_load_in_one_session(project: pytest.Pytester) -> None:
     project.makepyfile(
-        test_versions='''
+        project_versions='''
         from typing import Protocol
 
         from plugin_interface import F64, I32, CStr, declare_trait
