@@ -750,12 +750,12 @@ def test_two_versions_of_one_trait_load_in_one_session(project: pytest.Pytester)
         from plugin_interface import F64, I32, CStr, declare_trait
 
 
-        @declare_trait(version=1, name="Scorer")
+        @declare_trait(version=1, name="ProjectScorer")
         class ScorerV1(Protocol):
             def score(self, text: CStr) -> F64: ...
 
 
-        @declare_trait(version=2, name="Scorer")
+        @declare_trait(version=2, name="ProjectScorer")
         class ScorerV2(Protocol):
             def score(self, text: CStr) -> F64: ...
 
@@ -764,25 +764,25 @@ def test_two_versions_of_one_trait_load_in_one_session(project: pytest.Pytester)
 
         V1 = """
         #include "plugin_annotations.h"
-        #include "plugin_trait_scorer.h"
+        #include "plugin_trait_projectscorer.h"
         static double score(void *self, const char *text) { (void)self; return (double)text[0]; }
-        PLUGIN_IMPL(Scorer, First, .score = score)
-        PLUGIN_AGGREGATES(Scorer)
+        PLUGIN_IMPL(ProjectScorer, First, .score = score)
+        PLUGIN_AGGREGATES(ProjectScorer)
         """
 
         V2 = """
         #include "plugin_annotations.h"
-        #include "plugin_trait_scorer.h"
+        #include "plugin_trait_projectscorer.h"
         static double score(void *self, const char *text) { (void)self; return 2.0 * (double)text[0]; }
         static int32_t best(void *self) { (void)self; return 7; }
-        PLUGIN_IMPL(Scorer, Double, .score = score, .best = best)
-        PLUGIN_AGGREGATES(Scorer)
+        PLUGIN_IMPL(ProjectScorer, Double, .score = score, .best = best)
+        PLUGIN_AGGREGATES(ProjectScorer)
         """
 
 
         def test_v1_and_v2(plugin_builder, plugin_manager):
-            [one] = plugin_manager.load_plugins(plugin_builder(V1, traits=[ScorerV1]), "Scorer@1")
-            [two] = plugin_manager.load_plugins(plugin_builder(V2, traits=[ScorerV2]), "Scorer@2")
+            [one] = plugin_manager.load_plugins(plugin_builder(V1, traits=[ScorerV1]), "ProjectScorer@1")
+            [two] = plugin_manager.load_plugins(plugin_builder(V2, traits=[ScorerV2]), "ProjectScorer@2")
             assert (one.trait.version, two.trait.version) == (1, 2)
             assert one.proxy("First").score("A") == 65.0
             assert two.proxy("Double").score("A") == 130.0
