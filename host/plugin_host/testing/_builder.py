@@ -24,6 +24,7 @@ from pathlib import Path
 from plugin_annotations import (
     PluginSpec,
     build_plugins,
+    get_include_dirs,
     language_of,
     load_plugin_spec,
     write_rust_module,
@@ -128,7 +129,7 @@ class PluginBuilder:
                 "include_dirs": [str(d) for d in includes],
                 "restrict_exports": restrict_exports,
                 "env": [os.environ.get(k) for k in _ENV_KEYS],
-                "toolchain": [_annotations_file, sysconfig.get_config_var("CC")],
+                "toolchain": [_annotations_file, sysconfig.get_config_var("CC"), _headers_stamp()],
             }
         )[:20]
         work = self.root / key
@@ -225,6 +226,16 @@ def _sources(
     except OSError as e:
         raise PluginError(f"plugin_builder: cannot read {path}: {e.strerror or e}", path=path) from e
     return {path.name: text}, None, name or _identifier(path.stem), [path.parent]
+
+
+def _headers_stamp() -> list[tuple[str, int, int]]:
+    """The installed headers' names, sizes and times: a changed macro header is a new build."""
+    found = []
+    for directory in get_include_dirs():
+        for header in sorted(Path(directory).glob("*.h*")):
+            st = header.stat()
+            found.append((header.name, st.st_size, st.st_mtime_ns))
+    return found
 
 
 def _identifier(text: str) -> str:

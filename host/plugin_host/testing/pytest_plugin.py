@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,9 +121,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _forwarded(config: pytest.Config) -> list[str]:
-    """The options a spawned child needs to run a test as this session would."""
+    """The command-line options a spawned child needs to run a test as this session would (the
+    ini file's ``addopts`` and ``PYTEST_ADDOPTS`` reach it by themselves)."""
     out: list[str] = []
-    args = [*shlex.split(os.environ.get("PYTEST_ADDOPTS", "")), *config.invocation_params.args]
+    args = list(config.invocation_params.args)
     takes_value = {"-p", "-W", "--pythonwarnings", "-o", "--override-ini", "--import-mode", "--confcutdir", "--tb"}
     flags = {"--noconftest", "-l", "--showlocals", "--full-trace"}
     i = 0
