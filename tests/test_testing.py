@@ -365,7 +365,7 @@ def test_abort_exit_and_a_hang_under_isolated_fail_and_the_session_goes_on(proje
             crashy.greet("exit")
 
 
-        @pytest.mark.isolated(timeout=2)
+        @pytest.mark.isolated(timeout=1)
         def test_hang():
             time.sleep(60)
 
@@ -386,7 +386,7 @@ def test_abort_exit_and_a_hang_under_isolated_fail_and_the_session_goes_on(proje
             "isolated test ended the process during the test: exit status 3 (exit() or _exit() called*",
             "*Captured stdout (isolated child)*",
             "before exit",
-            "isolated test timed out after 2 s during the test and was stopped",
+            "isolated test timed out after 1 s during the test and was stopped",
             '  File "*project_kinds.py", line 26 in test_hang',
         ]
     )
