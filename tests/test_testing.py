@@ -701,14 +701,13 @@ def test_rust_sources_build_through_plugin_builder(project: pytest.Pytester, mon
         SOURCE = """
         mod plugin_abi;
         use plugin_abi::Greeter;
-        use std::ffi::CStr;
 
         #[derive(Default)]
         pub struct Ferris;
 
         impl Greeter for Ferris {
-            fn greet(&self, name: &CStr) -> String {
-                format!("Hi, {}!", name.to_string_lossy())
+            fn greet(&self, name: &str) -> String {
+                format!("Hi, {}!", name)
             }
         }
 
