@@ -24,6 +24,7 @@ from hypothesis import settings as Settings
 from plugin_interface import MethodSpec, PluginMethodError, TypeKind
 
 from ..registry import PluginObject, TraitProxy
+from ._platform import can_fork
 from ._process import PluginCrash, call_forked
 from ._strategies import method_strategy
 
@@ -56,8 +57,15 @@ def fuzz_proxy(
     :raises PluginCrash: a call crashed, exited, hung or tripped a sanitizer; the message names the
         call and holds the stacks, the note Hypothesis adds names the minimal arguments.
     :raises ExceptionGroup: several methods failed (one exception each).
+    :raises OSError: ``isolated`` where forking is not safe (macOS, Windows): fuzz with
+        ``isolated=False`` inside an ``isolated`` test there.
     """
     __tracebackhide__ = True
+    if isolated and not can_fork():
+        msg = (
+            "fuzz_proxy(isolated=True) forks each call, which is not safe here; pass isolated=False in an isolated test"
+        )
+        raise OSError(msg)
     trait = proxy.trait
     names = list(methods) if methods is not None else [m.name for m in trait.methods]
     failures: list[Exception] = []
@@ -101,7 +109,7 @@ def _runner(
     check: Callable[[str, dict[str, Any], Any], None] | None,
 ) -> Callable[[dict[str, Any]], None]:
     """The function Hypothesis calls with each drawn ``kwargs``; named after the method, so
-    its report reads ``Falsifying example: greet(kwargs={'name': ''})``."""
+    its report of the failing case reads ``greet(kwargs={'name': ''})``."""
 
     def call(kwargs: dict[str, Any]) -> str:
         what = f"{proxy.trait.name}.{proxy.type_name}.{method.name}({_arguments(kwargs)})"
