@@ -1,5 +1,10 @@
 """Shared fixtures: real plugins compiled once per session, crash isolation,
-and a thread-leak check (watchdog's tests/conftest.py does the same)."""
+and a thread-leak check (watchdog's tests/conftest.py does the same).
+
+The helpers are the installed ones (``plugin_host.testing``, what the pytest
+plugin's fixtures use): ``compile_plugin`` builds through its
+:class:`~plugin_host.testing.PluginBuilder`, and ``run_isolated``,
+``mapped_paths`` and the thread check are its functions."""
 
 from __future__ import annotations
 
@@ -7,16 +12,16 @@ import dataclasses
 import os
 import shlex
 import shutil
-import subprocess
-import sys
-import textwrap
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from plugin_annotations import PluginSpec, build_plugins, load_plugin_spec
+from plugin_annotations import build_plugins, language_of, load_plugin_spec
+from plugin_host.testing import PluginBuilder, ProcessSnapshot, leaked_threads, mapped_paths, run_isolated
+from plugin_host.testing._builder import SUFFIXES
+
+__all__ = ["mapped_paths", "run_isolated"]  # re-exported for the test modules
+pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "native_plugins"
@@ -24,8 +29,6 @@ TEST_PLUGINS = Path(__file__).resolve().parent / "plugins"
 WERROR = ["-Werror"]
 #: CI must run every language's tests: there a missing compiler fails instead of skipping.
 IN_CI = bool(os.environ.get("CI"))
-#: The file suffix of a single-source plugin, by language.
-SUFFIXES = {"c": ".c", "cpp": ".cpp", "rust": ".rs"}
 #: The languages the core tests run over: native_plugins/<language>_greeter are twins.
 LANGUAGES = ("c", "cpp", "rust")
 
@@ -111,6 +114,7 @@ def compile_plugin(build_root: Path) -> CompilePlugin:
     the sources' suffixes unless given.  Each call builds into its own directory, so tests can
     make many versions of "the same" plugin.
     """
+    builder = PluginBuilder(build_root / "src", flags=WERROR)
     counter = iter(range(1_000_000))
 
     def compile(
@@ -123,57 +127,29 @@ def compile_plugin(build_root: Path) -> CompilePlugin:
         restrict_exports: bool | None = None,
         cflags: tuple[str, ...] = (),
     ) -> Path:
-        src_dir = build_root / "src" / f"{name}-{next(counter)}"
-        src_dir.mkdir(parents=True)
         files = source if isinstance(source, dict) else {f"{name}{SUFFIXES[language or 'c']}": source}
-        for fname, text in files.items():
-            (src_dir / fname).parent.mkdir(parents=True, exist_ok=True)
-            (src_dir / fname).write_text(textwrap.dedent(text))
-        spec = PluginSpec(
+        require_language(language or language_of(map(Path, files)))
+        out = out_dir or (build_root / "out" / f"{name}-{next(counter)}")
+        return builder.build(
+            files,
             name=name,
-            directory=src_dir,
-            sources=tuple(src_dir / f for f in files if not f.endswith((".h", ".hpp", ".toml"))),
+            language=language or None,
+            flags=cflags,
             defines=defines,
-            include_dirs=tuple(include_dirs),
-            language=language,
+            include_dirs=include_dirs,
             restrict_exports=restrict_exports,
-            cflags=cflags,
+            out_dir=out,
         )
-        require_language(spec.source_language)
-        out = out_dir or (src_dir / "out")
-        return build_plugins([spec], out, extra_cflags=WERROR).outputs[name]
 
     return compile
-
-
-def run_isolated(code: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
-    """Run Python ``code`` in a child interpreter (for cases that may crash it)."""
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
-    )
-
-
-def mapped_paths() -> set[str]:
-    """Files mapped into this process (Linux ``/proc/self/maps``)."""
-    with open("/proc/self/maps") as f:
-        return {line.split(None, 5)[5].strip() for line in f if len(line.split(None, 5)) == 6}
 
 
 @pytest.fixture(autouse=True)
 def no_thread_leaks() -> Iterator[None]:
     """Fail a test that leaves threads running (watcher threads must stop)."""
-    before = set(threading.enumerate())
+    before = ProcessSnapshot(native=set(), fds={})  # Python threads only: tests start native ones on purpose
     yield
-    deadline = time.monotonic() + 5.0
-    while True:
-        leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-        if not leaked or time.monotonic() > deadline:
-            break
-        time.sleep(0.01)
+    leaked = leaked_threads(before, native=False)
     assert not leaked, f"threads leaked: {leaked}"
 
 
