@@ -292,8 +292,9 @@ def _c_compiler() -> str | None:
 def build_speedups(tmp: Path, mutate: Callable[[str], str], module: str) -> ModuleType:
     """Compile host/speedups with ``mutate`` applied to speedups.c, as ``module``; the imported module."""
     speedups = _private_dir(tmp / "host" / "speedups")
-    for name in ("speedups.c", "unload.c", "speedups.h", "build.py"):
-        shutil.copy(REPO / "host" / "speedups" / name, speedups / name)
+    for source in (REPO / "host" / "speedups").iterdir():
+        if source.suffix in (".c", ".h") or source.name == "build.py":
+            shutil.copy(source, speedups / source.name)
     source = speedups / "speedups.c"
     source.write_text(mutate(source.read_text()))
     shutil.copytree(
@@ -313,11 +314,12 @@ def build_speedups(tmp: Path, mutate: Callable[[str], str], module: str) -> Modu
 
 
 def only_world_writable(source: str) -> str:
-    """The review's mutation: ph_precheck_path refuses only a world-writable file."""
-    start = source.index("int ph_precheck_path(")
+    """The review's mutation: the C rule for the file (ph_precheck_path's, and a second load's
+    look at a file it knows) refuses only a world-writable file."""
+    start = source.index("static int file_rule_passes(")
     end = source.index("\n}\n", start)
     body = source[start:end]
-    assert body.count("S_IWGRP | S_IWOTH") == 1, "the file rule in ph_precheck_path changed shape"
+    assert body.count("S_IWGRP | S_IWOTH") == 1, "the file rule in file_rule_passes changed shape"
     return source[:start] + body.replace("S_IWGRP | S_IWOTH", "S_IWOTH") + source[end:]
 
 

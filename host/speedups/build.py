@@ -19,6 +19,8 @@ HERE = "host/speedups"
 INTERFACE_INCLUDE = "interface/plugin_interface/include"
 
 HEADER = Path(__file__).resolve().with_name("speedups.h")
+#: The C files of the extension (all in this directory).
+SOURCES = ("speedups.c", "load.c", "unload.c")
 
 
 def cdef_from_header(text: str) -> str:
@@ -30,7 +32,7 @@ def cdef_from_header(text: str) -> str:
     disagree with what Python calls.
     """
     defines = re.findall(r"^#define (PH_[A-Z0-9_]+) ", text, re.MULTILINE)
-    prototypes = re.findall(r"^(?:int|void) ph_[a-z_]+\([^;]*\);", text, re.MULTILINE)
+    prototypes = re.findall(r"^(?:int|void|size_t) ph_[a-z_]+\([^;]*\);", text, re.MULTILINE)
     return "\n".join([*(f"#define {name} ..." for name in defines), *prototypes]) + "\n"
 
 
@@ -50,7 +52,7 @@ def make_builder(root: str = "", module: str = MODULE) -> cffi.FFI:
     builder.set_source(
         module,
         '#include "speedups.h"',
-        sources=[os.path.join(root, HERE, "speedups.c"), os.path.join(root, HERE, "unload.c")],
+        sources=[os.path.join(root, HERE, name) for name in SOURCES],
         include_dirs=[os.path.join(root, HERE), os.path.join(root, INTERFACE_INCLUDE)],
         optional=True,
     )

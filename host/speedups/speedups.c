@@ -414,12 +414,33 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
     return verdict;
 }
 
-int ph_precheck_path(const char *path, size_t head_len, int host_class, int host_order, int host_machine,
-                     int64_t uid) {
-#if defined(_WIN32) || !defined(O_NOFOLLOW) /* without it a symlink could pass: Python decides */
-    (void)path, (void)head_len, (void)host_class, (void)host_order, (void)host_machine, (void)uid;
-    return PH_UNSUPPORTED;
+#if !defined(_WIN32) && defined(O_NOFOLLOW)
+/* The load policy's rule for the file (permission_problems in plugin_host/loading/_policy.py;
+ * tests/test_policy_agreement.py ties the two): a regular file owned by uid or root that
+ * neither group nor others can write. */
+static int file_rule_passes(const struct stat *st, int64_t uid) {
+    return S_ISREG(st->st_mode) && (uid < 0 || (int64_t)st->st_uid == uid || st->st_uid == 0) &&
+           !(st->st_mode & (S_IWGRP | S_IWOTH));
+}
+
+/* What ph_precheck_paths calls a file's identity (see speedups.h). */
+static void identity_of(const struct stat *st, unsigned char *out) {
+#if defined(__APPLE__)
+    const struct timespec mtime = st->st_mtimespec, ctime = st->st_ctimespec;
 #else
+    const struct timespec mtime = st->st_mtim, ctime = st->st_ctim;
+#endif
+    const uint64_t words[PH_IDENTITY_WORDS] = {
+        (uint64_t)st->st_dev,       (uint64_t)st->st_ino,        (uint64_t)st->st_size,
+        (uint64_t)mtime.tv_sec,     (uint64_t)mtime.tv_nsec,     (uint64_t)ctime.tv_sec,
+        (uint64_t)ctime.tv_nsec,    (uint64_t)st->st_mode,       (uint64_t)st->st_uid,
+    };
+    memcpy(out, words, sizeof words);
+}
+
+/* ph_precheck_path, and the identity of the file it opened when it passes. */
+static int precheck_path(const char *path, size_t head_len, int host_class, int host_order, int host_machine,
+                         int64_t uid, unsigned char *identity) {
     /* The flags of plugin_host.formats.READ_FLAGS (a FIFO must not block, nothing is inherited), and
      * O_NOFOLLOW: a symlink is judged by its real directory, which the host resolves in Python. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
@@ -428,24 +449,66 @@ int ph_precheck_path(const char *path, size_t head_len, int host_class, int host
     }
     struct stat st;
     int verdict = PH_FAIL;
-    /* The load policy's rule for the file (permission_problems in plugin_host/loading/_policy.py;
-     * tests/test_policy_agreement.py ties the two): a regular file owned by uid or root that
-     * neither group nor others can write. */
-    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (uid < 0 || (int64_t)st.st_uid == uid || st.st_uid == 0) &&
-        !(st.st_mode & (S_IWGRP | S_IWOTH))) {
+    if (fstat(fd, &st) == 0 && file_rule_passes(&st, uid)) {
         verdict = ph_precheck_elf(fd, NULL, (uint64_t)st.st_size, head_len, host_class, host_order, host_machine);
+        if (verdict == PH_PASS && identity != NULL) {
+            identity_of(&st, identity);
+        }
     }
     close(fd);
     return verdict;
+}
+
+/* Whether path, not opened, still is the file of identity known (not all zero) and passes the rule. */
+static int still_known(const char *path, const unsigned char *known, int64_t uid) {
+    static const unsigned char none[PH_IDENTITY_WORDS * sizeof(uint64_t)];
+    unsigned char now[PH_IDENTITY_WORDS * sizeof(uint64_t)];
+    struct stat st;
+    if (memcmp(known, none, sizeof none) == 0 || lstat(path, &st) != 0 || !file_rule_passes(&st, uid)) {
+        return 0;
+    }
+    identity_of(&st, now);
+    return memcmp(now, known, sizeof now) == 0;
+}
+#endif
+
+int ph_precheck_path(const char *path, size_t head_len, int host_class, int host_order, int host_machine,
+                     int64_t uid) {
+#if defined(_WIN32) || !defined(O_NOFOLLOW) /* without it a symlink could pass: Python decides */
+    (void)path, (void)head_len, (void)host_class, (void)host_order, (void)host_machine, (void)uid;
+    return PH_UNSUPPORTED;
+#else
+    return precheck_path(path, head_len, host_class, host_order, host_machine, uid, NULL);
 #endif
 }
 
 void ph_precheck_paths(const char *paths, size_t n, size_t head_len, int host_class, int host_order,
-                       int host_machine, int64_t uid, unsigned char *verdicts) {
+                       int host_machine, int64_t uid, const unsigned char *known, unsigned char *identities,
+                       unsigned char *verdicts) {
     /* One pass over a directory's files: the kernel's open and read paths stay
      * warm from one file to the next, which dlopen calls in between would not. */
+    const size_t width = PH_IDENTITY_WORDS * sizeof(uint64_t);
+    if (identities != NULL) {
+        memset(identities, 0, n * width);
+    }
     for (size_t i = 0; i < n; i++) {
+#if defined(_WIN32) || !defined(O_NOFOLLOW)
+        (void)known;
         verdicts[i] = (unsigned char)ph_precheck_path(paths, head_len, host_class, host_order, host_machine, uid);
+#else
+        unsigned char *identity = identities != NULL ? identities + i * width : NULL;
+        /* A file that passed before and has not changed since (a second load of the same directory)
+         * is not read again: same device, inode, size, mtime and ctime, and the rule still holds. */
+        if (known != NULL && still_known(paths, known + i * width, uid)) {
+            verdicts[i] = PH_PASS;
+            if (identity != NULL) {
+                memcpy(identity, known + i * width, width);
+            }
+        } else {
+            verdicts[i] =
+                (unsigned char)precheck_path(paths, head_len, host_class, host_order, host_machine, uid, identity);
+        }
+#endif
         paths += strlen(paths) + 1;
     }
 }

@@ -1,8 +1,9 @@
 /*
  * plugin_host.loading._speedups: C versions of the two checks the host runs on every
- * plugin file it loads (see speedups.c), and a close that tells whether the
- * library left the process (unload.c).  Compiled at install time through
- * cffi's API mode (build.py); the host works without it, in pure Python.
+ * plugin file it loads (see speedups.c), the directory load's open-and-register
+ * in one call (load.c), and a release and close that tells whether the library
+ * left the process (unload.c).  Compiled at install time through cffi's API
+ * mode (build.py); the host works without it, in pure Python.
  */
 #ifndef PLUGIN_HOST_SPEEDUPS_H
 #define PLUGIN_HOST_SPEEDUPS_H
@@ -43,9 +44,22 @@ int ph_precheck_path(const char *path, size_t head_len, int host_class, int host
                      int64_t uid);
 
 /* ph_precheck_path on n paths, given one after another, each NUL-terminated;
- * verdicts[i] receives the verdict of the i-th. */
+ * verdicts[i] receives the verdict of the i-th.
+ *
+ * known (NULL, or n identities of PH_IDENTITY_WORDS native uint64_t words
+ * each, all zero for "none"): the identity a path had when it last passed.
+ * A path whose lstat still gives that identity, and passes the rule for the
+ * file, passes without being opened or read again.  identities (NULL, or
+ * room for n identities) receives the identity of each path that passes (of
+ * the file opened; zeros for the others): device, inode, size, mtime
+ * seconds and nanoseconds, ctime seconds and nanoseconds, mode, owner.
+ * The ctime is what a rewrite of the same size with its mtime put back
+ * cannot hide. */
 void ph_precheck_paths(const char *paths, size_t n, size_t head_len, int host_class, int host_order,
-                       int host_machine, int64_t uid, unsigned char *verdicts);
+                       int host_machine, int64_t uid, const unsigned char *known, unsigned char *identities,
+                       unsigned char *verdicts);
+
+#define PH_IDENTITY_WORDS 9
 
 /* RegistrationSet.from_aggregate: compares the ABI descriptor at descriptor
  * with the host's own (expected), calls the aggregate and checks the array
@@ -71,6 +85,35 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
  * vtable_size, then the usable method pointers. */
 #define PH_RECORD_WORDS 5
 
+/* The directory load of its admitted files (load.c): for each of n paths,
+ * given one after another, each NUL-terminated, dlopen(path, mode), then the
+ * symbols, then ph_register_all, in one call for all of them.  symbols holds
+ * four NUL-terminated names one after another: the aggregate, the ABI
+ * descriptor, the array's release (plugin_unregister_all_<T>_v1) and the
+ * unmaker counter.
+ *
+ * Returns how many files it went through: it starts a file only with room
+ * for its header in out (the rest are left to the caller).  File i's words
+ * start at out[starts[i]] (starts[returned]: the words used, and
+ * starts[returned + 1] the bytes of names; starts has room for n + 2): its
+ * verdict, the handle, the addresses of the aggregate, the release and the
+ * counter (0 when not exported), then ph_register_all's output (its header,
+ * then on PH_PASS the records); its type names follow those of the files
+ * before it in names.  Verdicts: PH_NOT_OPENED: dlopen failed, or is not
+ * available here; nothing is open (the caller opens
+ * the file its own way, which says why).  PH_NO_AGGREGATE: open, no
+ * aggregate; nothing was called.  Otherwise what ph_register_all returned,
+ * with the library open. */
+size_t ph_open_register_paths(const char *paths, size_t n, int mode, const char *symbols, const char *expected,
+                              size_t expected_len, size_t max_len, const char *trait_name, uint32_t version,
+                              uint32_t vtable_size, size_t usable, uintptr_t *out, size_t out_words, char *names,
+                              size_t names_len, size_t *starts);
+
+/* Per file in ph_open_register_paths's out: the verdict, the handle, three addresses. */
+#define PH_OPEN_WORDS 5
+#define PH_NOT_OPENED 4
+#define PH_NO_AGGREGATE 5
+
 /* dlclose the handle (a dlopen result) and say whether the loader unmapped
  * the library (unload.c): PH_CLOSE_UNMAPPED, PH_CLOSE_STILL_MAPPED, or
  * PH_CLOSE_UNKNOWN when closed but not found out.  PH_CLOSE_FAILED: dlclose
@@ -83,5 +126,21 @@ int ph_close_library(uintptr_t handle);
 #define PH_CLOSE_UNKNOWN 2
 #define PH_CLOSE_FAILED 3
 #define PH_CLOSE_UNSUPPORTED 4
+
+/* The unload of a plugin-owned set in one call (unload.c): release(array)
+ * (plugin_unregister_all_<T>_v1), then *count = counter() when counter is
+ * not 0, then, when handle is not 0, ph_close_library(handle) and its
+ * verdict; PH_CLOSE_NOT_ASKED when handle is 0. */
+int ph_release_close(uintptr_t release, uintptr_t array, uintptr_t counter, uintptr_t handle, size_t *count);
+
+/* ph_release_close on n sets in turn (a manager's unload of many files):
+ * calls holds PH_RELEASE_WORDS words per set (release, array, counter,
+ * handle); out receives 2 words per set, the counter (0 when counter is 0)
+ * and the close verdict. */
+void ph_release_close_all(const uintptr_t *calls, size_t n, uintptr_t *out);
+
+#define PH_RELEASE_WORDS 4
+
+#define PH_CLOSE_NOT_ASKED 5
 
 #endif /* PLUGIN_HOST_SPEEDUPS_H */

@@ -8,6 +8,10 @@
  * per unloaded library: about 70,000 instructions, more than the dlclose.
  * Here the library's load address is read before the close and looked for
  * among the loaded objects after it: no file access, no allocation.
+ *
+ * ph_release_close puts the last release of a plugin-owned set (its
+ * plugin_unregister_all, the unmaker counter) in the same call, so unloading
+ * a file is one crossing rather than four.
  */
 #if defined(__linux__) || defined(__FreeBSD__) || defined(__NetBSD__) || defined(__OpenBSD__)
 #ifndef _GNU_SOURCE
@@ -59,4 +63,27 @@ int ph_close_library(uintptr_t handle) {
     (void)handle;
     return PH_CLOSE_UNSUPPORTED;
 #endif
+}
+
+int ph_release_close(uintptr_t release, uintptr_t array, uintptr_t counter, uintptr_t handle, size_t *count) {
+    /* The order of the Python path: the release, then the counter (which the
+     * release moved), then the close (after which neither may run). */
+    void (*release_all)(PluginRegistrationArray *) = (void (*)(PluginRegistrationArray *))release;
+    release_all((PluginRegistrationArray *)array);
+    if (counter != 0) {
+        size_t (*read_counter)(void) = (size_t(*)(void))counter;
+        *count = read_counter();
+    }
+    if (handle == 0) {
+        return PH_CLOSE_NOT_ASKED;
+    }
+    return ph_close_library(handle);
+}
+
+void ph_release_close_all(const uintptr_t *calls, size_t n, uintptr_t *out) {
+    for (size_t i = 0; i < n; i++, calls += PH_RELEASE_WORDS, out += 2) {
+        size_t count = 0;
+        out[1] = (uintptr_t)ph_release_close(calls[0], calls[1], calls[2], calls[3], &count);
+        out[0] = count;
+    }
 }

@@ -14,8 +14,11 @@ which is in use; ``plugin-host --version`` prints it.
 from __future__ import annotations
 
 import os
+import struct
+import sys
 import threading
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from . import _os
 
@@ -23,6 +26,8 @@ from . import _os
 #: bytes of type names.  A plugin with more registrations is checked in Python.
 _OUT_WORDS = 4096
 _NAMES_BYTES = 16384
+#: Registrations per file a directory load's one call has room for besides those (more: checked in Python).
+_ROOM_PER_FILE = 8
 
 #: How much of a file the pre-check reads up front, in bytes (``PH_HEAD_BYTES`` in speedups.h).
 HEAD_BYTES = 8192
@@ -31,17 +36,30 @@ MAX_DYNSTR_BYTES = 16 << 20
 #: The largest dynamic section (``PT_DYNAMIC``) the pre-check accepts, in bytes (``PH_MAX_DYNAMIC_BYTES``):
 #: 65536 ELF64 entries, where real libraries have a few dozen.
 MAX_DYNAMIC_BYTES = 1 << 20
+#: Bytes of one file identity (``PH_IDENTITY_WORDS`` 64-bit words in speedups.h; :func:`identity_of` packs the same).
+IDENTITY_BYTES = 9 * 8
+_IDENTITY = struct.Struct("=QQQqqqqQQ")
+_NO_IDENTITY = bytes(IDENTITY_BYTES)
 
 __all__ = [
     "HEAD_BYTES",
+    "IDENTITY_BYTES",
     "MAX_DYNAMIC_BYTES",
     "MAX_DYNSTR_BYTES",
+    "Opened",
     "available",
     "close_library",
+    "close_verdict",
+    "decode_records",
     "elf_precheck_passes",
     "enabled",
+    "encode_paths",
+    "identity_of",
+    "open_register_paths",
     "precheck_paths",
     "register_all",
+    "release_close",
+    "release_close_all",
     "set_enabled",
 ]
 
@@ -63,6 +81,7 @@ def check_constants(lib: Any) -> None:
         ("PH_HEAD_BYTES", HEAD_BYTES),
         ("PH_MAX_DYNSTR_BYTES", MAX_DYNSTR_BYTES),
         ("PH_MAX_DYNAMIC_BYTES", MAX_DYNAMIC_BYTES),
+        ("PH_IDENTITY_WORDS", IDENTITY_BYTES // 8),
     )
     for name, value in limits:
         if getattr(lib, name) != value:
@@ -80,6 +99,27 @@ if _lib is not None:
         _ffi = _lib = None
 
 _on = _lib is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
+
+# The verdicts and sizes of speedups.h, read once (an attribute of the cffi module is a look-up per use).
+if _lib is not None:
+    _PASS = _lib.PH_PASS
+    #: ``PH_PASS`` and ``PH_DESCRIPTOR`` (no descriptor, or another one; nothing called), for :class:`Opened`.
+    PASS: int = _PASS
+    DESCRIPTOR: int = _lib.PH_DESCRIPTOR
+    _NOT_OPENED = _lib.PH_NOT_OPENED
+    _OPEN_WORDS = _lib.PH_OPEN_WORDS
+    _HEADER_WORDS = _lib.PH_HEADER_WORDS
+    _RECORD_WORDS = _lib.PH_RECORD_WORDS
+    _CLOSE_UNMAPPED = _lib.PH_CLOSE_UNMAPPED
+    _CLOSE_STILL_MAPPED = _lib.PH_CLOSE_STILL_MAPPED
+    _CLOSE_UNKNOWN = _lib.PH_CLOSE_UNKNOWN
+    _CLOSE_FAILED = _lib.PH_CLOSE_FAILED
+    _CLOSE_NOT_ASKED = _lib.PH_CLOSE_NOT_ASKED
+    _RELEASE_WORDS = _lib.PH_RELEASE_WORDS
+    #: ``PH_CLOSE_UNMAPPED``: the verdict of a close after which the library is gone.
+    CLOSE_UNMAPPED: int = _CLOSE_UNMAPPED
+    _WORD = _ffi.sizeof("uintptr_t")
+    _new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def available() -> bool:
@@ -174,16 +214,209 @@ def register_all(
     return out[0], [(words[header + i * width : header + (i + 1) * width], type_names[i]) for i in range(length)]
 
 
+def identity_of(st: os.stat_result) -> bytes:
+    """A file's identity as ``ph_precheck_paths`` records it: device, inode, size, mtime and ctime
+    (seconds, nanoseconds), mode and owner, in native 64-bit words.
+
+    A rewrite of a file keeps none of it but by design: even one of the same size whose
+    mtime is put back changes the ctime, which no caller can set.
+    """
+    mtime_s, mtime_ns = divmod(st.st_mtime_ns, 1_000_000_000)
+    ctime_s, ctime_ns = divmod(st.st_ctime_ns, 1_000_000_000)
+    return _IDENTITY.pack(st.st_dev, st.st_ino, st.st_size, mtime_s, mtime_ns, ctime_s, ctime_ns, st.st_mode, st.st_uid)
+
+
 def precheck_paths(
-    paths: list[str], head_len: int, elf_class: int, byte_order: int, machine: int, uid: int
+    paths: list[str],
+    head_len: int,
+    elf_class: int,
+    byte_order: int,
+    machine: int,
+    uid: int,
+    known: dict[str, bytes] | None = None,
 ) -> list[bool]:
     """``ph_precheck_paths``: per path, whether the file passes the ELF
-    pre-check and the policy's rule for the file (see speedups.h)."""
-    encoded = b"".join(os.fsencode(p) + b"\0" for p in paths)
-    verdicts = _ffi.new("unsigned char[]", max(len(paths), 1))
-    _lib.ph_precheck_paths(encoded, len(paths), head_len, elf_class, byte_order, machine, uid, verdicts)
+    pre-check and the policy's rule for the file (see speedups.h).
+
+    :param known: path -> the identity (:func:`identity_of`) the file had when
+        it last passed; a file that still has it passes without being read
+        again.  Updated with the identity of every file that passes.
+    """
+    n = len(paths)
+    encoded = encode_paths(paths)
+    verdicts = _ffi.new("unsigned char[]", max(n, 1))
+    if known is None:
+        _lib.ph_precheck_paths(
+            encoded, n, head_len, elf_class, byte_order, machine, uid, _ffi.NULL, _ffi.NULL, verdicts
+        )
+        passed = _lib.PH_PASS
+        return [v == passed for v in _ffi.unpack(verdicts, n)]
+    before = b"".join([known.get(p, _NO_IDENTITY) for p in paths])
+    identities = _ffi.new("unsigned char[]", max(n, 1) * IDENTITY_BYTES)
+    _lib.ph_precheck_paths(encoded, n, head_len, elf_class, byte_order, machine, uid, before, identities, verdicts)
+    after = _ffi.buffer(identities)[:]
     passed = _lib.PH_PASS
-    return [v == passed for v in _ffi.unpack(verdicts, len(paths))]
+    out = [v == passed for v in _ffi.unpack(verdicts, n)]
+    for i, (path, ok) in enumerate(zip(paths, out, strict=True)):
+        if ok and path:
+            known[path] = after[i * IDENTITY_BYTES : (i + 1) * IDENTITY_BYTES]
+    return out
+
+
+class Opened(NamedTuple):
+    """What :func:`open_register_paths` did with one file.
+
+    :ivar verdict: ``PH_*`` of speedups.h: ``PH_NOT_OPENED`` (nothing open),
+        ``PH_NO_AGGREGATE``, ``PH_DESCRIPTOR``, ``PH_FAIL``, ``PH_UNSUPPORTED``
+        or ``PH_PASS``; with any but the first, :attr:`handle` is open.
+    :ivar handle: the ``dlopen`` handle (0 when not opened).
+    :ivar aggregate: the aggregate's address (0: not exported).
+    :ivar release: ``plugin_unregister_all_<T>_v1``'s address (0: not exported).
+    :ivar counter: the unmaker counter's address (0: not exported).
+    :ivar array: the array the aggregate returned (0 when it did not run, or returned NULL).
+    :ivar length: the array's length (when the aggregate ran).
+    :ivar records: on ``PH_PASS``, where the registrations are, undecoded
+        (:func:`decode_records` reads them): the words of every file of the
+        call, this file's first record in them (a byte offset), the type names
+        of every file, this file's first name in them, their length, and the words
+        per record; else ``None``.
+    """
+
+    verdict: int
+    handle: int
+    aggregate: int
+    release: int
+    counter: int
+    array: int
+    length: int
+    records: tuple[bytes, int, bytes, int, int, int] | None
+
+
+def encode_paths(paths: Sequence[str]) -> bytes:
+    """The paths as the C functions take them: each in the file system's encoding (as
+    :func:`os.fsencode`), NUL-terminated, one after another.
+
+    :raises ValueError: a path has a NUL character (the C side would read another file).
+    """
+    if not paths:
+        return b""
+    joined = "\0".join(paths)
+    if joined.count("\0") != len(paths) - 1:  # one scan for them all
+        raise ValueError("a path has a NUL character")
+    return (joined + "\0").encode(_FS_ENCODING, _FS_ERRORS)
+
+
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+
+
+def open_register_paths(
+    paths: Sequence[str],
+    symbols: bytes,
+    expected: bytes,
+    max_len: int,
+    trait_name: bytes,
+    version: int,
+    vtable_size: int,
+    usable: int,
+) -> list[Opened]:
+    """``ph_open_register_paths`` (load.c): per path, ``dlopen`` (``RTLD_NOW | RTLD_LOCAL``),
+    the symbols and :func:`register_all`, in one call for them all.
+
+    :param symbols: the aggregate, descriptor, release and counter names, each NUL-terminated.
+    :returns: per path, what was done (``PH_NOT_OPENED`` for a path left unopened).
+    """
+    n = len(paths)
+    header = _OPEN_WORDS + _HEADER_WORDS
+    width = _RECORD_WORDS + usable
+    # Room for every file's header and a few registrations each; a file with more than fits
+    # is checked in Python (PH_UNSUPPORTED).  Not zeroed: only what C wrote is read.
+    out = _new_uncleared("uintptr_t[]", n * (header + _ROOM_PER_FILE * width) + _OUT_WORDS)
+    names = _new_uncleared("char[]", n * _ROOM_PER_FILE * 16 + _NAMES_BYTES)
+    starts = _new_uncleared("size_t[]", n + 2)
+    done: int = _lib.ph_open_register_paths(
+        encode_paths(paths),
+        n,
+        _os.OPEN_MODE,
+        symbols,
+        expected,
+        len(expected),
+        max_len,
+        trait_name,
+        version,
+        vtable_size,
+        usable,
+        out,
+        len(out),
+        names,
+        len(names),
+        starts,
+    )
+    offsets = _ffi.unpack(starts, done + 2)
+    # One copy of what C wrote, shared by the files' records (decoded when first asked for).
+    words = _ffi.buffer(out, offsets[done] * _WORD)[:]
+    all_names = _ffi.buffer(names, offsets[done + 1])[:]
+    head = struct.Struct(f"@{header}P").unpack_from
+    new = tuple.__new__
+    made: list[Opened] = []
+    append = made.append
+    names_at = 0
+    for start in offsets[:done]:
+        verdict, handle, aggregate, release, counter, array, length, names_used = head(words, start * _WORD)
+        records = None
+        if verdict == _PASS:
+            records = (words, (start + header) * _WORD, all_names, names_at, names_used, width)
+            names_at += names_used
+        append(new(Opened, (verdict, handle, aggregate, release, counter, array, length, records)))
+    if done < n:
+        made += [new(Opened, (_NOT_OPENED, 0, 0, 0, 0, 0, 0, None))] * (n - done)
+    return made
+
+
+def decode_records(opened: Opened) -> list[tuple[Record, bytes]]:
+    """Each registration's record and type name, as :func:`register_all` gives them."""
+    if opened.records is None:
+        return []
+    words, offset, names, names_at, names_used, width = opened.records
+    length = opened.length
+    values = struct.unpack_from(f"@{length * width}P", words, offset)
+    type_names = names[names_at : names_at + names_used].split(b"\0")
+    return [(list(values[i * width : (i + 1) * width]), type_names[i]) for i in range(length)]
+
+
+def release_close(release: int, array: int, counter: int, handle: int) -> tuple[int | None, bool | None]:
+    """``ph_release_close`` (unload.c): ``release(array)``, then ``counter()`` (when not 0),
+    then, when ``handle`` is not 0, close the library as :func:`close_library` does.
+
+    :returns: the counter (``None`` when ``counter`` is 0) and, for a close, whether the
+        loader unmapped the library (``None``: not found out, or no close asked for).
+    :raises OSError: dlclose failed (after the release).
+    """
+    count = getattr(_tls, "count", None) or _new_count()
+    verdict: int = _lib.ph_release_close(release, array, counter, handle, count)
+    value: int | None = count[0] if counter else None
+    if verdict == _CLOSE_NOT_ASKED:
+        return value, None
+    return value, close_verdict(verdict, handle)
+
+
+def release_close_all(calls: list[int]) -> list[int]:
+    """``ph_release_close_all`` (unload.c): :func:`release_close` on many sets in one call.
+
+    :param calls: ``release, array, counter, handle`` per set, one after another.
+    :returns: per set, the counter (0 when ``counter`` is 0) and the ``PH_CLOSE_*``
+        verdict, one after another (:func:`close_verdict` reads it).
+    """
+    n = len(calls) // _RELEASE_WORDS
+    out = _new_uncleared("uintptr_t[]", max(2 * n, 1))
+    _lib.ph_release_close_all(calls, n, out)
+    unpacked: list[int] = _ffi.unpack(out, 2 * n)
+    return unpacked
+
+
+def _new_count() -> Any:
+    count = _tls.count = _ffi.new("size_t *")
+    return count
 
 
 def close_library(handle: int) -> bool | None:
@@ -198,15 +431,21 @@ def close_library(handle: int) -> bool | None:
     :raises OSError: dlclose failed.
     """
     if _on:
-        verdict: int = _lib.ph_close_library(handle)
-        if verdict == _lib.PH_CLOSE_UNMAPPED:
-            return True
-        if verdict == _lib.PH_CLOSE_STILL_MAPPED:
-            return False
-        if verdict == _lib.PH_CLOSE_UNKNOWN:
-            return None
-        if verdict == _lib.PH_CLOSE_FAILED:
-            msg = f"dlclose failed for the library handle {handle:#x}"
-            raise OSError(msg)
+        return close_verdict(_lib.ph_close_library(handle), handle)
     _os.close_library(handle)
+    return None
+
+
+def close_verdict(verdict: int, handle: int) -> bool | None:
+    """What a ``PH_CLOSE_*`` verdict says; closes ``handle`` through :mod:`._os` on ``PH_CLOSE_UNSUPPORTED``."""
+    if verdict == _CLOSE_UNMAPPED:
+        return True
+    if verdict == _CLOSE_STILL_MAPPED:
+        return False
+    if verdict == _CLOSE_UNKNOWN:
+        return None
+    if verdict == _CLOSE_FAILED:
+        msg = f"dlclose failed for the library handle {handle:#x}"
+        raise OSError(msg)
+    _os.close_library(handle)  # PH_CLOSE_UNSUPPORTED: nothing was done
     return None

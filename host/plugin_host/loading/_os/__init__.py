@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    from .windows import close_library, find_symbol, is_library_loaded, open_library
+    from .windows import OPEN_MODE, close_library, find_symbol, is_library_loaded, open_library
 else:
-    from .posix import close_library, find_symbol, is_library_loaded, open_library
+    from .posix import OPEN_MODE, close_library, find_symbol, is_library_loaded, open_library
 
-__all__ = ["close_library", "find_symbol", "is_library_loaded", "open_library"]
+__all__ = ["OPEN_MODE", "close_library", "find_symbol", "is_library_loaded", "open_library"]

@@ -20,7 +20,9 @@ from __future__ import annotations
 import _ctypes
 import os
 
-_MODE = os.RTLD_NOW | os.RTLD_LOCAL
+#: How every library is opened (also by the C extension's open-and-register, load.c).
+OPEN_MODE = os.RTLD_NOW | os.RTLD_LOCAL
+_MODE = OPEN_MODE
 
 
 def _loader_message(e: UnicodeDecodeError) -> str:

@@ -12,6 +12,8 @@ import ctypes
 from ctypes import wintypes
 
 _LOAD_WITH_ALTERED_SEARCH_PATH = 0x00000008
+#: No dlopen mode here: the C extension's open-and-register (load.c) does not open on Windows.
+OPEN_MODE = 0
 
 _kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)  # type: ignore[attr-defined]
 _kernel32.LoadLibraryExW.argtypes = [wintypes.LPCWSTR, wintypes.HANDLE, wintypes.DWORD]
