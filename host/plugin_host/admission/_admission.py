@@ -31,6 +31,13 @@ files at once: the policy's rule for the directories, then the C pre-check
 steps above, which decide and say why.  The window between check and load is
 then the directory load's length rather than a file's, with the same
 guarantee: only this user or root could have swapped the file.
+
+A file that passed the pre-check in place is not pre-checked again while it
+stays the same file with the same contents as far as ``stat`` tells: device,
+inode, size, mtime, ctime, mode and owner (a second load of an unchanged
+directory).  The policy still judges it and its directories every time; any
+write, rename over it, ``chmod`` or ``chown`` changes the ctime at least, and
+it is read again.
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from typing import NamedTuple
 from plugin_interface import TraitSpec
 
 from ..formats import MAX_LIBRARY_BYTES
+from ..loading._accel import identity_of
 from ..loading._copies import make_private_copy
 from ..loading._library import Library
 from ..loading._policy import DirectoryVerdicts, LoadPolicy, sha256_of
@@ -126,11 +134,16 @@ class Admission:
         self.policy = policy if policy is not None else LoadPolicy()
         self.probe = ProbeMode.of(probe)
         self.prober = Prober(probe_timeout_s, probe_cache_dir)
+        #: path -> its identity (:func:`~plugin_host.loading._accel.identity_of`) when it last passed
+        #: the pre-check in place: a file loaded again unchanged is not pre-checked again.
+        self._known: dict[str, bytes] = {}
 
     def _probes(self, trusted: bool) -> bool:
         return self.probe is ProbeMode.ALWAYS or (self.probe is ProbeMode.UNTRUSTED and not trusted)
 
-    def admitted_in_place(self, paths: list[Path], dirs: DirectoryVerdicts, *, copy_on_load: bool) -> list[bool]:
+    def admitted_in_place(
+        self, paths: Sequence[str | os.PathLike[str]], dirs: DirectoryVerdicts, *, copy_on_load: bool
+    ) -> list[bool]:
         """Per path, whether the file is admitted to load in place without further checks.
 
         The directory load's fast path: the C pre-check (:func:`._precheck.fast_precheck`)
@@ -143,7 +156,7 @@ class Admission:
         """
         if copy_on_load or not self._in_place() or not fast_precheck_runs():
             return [False] * len(paths)
-        return fast_precheck(dirs.in_place_candidates(paths), dirs.uid)
+        return fast_precheck(dirs.in_place_candidates(paths), dirs.uid, known=self._known)
 
     def _in_place(self) -> bool:
         """Whether a trusted file may be loaded in place (no hash, no probe asked for)."""
@@ -185,7 +198,11 @@ class Admission:
             fd, st = open_checked(path)
             try:
                 if self.policy.check_permissions(path, st, directory, dirs):
-                    precheck(path, st, fd=fd)
+                    # Passed before and unchanged since: the pre-check would read the same bytes.
+                    identity = identity_of(st)
+                    if self._known.get(real) != identity:
+                        precheck(path, st, fd=fd)
+                        self._known[real] = identity
                     return AdmittedImage(path, path, trusted=True)
                 # Untrusted: checked once, on the private copy's bytes below.
             finally:

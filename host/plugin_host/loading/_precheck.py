@@ -211,7 +211,9 @@ def precheck(
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
 
 
-def fast_precheck(paths: Sequence[str | os.PathLike[str]], uid: int) -> list[bool]:
+def fast_precheck(
+    paths: Sequence[str | os.PathLike[str]], uid: int, *, known: dict[str, bytes] | None = None
+) -> list[bool]:
     """The C pre-check (:mod:`._accel`) of many files in one call, when it is built and this host is ELF.
 
     Per path, ``True`` when the file is a regular file (not a symlink) owned
@@ -220,11 +222,16 @@ def fast_precheck(paths: Sequence[str | os.PathLike[str]], uid: int) -> list[boo
     passes every pre-check.
     ``False`` tells nothing more: then :func:`open_checked`, the policy and
     :func:`precheck` decide, and say why.  All ``False`` without the C checks.
+
+    :param known: path -> identity (:func:`._accel.identity_of`) of the files
+        that passed before: one that still has it (same device, inode, size,
+        mtime, ctime, mode and owner) passes on the rule for the file alone,
+        without being read.  Updated for every file that passes.
     """
     host = _c_host()
     if not paths or host is None:
         return [False] * len(paths)
-    return _accel.precheck_paths([os.fspath(p) for p in paths], HEAD_BYTES, *host, uid)
+    return _accel.precheck_paths([os.fspath(p) for p in paths], HEAD_BYTES, *host, uid, known)
 
 
 def fast_precheck_runs() -> bool:
