@@ -24,7 +24,15 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from plugin_interface import PluginError, PluginTrait, get_unmaker_counter, get_unmaker_counter_for
 
-    from ._manager import PluginHandle, PluginManager, ProbeMode, UnloadResult, load_plugins, unload_by_path
+    from ._manager import (
+        PluginHandle,
+        PluginManager,
+        ProbeMode,
+        UnloadResult,
+        UnloadResults,
+        load_plugins,
+        unload_by_path,
+    )
     from .loading import DynamicModule, LibraryStillMappedWarning, LoadPolicy
     from .registry import (
         register_greeter,
@@ -59,6 +67,7 @@ __all__ = [
     "PluginTrait",
     "ProbeMode",
     "UnloadResult",
+    "UnloadResults",
     "Unloaded",
     "WatchNotification",
     "WatchOptions",
@@ -86,6 +95,7 @@ _HOMES = {
     "PluginManager": "plugin_host._manager",
     "ProbeMode": "plugin_host._manager",
     "UnloadResult": "plugin_host._manager",
+    "UnloadResults": "plugin_host._manager",
     "load_plugins": "plugin_host._manager",
     "unload_by_path": "plugin_host._manager",
     "DynamicModule": "plugin_host.loading",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePath
 from typing import NamedTuple
 
 from plugin_interface import (
@@ -21,7 +22,7 @@ from plugin_interface import (
 )
 
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
-from .formats import MAX_LIBRARY_BYTES, plugin_files
+from .formats import MAX_LIBRARY_BYTES, plugin_file_paths
 from .loading import DirectoryVerdicts, Library, LibraryStillMappedWarning, LoadPolicy, StillMapped
 from .registry import (
     RegistrationSet,
@@ -29,6 +30,7 @@ from .registry import (
     embedded_trait,
     implemented_traits,
     make_proxy,
+    open_and_register,
     register_trait,
     register_traits,
     release_sets,
@@ -43,6 +45,7 @@ __all__ = [
     "ProbeMode",
     "Reloaded",
     "UnloadResult",
+    "UnloadResults",
     "default_manager",
     "load_plugins",
     "unload_by_path",
@@ -71,10 +74,12 @@ class UnloadResult(dict[str, "int | None"]):
         (each was also warned about as :class:`~plugin_host.loading.LibraryStillMappedWarning`).
     """
 
+    __slots__ = ("still_mapped",)  # one of these per file unloaded: no instance dictionary
+
     def __init__(self, counters: dict[str, int | None], libraries: Iterable[Library | None] = ()) -> None:
-        super().__init__(counters)
+        dict.__init__(self, counters)  # not super(): a look-up less
         self.still_mapped: list[StillMapped] = [
-            lib.still_mapped for lib in libraries if lib is not None and not lib.is_open and lib.still_mapped
+            kept for lib in libraries if lib is not None and not lib.is_open and (kept := lib.still_mapped)
         ]
 
     @property
@@ -88,6 +93,53 @@ class UnloadResult(dict[str, "int | None"]):
         return tuple(reason for kept in self.still_mapped for reason in kept.reasons)
 
 
+#: An :class:`UnloadResult` not made yet: the file's one trait, its counter, why the library stayed (or ``None``).
+_Unloaded = tuple[str, "int | None", "StillMapped | None"]
+
+
+class UnloadResults(Mapping[Path, UnloadResult]):
+    """What :meth:`PluginManager.unload_all` returns: per file (a :class:`~pathlib.Path`), its
+    :class:`UnloadResult`, in unload order.
+
+    A read-only mapping that compares equal to the ``dict`` with the same
+    items.  It is kept by the file names as strings and makes a ``Path`` only
+    for what is read, so unloading many files hashes no ``Path``; a key may be
+    given as a ``Path`` or a string.
+    """
+
+    __slots__ = ("_results",)
+
+    def __init__(self, results: dict[str, UnloadResult | _Unloaded]) -> None:
+        self._results = results
+
+    def __getitem__(self, path: str | os.PathLike[str]) -> UnloadResult:
+        key = _key(path)
+        try:
+            result = self._results[key]
+        except KeyError:
+            raise KeyError(path) from None
+        if isinstance(result, UnloadResult):
+            return result
+        # Made when first read (an unload of many files is often not looked at); racing readers make equal ones.
+        trait, counter, kept = result
+        made = self._results[key] = UnloadResult({trait: counter})
+        if kept is not None:
+            made.still_mapped.append(kept)
+        return made
+
+    def __contains__(self, path: object) -> bool:
+        return isinstance(path, str | os.PathLike) and _key(path) in self._results
+
+    def __iter__(self) -> Iterator[Path]:
+        return (Path(key) for key in self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def __repr__(self) -> str:
+        return f"UnloadResults({dict(self.items())!r})"
+
+
 class PluginHandle:
     """The registrations of one trait from one loaded plugin file.
 
@@ -99,12 +151,17 @@ class PluginHandle:
     :class:`PluginUnloadedError` instead of touching freed memory.
     """
 
+    _proxies: list[TraitProxy] | None = None  # made on first use
+
     def __init__(self, manager: PluginManager, regset: RegistrationSet) -> None:
         self._manager = manager
         self._set = regset
-        self.path = regset.library.path
         self.trait: TraitSpec = regset.trait
-        self._proxies: list[TraitProxy] | None = None  # made on first use
+
+    @property
+    def path(self) -> Path:
+        """The plugin file (as given, absolute)."""
+        return self._set.library.path
 
     @property
     def library(self) -> Library:
@@ -137,7 +194,7 @@ class PluginHandle:
         :raises PluginUnloadedError: if the handle was unloaded.
         """
         if self._set.is_released:
-            raise PluginUnloadedError(self.path, register_all_symbol(self.trait))
+            raise PluginUnloadedError(self.library.key, register_all_symbol(self.trait))
         if self._proxies is None:
             self._proxies = [make_proxy(self._set, r) for r in self._set.registrations]
         return list(self._proxies)
@@ -234,8 +291,9 @@ class PluginManager:
     ) -> None:
         self.copy_on_load = copy_on_load
         self._admission = Admission(policy, probe, probe_timeout_s, probe_cache_dir, max_library_bytes)
-        self._libraries: dict[Path, Library] = {}
-        self._handles: dict[Path, dict[str, PluginHandle]] = {}
+        # Keyed by the absolute path as a string (_key): a Path costs microseconds to make and hash.
+        self._libraries: dict[str, Library] = {}
+        self._handles: dict[str, dict[str, PluginHandle]] = {}
         self._retired: dict[Library, dict[str, PluginHandle]] = {}  # older versions still loaded
         self._lock = threading.RLock()
 
@@ -251,12 +309,12 @@ class PluginManager:
     def get_handles(self, path: str | os.PathLike[str]) -> list[PluginHandle]:
         """The handles of the current version of one file (empty if none)."""
         with self._lock:
-            return list(self._handles.get(Path(path).absolute(), {}).values())
+            return list(self._handles.get(_key(path), {}).values())
 
     def is_loaded(self, path: str | os.PathLike[str]) -> bool:
         """Whether the file is loaded."""
         with self._lock:
-            return Path(path).absolute() in self._libraries
+            return _key(path) in self._libraries
 
     def __iter__(self) -> Iterator[PluginHandle]:
         return iter(self.handles)
@@ -292,49 +350,79 @@ class PluginManager:
         :raises UnknownTraitError: a name neither this host nor the file declares.
         """
         spec = None if trait is None else requested_trait(trait)
-        target = Path(path).absolute()
-        if not target.is_dir():
+        target = _key(path)
+        if not os.path.isdir(target):
             return self._load_file(target, spec)
         handles: list[PluginHandle] = []
         failures: list[PluginError] = []
-        files = plugin_files(target)
+        files = plugin_file_paths(target)
         dirs = DirectoryVerdicts()  # each directory judged once for all the files
         admitted = self._admission.admitted_in_place(files, dirs, copy_on_load=self.copy_on_load)
-        for file, ok in zip(files, admitted, strict=True):
-            try:
-                handles += self._load_file(file, spec, dirs, admitted=ok)
-            except PluginError as e:
-                failures.append(e)
+        with self._lock:  # once for the directory (each file's own take is then a re-entry)
+            kept: dict[str, PluginHandle | PluginError] = {}
+            if isinstance(spec, TraitSpec):  # (a name is each library's own declaration: file by file)
+                # Admitted in place and not loaded: opened and registered all at once (one call into C).
+                loaded = self._libraries
+                fresh = [f for f, ok in zip(files, admitted, strict=True) if ok and f not in loaded]
+                if fresh:
+                    kept = self._keep(fresh, open_and_register(fresh, spec))
+            for file, ok in zip(files, admitted, strict=True):
+                done = kept.get(file)
+                if done is None:
+                    try:
+                        handles += self._load_file(file, spec, dirs, admitted=ok)
+                    except PluginError as e:
+                        failures.append(e)
+                elif isinstance(done, PluginError):
+                    failures.append(done)
+                else:
+                    handles.append(done)
         if failures:
             if errors is None:
                 raise PluginLoadErrors(target, failures, list(handles))
             errors.extend(failures)
         return handles
 
+    def _keep(
+        self, keys: list[str], made: list[RegistrationSet | PluginError]
+    ) -> dict[str, PluginHandle | PluginError]:
+        """Keep what :func:`~plugin_host.registry.open_and_register` made of the files ``keys``:
+        per file its handle, or the error it failed with."""
+        kept: dict[str, PluginHandle | PluginError] = {}
+        libraries, handles = self._libraries, self._handles
+        for key, regset in zip(keys, made, strict=True):
+            if isinstance(regset, PluginError):
+                kept[key] = regset
+                continue
+            handle = kept[key] = PluginHandle(self, regset)
+            libraries[key] = regset.library
+            handles[key] = {regset.trait.name: handle}
+        return kept
+
     def _load_file(
         self,
-        path: Path,
+        key: str,
         asked: TraitSpec | str | None,
         dirs: DirectoryVerdicts | None = None,
         *,
         admitted: bool = False,
     ) -> list[PluginHandle]:
-        """Load ``path`` for ``asked`` (for every trait it implements when ``None``; a name is the
-        library's own declaration of it, :func:`~plugin_host.registry.embedded_trait`)."""
+        """Load the file ``key`` (:func:`_key`) for ``asked`` (for every trait it implements when ``None``; a
+        name is the library's own declaration of it, :func:`~plugin_host.registry.embedded_trait`)."""
         with self._lock:
-            loaded = self._handles.get(path, {})
-            library = self._libraries.get(path)
+            loaded = self._handles.get(key, {})
+            library = self._libraries.get(key)
             spec = embedded_trait(library, asked) if isinstance(asked, str) and library is not None else asked
             if isinstance(spec, TraitSpec) and spec.name in loaded:
                 existing = loaded[spec.name]
                 if existing.trait != spec:  # another version: its registrations are not this one's
                     symbol = register_all_symbol(spec)
-                    raise AlreadyLoadedError(path, symbol, spec.name, existing.trait.version, spec.version)
+                    raise AlreadyLoadedError(key, symbol, spec.name, existing.trait.version, spec.version)
                 return [existing]
             opened = library is None
             if library is None:
                 library = self._admission.open_library(
-                    path,
+                    Path(key),
                     copy_on_load=self.copy_on_load,
                     dirs=dirs,
                     admitted=admitted,
@@ -352,8 +440,8 @@ class PluginManager:
                 if opened and library.live_sets == 0:
                     library.close()
                 raise
-            self._libraries[path] = library
-            per_file = self._handles.setdefault(path, {})
+            self._libraries[key] = library
+            per_file = self._handles.setdefault(key, {})
             for name, regset in sets.items():
                 per_file[name] = PluginHandle(self, regset)
             if spec is not None:
@@ -398,7 +486,7 @@ class PluginManager:
             old version on this thread (a signal handler): the new version
             serves, the old one stays loaded, retired, until unloaded.
         """
-        target = Path(path).absolute()
+        target = _key(path)
         discover = traits is None
         if traits is None:
             asked: list[TraitSpec | str] = []
@@ -415,7 +503,7 @@ class PluginManager:
             required = {spec.name: spec for spec in wanted}
             for handle in old_handles.values():
                 required.setdefault(handle.trait.name, handle.trait)
-            library = self._admission.open_library(target, copy_on_load=True, traits=list(required.values()))
+            library = self._admission.open_library(Path(target), copy_on_load=True, traits=list(required.values()))
             try:
                 for name in named:
                     spec = embedded_trait(library, name)
@@ -449,7 +537,7 @@ class PluginManager:
             library.request_close()
             raise
 
-    def _release_version(self, path: Path, library: Library, handles: dict[str, PluginHandle]) -> dict[str, int | None]:
+    def _release_version(self, path: str, library: Library, handles: dict[str, PluginHandle]) -> dict[str, int | None]:
         """Unload a version that is no longer current; its counters per trait."""
         try:
             return release_sets(library, {name: h.registration_set for name, h in handles.items()})
@@ -461,28 +549,37 @@ class PluginManager:
 
     # ---- unloading ------------------------------------------------------------
 
-    def _unload_handle(self, handle: PluginHandle, *, strict: bool = True) -> int | None:
+    def _unload_handle(self, handle: PluginHandle, *, strict: bool = True, depth: int = 0) -> int | None:
         """Release a handle's set and forget the handle; close its library after the last one.
 
         :param strict: raise :class:`AlreadyReleasedError` for a set someone
             released already (``handle.unload()`` twice); else (the manager's
             own sweeps) skip the release, read the counter, and go on.
+        :param depth: frames between this and the caller the warnings name, beyond one
+            (:meth:`PluginHandle.unload`'s).
         """
         with self._lock:
-            library = handle.library
-            regset = handle.registration_set
+            regset = handle._set
+            library = regset.library
             if strict or not regset.is_released:
-                counter = unload_trait(library, regset)
+                # close: the last set's release and the library's close in one step (the C extension's).
+                counter = unload_trait(library, regset, close=True)
             else:  # released out of band (unload_trait on the set): finish the bookkeeping
                 counter = library.get_unmaker_counter_or_none(regset.trait.name)
-            for per_file in (self._handles.get(handle.path, {}), self._retired.get(library, {})):
-                if per_file.get(handle.trait.name) is handle:
-                    del per_file[handle.trait.name]
+            key = library.key
+            name = handle.trait.name
+            for per_file in (self._handles.get(key), self._retired.get(library)):
+                if per_file is not None and per_file.get(name) is handle:
+                    del per_file[name]
             if library.live_sets == 0:
-                self._close_library(handle.path, library)
+                self._close_library(key, library, depth)
             return counter
 
-    def _close_library(self, path: Path, library: Library) -> None:
+    def _close_library(self, path: str, library: Library, depth: int = 0) -> None:
+        """Forget ``library`` (the version of ``path``) and close it; warn if the loader keeps it.
+
+        :param depth: frames between the caller and the public method whose caller the warning names, beyond one.
+        """
         # Only the version being closed: a newer one may hold the same path.
         if self._libraries.get(path) is library:
             del self._libraries[path]
@@ -490,7 +587,7 @@ class PluginManager:
         self._retired.pop(library, None)
         # A set someone made directly with register_trait() keeps it open until released.
         if library.request_close() and library.still_mapped is not None:
-            warnings.warn(library.still_mapped.warning, stacklevel=4)
+            warnings.warn(library.still_mapped.warning, stacklevel=4 + depth)
 
     def unload_by_path(self, path: str | os.PathLike[str]) -> UnloadResult:
         """Release every registration of the file, then unload the library.
@@ -509,43 +606,81 @@ class PluginManager:
             file's proxies on this thread (a signal handler, a C callback);
             what was not released stays loaded.
         """
-        target = Path(path).absolute()
         with self._lock:
-            retired = [lib for lib in self._retired if lib.path == target]
-            if target not in self._libraries and not retired:
-                raise KeyError(f"{target}: not loaded")
-            libraries = [*retired, self._libraries.get(target)]
-            counters: dict[str, int | None] = {}
-            for old in retired:  # older versions first; the current version's counters win
-                for handle in list(self._retired.get(old, {}).values()):
-                    counters[handle.trait.name] = self._unload_handle(handle, strict=False)
-                if old in self._retired:
-                    self._close_library(target, old)
-            for handle in list(self._handles.get(target, {}).values()):
-                counters[handle.trait.name] = self._unload_handle(handle, strict=False)
-            library = self._libraries.get(target)
-            if library is not None:  # loaded but no live handle
-                self._close_library(target, library)
-            return UnloadResult(counters, libraries)
+            return self._unload_key(_key(path))
 
-    def unload_all(self) -> dict[Path, UnloadResult]:
+    def _unload_key(self, key: str) -> UnloadResult:
+        """:meth:`unload_by_path` of the file ``key`` (:func:`_key`); called by the public method
+        whose caller the warnings name."""
+        retired = [lib for lib in self._retired if lib.key == key] if self._retired else []
+        library = self._libraries.get(key)
+        if library is None and not retired:
+            raise KeyError(f"{key}: not loaded")
+        libraries = [*retired, library]
+        counters: dict[str, int | None] = {}
+        for old in retired:  # older versions first; the current version's counters win
+            for handle in list(self._retired.get(old, {}).values()):
+                counters[handle.trait.name] = self._unload_handle(handle, strict=False, depth=1)
+            if old in self._retired:
+                self._close_library(key, old)
+        per_file = self._handles.get(key)
+        if per_file:
+            for handle in list(per_file.values()):
+                counters[handle.trait.name] = self._unload_handle(handle, strict=False, depth=1)
+        library = self._libraries.get(key)
+        if library is not None:  # loaded but no live handle
+            self._close_library(key, library)
+        return UnloadResult(counters, libraries)
+
+    def unload_all(self) -> UnloadResults:
         """Unload every file; the counters per file, as :meth:`unload_by_path`.
 
         Every file is unloaded even when one fails: the failures are raised
         together at the end (:class:`PluginLoadErrors`, a group), after the rest.
+
+        :returns: per file, its :class:`UnloadResult` (a mapping keyed by :class:`~pathlib.Path`).
         """
         with self._lock:
-            paths = dict.fromkeys([*self._libraries, *(lib.path for lib in self._retired)])
-            counters: dict[Path, UnloadResult] = {}
+            keys = dict.fromkeys([*self._libraries, *(lib.key for lib in self._retired)])
+            results: dict[str, UnloadResult | _Unloaded] = {}
             failures: list[PluginError] = []
-            for p in paths:
+            # Files with nothing but one plain set (the common case) go in runs, each run released and
+            # closed in one call into C; the others one by one, in between, so the order is kept.
+            run: list[tuple[str, PluginHandle]] = []
+            handles = self._handles
+            retired = bool(self._retired)
+            for key in keys:
+                per_file = handles.get(key)
+                if not retired and per_file is not None and len(per_file) == 1:
+                    [handle] = per_file.values()
+                    if handle._set.closes_at_once:
+                        run.append((key, handle))
+                        continue
+                if run:
+                    self._unload_run(run, results)
+                    run = []
                 try:
-                    counters[p] = self.unload_by_path(p)
+                    results[key] = self._unload_key(key)
                 except PluginError as e:
                     failures.append(e)
+            if run:
+                self._unload_run(run, results)
             if failures:
                 raise PluginLoadErrors("unload_all", failures, [], "failed to unload")
-            return counters
+            return UnloadResults(results)
+
+    def _unload_run(self, run: list[tuple[str, PluginHandle]], results: dict[str, UnloadResult | _Unloaded]) -> None:
+        """:meth:`unload_all` of files whose one set :attr:`~plugin_host.registry.RegistrationSet.closes_at_once`."""
+        libraries, handles = self._libraries, self._handles
+        for key, _ in run:  # first, as _close_library forgets a library before it closes it
+            del libraries[key], handles[key]
+        sets = [handle._set for _, handle in run]
+        RegistrationSet.release_and_close_all(sets)
+        for (key, _), regset in zip(run, sets, strict=True):
+            kept = regset.library.still_mapped
+            results[key] = (regset.trait.name, regset.final_counter, kept)  # an UnloadResult when read
+            if kept is not None:
+                warnings.warn(kept.warning, stacklevel=3)  # the caller of unload_all
 
     def close(self) -> None:
         """Unload everything (alias of :meth:`unload_all` without the result)."""
@@ -584,6 +719,23 @@ def _traits_of(library: Library, skip: set[str]) -> list[TraitSpec]:
     if problems and not specs:
         raise problems[0]
     return specs
+
+
+def _key(path: str | os.PathLike[str]) -> str:
+    """``str(Path(path).absolute())``, the manager's key of a file, without making a Path when
+    ``path`` already has that form (an absolute, normalised POSIX path, as a directory load gives)."""
+    text = os.fspath(path)
+    if isinstance(path, PurePath):  # printed normalised already
+        return text if path.is_absolute() else str(Path(path).absolute())
+    if (
+        sys.platform != "win32"
+        and text.startswith("/")
+        and "//" not in text
+        and "/./" not in text
+        and (not text.endswith(("/", "/.")) or text == "/")
+    ):
+        return text
+    return str(Path(text).absolute())
 
 
 _default_lock = threading.Lock()

@@ -31,7 +31,7 @@ from ._elf import (
     read_unload_blockers,
 )
 from ._exports import exported_symbols, open_exports, read_exports
-from ._files import ALL_LIBRARY_SUFFIXES, is_plugin_file, plugin_file_names, plugin_files
+from ._files import ALL_LIBRARY_SUFFIXES, is_plugin_file, plugin_file_names, plugin_file_paths, plugin_files
 from ._io import MAX_LIBRARY_BYTES, READ_FLAGS, pread, read_capped
 from ._machines import ELF_MACHINES, Machine, machine_name
 from ._sniff import ELF_MAGIC, BinaryFormat, format_of, native_format, sniff_format
@@ -72,6 +72,7 @@ __all__ = [
     "native_format",
     "open_exports",
     "plugin_file_names",
+    "plugin_file_paths",
     "plugin_files",
     "pread",
     "read_capped",

@@ -17,7 +17,7 @@ from plugin_interface import shared_library_suffix
 if TYPE_CHECKING:
     from pathlib import Path
 
-__all__ = ["ALL_LIBRARY_SUFFIXES", "is_plugin_file", "plugin_file_names", "plugin_files"]
+__all__ = ["ALL_LIBRARY_SUFFIXES", "is_plugin_file", "plugin_file_names", "plugin_file_paths", "plugin_files"]
 
 #: Library suffixes of every platform: CI checks cross-built .dll/.dylib files on Linux too.
 ALL_LIBRARY_SUFFIXES = (".so", ".dll", ".dylib")
@@ -53,3 +53,15 @@ def plugin_file_names(directory: str | os.PathLike[str], suffixes: Iterable[str]
     with os.scandir(directory) as it:
         # Sorting the names, not Paths: Path comparison costs microseconds each.
         return sorted(e.name for e in it if is_plugin_file(e.name, wanted))
+
+
+def plugin_file_paths(directory: str, suffixes: Iterable[str] | None = None) -> list[str]:
+    """:func:`plugin_files` as strings, without a :class:`~pathlib.Path` per file (the manager's
+    directory load, where making one costs more than checking the file).
+
+    :param directory: the directory; each result is ``os.path.join(directory, name)``, so one
+        given absolute and normalised gives files in the same form.
+    :raises OSError: the directory cannot be listed.
+    """
+    prefix = os.path.join(directory, "")
+    return [prefix + name for name in plugin_file_names(directory, suffixes)]

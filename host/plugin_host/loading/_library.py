@@ -28,6 +28,7 @@ from ._unload import StillMapped, check_unloaded
 __all__ = ["CallGate", "Library"]
 
 _COUNTER_FN = ctypes.CFUNCTYPE(ctypes.c_size_t)
+_RELEASE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
 
 
 class CallGate:
@@ -197,6 +198,17 @@ class Library:
     is open; :meth:`close` must not race with itself (the manager serialises).
     """
 
+    # Class-level defaults: an instance stores only what differs (a directory load makes hundreds).
+    _path: Path | None = None  # None: made from _text when first asked for (an adopted library)
+    _load_path: Path | None = None  # a private copy, else None: the file itself
+    _handle: int | None = None
+    _symbols: list[str] | None = None
+    #: Registration sets alive on this library (a count; see PluginManager.handles).
+    live_sets = 0
+    _close_requested = False
+    #: After :meth:`close`: why the loader kept the library mapped, or ``None`` if it is gone.
+    still_mapped: StillMapped | None = None
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -224,29 +236,60 @@ class Library:
         :raises LibraryLoadError: the loader refused it (with its message).
         """
         if loader_search:
-            self.path = Path(path)
+            self._path = Path(path)
         else:
-            self.path = path if isinstance(path, Path) and path.is_absolute() else Path(path).absolute()
-        if load_path is None or load_path is path:
-            self.load_path = self.path
-        else:
+            self._path = path if isinstance(path, Path) and path.is_absolute() else Path(path).absolute()
+        self._text = str(self._path)
+        if load_path is not None and load_path is not path:
             other = load_path if isinstance(load_path, Path) else Path(load_path)
-            # The same file given twice is not a private copy: the identity test at close relies on this.
-            self.load_path = self.path if other.absolute() == self.path else other
+            # The same file given twice is not a private copy (close would remove the file itself).
+            if other.absolute() != self._path:
+                self._load_path = other
         try:
-            self._handle: int | None = _os.open_library(str(self.load_path))
+            handle = _os.open_library(self._text if self._load_path is None else str(self._load_path))
         except OSError as e:
             self._remove_private_copy()
             # Only now read the file: a directory, empty or text file gets a
             # typed "not a shared library" rather than the loader's wording.
             if not loader_search:
-                sniff_format(self.path)
-            raise LibraryLoadError(self.path, str(e)) from e
-        self._symbols: list[str] | None = None
-        self.live_sets = 0  # registration sets alive on this library (a count; see PluginManager.handles)
-        self._close_requested = False
-        #: After :meth:`close`: why the loader kept the library mapped, or ``None`` if it is gone.
-        self.still_mapped: StillMapped | None = None
+                sniff_format(self._path)
+            raise LibraryLoadError(self._path, str(e)) from e
+        self._handle = handle
+
+    @classmethod
+    def adopt(cls, path: str, handle: int) -> Library:
+        """The library the caller opened itself: ``handle`` is ``dlopen`` of ``path``, in place.
+
+        For the directory load's one-call open-and-register
+        (:func:`~plugin_host.loading._accel.open_register_paths`), which makes no
+        :class:`~pathlib.Path`: :attr:`path` is made from ``path`` when first asked for.
+
+        :param path: the file opened, absolute and normalised as :class:`~pathlib.Path` would
+            print it (it is :attr:`key`).
+        :param handle: the handle, which the library owns from now on (and closes).
+        """
+        library = cls.__new__(cls)
+        library._text = path
+        library._handle = handle
+        return library
+
+    @property
+    def path(self) -> Path:
+        """The file the user asked for (absolute)."""
+        path = self._path
+        if path is None:  # an adopted library: made on first use (two racing threads make equal ones)
+            path = self._path = Path(self._text)
+        return path
+
+    @property
+    def key(self) -> str:
+        """:attr:`path` as a string (what a manager indexes its libraries by, without hashing a Path)."""
+        return self._text
+
+    @property
+    def load_path(self) -> Path:
+        """The file actually opened: a private copy with copy-on-load, else :attr:`path`."""
+        return self.path if self._load_path is None else self._load_path
 
     @classmethod
     def from_private_copy(
@@ -257,8 +300,8 @@ class Library:
         return cls(target, load_path=make_private_copy(target, inspect))
 
     def _remove_private_copy(self) -> None:
-        if self.load_path is not self.path:
-            remove_private_copy(self.load_path)
+        if self._load_path is not None:
+            remove_private_copy(self._load_path)
 
     @property
     def is_open(self) -> bool:
@@ -267,7 +310,7 @@ class Library:
 
     def _require_handle(self, symbol: str | None = None) -> int:
         if self._handle is None:
-            raise PluginUnloadedError(self.path, symbol)
+            raise PluginUnloadedError(self._text, symbol)
         return self._handle
 
     def find_symbol(self, name: str) -> int | None:
@@ -339,10 +382,80 @@ class Library:
         """
         if self._handle is not None:
             handle, self._handle = self._handle, None
-            unmapped = _accel.close_library(handle)
-            self.still_mapped = check_unloaded(self.path, self.load_path, unmapped)
-            self._remove_private_copy()
+            self._closed(_accel.close_library(handle))
+
+    def call_release(self, release: int, argument: int, counter: int, *, close: bool = False) -> int | None:
+        """Call the plugin's ``void release(argument)``, then read its ``size_t counter()``; with
+        ``close``, then :meth:`close`.
+
+        The unload of a plugin-owned registration array through its
+        ``plugin_unregister_all``: one call with the C extension
+        (``ph_release_close``, unload.c), the close included.  With ``close``
+        the library is closed whatever :attr:`live_sets` says: the caller knows
+        this was the last set.
+
+        **Safety**: ``release`` and ``counter`` are addresses in this library
+        (``counter`` may be 0: not exported); ``argument`` is what ``release`` frees.
+
+        :returns: the counter after the release (``None`` when ``counter`` is 0).
+        :raises PluginUnloadedError: the library is closed already.
+        :raises OSError: dlclose failed (the release ran).
+        """
+        handle = self._require_handle()
+        if not _accel.enabled():
+            _RELEASE_FN(release)(argument)
+            count = int(_COUNTER_FN(counter)()) if counter else None
+            if close:
+                self.close()
+            return count
+        if not close:
+            return _accel.release_close(release, argument, counter, 0)[0]
+        self._handle = None
+        count, unmapped = _accel.release_close(release, argument, counter, handle)
+        self._closed(unmapped)
+        return count
+
+    @staticmethod
+    def call_release_all(calls: Sequence[tuple[Library, int, int, int]]) -> list[int | None]:
+        """:meth:`call_release` with ``close`` for each ``(library, release, argument, counter)``,
+        in turn: one call into C for them all with the C extension (a manager's unload of many files).
+
+        :returns: per library, the counter after the release.
+        :raises PluginUnloadedError: a library is closed already (before anything is called).
+        :raises OSError: a dlclose failed (after every release and close was done).
+        """
+        if not _accel.enabled():
+            return [library.call_release(r, a, c, close=True) for library, r, a, c in calls]
+        words: list[int] = []
+        handles = []
+        for library, release, argument, counter in calls:
+            handle = library._require_handle()
+            words += (release, argument, counter, handle)
+            handles.append(handle)
+        for library, *_ in calls:  # only now: nothing is taken if one was closed
+            library._handle = None
+        results = iter(_accel.release_close_all(words))
+        counts: list[int | None] = []
+        failed: OSError | None = None
+        gone = _accel.CLOSE_UNMAPPED
+        for (library, _, _, counter), handle, count, verdict in zip(calls, handles, results, results, strict=True):
+            counts.append(count if counter else None)
+            if verdict == gone and library._load_path is None:
+                continue  # gone, no copy to remove: nothing more to do (still_mapped stays None)
+            try:
+                library._closed(_accel.close_verdict(verdict, handle))
+            except OSError as e:
+                failed = failed or e
+        if failed is not None:
+            raise failed
+        return counts
+
+    def _closed(self, unmapped: bool | None) -> None:
+        """After the handle was closed: whether the library left (``unmapped``: what the close found out)."""
+        # True needs no question to the loader, and no Path (an adopted library has none yet).
+        self.still_mapped = None if unmapped else check_unloaded(self.path, self.load_path, unmapped)
+        self._remove_private_copy()
 
     def __repr__(self) -> str:
         state = "open" if self.is_open else "closed"
-        return f"<Library {str(self.path)!r} {state}>"
+        return f"<Library {self._text!r} {state}>"

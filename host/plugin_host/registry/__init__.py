@@ -17,6 +17,7 @@ from ._declarations import (
 from ._pipeline import (
     Exercised,
     exercise,
+    open_and_register,
     register_greeter,
     register_trait,
     register_traits,
@@ -41,6 +42,7 @@ __all__ = [
     "find_maker_types",
     "implemented_traits",
     "make_proxy",
+    "open_and_register",
     "proxy_class",
     "read_declaration",
     "register_greeter",

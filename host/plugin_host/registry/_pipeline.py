@@ -13,7 +13,7 @@ one-trait forms.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from plugin_interface import (
     PluginError,
@@ -28,13 +28,14 @@ from plugin_interface import (
     unmaker_counter_symbol,
 )
 
-from ..loading import Library
+from ..loading import Library, _accel
 from ._declarations import check_declarations, implemented_traits, read_declaration
-from ._registrations import RegistrationSet, find_maker_types
+from ._registrations import MAX_REGISTRATIONS, RegistrationSet, _plan, find_maker_types
 
 __all__ = [
     "Exercised",
     "exercise",
+    "open_and_register",
     "register_greeter",
     "register_trait",
     "register_traits",
@@ -66,16 +67,106 @@ def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
     return RegistrationSet.from_makers(library, spec, types)
 
 
-def unload_trait(library: Library, array: RegistrationSet) -> int | None:
+def open_and_register(paths: Sequence[str], trait: TraitSpec) -> list[RegistrationSet | PluginError]:
+    """Open each file in place and make every registration of ``trait`` it offers.
+
+    :class:`Library` then :func:`register_trait` per file, for the files the
+    admission let through in place (a directory load's
+    :meth:`~plugin_host.admission.Admission.admitted_in_place`).  With the C
+    extension the common case -- a plugin-owned array whose ABI descriptor is
+    byte for byte the host's, and every check passes -- is done for all the
+    files in one call (:func:`~plugin_host.loading._accel.open_register_paths`);
+    any other file goes on in Python from the step C reached, which raises the
+    same typed error.  A file that fails is closed again.
+
+    :param paths: the files, each absolute and normalised (what :attr:`Library.key` will be).
+    :returns: per file, its registrations or the typed error it failed with.
+    :raises BaseException: anything but a :class:`PluginError` (every file is closed first).
+    """
+    if not _accel.enabled():
+        return [_registered(path, None, trait) for path in paths]
+    plan = _plan(trait)
+    host = plan.identical.found
+    opened = _accel.open_register_paths(
+        list(paths),
+        plan.symbols,
+        plan.expected,
+        MAX_REGISTRATIONS,
+        plan.name,
+        host.trait_version,
+        host.vtable_size,
+        len(plan.method_names),
+    )
+    made: list[RegistrationSet | PluginError] = []
+    passed = _accel.PASS
+    adopt = Library.adopt
+    from_opened = RegistrationSet._from_opened
+    try:
+        for path, result in zip(paths, opened, strict=True):
+            if result.verdict == passed:  # the common case, without a call
+                made.append(from_opened(adopt(path, result.handle), trait, result))
+            else:
+                made.append(_registered(path, result, trait))
+    except BaseException:
+        # Interrupted: nothing opened may stay unowned, nothing is half-made.  Every file is released and closed.
+        for result in opened[len(made) :]:
+            _abandon(result)
+        for regset in made:
+            if isinstance(regset, RegistrationSet) and not regset.is_released:
+                regset.release(close=True)
+        raise
+    return made
+
+
+def _registered(path: str, opened: _accel.Opened | None, trait: TraitSpec) -> RegistrationSet | PluginError:
+    """One file of :func:`open_and_register` in Python, from where C left it (``opened``; ``None``: nothing done)."""
+    try:
+        if opened is None or opened.handle == 0:  # not opened: the Python way says why (or opens it)
+            library = Library(path)
+        else:
+            library = Library.adopt(path, opened.handle)
+    except PluginError as e:
+        return e
+    try:
+        if opened is None or opened.handle == 0 or opened.aggregate == 0:  # the makers, or not implemented
+            return register_trait(library, trait)
+        if opened.verdict == _accel.DESCRIPTOR:  # nothing called: the descriptor is checked in Python
+            return RegistrationSet.from_aggregate(library, trait, opened.aggregate)
+        # The aggregate ran and a check failed (or C had no room): the Python checks name it.
+        return RegistrationSet._from_array(library, trait, opened.array, _plan(trait).identical)
+    except PluginError as e:
+        if library.live_sets == 0:
+            library.close()
+        return e
+    except BaseException:
+        if library.live_sets == 0:
+            library.close()
+        raise
+
+
+def _abandon(opened: _accel.Opened) -> None:
+    """Release (when every check passed) and close what :func:`open_register_paths` opened."""
+    if opened.handle == 0:
+        return
+    with contextlib.suppress(OSError):  # dlclose failed: nothing more to do
+        if opened.verdict == _accel.PASS and opened.release:
+            _accel.release_close(opened.release, opened.array, 0, opened.handle)
+        else:  # an array that failed a check is not released (see RegistrationSet.from_aggregate)
+            _accel.close_library(opened.handle)
+
+
+def unload_trait(library: Library, array: RegistrationSet, *, close: bool = False) -> int | None:
     """Release ``array`` per its ownership rule; the trait's final unmaker counter.
 
+    :param close: then close the library if ``array`` was its last live set
+        (:meth:`RegistrationSet.release`).
     :returns: ``plugin_unmaker_counter_<T>_v1()`` after the release, or
         ``None`` when the library does not export it.
     :raises AlreadyReleasedError: if ``array`` was released already.
     """
     if array.library is not library:
         raise ValueError(f"{array!r} was not made from {library!r}")
-    array.release()
+    array.release(close=close)
     return array.final_counter  # read before a deferred close could unmap the library
 
 

@@ -24,6 +24,7 @@ import ctypes
 import functools
 import struct
 import weakref
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import cffi
@@ -44,6 +45,7 @@ from plugin_interface import (
     maker_symbol,
     parse_symbol,
     register_all_symbol,
+    unmaker_counter_symbol,
     unmaker_symbol,
     unregister_all_symbol,
 )
@@ -282,17 +284,21 @@ class _Plan(NamedTuple):
     identical: DescriptorCheck  # the verdict for a plugin whose descriptor is identical
     name: bytes
     method_names: tuple[str, ...]
+    #: ph_open_register's symbols: aggregate, descriptor, release, counter, each NUL-terminated.
+    symbols: bytes
 
 
 @functools.cache
 def _plan(trait: TraitSpec) -> _Plan:
     expected, identical = _host_descriptor(trait)
+    names = (register_all_symbol(trait), abi_descriptor_symbol(trait), unregister_all_symbol(trait))
     return _Plan(
         abi_descriptor_symbol(trait),
         expected,
         identical,
         trait.name.encode(),
         tuple(m.name for m in trait.methods),
+        b"".join(name.encode() + b"\0" for name in (*names, unmaker_counter_symbol(trait))),
     )
 
 
@@ -309,29 +315,97 @@ class RegistrationSet:
     :meth:`release` is meant to run on the thread that owns the manager.
     """
 
+    # Class-level defaults: an instance stores only what differs (every load makes sets).
+    #: Made on first use (:attr:`gate`), in the instance's dictionary; this is the "not yet".
+    _gate: CallGate | None = None
+    #: The registrations once decoded (:attr:`registrations`); this is the "not yet".
+    _registrations: list[Registration] | None = None
+    #: What the C load made, decoded into :attr:`registrations` on first use (most loads never ask).
+    _records: _accel.Opened | None = None
+    #: The plugin-side objects (Handle results) made through this set's proxies: destroyed before the release.
+    #: Made on the first object: most sets never hand one out.
+    objects: weakref.WeakSet[Any] | None = None
+    _host_array: ctypes.Array[ctypes.c_void_p] | None = None
+    _unmakers: Sequence[int] = ()
+    #: plugin_unregister_all's and the unmaker counter's addresses, when the load looked them up
+    #: (the C open-and-register); 0: look them up at release.
+    _release_fn = 0
+    _counter_fn = 0
+    _released = False
+    #: The trait's unmaker counter read right after :meth:`release` (``None`` before, or if not exported).
+    final_counter: int | None = None
+
     def __init__(
         self,
         library: Library,
         trait: TraitSpec,
-        registrations: list[Registration],
+        registrations: list[Registration] | None,
         *,
         array: int | None,
         host_array: ctypes.Array[ctypes.c_void_p] | None = None,
     ) -> None:
         self.library = library
         self.trait = trait
-        self.registrations = registrations
-        self.gate = CallGate()
-        #: The plugin-side objects (Handle results) made through this set's proxies: destroyed before the release.
-        #: Made on the first object: most sets never hand one out, and every load makes sets.
-        self.objects: weakref.WeakSet[Any] | None = None
         self._array = array
-        self._host_array = host_array
-        self._unmakers: list[int] = []
-        self._released = False
-        #: The trait's unmaker counter read right after :meth:`release` (``None`` before, or if not exported).
-        self.final_counter: int | None = None
+        if registrations is not None:
+            self._registrations = registrations
+        if host_array is not None:
+            self._host_array = host_array
         library.live_sets += 1
+
+    @property
+    def registrations(self) -> list[Registration]:
+        """The validated registrations, in array order."""
+        regs = self._registrations
+        if regs is None:
+            decoded = self._decode()
+            # setdefault is atomic: racing threads end with one list.
+            regs = self.__dict__.setdefault("_registrations", decoded)
+        return regs
+
+    @registrations.setter
+    def registrations(self, value: list[Registration]) -> None:
+        self._registrations = value
+
+    def _decode(self) -> list[Registration]:
+        """:attr:`registrations` from the C load's records (checked there already)."""
+        if self._records is None:
+            return []
+        names = _plan(self.trait).method_names
+        return [
+            _new_registration(  # fields in Registration's order
+                (
+                    type_name.decode(errors="replace"),
+                    reg,
+                    instance,
+                    dict(zip(names, methods, strict=True)),
+                    free_memory,
+                    trait_version,
+                    vtable_size,
+                )
+            )
+            for (reg, instance, free_memory, trait_version, vtable_size, *methods), type_name in _accel.decode_records(
+                self._records
+            )
+        ]
+
+    @property
+    def gate(self) -> CallGate:
+        """The gate every call into these registrations goes through (made on first use).
+
+        A set nobody asked for a gate has had no call through one, so its
+        release has none to wait for (or to be inside of).  Made and released
+        at once, it is the release that wins: the gate is stored before the set's
+        release mark is read here, and :meth:`release` sets the mark before it
+        reads the gate, so one of the two sees the other and the gate is closed.
+        """
+        gate = self._gate
+        if gate is None:
+            # setdefault is atomic (no bytecode runs inside it): one gate per set, whoever made it.
+            gate = self.__dict__.setdefault("_gate", CallGate())
+            if self._released:  # made while, or after, the release began: no call may pass
+                gate.close(self.library.path, self.symbol)
+        return gate
 
     @property
     def is_plugin_owned(self) -> bool:
@@ -501,12 +575,15 @@ class RegistrationSet:
 
     # ---- release ----------------------------------------------------------
 
-    def release(self) -> None:
+    def release(self, *, close: bool = False) -> None:
         """Release every registration exactly once, per the ownership rules.
 
         Waits for the calls inside the plugin through this set's proxies, and
         refuses new ones (they raise :class:`PluginUnloadedError`).
 
+        :param close: then close the library if this was its last live set (a
+            manager's unload: one call into C for the release, the counter and
+            the close, when the load looked up the plugin's release).
         :raises AlreadyReleasedError: on a second call (nothing is freed twice).
         :raises ReleaseInsideCallError: called from inside a call through this
             set's proxies (a signal handler, a C callback); nothing is released.
@@ -514,13 +591,25 @@ class RegistrationSet:
         if self._released:
             raise AlreadyReleasedError(self.library.path, self.symbol)
         self._released = True  # first: a release nested in the wait (a signal handler) is refused
-        try:
-            for obj in list(self.objects or ()):  # while the gate is open: each is destroyed through it, once
-                obj.close()
-            self.gate.close(self.library.path, self.symbol)
-        except BaseException:
-            self._released = False  # nothing was released: a later release may finish the job
-            raise
+        gate = self._gate  # after the mark: see gate
+        if gate is not None or self.objects:
+            try:
+                for obj in list(self.objects or ()):  # while the gate is open: each is destroyed through it, once
+                    obj.close()
+                if gate is not None:
+                    gate.close(self.library.path, self.symbol)
+            except BaseException:
+                self._released = False  # nothing was released: a later release may finish the job
+                raise
+        library = self.library
+        if self._release_fn:  # plugin-owned, its release and counter looked up at load
+            try:
+                self.final_counter = library.call_release(
+                    self._release_fn, self._array or 0, self._counter_fn, close=close and library.live_sets == 1
+                )
+            finally:
+                library.release_handle()
+            return
         try:
             if self._array is not None:
                 self._release_plugin_owned(self._array)
@@ -528,8 +617,58 @@ class RegistrationSet:
                 self._release_host_owned()
         finally:
             # Read now: releasing the last set may close a library the manager asked to close.
-            self.final_counter = self.library.get_unmaker_counter_or_none(self.trait.name)
-            self.library.release_handle()
+            self.final_counter = library.get_unmaker_counter_or_none(self.trait.name)
+            library.release_handle()
+        if close and library.live_sets == 0:
+            library.close()
+
+    @property
+    def closes_at_once(self) -> bool:
+        """Whether :meth:`release_and_close_all` takes this set, and its release has nothing to wait
+        for: not released, the last live set of its open library, a plugin-owned array whose
+        release the load looked up, and no gate nor object made through it (so no call can be in
+        flight, nor this thread inside one)."""
+        library = self.library
+        return (
+            self._release_fn != 0
+            and not self._released
+            and self._gate is None
+            and not self.objects
+            and library.live_sets == 1
+            and library.is_open
+        )
+
+    @staticmethod
+    def release_and_close_all(sets: Sequence[RegistrationSet]) -> None:
+        """:meth:`release` each set with ``close``, in turn: one call into C for them all
+        (:meth:`~plugin_host.loading.Library.call_release_all`).  Every set must be
+        :attr:`closes_at_once`.
+
+        **Thread-safety**: another thread may make a set's gate meanwhile (a proxy): as in
+        :meth:`release`, the sets are marked released before their gates are looked at again,
+        and a gate found then is closed, after the calls through it returned.
+
+        :raises ValueError: a set is not (nothing is released).
+        :raises OSError: a dlclose failed (every set was released, every library closed).
+        """
+        calls = []
+        for regset in sets:
+            if not regset.closes_at_once:
+                raise ValueError(f"{regset!r} cannot be released and closed with others")
+            calls.append((regset.library, regset._release_fn, regset._array or 0, regset._counter_fn))
+        for regset in sets:
+            regset._released = True  # first, as release() marks it: see gate
+        for regset in sets:
+            gate = regset._gate
+            if gate is not None or regset.objects:  # made by another thread since it was looked at
+                for obj in list(regset.objects or ()):
+                    obj.close()
+                if gate is not None:  # this thread is inside no call through it: it was not there before
+                    gate.close(regset.library.path, regset.symbol)
+            regset.library.live_sets = 0  # the last set: what release_handle() leaves
+        counts = Library.call_release_all(calls)
+        for regset, count in zip(sets, counts, strict=True):
+            regset.final_counter = count
 
     def _release_plugin_owned(self, address: int) -> None:
         release_all = self.library.find_symbol(unregister_all_symbol(self.trait))
@@ -552,6 +691,20 @@ class RegistrationSet:
                 UNMAKER_FN(unmaker)(reg)
                 self._host_array[i] = None
         self._host_array = None
+
+    @classmethod
+    def _from_opened(cls, library: Library, trait: TraitSpec, opened: _accel.Opened) -> RegistrationSet:
+        """The set :func:`~plugin_host.loading._accel.open_register_paths` made and checked (``PH_PASS``)."""
+        # __init__'s work without its call (a directory load makes one set per file).
+        made = cls.__new__(cls)
+        made.library = library
+        made.trait = trait
+        made._array = opened.array
+        made._records = opened
+        made._release_fn = opened.release
+        made._counter_fn = opened.counter
+        library.live_sets += 1
+        return made
 
     def __repr__(self) -> str:
         owner = "plugin-owned" if self.is_plugin_owned else "host-owned"
