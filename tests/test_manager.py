@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 from conftest import TEST_PLUGINS, CompilePlugin, LanguageGreeter, mapped_paths
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from plugin_host import (
     LibraryStillMappedWarning,
     PluginManager,
     PluginTrait,
+    UnloadResult,
     get_unmaker_counter,
     get_unmaker_counter_for,
     register_trait,
@@ -575,3 +578,75 @@ def test_a_set_made_outside_the_manager_reports_its_counter_after_the_deferred_c
     assert handle.library.is_open  # kept for the set made outside the manager
     assert unload_trait(handle.library, extra) == 2
     assert not handle.library.is_open
+
+
+# ---- the manager's keys and the unload_all result ---------------------------------------
+
+_SEGMENTS = st.sampled_from(["a", "b", "lib.so", ".", "..", "", "/"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=st.lists(_SEGMENTS, max_size=6), absolute=st.booleans())
+def test_a_file_is_keyed_as_its_absolute_path_prints(parts: list[str], absolute: bool) -> None:
+    """The manager keys files by string, without a Path in the common case: the key is always
+    ``str(Path(path).absolute())``, for a string and a Path alike."""
+    from plugin_host._manager import _key
+
+    text = ("/" if absolute else "") + "/".join(parts)
+    if not text:
+        return
+    assert _key(text) == str(Path(text).absolute())
+    assert _key(Path(text)) == str(Path(text).absolute())
+
+
+def test_a_file_named_relatively_or_through_dots_is_the_same_file(
+    manager: PluginManager, example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    d = tmp_path / "plugins"
+    d.mkdir()
+    lib = Path(shutil.copy(example_plugins["greeters"], d / "libgreeters.so"))
+    [handle] = manager.load_plugins(f"{d}/", PluginTrait.Greeter)  # the directory with a trailing slash
+    monkeypatch.chdir(tmp_path)
+    for name in (lib, str(lib), "plugins/libgreeters.so", "./plugins/libgreeters.so", f"{d}/./libgreeters.so"):
+        assert manager.is_loaded(name), name
+        assert manager.get_handles(name) == [handle], name
+        assert manager.load_plugins(name, PluginTrait.Greeter) == [handle], name
+    assert handle.path == lib and isinstance(handle.path, Path)
+    assert manager.unload_by_path("plugins//libgreeters.so") == {"Greeter": 3}
+    assert not manager.is_loaded(lib)
+
+
+def test_unload_all_returns_a_path_keyed_mapping(manager: PluginManager, example_plugins: dict[str, Path]) -> None:
+    libs = [example_plugins[n] for n in ("greeters", "host_owned")]
+    for lib in libs:
+        manager.load_plugins(lib, PluginTrait.Greeter)
+    results = manager.unload_all()
+    assert results == {libs[0]: {"Greeter": 3}, libs[1]: {"Greeter": 2}}
+    assert list(results) == libs and all(isinstance(p, Path) for p in results)
+    assert len(results) == 2 and libs[0] in results and str(libs[1]) in results and "x" not in results
+    assert results[str(libs[0])] is results[libs[0]]  # made once, when first read
+    assert isinstance(results[libs[0]], UnloadResult) and results[libs[0]].unmapped
+    with pytest.raises(KeyError):
+        results[libs[0].with_name("libnone.so")]
+    assert repr(results).startswith("UnloadResults({")
+    assert manager.unload_all() == {}
+
+
+def test_unload_all_waits_for_a_set_made_outside_the_manager_on_a_directory_load(
+    manager: PluginManager, example_plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    """A library of a directory load with a second set the manager did not make is not released
+    with the others: unload_all releases its own set, and the library stays until the other goes."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for name in ("liba.so", "libb.so"):
+        shutil.copy(example_plugins["greeters"], d / name)
+    first, second = manager.load_plugins(d, PluginTrait.Greeter)
+    extra = register_trait(first.library, PluginTrait.Greeter)  # not the manager's
+    assert manager.unload_all() == {d / "liba.so": {"Greeter": 3}, d / "libb.so": {"Greeter": 3}}
+    assert not first.is_loaded and not second.is_loaded
+    assert str(d / "liba.so") in mapped_paths() and str(d / "libb.so") not in mapped_paths()
+    extra.release()
+    assert str(d / "liba.so") not in mapped_paths()
+    with pytest.raises(AlreadyReleasedError):
+        unload_trait(second.library, second.registration_set)  # released exactly once

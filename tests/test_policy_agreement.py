@@ -358,3 +358,33 @@ def test_a_weaker_python_rule_is_caught(greeters: Path, tmp_path: Path, monkeypa
     if _accel.available():
         files = _private_dir(tmp_path / "files")
         assert any("mode 0o664: C False, Python True" in w for w in c_file_rule_disagreements(greeters, files))
+
+
+# ---- a second load of the same files ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("c_on", [True, False], ids=["C checks on", "C checks off"])
+@pytest.mark.parametrize("change", ["chmod g+w", "replaced by a group-writable file"])
+def test_a_file_made_insecure_after_its_first_load_is_refused_on_the_next(
+    greeters: Path, tmp_path: Path, c_on: bool, change: str
+) -> None:
+    """A second load skips only the pre-check of an unchanged file: the rule for the file (and its
+    directories) is applied again, so a file opened up since is refused."""
+    if c_on and not _accel.available():
+        pytest.skip("the C checks were not built")
+    here = _private_dir(tmp_path / "plugins")
+    file = _plugin(greeters, here / "libgreeters.so")
+    with c_checks(c_on), PluginManager() as manager:
+        [handle] = manager.load_plugins(here, PluginTrait.Greeter)
+        manager.unload_all()
+        if change == "chmod g+w":
+            file.chmod(0o775)
+        else:
+            replacement = _plugin(greeters, here / "libreplacement.tmp", 0o775)
+            os.replace(replacement, file)
+        errors: list[PluginError] = []
+        assert manager.load_plugins(here, PluginTrait.Greeter, errors=errors) == []
+    [error] = errors
+    assert isinstance(error, InsecurePluginError) and error.path == str(file)
+    assert "writable by group" in str(error)
+    assert handle.path == file

@@ -317,7 +317,7 @@ from plugin_interface import PluginUnloadedError, ReleaseInsideCallError
 
 lib = {lib!r}
 manager = PluginManager()
-[handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+[handle] = manager.load_plugins({source!r}, PluginTrait.Greeter)
 raiser, plain = handle.proxy("Raiser"), handle.proxy("Plain")
 
 def on_signal(signum, frame):
@@ -336,8 +336,11 @@ print("closed:", manager.unload_by_path(lib), raiser.is_alive, manager.handles)
 """
 
 
+@pytest.mark.parametrize("where", ["file", "directory"])  # a directory load's sets are made in one call into C
 @pytest.mark.parametrize("action", ["manager.close()", "manager.reload(lib, PluginTrait.Greeter)"])
-def test_a_release_from_a_signal_handler_inside_a_call_is_refused(action: str, compile_plugin: CompilePlugin) -> None:
+def test_a_release_from_a_signal_handler_inside_a_call_is_refused(
+    action: str, where: str, compile_plugin: CompilePlugin, tmp_path: Path
+) -> None:
     """SIGUSR1 arrives while the main thread is inside the plugin; its handler releases.
 
     Waiting would wait for the very call the handler interrupts: before, the
@@ -345,7 +348,11 @@ def test_a_release_from_a_signal_handler_inside_a_call_is_refused(action: str, c
     propagates out of the call, nothing is lost, and a release after the call works.
     """
     lib = compile_plugin("raiser", RAISER_C)
-    proc = run_isolated(_SIGNAL_CHILD.format(lib=str(lib), action=action), timeout=60)
+    if where == "directory":
+        (tmp_path / "plugins").mkdir()
+        lib = Path(shutil.copy(lib, tmp_path / "plugins" / lib.name))
+    source = lib if where == "file" else lib.parent
+    proc = run_isolated(_SIGNAL_CHILD.format(lib=str(lib), source=str(source), action=action), timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("refused: ReleaseInsideCallError plugin_register_all_Greeter_v1 True |"), lines

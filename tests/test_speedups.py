@@ -17,17 +17,18 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import pytest
-from conftest import CompilePlugin, run_isolated
+from conftest import CompilePlugin, mapped_paths, run_isolated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.formats import host_elf_identity
 from plugin_host.loading import HEAD_BYTES, Image, _accel, _precheck, fast_precheck, precheck_image
 from plugin_host.registry import RegistrationSet
-from plugin_interface import PluginError, register_all_symbol, resolve_trait
+from plugin_interface import PluginError, PluginUnloadedError, register_all_symbol, resolve_trait
 from test_descriptor import HANDWRITTEN, HANDWRITTEN_DESCRIPTOR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -396,3 +397,356 @@ def test_a_weakened_c_precheck_is_caught_by_the_agreement_check(
     assert _python_passes(truncated, None) is False
     with pytest.raises(AssertionError):  # the fuzz test's own comparison notices
         assert _c_verdicts(truncated, truncated.read_bytes()) == (False, False, False)
+
+
+# ---- the directory load's one call, the unload's, and a second load -----------------------------
+
+_PIPELINE_CHILD = """
+import json, os, warnings
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.loading import _accel
+from plugin_host.registry import unload_trait
+_accel.set_enabled({enabled})
+directory = {directory!r}
+
+def name(path):
+    return os.path.basename(str(path))
+
+def mapped():
+    with open("/proc/self/maps") as f:
+        return sorted({{name(line.split()[-1]) for line in f if directory in line}})
+
+report = {{}}
+manager = PluginManager()
+for round in ("first", "again"):
+    errors = []
+    handles = manager.load_plugins(directory, PluginTrait.Greeter, errors=errors)
+    report[round] = [
+        sorted(
+            [name(h.path), [r.type_name, sorted(r.methods), r.trait_version, r.vtable_size], h.is_plugin_owned]
+            for h in handles
+            for r in h.registration_set.registrations
+        ),
+        sorted([type(e).__name__, name(e.path), e.symbol, str(e.reason), str(e)] for e in errors),
+    ]
+    report[round + " in one call"] = sorted(name(h.path) for h in handles if h.registration_set._records is not None)
+    by_name = {{name(h.path): h for h in handles}}
+    report[round + " greets"] = sorted(p.greet("x") for p in by_name["libgreeters_a.so"].proxies())  # a gate made
+    out_of_band = by_name["libgreeters_b.so"]
+    unload_trait(out_of_band.library, out_of_band.registration_set)  # released behind the manager's back
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = manager.unload_all()
+    report[round + " unloaded"] = [[name(p), dict(r), r.unmapped, len(r.reasons)] for p, r in results.items()]
+    report[round + " warnings"] = sorted(
+        f"{{w.filename}}: {{type(w.message).__name__}} {{name(w.message.path)}}" for w in caught
+    )
+    report[round + " released"] = [h.is_loaded for h in handles] + [h.library.is_open for h in handles]
+    report[round + " mapped"] = mapped()
+print("RESULT " + json.dumps(report))
+"""
+
+
+@pytest.fixture(scope="module")
+def nodelete_greeter(compile_plugin: CompilePlugin) -> Path:
+    """A C Greeter linked with -z nodelete: it stays mapped after its last close."""
+    from test_unload import GREETER_C
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LDFLAGS", "-Wl,-z,nodelete")
+    try:
+        return compile_plugin("nodelete_greeter", GREETER_C)
+    finally:
+        mp.undo()
+
+
+@pytest.fixture(scope="module")
+def pipeline_catalog(
+    compile_plugin: CompilePlugin,
+    example_plugins: dict[str, Path],
+    test_plugins: dict[str, Path],
+    nodelete_greeter: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Path:
+    """One directory with a file for every step the one-call load can stop at, and good files."""
+    d = tmp_path_factory.mktemp("pipeline") / "plugins"
+    d.mkdir()
+    for suffix in ("a", "b", "c"):
+        shutil.copy(example_plugins["greeters"], d / f"libgreeters_{suffix}.so")
+    shutil.copy(example_plugins["multi_trait"], d / "libmulti_trait.so")
+    shutil.copy(example_plugins["host_owned"], d / "libhost_owned.so")  # no aggregate: the makers
+    shutil.copy(nodelete_greeter, d / "libnodelete.so")  # stays mapped: a warning from the run
+    shutil.copy(test_plugins["undefined_symbol"], d / "libundefined.so")  # dlopen fails
+    shutil.copy(test_plugins["null_maker"], d / "libnull_maker.so")  # the aggregate returns NULL
+    no_descriptor = compile_plugin("handwritten", HANDWRITTEN)  # checked in Python, then loads
+    shutil.copy(no_descriptor, d / "libhw_no_descriptor.so")
+    for defines in _MALFORMED:  # a descriptor byte for byte the host's: the C checks run
+        lib = compile_plugin(
+            "handwritten", {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR}, defines
+        )
+        shutil.copy(lib, d / f"libhw_{defines[0].lower() if defines else 'good'}.so")
+    return d
+
+
+@needs_speedups
+@elf_only
+def test_the_one_call_load_and_unload_agree_with_python(pipeline_catalog: Path) -> None:
+    """Every outcome of a directory load, its unload and a second load of the same files is the
+    pure-Python pipeline's: what loads, each registration, each typed error (file, symbol,
+    reason, message), the counters, the warnings, what stays mapped; and the C load served the files
+    that pass every check in one call."""
+    reports = []
+    for enabled in (True, False):
+        proc = run_isolated(_PIPELINE_CHILD.format(enabled=enabled, directory=str(pipeline_catalog)), timeout=120)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        [line] = [x for x in proc.stdout.splitlines() if x.startswith("RESULT ")]
+        reports.append(json.loads(line[len("RESULT ") :]))
+    with_c, without_c = reports
+    fast = {key: with_c.pop(key) for key in list(with_c) if key.endswith("in one call")}
+    assert {key: without_c.pop(key) for key in list(without_c) if key.endswith("in one call")} == {
+        "first in one call": [],
+        "again in one call": [],
+    }
+    assert with_c == without_c
+    expected_fast = ["libgreeters_a.so", "libgreeters_b.so", "libgreeters_c.so", "libhw_good.so"]
+    expected_fast += ["libmulti_trait.so", "libnodelete.so"]
+    assert fast == {"first in one call": expected_fast, "again in one call": expected_fast}
+    loaded, errors = with_c["first"]
+    assert {row[0] for row in loaded} == {*expected_fast, "libhost_owned.so", "libhw_no_descriptor.so"}
+    assert [e[:2] for e in errors] == [
+        ["AbiMismatchError", "libhw_bad_abi_version.so"],
+        ["AbiMismatchError", "libhw_bad_trait_name.so"],
+        ["AbiMismatchError", "libhw_bad_trait_version.so"],
+        ["AbiMismatchError", "libhw_null_method.so"],
+        ["AbiMismatchError", "libhw_short_vtable.so"],
+        ["InconsistentArrayError", "libhw_huge_len.so"],
+        ["InconsistentArrayError", "libhw_null_entry.so"],
+        ["InconsistentArrayError", "libhw_null_factories.so"],
+        ["InconsistentArrayError", "libhw_null_registrations.so"],
+        ["LibraryLoadError", "libundefined.so"],
+        ["MakerReturnedNullError", "libnull_maker.so"],
+    ]
+    assert with_c["again"] == with_c["first"]
+    unloaded = dict((row[0], row[1:]) for row in with_c["first unloaded"])
+    assert unloaded["libgreeters_c.so"] == [{"Greeter": 3}, True, 0]  # released once: three unmakers ran
+    assert unloaded["libgreeters_b.so"] == [{"Greeter": 3}, True, 0]  # the out-of-band release counted once
+    assert unloaded["libnodelete.so"] == [{"Greeter": 1}, False, 1]  # its one unmaker ran; it stayed
+    assert [row[0] for row in with_c["first unloaded"]] == sorted(unloaded)  # in load order, the files' order
+    # The warning names the caller of unload_all (the child's own code), not the host's files.
+    assert with_c["first warnings"] == ["<string>: LibraryStillMappedWarning libnodelete.so"]
+    assert set(with_c["first released"]) == {False}
+    assert with_c["first mapped"] == ["libnodelete.so"]  # everything else left, the failures included
+
+
+_IDENTITY_CHILD = """
+import os
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.loading import _accel
+_accel.set_enabled({enabled})
+directory, victim = {directory!r}, {victim!r}
+manager = PluginManager()
+manager.load_plugins(directory, PluginTrait.Greeter)
+manager.unload_all()
+# A rewrite in place of the same size (another machine's bytes), its mtime put back: only the ctime tells.
+before = os.stat(victim)
+data = bytearray(open(victim, "rb").read())
+data[18:20] = (183 if data[18:20] != (183).to_bytes(2, "little") else 62).to_bytes(2, "little")
+with open(victim, "r+b") as f:
+    f.write(data)
+os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+after = os.stat(victim)
+assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+errors = []
+handles = manager.load_plugins(directory, PluginTrait.Greeter, errors=errors)
+print("LOADED", sorted(os.path.basename(h.path) for h in handles))
+for e in errors:
+    print("ERROR", type(e).__name__, e.path == victim, e)
+manager.unload_all()
+"""
+
+
+def _second_load_after_a_rewrite(example_plugins: dict[str, Path], tmp_path: Path, enabled: bool) -> list[str]:
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for name in ("libkept.so", "librewritten.so"):
+        shutil.copy(example_plugins["greeters"], d / name)
+    proc = run_isolated(_IDENTITY_CHILD.format(enabled=enabled, directory=str(d), victim=str(d / "librewritten.so")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+@pytest.mark.parametrize("enabled", [True, False], ids=["C", "Python"])
+def test_a_file_rewritten_between_loads_is_checked_again(
+    example_plugins: dict[str, Path], tmp_path: Path, enabled: bool
+) -> None:
+    """A second load skips the pre-check only of a file with the identity it passed with: one
+    rewritten in place since, the same size, its mtime put back, is read again and refused."""
+    if enabled and not _accel.available():
+        pytest.skip("the C checks were not built")
+    lines = _second_load_after_a_rewrite(example_plugins, tmp_path, enabled)
+    assert lines[0] == "LOADED ['libkept.so']"
+    assert lines[1].startswith("ERROR ArchitectureMismatchError True "), lines
+    assert "built for" in lines[1]
+
+
+@needs_speedups
+@elf_only
+def test_c_and_python_record_the_same_identity(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    lib = shutil.copy(example_plugins["greeters"], tmp_path / "libgreeters.so")
+    known: dict[str, bytes] = {}
+    assert fast_precheck([str(lib)], os.geteuid(), known=known) == [True]
+    assert known == {str(lib): _accel.identity_of(os.stat(lib))}
+    assert len(known[str(lib)]) == _accel.IDENTITY_BYTES
+
+
+@needs_speedups
+@elf_only
+def test_a_known_identity_is_what_a_second_pre_check_trusts(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    """The shortcut reads no byte: given a file's present identity as known, even garbage passes (so
+    the identity must be one the file had when it passed); the rule for the file is still applied."""
+    lib = tmp_path / "libgarbage.so"
+    lib.write_bytes(b"not a library at all")
+    lib.chmod(0o644)
+    uid = os.geteuid()
+    assert fast_precheck([str(lib)], uid) == [False]
+    forged = {str(lib): _accel.identity_of(os.lstat(lib))}
+    assert fast_precheck([str(lib)], uid, known=dict(forged)) == [True]
+    lib.chmod(0o664)  # group-writable: the rule refuses it, whatever the identity says
+    assert fast_precheck([str(lib)], uid, known={str(lib): _accel.identity_of(os.lstat(lib))}) == [False]
+    assert fast_precheck([str(lib)], uid, known={str(lib): bytes(_accel.IDENTITY_BYTES)}) == [False]
+
+
+def _identity_without_ctime(source: str) -> str:
+    """A mutation of the C identity: the ctime is left out (the brief's four fields and the mode)."""
+    lines = ["        (uint64_t)ctime.tv_sec, /* what a rewrite with its mtime put back cannot hide */\n"]
+    lines.append("        (uint64_t)ctime.tv_nsec,\n")
+    for line in lines:
+        assert source.count(line) == 1, "the identity in speedups.c changed shape"
+        source = source.replace(line, "        0,\n")
+    return source
+
+
+_MUTANT_IDENTITY_CHILD = """
+import importlib.util, sys
+spec = importlib.util.spec_from_file_location({module!r}, {built!r})
+mutant = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mutant)
+from plugin_host.loading import _accel
+_accel._lib, _accel._ffi = mutant.lib, mutant.ffi
+"""
+
+
+@needs_speedups
+@elf_only
+def test_an_identity_without_the_ctime_is_caught(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    """The rewrite test above fails on a C identity that leaves the ctime out: the rewritten file,
+    another machine's, passes unread and reaches dlopen."""
+    from test_policy_agreement import build_speedups
+
+    mutant = build_speedups(tmp_path / "mutant", _identity_without_ctime, "_speedups_no_ctime")
+    built = mutant.__file__
+    assert built is not None
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for name in ("libkept.so", "librewritten.so"):
+        shutil.copy(example_plugins["greeters"], d / name)
+    victim = str(d / "librewritten.so")
+    prelude = _MUTANT_IDENTITY_CHILD.format(module="_speedups_no_ctime", built=built)
+    proc = run_isolated(prelude + _IDENTITY_CHILD.format(enabled=True, directory=str(d), victim=victim))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[0] == "LOADED ['libkept.so']"
+    assert lines[1].startswith("ERROR LibraryLoadError True "), lines  # the loader's words, not the pre-check's
+    with pytest.raises(AssertionError):
+        assert lines[1].startswith("ERROR ArchitectureMismatchError True ")
+
+
+@needs_speedups
+@elf_only
+def test_an_interrupted_directory_load_leaves_nothing_made(
+    example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Interrupted after the one call opened every file (here while the third set is kept): every
+    file is released and closed, none is half-loaded, and the manager holds nothing."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for i in range(5):
+        shutil.copy(example_plugins["greeters"], d / f"libgreeters_{i}.so")
+    original = RegistrationSet._from_opened
+    calls = iter(range(100))
+
+    def interrupted(*args: Any) -> RegistrationSet:
+        if next(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args)
+
+    monkeypatch.setattr(RegistrationSet, "_from_opened", staticmethod(interrupted))
+    manager = PluginManager()
+    with pytest.raises(KeyboardInterrupt):
+        manager.load_plugins(d, PluginTrait.Greeter)
+    assert manager.handles == []
+    assert not [p for p in mapped_paths() if p.startswith(str(d))]
+
+
+_LATE_GATE_CHILD = """
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.registry import RegistrationSet, make_proxy
+from plugin_interface import PluginUnloadedError
+
+manager = PluginManager()
+handles = manager.load_plugins({directory!r}, PluginTrait.Greeter)
+original = RegistrationSet.closes_at_once.fget
+seen, proxies = set(), []
+
+def closes_at_once(self):
+    # The second look (the release's own) comes after the manager's: another thread makes a proxy
+    # of the set right between that look and the release mark.
+    answer = original(self)
+    if id(self) in seen and answer:
+        proxies.append(make_proxy(self, self.registrations[0]))
+    seen.add(id(self))
+    return answer
+
+RegistrationSet.closes_at_once = property(closes_at_once)
+manager.unload_all()
+assert len(proxies) == len(handles), (len(proxies), len(handles))
+refused = 0
+for proxy in proxies:
+    try:
+        proxy.greet("x")  # into an unmapped library, had the gate been left open
+    except PluginUnloadedError:
+        refused += 1
+print("refused", refused, "of", len(proxies))
+"""
+
+
+@needs_speedups
+@elf_only
+def test_a_gate_made_while_the_run_is_released_is_closed(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    """The batch unload marks its sets released before it looks at their gates again, as release()
+    does: a proxy made by another thread in between refuses its calls rather than calling into a
+    library the batch unmaps."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for i in range(3):
+        shutil.copy(example_plugins["greeters"], d / f"libgreeters_{i}.so")
+    proc = run_isolated(_LATE_GATE_CHILD.format(directory=str(d)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines() == ["refused 3 of 3"]
+
+
+def test_a_gate_asked_for_after_the_release_comes_closed(example_plugins: dict[str, Path]) -> None:
+    """A set's gate is made on first use; one first asked for after the release refuses every call."""
+    from plugin_host.loading import Library
+    from plugin_host.registry import make_proxy, register_trait
+
+    library = Library(example_plugins["greeters"])
+    try:
+        regset = register_trait(library, PluginTrait.Greeter)
+        registration = regset.registrations[0]
+        regset.release()
+        proxy = make_proxy(regset, registration)
+        with pytest.raises(PluginUnloadedError):
+            proxy.greet("x")  # type: ignore[attr-defined]
+    finally:
+        library.close()

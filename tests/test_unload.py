@@ -207,3 +207,26 @@ def test_abi_check_warns_about_nodelete_before_anyone_loads_it(nodelete: Path, c
     assert problem.message.startswith("cannot unload: DF_1_NODELETE is set")
     clean_problems, _ = check_library(scan_library(clean))
     assert not [p for p in clean_problems if p.kind.startswith("unload")]
+
+
+@pytest.mark.parametrize("how", ["handle.unload", "unload_by_path", "unload_all", "unload_all, a gate made"])
+@pytest.mark.parametrize("where", ["file", "directory"])
+def test_the_warning_names_the_callers_line(nodelete: Path, tmp_path: Path, how: str, where: str) -> None:
+    """Whichever way the unload goes (one by one, or a run released in one call), the warning
+    points at the code that asked for it, not at the host's own files."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    lib = Path(shutil.copy(nodelete, d / "libkept.so"))
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(lib if where == "file" else d, "Greeter")
+        if how.endswith("a gate made"):
+            handle.proxies()
+        with pytest.warns(LibraryStillMappedWarning, match="DF_1_NODELETE") as caught:
+            if how == "handle.unload":
+                handle.unload()
+            elif how == "unload_by_path":
+                manager.unload_by_path(lib)
+            else:
+                manager.unload_all()
+    [warning] = caught
+    assert warning.filename == __file__

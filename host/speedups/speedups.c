@@ -430,10 +430,17 @@ static void identity_of(const struct stat *st, unsigned char *out) {
 #else
     const struct timespec mtime = st->st_mtim, ctime = st->st_ctim;
 #endif
+    /* In the order of plugin_host.loading._accel.identity_of (tests/test_speedups.py compares them). */
     const uint64_t words[PH_IDENTITY_WORDS] = {
-        (uint64_t)st->st_dev,       (uint64_t)st->st_ino,        (uint64_t)st->st_size,
-        (uint64_t)mtime.tv_sec,     (uint64_t)mtime.tv_nsec,     (uint64_t)ctime.tv_sec,
-        (uint64_t)ctime.tv_nsec,    (uint64_t)st->st_mode,       (uint64_t)st->st_uid,
+        (uint64_t)st->st_dev,
+        (uint64_t)st->st_ino,
+        (uint64_t)st->st_size,
+        (uint64_t)mtime.tv_sec,
+        (uint64_t)mtime.tv_nsec,
+        (uint64_t)ctime.tv_sec, /* what a rewrite with its mtime put back cannot hide */
+        (uint64_t)ctime.tv_nsec,
+        (uint64_t)st->st_mode,
+        (uint64_t)st->st_uid,
     };
     memcpy(out, words, sizeof words);
 }
