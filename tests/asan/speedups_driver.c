@@ -8,8 +8,11 @@
  * exact-size heap buffer (so ASan sees any read past it), in a file read
  * through pread (SCRATCH_FILE), and by path.  Then, when LIBRARY exports
  * plugin_register_all_Greeter_v1 and its descriptor, runs ph_register_all
- * against its own descriptor and releases the array as the host does.
- * Exit 0: clean; 1: a check failed.  Memory errors are ASan's to report. */
+ * against its own descriptor and releases the array as the host does, and
+ * the directory load's calls: ph_precheck_paths twice (the second time with
+ * the identities the first recorded), ph_open_register_paths on the library
+ * three times over (and an empty path) and ph_release_close_all on what it
+ * made.  Exit 0: clean; 1: a check failed.  Memory errors are ASan's to report. */
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -93,6 +96,70 @@ static int check_aggregate(const char *path) {
     return failed;
 }
 
+static int check_directory_calls(const char *path, int cls, int order, int machine) {
+    const size_t width = PH_IDENTITY_WORDS * sizeof(uint64_t);
+    char paths[3 * 4096 + 4];
+    size_t at = 0, len = strlen(path);
+    if (len >= 4096) return 0;
+    for (int i = 0; i < 3; i++) { /* path, "", path */
+        if (i != 1) {
+            memcpy(paths + at, path, len);
+            at += len;
+        }
+        paths[at++] = '\0';
+    }
+    unsigned char identities[3 * PH_IDENTITY_WORDS * 8], again[3 * PH_IDENTITY_WORDS * 8], verdicts[3], second[3];
+    ph_precheck_paths(paths, 3, 8192, cls, order, machine, (int64_t)geteuid(), NULL, identities, verdicts);
+    ph_precheck_paths(paths, 3, 8192, cls, order, machine, (int64_t)geteuid(), identities, again, second);
+    if (memcmp(verdicts, second, sizeof verdicts) != 0 || (verdicts[0] == PH_PASS && memcmp(identities, again, width))) {
+        printf("  FAIL: a second ph_precheck_paths with the identities of the first differs\n");
+        return 1;
+    }
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) return 0;
+    const PluginAbiDescriptor *descriptor = dlsym(lib, "plugin_abi_descriptor_Greeter_v1");
+    int failed = 0;
+    if (descriptor != NULL) {
+        static const char symbols[] = "plugin_register_all_Greeter_v1\0plugin_abi_descriptor_Greeter_v1\0"
+                                      "plugin_unregister_all_Greeter_v1\0plugin_unmaker_counter_Greeter_v1";
+        uintptr_t out[512];
+        char names[512];
+        size_t starts[5];
+        size_t done = ph_open_register_paths(paths, 3, RTLD_NOW | RTLD_LOCAL, symbols, (const char *)descriptor,
+                                             descriptor->struct_size, 1u << 16, "Greeter", descriptor->trait_version,
+                                             descriptor->vtable_size, descriptor->method_count, out, 512, names,
+                                             sizeof names, starts);
+        uintptr_t calls[3 * PH_RELEASE_WORDS], results[6];
+        size_t n = 0;
+        for (size_t i = 0; i < done; i++) {
+            const uintptr_t *file = out + starts[i];
+            if (i == 1 && file[0] != PH_NOT_OPENED) {
+                printf("  FAIL: an empty path was opened\n");
+                failed = 1;
+            }
+            if (file[0] == PH_PASS && file[3] != 0) { /* released by the plugin, then closed */
+                uintptr_t *call = calls + n++ * PH_RELEASE_WORDS;
+                call[0] = file[3], call[1] = file[PH_OPEN_WORDS], call[2] = file[4], call[3] = file[1];
+            } else if (file[1] != 0) {
+                if (file[0] != PH_NO_AGGREGATE && file[PH_OPEN_WORDS] != 0 && file[3] != 0) {
+                    void (*release)(PluginRegistrationArray *) = (void (*)(PluginRegistrationArray *))file[3];
+                    release((PluginRegistrationArray *)file[PH_OPEN_WORDS]);
+                }
+                dlclose((void *)file[1]);
+            }
+        }
+        ph_release_close_all(calls, n, results);
+        for (size_t i = 0; i < n; i++) {
+            if (results[2 * i + 1] == PH_CLOSE_FAILED) {
+                printf("  FAIL: ph_release_close_all could not close\n");
+                failed = 1;
+            }
+        }
+    }
+    dlclose(lib);
+    return failed;
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: %s LIBRARY SCRATCH_FILE\n", argv[0]);
@@ -123,6 +190,7 @@ int main(int argc, char **argv) {
         failed |= check_image(mutated, len, argv[2], cls, order, machine);
     }
     failed |= check_aggregate(argv[1]);
+    failed |= check_directory_calls(argv[1], cls, order, machine);
     printf("%s: %s\n", argv[1], failed ? "FAILED" : "clean");
     return failed ? 1 : 0;
 }
