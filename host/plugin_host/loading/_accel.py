@@ -41,6 +41,26 @@ IDENTITY_BYTES = 9 * 8
 _IDENTITY = struct.Struct("=QQQqqqqQQ")
 _NO_IDENTITY = bytes(IDENTITY_BYTES)
 
+# The verdicts and layouts of speedups.h the load and unload paths read per file, as Python
+# constants (an attribute of the cffi module is a look-up per use); check_constants ties them.
+#: ``PH_PASS``: every check passed.
+PASS = 0
+#: ``PH_DESCRIPTOR``: no descriptor, or another one; nothing was called.
+DESCRIPTOR = 3
+_NOT_OPENED = 4  # PH_NOT_OPENED
+_OPEN_WORDS = 5  # PH_OPEN_WORDS
+_HEADER_WORDS = 3  # PH_HEADER_WORDS
+_RECORD_WORDS = 5  # PH_RECORD_WORDS
+_RELEASE_WORDS = 4  # PH_RELEASE_WORDS
+#: ``PH_CLOSE_UNMAPPED``: the verdict of a close after which the library is gone.
+CLOSE_UNMAPPED = 0
+_CLOSE_STILL_MAPPED = 1
+_CLOSE_UNKNOWN = 2
+_CLOSE_FAILED = 3
+_CLOSE_NOT_ASKED = 5
+#: Bytes of a ``uintptr_t`` (a pointer's, asserted at import).
+_WORD = struct.calcsize("P")
+
 __all__ = [
     "HEAD_BYTES",
     "IDENTITY_BYTES",
@@ -72,7 +92,7 @@ except ImportError:  # not built: pure Python
     _ffi = _lib = None
 
 
-def check_constants(lib: Any) -> None:
+def check_constants(lib: Any, ffi: Any = None) -> None:
     """Refuse a C extension whose limits differ from the ones above (one rule, two copies tied here).
 
     :raises ImportError: naming the constant that differs.
@@ -82,16 +102,30 @@ def check_constants(lib: Any) -> None:
         ("PH_MAX_DYNSTR_BYTES", MAX_DYNSTR_BYTES),
         ("PH_MAX_DYNAMIC_BYTES", MAX_DYNAMIC_BYTES),
         ("PH_IDENTITY_WORDS", IDENTITY_BYTES // 8),
+        ("PH_PASS", PASS),
+        ("PH_DESCRIPTOR", DESCRIPTOR),
+        ("PH_NOT_OPENED", _NOT_OPENED),
+        ("PH_OPEN_WORDS", _OPEN_WORDS),
+        ("PH_HEADER_WORDS", _HEADER_WORDS),
+        ("PH_RECORD_WORDS", _RECORD_WORDS),
+        ("PH_RELEASE_WORDS", _RELEASE_WORDS),
+        ("PH_CLOSE_UNMAPPED", CLOSE_UNMAPPED),
+        ("PH_CLOSE_STILL_MAPPED", _CLOSE_STILL_MAPPED),
+        ("PH_CLOSE_UNKNOWN", _CLOSE_UNKNOWN),
+        ("PH_CLOSE_FAILED", _CLOSE_FAILED),
+        ("PH_CLOSE_NOT_ASKED", _CLOSE_NOT_ASKED),
     )
     for name, value in limits:
         if getattr(lib, name) != value:
             msg = f"plugin_host.loading._speedups: {name} is {getattr(lib, name)}, the Python checks use {value}"
             raise ImportError(msg)
+    if ffi is not None and ffi.sizeof("uintptr_t") != _WORD:
+        raise ImportError("plugin_host.loading._speedups: a uintptr_t is not a pointer's size")
 
 
 if _lib is not None:
     try:
-        check_constants(_lib)
+        check_constants(_lib, _ffi)
     except ImportError as _stale:  # a C extension from another build: the Python checks decide alone
         import warnings
 
@@ -99,27 +133,6 @@ if _lib is not None:
         _ffi = _lib = None
 
 _on = _lib is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
-
-# The verdicts and sizes of speedups.h, read once (an attribute of the cffi module is a look-up per use).
-if _lib is not None:
-    _PASS = _lib.PH_PASS
-    #: ``PH_PASS`` and ``PH_DESCRIPTOR`` (no descriptor, or another one; nothing called), for :class:`Opened`.
-    PASS: int = _PASS
-    DESCRIPTOR: int = _lib.PH_DESCRIPTOR
-    _NOT_OPENED = _lib.PH_NOT_OPENED
-    _OPEN_WORDS = _lib.PH_OPEN_WORDS
-    _HEADER_WORDS = _lib.PH_HEADER_WORDS
-    _RECORD_WORDS = _lib.PH_RECORD_WORDS
-    _CLOSE_UNMAPPED = _lib.PH_CLOSE_UNMAPPED
-    _CLOSE_STILL_MAPPED = _lib.PH_CLOSE_STILL_MAPPED
-    _CLOSE_UNKNOWN = _lib.PH_CLOSE_UNKNOWN
-    _CLOSE_FAILED = _lib.PH_CLOSE_FAILED
-    _CLOSE_NOT_ASKED = _lib.PH_CLOSE_NOT_ASKED
-    _RELEASE_WORDS = _lib.PH_RELEASE_WORDS
-    #: ``PH_CLOSE_UNMAPPED``: the verdict of a close after which the library is gone.
-    CLOSE_UNMAPPED: int = _CLOSE_UNMAPPED
-    _WORD = _ffi.sizeof("uintptr_t")
-    _new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
 
 
 def available() -> bool:
@@ -331,9 +344,10 @@ def open_register_paths(
     width = _RECORD_WORDS + usable
     # Room for every file's header and a few registrations each; a file with more than fits
     # is checked in Python (PH_UNSUPPORTED).  Not zeroed: only what C wrote is read.
-    out = _new_uncleared("uintptr_t[]", n * (header + _ROOM_PER_FILE * width) + _OUT_WORDS)
-    names = _new_uncleared("char[]", n * _ROOM_PER_FILE * 16 + _NAMES_BYTES)
-    starts = _new_uncleared("size_t[]", n + 2)
+    new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
+    out = new_uncleared("uintptr_t[]", n * (header + _ROOM_PER_FILE * width) + _OUT_WORDS)
+    names = new_uncleared("char[]", n * _ROOM_PER_FILE * 16 + _NAMES_BYTES)
+    starts = new_uncleared("size_t[]", n + 2)
     done: int = _lib.ph_open_register_paths(
         encode_paths(paths),
         n,
@@ -364,7 +378,7 @@ def open_register_paths(
     for start in offsets[:done]:
         verdict, handle, aggregate, release, counter, array, length, names_used = head(words, start * _WORD)
         records = None
-        if verdict == _PASS:
+        if verdict == PASS:
             records = (words, (start + header) * _WORD, all_names, names_at, names_used, width)
             names_at += names_used
         append(new(Opened, (verdict, handle, aggregate, release, counter, array, length, records)))
@@ -408,7 +422,7 @@ def release_close_all(calls: list[int]) -> list[int]:
         verdict, one after another (:func:`close_verdict` reads it).
     """
     n = len(calls) // _RELEASE_WORDS
-    out = _new_uncleared("uintptr_t[]", max(2 * n, 1))
+    out = _ffi.new_allocator(should_clear_after_alloc=False)("uintptr_t[]", max(2 * n, 1))
     _lib.ph_release_close_all(calls, n, out)
     unpacked: list[int] = _ffi.unpack(out, 2 * n)
     return unpacked
@@ -438,7 +452,7 @@ def close_library(handle: int) -> bool | None:
 
 def close_verdict(verdict: int, handle: int) -> bool | None:
     """What a ``PH_CLOSE_*`` verdict says; closes ``handle`` through :mod:`._os` on ``PH_CLOSE_UNSUPPORTED``."""
-    if verdict == _CLOSE_UNMAPPED:
+    if verdict == CLOSE_UNMAPPED:
         return True
     if verdict == _CLOSE_STILL_MAPPED:
         return False
