@@ -28,9 +28,13 @@ def is_plugin_file(path: str | os.PathLike[str], suffixes: Iterable[str] | None 
 
     :param suffixes: the suffixes that count (default: this platform's only).
     """
-    name = os.path.basename(path)
     wanted = (shared_library_suffix(),) if suffixes is None else tuple(suffixes)
-    return name.endswith(wanted) and not name.startswith(".")
+    return _is_candidate(os.path.basename(path), wanted)
+
+
+def _is_candidate(name: str, suffixes: tuple[str, ...]) -> bool:
+    """:func:`is_plugin_file`'s rule on an entry's name."""
+    return name.endswith(suffixes) and not name.startswith(".")
 
 
 def plugin_files(directory: str | os.PathLike[str], suffixes: Iterable[str] | None = None) -> list[Path]:
@@ -49,10 +53,10 @@ def plugin_file_names(directory: str | os.PathLike[str], suffixes: Iterable[str]
 
     :raises OSError: the directory cannot be listed.
     """
-    wanted = None if suffixes is None else tuple(suffixes)
+    wanted = (shared_library_suffix(),) if suffixes is None else tuple(suffixes)  # once, not per entry
     with os.scandir(directory) as it:
         # Sorting the names, not Paths: Path comparison costs microseconds each.
-        return sorted(e.name for e in it if is_plugin_file(e.name, wanted))
+        return sorted([e.name for e in it if _is_candidate(e.name, wanted)])
 
 
 def plugin_file_paths(directory: str, suffixes: Iterable[str] | None = None) -> list[str]:
