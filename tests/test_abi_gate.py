@@ -554,3 +554,33 @@ def test_abi_check_imports_no_loading_layer(variants: dict[str, Path]) -> None:
         [sys.executable, "-c", code, str(variants["base"])], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "0 []"
+
+
+@pytest.mark.parametrize("loader", ["contract", "waivers"])
+@pytest.mark.parametrize("case", ["missing", "directory", "fifo", "too large"])
+def test_a_contract_or_waiver_file_that_is_no_small_file_is_a_clear_error(
+    loader: str, case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both are read by one helper (formats.read_small_file): never blocking, never read whole when huge."""
+    import plugin_host.abi._contract as contract
+    import plugin_host.abi._waivers as waivers
+
+    path = tmp_path / f"input-{loader}"
+    if case == "directory":
+        path.mkdir()
+    elif case == "fifo":
+        os.mkfifo(path)  # opening it for reading without O_NONBLOCK would hang the test
+    elif case == "too large":
+        monkeypatch.setattr(contract, "MAX_CONTRACT_BYTES", 8)
+        monkeypatch.setattr(waivers, "MAX_WAIVER_FILE_BYTES", 8)
+        path.write_text("x" * 64)
+    load = contract.load_contract if loader == "contract" else waivers.load_waivers
+    expected = {
+        "missing": "cannot read it",
+        "directory": "not a regular file",
+        "fifo": "not a regular file",
+        "too large": "64 bytes is too large for a",
+    }[case]
+    with pytest.raises(ValueError, match=expected) as exc:
+        load(path)
+    assert str(exc.value).startswith(str(path))

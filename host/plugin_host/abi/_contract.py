@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat
 from dataclasses import dataclass, field
 
 from plugin_interface import ABI_VERSION, TraitSpec, declared_traits
 
-from ..formats import READ_FLAGS, read_capped
+from ..formats import read_small_file
 
 __all__ = ["CONTRACT_SCHEMA", "MAX_CONTRACT_BYTES", "HostContract", "host_contract", "load_contract"]
 
@@ -99,21 +98,7 @@ def load_contract(path: str | os.PathLike[str]) -> HostContract:
     :raises ValueError: naming the file: unreadable, too large, not JSON, or not a valid contract.
     """
     name = os.fspath(path)
-    try:
-        fd = os.open(name, READ_FLAGS)
-    except OSError as e:
-        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from e
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{name}: not a regular file")
-        if st.st_size > MAX_CONTRACT_BYTES:
-            raise ValueError(f"{name}: {st.st_size} bytes is too large for a contract (at most {MAX_CONTRACT_BYTES})")
-        raw = read_capped(fd, MAX_CONTRACT_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
+    raw = read_small_file(name, MAX_CONTRACT_BYTES, "a contract")
     try:
         data = json.loads(raw.decode("utf-8"))
     except RecursionError as e:

@@ -18,11 +18,10 @@ finding fails again and says which waiver expired.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ..formats import READ_FLAGS, read_capped
+from ..formats import read_small_file
 
 if TYPE_CHECKING:
     import datetime
@@ -91,21 +90,7 @@ def load_waivers(path: str | os.PathLike[str]) -> list[Waiver]:
         an unknown key, a missing reason or expiry date.
     """
     name = os.fspath(path)
-    try:
-        fd = os.open(name, READ_FLAGS)
-    except OSError as e:
-        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from e
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise ValueError(f"{name}: not a regular file")
-        if st.st_size > MAX_WAIVER_FILE_BYTES:
-            raise ValueError(f"{name}: {st.st_size} bytes is too large for a waiver file")
-        raw = read_capped(fd, MAX_WAIVER_FILE_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from e
-    finally:
-        os.close(fd)
+    raw = read_small_file(name, MAX_WAIVER_FILE_BYTES, "a waiver file")
     import tomllib  # only a run with --waivers parses TOML
 
     try:

@@ -32,7 +32,7 @@ from ._elf import (
 )
 from ._exports import exported_symbols, open_exports, read_exports
 from ._files import ALL_LIBRARY_SUFFIXES, is_plugin_file, plugin_file_names, plugin_file_paths, plugin_files
-from ._io import MAX_LIBRARY_BYTES, READ_FLAGS, pread, read_capped
+from ._io import MAX_LIBRARY_BYTES, READ_FLAGS, pread, read_capped, read_small_file
 from ._machines import ELF_MACHINES, Machine, machine_name
 from ._sniff import ELF_MAGIC, BinaryFormat, format_of, native_format, sniff_format
 from ._table import ExportTable, check_table
@@ -76,6 +76,7 @@ __all__ = [
     "plugin_files",
     "pread",
     "read_capped",
+    "read_small_file",
     "read_exports",
     "read_unload_blockers",
     "sniff_format",

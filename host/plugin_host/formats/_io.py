@@ -8,8 +8,9 @@ file alone.
 from __future__ import annotations
 
 import os
+import stat
 
-__all__ = ["MAX_LIBRARY_BYTES", "READ_FLAGS", "pread", "read_capped"]
+__all__ = ["MAX_LIBRARY_BYTES", "READ_FLAGS", "pread", "read_capped", "read_small_file"]
 
 #: Open flags for reading a file to check: never block on a FIFO, never inherit.
 READ_FLAGS = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -41,3 +42,34 @@ def read_capped(fd: int, size: int) -> bytes:
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
+
+
+def read_small_file(path: str | os.PathLike[str], limit: int, what: str) -> bytes:
+    """The whole of a small regular file a user names (a contract, a waiver file), read as warily as a library.
+
+    Opened with :data:`READ_FLAGS` (a FIFO does not block), checked to be a
+    regular file through the descriptor, and read only up to ``limit`` bytes.
+
+    :param what: what the file should be, for the message (``"a contract"``).
+    :raises ValueError: naming the file: it cannot be read, is not a regular
+        file, or is larger than ``limit`` bytes.
+    """
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, READ_FLAGS)
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from e
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{name}: not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"{name}: {st.st_size} bytes is too large for {what} (at most {limit})")
+        raw = read_capped(fd, limit + 1)
+    except OSError as e:
+        raise ValueError(f"{name}: cannot read it: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    if len(raw) > limit:  # it grew since the fstat
+        raise ValueError(f"{name}: too large for {what} (more than {limit} bytes)")
+    return raw
