@@ -236,7 +236,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 )
     print(table(rows, ["plugin file", "trait", "type", "array", "result", "unmaker counter", "after unload"]))
     print("\nunmaker counter: registrations the plugin released after unload (equals the types loaded).")
-    print("after unload: whether the loader really unmapped the library (dlopen RTLD_NOLOAD).")
+    print("after unload: whether the loader really unmapped the library (checked after dlclose).")
     if {"foo", "bar"} <= result.outputs.keys():
         print("\nexplicit modules (DynamicModule): foo and bar use each other's interface, never link")
         try:
