@@ -72,6 +72,7 @@ from ._traits import (
     declare_trait,
     declared_trait_versions,
     declared_traits,
+    long_running,
     method_changes,
     resolve_trait,
 )
@@ -195,6 +196,7 @@ __all__ = [
     "get_unmaker_counter",
     "get_unmaker_counter_for",
     "library_filename",
+    "long_running",
     "maker_symbol",
     "method_changes",
     "parse_symbol",

@@ -8,6 +8,15 @@ declaration, in the order the methods are written (the vtable order).
 
 A later version of a trait may only *append* methods; see the README's
 compatibility rule.
+
+**Long-running methods.**  A compiled proxy call (the host's call engine)
+keeps the GIL while the plugin runs, since releasing and taking it back costs
+more than a short call: other Python threads wait meanwhile.  A method that
+blocks or runs long says so -- ``@long_running`` on the method, or
+``declare_trait(long_running=True)`` for all of a trait's -- and the host
+releases the GIL around its calls.  The hint is not ABI: it enters neither
+the signature nor the fingerprint, and two declarations that differ only in it
+are equal.  (The pure-Python path always releases the GIL: cffi does.)
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from ._types import CStr, CType, MutBuffer, OwnedStr, Size, TypeKind, ctype_by_n
 
 __all__ = [
     "Greeter",
+    "long_running",
     "MethodChange",
     "MethodSpec",
     "ParamSpec",
@@ -65,6 +75,8 @@ class MethodSpec:
     params: tuple[ParamSpec, ...]
     returns: CType
     doc: str = field(default="", compare=False)  # documentation, not ABI
+    #: The host releases the GIL around calls of this method (see "Long-running methods"); not ABI.
+    long_running: bool = field(default=False, compare=False)
 
     @property
     def c_params(self) -> list[str]:
@@ -117,6 +129,8 @@ class TraitSpec:
     doc: str = field(default="", compare=False)  # documentation, not ABI
     #: Where it was declared, ``"package.module:Class"`` (empty when built from data).
     source: str = field(default="", compare=False)
+    #: Every method is long-running (see "Long-running methods"); not ABI.
+    long_running: bool = field(default=False, compare=False)
 
     def __hash__(self) -> int:
         # Specs are dict keys and cache keys on hot paths: hash the identity
@@ -150,16 +164,30 @@ class TraitSpec:
                 return m
         raise KeyError(f"trait {self.name} has no method {name!r}")
 
+    def is_long_running(self, method: MethodSpec) -> bool:
+        """Whether calls of ``method`` release the GIL (the method's hint or the trait's)."""
+        return self.long_running or method.long_running
+
     def to_json(self) -> dict[str, object]:
-        """The declaration as plain data (what the probe child and dumps carry); see :meth:`from_json`."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "methods": [
-                {"name": m.name, "params": [[p.name, p.ctype.name] for p in m.params], "returns": m.returns.name}
-                for m in self.methods
-            ],
-        }
+        """The declaration as plain data (what the probe child and dumps carry); see :meth:`from_json`.
+
+        A long-running hint appears (``"long_running": true``) only where one is given, so the
+        declarations of traits without one are what they always were.
+        """
+        methods: list[dict[str, object]] = []
+        for m in self.methods:
+            entry: dict[str, object] = {
+                "name": m.name,
+                "params": [[p.name, p.ctype.name] for p in m.params],
+                "returns": m.returns.name,
+            }
+            if m.long_running:
+                entry["long_running"] = True
+            methods.append(entry)
+        data: dict[str, object] = {"name": self.name, "version": self.version, "methods": methods}
+        if self.long_running:
+            data["long_running"] = True
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> TraitSpec:
@@ -178,12 +206,21 @@ class TraitSpec:
             specs = []
             for m in methods:
                 params = tuple(ParamSpec(str(pname), ctype_by_name(str(ctype))) for pname, ctype in m["params"])
-                specs.append(MethodSpec(str(m["name"]), params, ctype_by_name(str(m["returns"])), ""))
+                hint = _hint(m, f"method {m['name']!r}")
+                specs.append(MethodSpec(str(m["name"]), params, ctype_by_name(str(m["returns"])), "", hint))
             check_names(name, specs)  # the same rules as a Python declaration: the names become code
             _check_handles(name, tuple(specs))
-            return cls(name, version, tuple(specs))
+            return cls(name, version, tuple(specs), long_running=_hint(data, "the trait"))
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"not a trait declaration: {e}") from e
+
+
+def _hint(data: dict[str, object], what: str) -> bool:
+    """The optional ``"long_running"`` of a declaration's object (absent: ``False``)."""
+    hint = data.get("long_running", False)
+    if not isinstance(hint, bool):
+        raise TypeError(f"{what}: long_running is {hint!r}, not true or false")
+    return hint
 
 
 #: Every declared trait, by (name, version): several versions of one trait may
@@ -307,7 +344,24 @@ def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSp
             f"{trait}.{name}: return annotation {hints.get('return')!r} is not a return "
             "marker (OwnedStr, OwnedBytes, Status, I32, ..., None)"
         )
-    return MethodSpec(name, tuple(params), returns, inspect.getdoc(func) or "")
+    hint = getattr(func, "__plugin_long_running__", False) is True
+    return MethodSpec(name, tuple(params), returns, inspect.getdoc(func) or "", hint)
+
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def long_running(func: F) -> F:
+    """Mark a trait method long-running: the host releases the GIL around its calls.
+
+    For a method that blocks (waits on I/O, a lock, another thread) or runs for
+    long; see "Long-running methods" above.  Use under ``@declare_trait``::
+
+        @long_running
+        def compress(self, data: Buffer) -> OwnedBytes: ...
+    """
+    func.__plugin_long_running__ = True  # type: ignore[attr-defined]
+    return func
 
 
 def _check_handles(trait: str, methods: tuple[MethodSpec, ...]) -> None:
@@ -324,11 +378,15 @@ def _check_handles(trait: str, methods: tuple[MethodSpec, ...]) -> None:
             raise TypeError(msg)
 
 
-def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[type[P]], type[P]]:
+def declare_trait(
+    *, version: int = 1, name: str | None = None, long_running: bool = False
+) -> Callable[[type[P]], type[P]]:
     """Declare a trait from a Protocol class (use as a class decorator).
 
     :param version: the trait version (>= 1).
     :param name: the trait name in C symbols; defaults to the class name.
+    :param long_running: every method blocks or runs long: the host releases
+        the GIL around their calls (one method: :func:`long_running`).
     :returns: the decorator; the class gains ``__plugin_trait__`` (a :class:`TraitSpec`).
     :raises TypeError: if a method is not annotated with the type markers.
     :raises ValueError: if the same name and version was declared differently, or a
@@ -354,7 +412,8 @@ def declare_trait(*, version: int = 1, name: str | None = None) -> Callable[[typ
         if not methods:
             raise TypeError(f"trait {tname} declares no methods")
         _check_handles(tname, methods)
-        spec = TraitSpec(tname, version, methods, inspect.getdoc(cls) or "", f"{cls.__module__}:{cls.__qualname__}")
+        source = f"{cls.__module__}:{cls.__qualname__}"
+        spec = TraitSpec(tname, version, methods, inspect.getdoc(cls) or "", source, long_running=long_running)
         known = _REGISTRY.get((tname, version))
         if known is not None and known != spec:
             raise ValueError(f"trait {tname} v{version} is already declared with a different definition")
