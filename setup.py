@@ -1,10 +1,29 @@
-"""Everything but the optional C extension is declared in pyproject.toml.
+"""Everything but the optional C extensions is declared in pyproject.toml.
 
-``plugin_host.loading._speedups`` (host/speedups) is built with cffi's API mode.  It
-is optional: where no C compiler is available the build prints a warning and
-the install goes on, and the host runs the same checks in pure Python.
+Both extensions are optional: where no C compiler is available (or the
+platform's calling convention is not one the call engine knows) the build
+prints a warning and the install goes on, and the host does the same work in
+pure Python.
+
+- ``plugin_host.loading._speedups`` (host/speedups/speedups.c), the load
+  checks, is built with cffi's API mode.
+- ``plugin_host.loading._callengine`` (host/speedups/callengine.c), the
+  compiled call path of proxies and ``DynamicModule`` functions, is a CPython
+  extension on the limited API (abi3) of Python 3.11.
 """
 
-from setuptools import setup
+from setuptools import Extension, setup
 
-setup(cffi_modules=["host/speedups/build.py:ffibuilder"])
+setup(
+    cffi_modules=["host/speedups/build.py:ffibuilder"],
+    ext_modules=[
+        Extension(
+            "plugin_host.loading._callengine",
+            sources=["host/speedups/callengine.c"],
+            define_macros=[("Py_LIMITED_API", "0x030B0000")],
+            extra_compile_args=["-std=c11"],
+            py_limited_api=True,
+            optional=True,
+        )
+    ],
+)

@@ -12,11 +12,13 @@ import dataclasses
 import os
 import shlex
 import shutil
+import types
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from plugin_annotations import build_plugins, language_of, load_plugin_spec
+from plugin_host.loading import _engine
 from plugin_host.testing import PluginBuilder, ProcessSnapshot, leaked_threads, mapped_paths, run_isolated
 from plugin_host.testing._builder import SUFFIXES
 
@@ -68,6 +70,36 @@ def example_plugins(build_root: Path) -> dict[str, Path]:
 def test_plugins(build_root: Path) -> dict[str, Path]:
     """The deliberately broken plugins of tests/plugins/: name -> library."""
     return build_plugins(TEST_PLUGINS, build_root / "test_plugins", extra_cflags=WERROR).outputs
+
+
+#: The two paths a call can take: the compiled call engine, and pure Python (the engine's fallback).
+CALL_PATHS = ("engine", "python")
+
+
+@pytest.fixture(params=CALL_PATHS)
+def call_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Each call path in turn, for the proxies and module functions made during the test.
+
+    ``"engine"`` skips where the engine was not built (no C compiler at install time); CI must build it.
+    """
+    path: str = request.param
+    if path == "engine" and not _engine.available():
+        message = "plugin_host.loading._callengine was not built (no C compiler at install time)"
+        if IN_CI:
+            pytest.fail(f"{message}, and CI must test it")
+        pytest.skip(message)
+    previous = _engine.set_enabled(path == "engine")
+    try:
+        yield path
+    finally:
+        _engine.set_enabled(previous)
+
+
+def is_compiled(function: object) -> bool:
+    """Whether a proxy method or module function runs in the call engine (else it is Python's)."""
+    if isinstance(function, types.BuiltinFunctionType):
+        return _engine.Method is not None and isinstance(function.__self__, _engine.Method)
+    return _engine.Function is not None and isinstance(function, _engine.Function)
 
 
 CompilePlugin = Callable[..., Path]

@@ -1,4 +1,7 @@
-"""DynamicModule: name resolution, C signatures, explicit lifetime (real compiled libraries)."""
+"""DynamicModule: name resolution, C signatures, explicit lifetime (real compiled libraries).
+
+Every test runs on both call paths (the ``call_path`` fixture): the compiled call engine and pure Python.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,9 @@ from pathlib import Path
 
 import cffi
 import pytest
-from conftest import CompilePlugin, mapped_paths
+from conftest import CompilePlugin, is_compiled, mapped_paths
 from plugin_host import DynamicModule
-from plugin_host.loading import find_module, parse_signature
+from plugin_host.loading import ModuleFunction, find_module, parse_signature
 from plugin_interface import (
     CallArgumentError,
     ModuleNotFoundInPathsError,
@@ -25,6 +28,8 @@ from plugin_interface import (
 
 #: A hang detector, not a timing: a pass takes a fraction of a second.
 HANG_TIMEOUT_S = 30.0
+
+pytestmark = pytest.mark.usefixtures("call_path")
 
 # An ordinary C library (no plugin ABI): a counter kept in a static variable,
 # a spin function to hold a call in flight while another thread closes, and
@@ -270,11 +275,13 @@ def test_missing_symbol(counter_dir: Path) -> None:
         assert exc.value.path == mod.path
 
 
-def test_invoke_and_function(counter_dir: Path) -> None:
+def test_invoke_and_function(counter_dir: Path, call_path: str) -> None:
     with DynamicModule("counter", [counter_dir]) as mod:
         assert mod.invoke("c_ffi_function") is None
         assert mod.invoke("add", "int(int, int)", 2, 3) == 5
         add = mod.function("add", "int(int, int)")
+        assert is_compiled(add) is (call_path == "engine")
+        assert isinstance(add, ModuleFunction)
         assert add is mod.function("add", "int(int, int)")
         assert [add(i, i) for i in range(3)] == [0, 2, 4]
         assert mod.invoke("scale", "double(double, unsigned char)", 1.5, 4) == 6.0
@@ -354,7 +361,9 @@ def test_context_manager_and_calls_after_close(counter_dir: Path) -> None:
 
 def test_close_waits_for_a_call_in_flight(counter_dir: Path) -> None:
     mod = DynamicModule("counter", [counter_dir])
-    spin = mod.function("spin_until_released", "int(void)")
+    # long_running: the GIL is released around the call (a compiled call keeps it otherwise, and this
+    # thread could not run until the spin ends).
+    spin = mod.function("spin_until_released", "int(void)", long_running=True)
     has_entered = mod.function("has_entered", "int(void)")
     # Raw pointer, outside the gate: the only way to reach C while close() waits.
     release = cffi.FFI().cast("void(*)(void)", mod.address("release"))
@@ -437,7 +446,7 @@ def test_close_ends_while_eight_threads_keep_calling(counter_dir: Path) -> None:
     assert sum(refused) > 0
 
 
-def test_close_from_a_signal_handler_inside_a_call_is_refused(counter_dir: Path) -> None:
+def test_close_from_a_signal_handler_inside_a_call_is_refused(counter_dir: Path, call_path: str) -> None:
     """SIGUSR1 arrives while the main thread is inside a C function; its handler closes
     the module.  Before, close() waited for that very call: the process hung for good."""
     from conftest import run_isolated
@@ -446,10 +455,13 @@ def test_close_from_a_signal_handler_inside_a_call_is_refused(counter_dir: Path)
         f"""
         import signal
         from plugin_host import DynamicModule
+        from plugin_host.loading import _engine
         from plugin_interface import ReleaseInsideCallError
 
+        _engine.set_enabled({call_path == "engine"})
         mod = DynamicModule("counter", [{str(counter_dir)!r}])
         raise_signal = mod.function("raise_signal", "int(int)")
+        assert (type(raise_signal).__name__ == "Function") is {call_path == "engine"}
         signal.signal(signal.SIGUSR1, lambda signum, frame: mod.close())
         try:
             raise_signal(signal.SIGUSR1)

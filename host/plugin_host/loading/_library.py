@@ -21,7 +21,7 @@ from plugin_interface import (
 )
 
 from ..formats import exported_symbols, sniff_format
-from . import _accel, _os
+from . import _accel, _engine, _os
 from ._copies import make_private_copy, remove_private_copy
 from ._unload import StillMapped, check_unloaded
 
@@ -66,6 +66,21 @@ class CallGate:
     ``try`` would leak it when a handler raises right after the push, and
     every later release would wait for good.)
 
+    **Compiled calls** (:mod:`._engine`) use the gate's atomic side,
+    :attr:`engine_gate`: a call increments its count of calls inside, then
+    checks that it is open, and decrements the count when it is out;
+    :meth:`close` clears its open flag right after the Python one and waits
+    for that count too.  Both sides are sequentially consistent, so a compiled
+    call that saw the gate open is counted before :meth:`close` reads the
+    count.  One that finds it closed backs out at once, in C, and hands the
+    call to the Python path (which raises the error).
+
+    **No allocation per call**: the list never runs empty.  It keeps
+    ``_IDLE_CALLS`` placeholders, so a push and a pop stay within the room
+    CPython already gave it (a list shrinks its storage only below half of
+    it) instead of allocating on every enter and freeing on every leave;
+    "calls inside" is what lies beyond the placeholders.
+
     **Thread-safety**: any thread may call through the gate, and any thread
     may :meth:`close` it, except one that is itself inside a call through it
     (a signal handler or a C callback during the call): waiting would wait
@@ -73,12 +88,18 @@ class CallGate:
     :class:`~plugin_interface.ReleaseInsideCallError` and changes nothing.
     """
 
-    __slots__ = ("_calls", "_draining", "_open")
+    __slots__ = ("_calls", "_draining", "_engine", "_open")
 
     def __init__(self) -> None:
-        self._calls: list[None] = []
+        self._calls: list[None] = _idle_calls()
         self._draining: list[None] | None = None  # the list close() waits for
         self._open = True
+        self._engine: Any = _engine.new_gate()  # the atomic side compiled calls enter (None without the engine)
+
+    @property
+    def engine_gate(self) -> Any:
+        """The gate's atomic side for compiled calls (``plugin_host.loading._callengine.Gate``), or ``None``."""
+        return self._engine
 
     @property
     def is_open(self) -> bool:
@@ -111,7 +132,9 @@ class CallGate:
         ]
 
     @staticmethod
-    def define_guarded(source: str, name: str, namespace: dict[str, Any], filename: str) -> Any:
+    def define_guarded(
+        source: str, name: str, namespace: dict[str, Any], filename: str, bound: dict[str, Any] | None = None
+    ) -> Any:
         """Compile ``source`` (a ``def`` using :meth:`guarded_source`) and return function ``name``.
 
         The function's code is registered, so :meth:`close` recognises a
@@ -119,9 +142,18 @@ class CallGate:
 
         :param namespace: the function's globals.
         :param filename: what tracebacks show (``"<Greeter proxy>"``).
+        :param bound: names the function sees as closure variables rather
+            than globals (the helpers of generated code: a cell is read with
+            less work than a global).
         """
-        exec(compile(source, filename, "exec"), namespace)
-        function = namespace[name]
+        if bound:
+            factory = "_bind_guarded_"
+            lines = [f"def {factory}({', '.join(bound)}):", *(f"    {line}" for line in source.splitlines())]
+            exec(compile("\n".join([*lines, f"    return {name}"]), filename, "exec"), namespace)
+            function = namespace.pop(factory)(**bound)
+        else:
+            exec(compile(source, filename, "exec"), namespace)
+            function = namespace[name]
         _guarded_codes.add(function.__code__)
         return function
 
@@ -138,12 +170,16 @@ class CallGate:
         call = self._call_on_this_thread()
         if call is not None:
             raise ReleaseInsideCallError(path, symbol, call)
+        engine = self._engine
         if self._open:
             self._open = False  # first: a call that checks from now on backs out
-            self._draining, self._calls = self._calls, []
+            if engine is not None:
+                engine.close()  # and a compiled one
+            self._draining, self._calls = self._calls, _idle_calls()
         draining = self._draining
+        assert draining is not None
         delay_s = _FIRST_POLL_S
-        while draining:
+        while len(draining) > _IDLE_CALLS or (engine is not None and engine.inflight):
             time.sleep(delay_s)
             delay_s = min(delay_s * 2, _MAX_POLL_S)
 
@@ -168,10 +204,26 @@ class CallGate:
                     name = frame.f_code.co_name
                     return f"{name}() of {owner!r}" if owner is not None else f"{name}()"
             frame = frame.f_back
+        inside = self._engine.inside() if self._engine is not None else None  # a compiled call has no frame
+        if inside is not None:
+            name, owner = inside
+            return f"{name}() of {owner!r}"
         return None
 
     def __repr__(self) -> str:
         return f"<CallGate {'open' if self._open else 'closed'}>"
+
+
+#: Placeholders a gate's list of calls always holds (see "No allocation per call").
+_IDLE_CALLS = 8
+
+
+def _idle_calls() -> list[None]:
+    """A list of calls with nobody inside, its storage already grown for the first pushes."""
+    calls = [None] * _IDLE_CALLS
+    calls.append(None)  # grows the storage to 16 slots; popping back to 8 keeps them
+    calls.pop()
+    return calls
 
 
 #: The locals of a guarded call (names no trait parameter or C argument uses).

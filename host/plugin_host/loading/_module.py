@@ -36,6 +36,7 @@ named them; nothing else is relative.
 
 from __future__ import annotations
 
+import abc
 import ctypes.util
 import os
 import threading
@@ -54,6 +55,7 @@ from plugin_interface import (
 )
 
 from ..formats import check_complete, sniff_format
+from . import _engine
 from ._library import CallGate, Library
 
 __all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
@@ -179,35 +181,14 @@ def find_module(
     raise ModuleNotFoundInPathsError(text, searched)
 
 
-class ModuleFunction:
-    """A C function of a :class:`DynamicModule`, callable with a fixed signature.
+class _FunctionInfo:
+    """What both kinds of :class:`ModuleFunction` have besides the call."""
 
-    Arguments are checked before the call: their number here, their types by
-    cffi's conversion (an ``int`` that does not fit, a ``str`` where a number
-    goes...), both raised as :class:`CallArgumentError`.  A ``str`` passed to a
-    ``char *`` parameter is encoded to UTF-8 and lives for the call only.
-
-    :ivar symbol: the C function's name.
-    :ivar signature: the parsed signature.
-
-    **Safety**: the signature is a promise the caller makes; a wrong one (the
-    C function really takes a ``double``) is undefined behaviour the host
-    cannot detect.  Pointers returned by the function point into the module
-    and dangle after :meth:`DynamicModule.close`.
-
-    **Thread-safety**: callable from any thread; a call that started before
-    :meth:`DynamicModule.close` finishes before the library is unmapped, and
-    calls after it raise :class:`PluginUnloadedError`.
-    """
-
-    __slots__ = ("__weakref__", "_fn", "_gate", "_path", "signature", "symbol")
-
-    def __init__(self, path: str, symbol: str, signature: CSignature, address: int, gate: CallGate) -> None:
-        self._path = path
-        self._gate = gate
-        self._fn = _ffi.cast(signature.ctype, address)
-        self.symbol = symbol
-        self.signature = signature
+    __slots__ = ()
+    _gate: CallGate
+    _path: str
+    symbol: str
+    signature: CSignature
 
     @property
     def is_alive(self) -> bool:
@@ -219,6 +200,49 @@ class ModuleFunction:
 
     def _unloaded(self) -> PluginUnloadedError:
         return PluginUnloadedError(self._path, self.symbol)
+
+    def __repr__(self) -> str:
+        state = "" if self._gate.is_open else " (closed)"
+        return f"<ModuleFunction {self.symbol} {self.signature.spelling} from {self._path}{state}>"
+
+
+class ModuleFunction(_FunctionInfo, metaclass=abc.ABCMeta):
+    """A C function of a :class:`DynamicModule`, callable with a fixed signature.
+
+    Arguments are checked before the call: their number here, their types by
+    cffi's conversion (an ``int`` that does not fit, a ``str`` where a number
+    goes...), both raised as :class:`CallArgumentError`.  A ``str`` passed to a
+    ``char *`` parameter is encoded to UTF-8 and lives for the call only.
+
+    This class is the pure-Python path.  With the call engine,
+    :meth:`DynamicModule.function` returns a compiled twin for the signatures
+    it can do (scalars, ``char *``; a scalar or ``void`` result): the same
+    attributes and errors (what it does not convert itself it hands to a
+    :class:`ModuleFunction`), and ``isinstance(f, ModuleFunction)`` holds.
+
+    :ivar symbol: the C function's name.
+    :ivar signature: the parsed signature.
+
+    **Safety**: the signature is a promise the caller makes; a wrong one (the
+    C function really takes a ``double``) is undefined behaviour the host
+    cannot detect.  Pointers returned by the function point into the module
+    and dangle after :meth:`DynamicModule.close`.
+
+    **Thread-safety**: callable from any thread; a call that started before
+    :meth:`DynamicModule.close` finishes before the library is unmapped, and
+    calls after it raise :class:`PluginUnloadedError`.  A compiled function
+    keeps the GIL during the C call unless it was made ``long_running``;
+    this one (cffi) always releases it.
+    """
+
+    __slots__ = ("__weakref__", "_fn", "_gate", "_path", "signature", "symbol")
+
+    def __init__(self, path: str, symbol: str, signature: CSignature, address: int, gate: CallGate) -> None:
+        self._path = path
+        self._gate = gate
+        self._fn = _ffi.cast(signature.ctype, address)
+        self.symbol = symbol
+        self.signature = signature
 
     def _encode_strings(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
         """``args`` with each ``str`` for a ``char *`` parameter encoded to UTF-8."""
@@ -261,9 +285,23 @@ class ModuleFunction:
         "<ModuleFunction>",
     )
 
-    def __repr__(self) -> str:
-        state = "" if self._gate.is_open else " (closed)"
-        return f"<ModuleFunction {self.symbol} {self.signature.spelling} from {self._path}{state}>"
+
+if _engine.Function is not None:
+    # A compiled function is a ModuleFunction: its attributes and repr are the Python one's.
+    ModuleFunction.register(_engine.Function)
+
+
+def _make_function(
+    path: str, symbol: str, signature: CSignature, address: int, gate: CallGate, long_running: bool
+) -> ModuleFunction:
+    """The compiled function when the engine can call ``signature``, else the Python one."""
+    python = ModuleFunction(path, symbol, signature, address, gate)
+    plan = _engine.signature_plan(signature.ctype, long_running) if _engine.enabled() else None
+    if plan is None or gate.engine_gate is None:
+        return python
+    # Named "__call__" for CallGate's message, as the Python path's frame is.
+    compiled: ModuleFunction = _engine.Function(plan, address, gate.engine_gate, python, "__call__")
+    return compiled
 
 
 class DynamicModule:
@@ -326,7 +364,7 @@ class DynamicModule:
         self._lock = threading.RLock()
         self._library: Library | None = None
         self._gate = CallGate()
-        self._functions: dict[tuple[str, str], ModuleFunction] = {}
+        self._functions: dict[tuple[str, str, bool], ModuleFunction] = {}
         self.open()
 
     # ---- lifetime -------------------------------------------------------------
@@ -410,16 +448,19 @@ class DynamicModule:
         """
         return self._require_library(symbol).symbol(symbol)
 
-    def function(self, symbol: str, signature: str = VOID_SIGNATURE) -> ModuleFunction:
+    def function(self, symbol: str, signature: str = VOID_SIGNATURE, *, long_running: bool = False) -> ModuleFunction:
         """A reusable callable for C function ``symbol`` with C type ``signature``.
 
-        The same (symbol, signature) returns the same object until :meth:`close`.
+        The same (symbol, signature, long_running) returns the same object until :meth:`close`.
 
+        :param long_running: the function blocks or runs long: the GIL is
+            released around its calls (a compiled call keeps it otherwise,
+            which is cheaper for a short call; see :class:`ModuleFunction`).
         :raises SignatureError: ``signature`` is not a C function type.
         :raises SymbolNotFoundError: the library does not export ``symbol``.
         :raises PluginUnloadedError: after :meth:`close`.
         """
-        key = (symbol, signature) if isinstance(signature, str) else None
+        key = (symbol, signature, long_running) if isinstance(signature, str) else None
         if key is not None:
             cached = self._functions.get(key)
             if cached is not None and cached.is_alive:
@@ -433,8 +474,8 @@ class DynamicModule:
         # so a C callback into the host may look functions up while close()
         # waits for the call it runs in.
         gate = self._gate
-        fn = ModuleFunction(self.path, symbol, parsed, self.address(symbol), gate)
-        self._functions[(symbol, parsed.text)] = fn
+        fn = _make_function(self.path, symbol, parsed, self.address(symbol), gate, long_running)
+        self._functions[(symbol, parsed.text, long_running)] = fn
         return fn
 
     def invoke(self, symbol: str, signature: str = VOID_SIGNATURE, *args: Any) -> Any:
