@@ -1,8 +1,12 @@
 """Typed proxies: conversions, ownership at the call boundary, argument
-checking before the call, and concurrent calls racing an unload."""
+checking before the call, and concurrent calls racing an unload.
+
+Every test runs on both call paths (the ``call_path`` fixture): the compiled call engine and pure Python.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import threading
 from collections.abc import Callable
@@ -10,13 +14,19 @@ from pathlib import Path
 
 import cffi
 import pytest
-from conftest import CompilePlugin, run_isolated
+from conftest import CompilePlugin, is_compiled, run_isolated
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.registry import TraitProxy, proxy_class
 from plugin_interface import PluginCallError, PluginUnloadedError
 
 #: A hang detector, not a timing: a pass takes a fraction of a second.
 HANG_TIMEOUT_S = 30.0
+
+pytestmark = pytest.mark.usefixtures("call_path")
+
+#: The Greeter with its method marked long-running: the GIL is released around the calls, so a call
+#: that waits for another Python thread (the spinner's) can be waited for.  Not ABI: it loads Greeter plugins.
+LONG_RUNNING_GREETER = dataclasses.replace(PluginTrait.Greeter.spec, long_running=True)
 
 SPINNER_C = """
     /* spinner.c -- demonstrates a call held inside the plugin: greet spins
@@ -70,7 +80,7 @@ RAISER_C = """
 
 
 @pytest.fixture
-def manager() -> PluginManager:
+def manager(call_path: str) -> PluginManager:
     with PluginManager() as m:
         yield m  # type: ignore[misc]
 
@@ -120,10 +130,11 @@ def test_wrong_argument_count_and_type_raise_before_the_call(
 
 
 def test_stateful_instance_keeps_state_per_registration(
-    manager: PluginManager, example_plugins: dict[str, Path]
+    manager: PluginManager, example_plugins: dict[str, Path], call_path: str
 ) -> None:
     [handle] = manager.load_plugins(example_plugins["multi_trait"], PluginTrait.Greeter)
     p = handle.proxy("Counting")
+    assert is_compiled(p.greet) is (call_path == "engine")  # type: ignore[attr-defined]
     assert [p.greet("a") for _ in range(3)] == ["Hello #1, a!", "Hello #2, a!", "Hello #3, a!"]  # type: ignore[attr-defined]
 
 
@@ -205,7 +216,7 @@ def test_refused_calls_do_not_hold_up_a_release(manager: PluginManager, compile_
     the release waiting; with 8 threads retrying, it never saw the list empty.
     """
     lib = compile_plugin("spinner", SPINNER_C)
-    [handle] = manager.load_plugins(lib, PluginTrait.Greeter)
+    [handle] = manager.load_plugins(lib, LONG_RUNNING_GREETER)
     spinner = handle.proxy("Spinner")
     ffi = cffi.FFI()
     # Raw pointers, outside the gate: the only way to reach C while the release waits.
@@ -313,12 +324,15 @@ def test_a_release_ends_while_eight_threads_keep_calling(
 _SIGNAL_CHILD = """
 import signal
 from plugin_host import PluginManager, PluginTrait
+from plugin_host.loading import _engine
 from plugin_interface import PluginUnloadedError, ReleaseInsideCallError
 
+_engine.set_enabled({engine})
 lib = {lib!r}
 manager = PluginManager()
 [handle] = manager.load_plugins({source!r}, PluginTrait.Greeter)
 raiser, plain = handle.proxy("Raiser"), handle.proxy("Plain")
+assert (type(raiser.greet).__name__ == "builtin_function_or_method") is {engine}
 
 def on_signal(signum, frame):
     {action}  # the usual shutdown (or reload) from a handler
@@ -339,7 +353,7 @@ print("closed:", manager.unload_by_path(lib), raiser.is_alive, manager.handles)
 @pytest.mark.parametrize("where", ["file", "directory"])  # a directory load's sets are made in one call into C
 @pytest.mark.parametrize("action", ["manager.close()", "manager.reload(lib, PluginTrait.Greeter)"])
 def test_a_release_from_a_signal_handler_inside_a_call_is_refused(
-    action: str, where: str, compile_plugin: CompilePlugin, tmp_path: Path
+    action: str, where: str, compile_plugin: CompilePlugin, tmp_path: Path, call_path: str
 ) -> None:
     """SIGUSR1 arrives while the main thread is inside the plugin; its handler releases.
 
@@ -352,7 +366,8 @@ def test_a_release_from_a_signal_handler_inside_a_call_is_refused(
         (tmp_path / "plugins").mkdir()
         lib = Path(shutil.copy(lib, tmp_path / "plugins" / lib.name))
     source = lib if where == "file" else lib.parent
-    proc = run_isolated(_SIGNAL_CHILD.format(lib=str(lib), source=str(source), action=action), timeout=60)
+    code = _SIGNAL_CHILD.format(lib=str(lib), source=str(source), action=action, engine=call_path == "engine")
+    proc = run_isolated(code, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("refused: ReleaseInsideCallError plugin_register_all_Greeter_v1 True |"), lines

@@ -3,6 +3,9 @@
 Each marker: its conversion, its ownership (what the plugin allocates is
 released once, by the host, with the plugin's own ``free_memory``), and its bad
 inputs (wrong item size or format, non-contiguous, read-only where written).
+
+Every test runs on both call paths (the ``call_path`` fixture): the compiled
+call engine and pure Python; tests/test_engine.py compares the two directly.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from conftest import CompilePlugin
+from conftest import CompilePlugin, is_compiled
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
 from plugin_host.errors import CallArgumentError, PluginCallError, PluginMethodError, PluginUnloadedError
+from plugin_host.loading import _engine
 from plugin_host.registry import PluginObject
 from plugin_interface import (
     F32,
@@ -43,6 +47,8 @@ from plugin_interface import (
     declare_trait,
     plugin_struct,
 )
+
+pytestmark = pytest.mark.usefixtures("call_path")
 
 
 @declare_trait(version=1)
@@ -186,11 +192,19 @@ def signal(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFacto
     return compile_plugin("signal", SIGNAL_C, include_dirs=(headers,), defines=("PLUGIN_FREE_MEMORY=counting_free",))
 
 
+#: The Signal methods the engine compiles (the others take callbacks: the Python path).
+COMPILED_SIGNAL = ("total", "gain", "divide", "peak", "reversed", "check", "releases", "fire")
+
+
 @pytest.fixture
-def basic(signal: Path) -> Any:
+def basic(signal: Path, call_path: str) -> Any:
     with PluginManager() as manager:
         [handle] = manager.load_plugins(signal, Signal)
-        yield handle.proxy("Basic")
+        proxy = handle.proxy("Basic")
+        for name in COMPILED_SIGNAL:
+            assert is_compiled(getattr(proxy, name)) is (call_path == "engine"), name
+        assert not is_compiled(proxy.each)
+        yield proxy
 
 
 def test_the_header_spells_every_marker_in_c(tmp_path: Path) -> None:
@@ -583,14 +597,24 @@ PLUGIN_AGGREGATES(Geometry)
 
 
 @pytest.fixture(scope="module")
-def plane(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Any:
+def geometry(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
     headers = tmp_path_factory.mktemp("geometry-headers")
     write_trait_headers(headers, [Geometry])
     # The header's _Static_asserts hold the host's offsets and sizes to the compiler's: it must compile.
-    lib = compile_plugin("geometry", GEOMETRY_C, include_dirs=(headers,))
+    return compile_plugin("geometry", GEOMETRY_C, include_dirs=(headers,))
+
+
+@pytest.fixture
+def plane(geometry: Path, call_path: str) -> Any:
     with PluginManager() as manager:
-        [handle] = manager.load_plugins(lib, Geometry)
-        yield handle.proxy("Plane")
+        [handle] = manager.load_plugins(geometry, Geometry)
+        proxy = handle.proxy("Plane")
+        for name in ("length", "area", "grow", "middle"):
+            # Structs by value only where the engine knows the calling convention (System V x86-64).
+            by_value = name in ("length", "middle")
+            expected = call_path == "engine" and (not by_value or _engine.ABI == "sysv-x86_64")
+            assert is_compiled(getattr(proxy, name)) is expected, name
+        yield proxy
 
 
 def test_structs_by_value_by_pointer_and_returned(plane: Any) -> None:

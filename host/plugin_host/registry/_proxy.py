@@ -37,6 +37,13 @@ Ownership at the call boundary:
 - A ``Status`` result: zero is success; anything else raises
   :class:`PluginMethodError` with the message the plugin left in its last
   ``char **error`` parameter (released with ``free_memory`` either way).
+
+Two paths make the calls, with the same results and errors: the compiled
+call engine (:mod:`._compiled`, for every method whose types it can do, when
+it is built) and the generated Python methods here, which are also what the
+engine hands whatever it does not convert itself.  The Python methods call
+``_cffi_backend`` directly with their C types resolved once, and bind the
+helpers they use in closures.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+import _cffi_backend
 import cffi
 from plugin_interface import (
     RESERVED_METHOD_NAMES,
@@ -67,6 +75,7 @@ from plugin_interface import (
 )
 
 from ..loading import CallGate
+from ._compiled import compiled_proxy_class
 from ._registrations import Registration, RegistrationSet
 
 __all__ = ["PluginObject", "TraitProxy", "make_proxy", "proxy_class"]
@@ -75,6 +84,8 @@ _ffi = cffi.FFI()
 _ffi.cdef("typedef struct { uint8_t *data; size_t len; } PluginBytes;")  # plugin_interface.h (layout-tested)
 _FREE_TYPE = _ffi.typeof("void(*)(void *)")
 _VOID_P = _ffi.typeof("void *")
+_BYTES_ARRAY = _ffi.typeof("uint8_t[]")
+_ERROR_P = _ffi.typeof("char **")
 
 
 @functools.cache
@@ -294,6 +305,10 @@ class TraitProxy:
                 message = _ffi.string(error[0]).decode("utf-8", "replace")
             finally:
                 self._free(error[0])
+        return self._method_error(method, code, message)
+
+    def _method_error(self, method: str, code: int, message: str) -> PluginMethodError:
+        """The error of a ``Status`` method that returned ``code`` with ``message`` (the engine builds it too)."""
         return PluginMethodError(self.path, f"{self.trait.name}.{self.type_name}.{method}", code, message)
 
     def _bad_argument(self, method: str, detail: str) -> CallArgumentError:
@@ -367,7 +382,7 @@ def _array_converter(ctype: CType, method: str, name: str) -> Callable[[TraitPro
     native = "<" if _LITTLE else ">"
     formats = frozenset(prefix + f for f in item.buffer_formats for prefix in ("", "@", "=", native))
     codes = frozenset(c for c in array.typecodes if c in item.buffer_formats and array.array(c).itemsize == size)
-    from_buffer, array_class = _ffi.from_buffer, array.array
+    from_buffer, array_class = _cffi_backend.from_buffer, array.array
 
     def convert(proxy: TraitProxy, value: object) -> tuple[Any, int]:
         if type(value) is array_class and value.typecode in codes:
@@ -534,10 +549,10 @@ def _method_source(m: MethodSpec) -> str:
         if kind is TypeKind.CSTR:
             args.append(f"_encode({p.name})")
         elif kind is TypeKind.BUFFER:
-            pre.append(f"    _b_{p.name} = _from_buffer('uint8_t[]', {p.name})")
+            pre.append(f"    _b_{p.name} = _from_buffer(_BYTES, {p.name}, False)")
             args += [f"_b_{p.name}", f"len(_b_{p.name})"]
         elif kind is TypeKind.MUTBUFFER:
-            pre.append(f"    _b_{p.name} = _from_buffer('uint8_t[]', {p.name}, require_writable=True)")
+            pre.append(f"    _b_{p.name} = _from_buffer(_BYTES, {p.name}, True)")
             args += [f"_b_{p.name}", f"len(_b_{p.name})"]
         elif kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
             pre.append(f"    _b_{p.name}, _n_{p.name} = _C{i}(self, {p.name})")
@@ -564,14 +579,14 @@ def _method_source(m: MethodSpec) -> str:
             args.append(f"_o_{p.name}")
             outs.append(f"_from_struct(_o_{p.name}[0], _P{i}.struct)")
         elif kind is TypeKind.OUT:
-            pre.append(f"    _o_{p.name} = _new({_c_item(p.ctype) + ' *'!r})")
+            pre.append(f"    _o_{p.name} = _new(_OUT{i})")
             args.append(f"_o_{p.name}")
             outs.append(f"_o_{p.name}[0]")
         else:
             args.append(p.name)
     returns = m.returns.kind
     if returns is TypeKind.STATUS:
-        pre.append("    _error = _new('char **')")
+        pre.append("    _error = _new(_ERROR_P)")
         args.append("_error")
     call = f"self._fn_{m.name}({', '.join(args)})"
     if returns in (TypeKind.VOID, TypeKind.STATUS):
@@ -581,7 +596,7 @@ def _method_source(m: MethodSpec) -> str:
     if returns is TypeKind.OWNEDSTR:
         body = [
             f"_p = {call}",
-            "if _p == _NULL:",
+            "if not _p:",  # a NULL pointer is false: cheaper than comparing with NULL
             f"    raise self._null_result({m.name!r})",
             "try:",
             "    _r = _string(_p).decode('utf-8', 'replace')",
@@ -593,7 +608,7 @@ def _method_source(m: MethodSpec) -> str:
         handle_kind = m.returns.name.partition("[")[2].rstrip("]")
         body = [
             f"_r = {call}",
-            "if _r == _NULL:",
+            "if not _r:",
             f"    raise self._null_result({m.name!r})",
             f"_r = _PluginObject(self, {handle_kind!r}, _r)",
             f"return {value}",
@@ -601,7 +616,7 @@ def _method_source(m: MethodSpec) -> str:
     elif returns is TypeKind.OWNEDBYTES:
         body = [
             f"_ob = {call}",
-            "if _ob.data == _NULL:",
+            "if not _ob.data:",
             "    if _ob.len:",
             f"        raise self._null_result({m.name!r})",
             "    _r = b''",
@@ -617,7 +632,7 @@ def _method_source(m: MethodSpec) -> str:
             f"_code = {call}",
             "if _code:",
             f"    raise self._method_failed({m.name!r}, _code, _error)",
-            "if _error[0] != _NULL:",
+            "if _error[0]:",
             "    self._free(_error[0])",
             f"return {value}",
         ]
@@ -662,13 +677,15 @@ def _converters(m: MethodSpec, ffi: Any) -> dict[str, Any]:
 
 @functools.cache
 def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
-    """The proxy class of ``trait`` (generated once, then cached)."""
+    """The proxy class of ``trait`` (generated once, then cached): the pure-Python methods."""
     namespace: dict[str, Any] = {
         "_encode": str.encode,
-        "_from_buffer": _ffi.from_buffer,
-        "_string": _ffi.string,
-        "_buffer": _ffi.buffer,
-        "_new": _ffi.new,
+        "_from_buffer": _cffi_backend.from_buffer,
+        "_BYTES": _BYTES_ARRAY,
+        "_string": _cffi_backend.string,
+        "_buffer": _cffi_backend.buffer,
+        "_new": _cffi_backend.newp,
+        "_ERROR_P": _ERROR_P,
         "_array": _array,
         "_to_struct": _to_struct,
         "_from_struct": _from_struct,
@@ -678,7 +695,6 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "_handle": _handle,
         "_PluginObject": PluginObject,
         "_finish_callbacks": _finish_callbacks,
-        "_NULL": _ffi.NULL,
     }
     attrs: dict[str, Any] = {
         "__slots__": tuple(f"_fn_{m.name}" for m in trait.methods),
@@ -699,17 +715,28 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
             attrs[f"_drop_{kind}"] = CallGate.define_guarded(
                 source, f"_drop_{kind}", dict(namespace), f"<{trait.name} proxy>"
             )
-        # Each parameter's CType (_P0, _P1, ...) and converter (_C0, ...); per method, so a fresh namespace.
-        method_namespace = {
+        # Each parameter's CType (_P0, _P1, ...), converter (_C0, ...) and scalar out-parameter C type
+        # (_OUT0, ...), bound in the method's closure with the helpers above.
+        bound = {
             **namespace,
             **{f"_P{i}": p.ctype for i, p in enumerate(m.params)},
             **_converters(m, namespace["_sffi"]),
             "_R": m.returns.struct,
         }
-        attrs[m.name] = CallGate.define_guarded(_method_source(m), m.name, method_namespace, f"<{trait.name} proxy>")
+        bound |= {
+            f"_OUT{i}": _ffi.typeof(_c_item(p.ctype) + " *")
+            for i, p in enumerate(m.params)
+            if p.ctype.kind is TypeKind.OUT and p.ctype.struct is None
+        }
+        source = _method_source(m)
+        used = {name: value for name, value in bound.items() if name in source}
+        attrs[m.name] = CallGate.define_guarded(source, m.name, {}, f"<{trait.name} proxy>", bound=used)
     return type(f"{trait.name}Proxy", (TraitProxy,), attrs)
 
 
 def make_proxy(regset: RegistrationSet, reg: Registration) -> TraitProxy:
-    """A proxy for one registration of ``regset``."""
-    return proxy_class(regset.trait)(regset, reg)
+    """A proxy for one registration of ``regset``: compiled methods where the engine can, else Python's."""
+    base = proxy_class(regset.trait)
+    compiled = compiled_proxy_class(base, regset.trait)
+    proxy: TraitProxy = (compiled or base)(regset, reg)
+    return proxy
