@@ -44,7 +44,7 @@ def _non_negative_int(text: str) -> int:
 def _version() -> str:
     # Imported here: which checks run is a fact of the loading layer, which only --version needs.
     from .._version import __version__ as number
-    from ..loading import _accel
+    from ..loading import _accel, _engine
 
     if _accel.enabled():
         checks = "C (plugin_host.loading._speedups)"
@@ -52,7 +52,13 @@ def _version() -> str:
         checks = "pure Python (C turned off by PLUGIN_HOST_PURE_PYTHON)"
     else:
         checks = "pure Python (plugin_host.loading._speedups was not built)"
-    return f"plugin-host {number}; load checks: {checks}"
+    if _engine.enabled():
+        calls = f"compiled (plugin_host.loading._callengine, {_engine.ABI})"
+    elif _engine.available():
+        calls = "pure Python (C turned off by PLUGIN_HOST_PURE_PYTHON)"
+    else:
+        calls = "pure Python (plugin_host.loading._callengine was not built)"
+    return f"plugin-host {number}; load checks: {checks}; calls: {calls}"
 
 
 class _VersionAction(argparse.Action):
