@@ -343,9 +343,9 @@ PLUGIN_EXPORT void let_go(void) { atomic_store(&freed, 1); }
 PLUGIN_IMPL(Abi, Native, .i8 = i8, .i16 = i16, .i32 = i32, .i64 = i64, .u8 = u8, .u16 = u16, .u32 = u32,
             .u64 = u64, .usize = usize, .f32 = f32, .f64 = f64, .flag = flag, .mix = mix, .floats = floats,
             .ints = ints, .seven = seven, .split = split, .quiet = quiet, .blob = blob, .text = text,
-            .nothing = nothing, .releases = releases, .pair = pair, .flip = flip, .unflip = unflip, .rotate = rotate, .tiny = tiny,
-            .nested = nested, .big = big, .big_sum = big_sum, .grow = grow, .describe = describe,
-            .by_value_big = by_value_big, .hold = hold, .hold_tight = hold)
+            .nothing = nothing, .releases = releases, .pair = pair, .flip = flip, .unflip = unflip,
+            .rotate = rotate, .tiny = tiny, .nested = nested, .big = big, .big_sum = big_sum, .grow = grow,
+            .describe = describe, .by_value_big = by_value_big, .hold = hold, .hold_tight = hold)
 PLUGIN_AGGREGATES(Abi)
 """
 
