@@ -687,6 +687,8 @@ def test_structs_by_pointer_in_and_out(abi: Twins, plane: Twins) -> None:
     ):
         agree(plane, "area", bad)
         agree(plane, "grow", bad, 1, mutable=True)
+    assert agree(plane, "unit")[0] == "ok"  # Out[Frame]: a zeroed struct the plugin fills, a new object
+    agree(plane, "unit", 1)
     agree(abi, "big_sum", Big(1.0, 2.0, 3.5))
     n = Nested(Pair(1, 2.5), [1, 2, 3], False)
     agree(abi, "grow", n, 5, mutable=True)
@@ -708,6 +710,7 @@ def test_structs_by_value_of_every_class(abi: Twins, plane: Twins) -> None:
     got = agree(abi, "describe", Pair(-4, 0.25), FloatInt(-1.5, -(2**40)), 7.5, Three(1.0, 2.0, 3.0), -8)
     assert got == ("ok", repr(f"-4 0.25 | -1.5 {-(2**40)} | 7.5 | 1 2 3 | -8"))
     agree(plane, "length", Point(3.0, 4.0))
+    assert agree(plane, "mirror", Point(3.0, 4.0)) == ("ok", repr((5.0, Point(-3.0, -4.0))))
     agree(plane, "middle", Point(0.0, 0.0), Point(2.0, 4.0))
     for bad in (Pair(2**31, 1.0), Pair(1, "x"), Tiny(256), {"c": 1}, {"a": 1}, None, Three(1.0, 2.0, 3.0)):
         agree(abi, "pair", bad)
@@ -996,7 +999,8 @@ from plugin_host import DynamicModule, PluginManager, PluginTrait
 from plugin_host.loading import CallGate, ModuleFunction, _engine
 
 assert not _engine.available() and not _engine.enabled() and _engine.ABI == ""
-assert _engine.trait_method_plan(PluginTrait.Greeter.spec.methods[0], False) is None
+from plugin_host.loading import _plans
+assert _plans.trait_method_plan(PluginTrait.Greeter.spec.methods[0], False) is None
 assert CallGate().engine_gate is None
 with PluginManager() as manager:
     [handle] = manager.load_plugins({greeters!r}, PluginTrait.Greeter)

@@ -609,9 +609,9 @@ def plane(geometry: Path, call_path: str) -> Any:
     with PluginManager() as manager:
         [handle] = manager.load_plugins(geometry, Geometry)
         proxy = handle.proxy("Plane")
-        for name in ("length", "area", "grow", "middle"):
+        for name in ("length", "area", "grow", "middle", "mirror", "unit"):
             # Structs by value only where the engine knows the calling convention (System V x86-64).
-            by_value = name in ("length", "middle")
+            by_value = name in ("length", "middle", "mirror")
             expected = call_path == "engine" and (not by_value or _engine.ABI == "sysv-x86_64")
             assert is_compiled(getattr(proxy, name)) is expected, name
         yield proxy

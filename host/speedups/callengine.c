@@ -86,7 +86,8 @@ enum {
     P_STRUCT,    /* by value, in registers (ENGINE_STRUCTS_BY_VALUE) */
     P_REF,       /* const T *: written into the stack buffer */
     P_MUTREF,    /* T *: and the plugin's writes copied back into the object */
-    P_LAST = P_MUTREF
+    P_OUTSTRUCT, /* Out[T] of a struct: a zeroed T the plugin writes, returned as a new object */
+    P_LAST = P_OUTSTRUCT
 };
 /* Result kinds (R_*). */
 enum { R_VOID = 0, R_SCALAR, R_OWNEDSTR, R_OWNEDBYTES, R_STATUS, R_STRUCT, R_LAST = R_STRUCT };
@@ -862,6 +863,13 @@ static PyObject *method_fastcall(PyObject *self, PyObject *const *args, Py_ssize
             ir[ni++] = (uint64_t)(uintptr_t)at;
             break;
         }
+        case P_OUTSTRUCT: {
+            unsigned char *at = sbuf + p->soffset;
+            memset(at, 0, (size_t)p->layout->size);
+            ir[ni++] = (uint64_t)(uintptr_t)at;
+            o++; /* its place among the out values */
+            break;
+        }
         }
     }
     if (m->result == R_STATUS) {
@@ -1018,8 +1026,9 @@ static PyObject *method_fastcall(PyObject *self, PyObject *const *args, Py_ssize
     }
     for (int i = 0; i < m->nparams && !failed; i++) {
         const Param *p = &m->params[i];
-        if (p->kind == P_OUT) {
-            PyObject *x = scalar_to_py(p->code, &outs[o]);
+        if (p->kind == P_OUT || p->kind == P_OUTSTRUCT) {
+            PyObject *x = p->kind == P_OUT ? scalar_to_py(p->code, &outs[o])
+                                           : struct_to_py(p->layout, sbuf + p->soffset);
             if (x == NULL) {
                 failed = 1;
                 break;
@@ -1234,6 +1243,7 @@ static int method_plan(Method *m, PyObject *plan) {
         case P_STRUCT:
         case P_REF:
         case P_MUTREF:
+        case P_OUTSTRUCT:
             p->layout = layout_parse(PyTuple_GetItem(pp, 4), 0);
             if (p->layout == NULL) {
                 return -1;
@@ -1260,7 +1270,11 @@ static int method_plan(Method *m, PyObject *plan) {
             } else {
                 ni++;
             }
-            m->nargs++;
+            if (p->kind == P_OUTSTRUCT) {
+                m->nouts++;
+            } else {
+                m->nargs++;
+            }
             break;
         }
     }
@@ -1273,7 +1287,8 @@ static int method_plan(Method *m, PyObject *plan) {
     }
     m->how = result_how(m);
     for (int i = 0; i < m->nparams; i++) {
-        m->post |= m->params[i].kind == P_OUT || m->params[i].kind == P_MUTREF;
+        int kind = m->params[i].kind;
+        m->post |= kind == P_OUT || kind == P_OUTSTRUCT || kind == P_MUTREF;
     }
     return 0;
 }
@@ -1548,6 +1563,7 @@ static int callengine_exec(PyObject *module) {
         {"S_F64", S_F64}, {"P_SCALAR", P_SCALAR}, {"P_CSTR", P_CSTR}, {"P_CHARP", P_CHARP},
         {"P_BUFFER", P_BUFFER}, {"P_MUTBUFFER", P_MUTBUFFER}, {"P_ARRAY", P_ARRAY}, {"P_MUTARRAY", P_MUTARRAY},
         {"P_OUT", P_OUT}, {"P_STRUCT", P_STRUCT}, {"P_REF", P_REF}, {"P_MUTREF", P_MUTREF},
+        {"P_OUTSTRUCT", P_OUTSTRUCT},
         {"R_VOID", R_VOID}, {"R_SCALAR", R_SCALAR}, {"R_OWNEDSTR", R_OWNEDSTR}, {"R_OWNEDBYTES", R_OWNEDBYTES},
         {"R_STATUS", R_STATUS}, {"R_STRUCT", R_STRUCT}, {"F_SELF", F_SELF}, {"F_RELEASE_GIL", F_RELEASE_GIL},
         {"INT_REGS", ENGINE_INT_REGS}, {"FP_REGS", ENGINE_FP_REGS}, {"MAX_PARAMS", ENGINE_MAX_PARAMS},

@@ -55,7 +55,7 @@ from plugin_interface import (
 )
 
 from ..formats import check_complete, sniff_format
-from . import _engine
+from . import _engine, _plans
 from ._library import CallGate, Library
 
 __all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
@@ -296,11 +296,14 @@ def _make_function(
 ) -> ModuleFunction:
     """The compiled function when the engine can call ``signature``, else the Python one."""
     python = ModuleFunction(path, symbol, signature, address, gate)
-    plan = _engine.signature_plan(signature.ctype, long_running) if _engine.enabled() else None
+    plan = _plans.signature_plan(signature.ctype, long_running) if _engine.enabled() else None
     if plan is None or gate.engine_gate is None:
         return python
-    # Named "__call__" for CallGate's message, as the Python path's frame is.
-    compiled: ModuleFunction = _engine.Function(plan, address, gate.engine_gate, python, "__call__")
+    try:
+        # Named "__call__" for CallGate's message, as the Python path's frame is.
+        compiled: ModuleFunction = _engine.Function(plan, address, gate.engine_gate, python, "__call__")
+    except ValueError:  # a plan this build of the engine refuses
+        return python
     return compiled
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from plugin_interface import TraitSpec, TypeKind
 
-from ..loading import _engine
+from ..loading import _engine, _plans
 
 __all__ = ["compiled_proxy_class"]
 
@@ -49,7 +49,7 @@ def _compiled_class(base: type, hints: tuple[bool, ...]) -> type | None:
     trait: TraitSpec = base.trait  # type: ignore[attr-defined]
     plans: dict[str, tuple[Any, ...]] = {}
     for method, long_running in zip(trait.methods, hints, strict=True):
-        plan = _engine.trait_method_plan(method, long_running)
+        plan = _plans.trait_method_plan(method, long_running)
         if plan is not None:
             plans[method.name] = plan
     if not plans:
@@ -62,17 +62,22 @@ def _compiled_class(base: type, hints: tuple[bool, ...]) -> type | None:
         fallback = python_class(regset, reg)  # the pure-Python proxy the compiled methods hand the rest to
         gate = regset.gate.engine_gate
         for name, plan in plans.items():
-            method = _engine.Method(
-                plan,
-                reg.methods.get(name) or 0,  # 0: a method an older plugin lacks; the fallback raises
-                gate,
-                getattr(fallback, name),
-                name,
-                reg.instance or 0,
-                reg.free_memory or 0,
-                fallback,
-                docs[name],
-            )
+            python_method = getattr(fallback, name)
+            try:
+                method = _engine.Method(
+                    plan,
+                    reg.methods.get(name) or 0,  # 0: a method an older plugin lacks; the fallback raises
+                    gate,
+                    python_method,
+                    name,
+                    reg.instance or 0,
+                    reg.free_memory or 0,
+                    fallback,
+                    docs[name],
+                )
+            except ValueError:  # a plan this build of the engine refuses: the Python method serves
+                object.__setattr__(self, name, python_method)
+                continue
             object.__setattr__(self, name, method.bind())
 
     attrs: dict[str, Any] = {
