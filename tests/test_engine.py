@@ -1039,7 +1039,7 @@ def test_an_install_without_a_c_compiler_builds_no_engine_and_works(
     with zipfile.ZipFile(wheel) as z:
         names = z.namelist()
         z.extractall(tmp_path / "site")
-    assert not [n for n in names if "_callengine" in n or "_speedups." in n.replace(".pyi", "")], names
+    assert not [n for n in names if n.endswith((".so", ".pyd"))], names  # the .pyi stubs are package data
     code = f"""
         import sys
         sys.path.insert(0, {str(tmp_path / "site")!r})
