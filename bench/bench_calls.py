@@ -21,7 +21,9 @@ Sides:
 - ``ctypes``: a naive single ctypes call with ``argtypes``/``restype``
   preset: for ``greet``, of a function with the same signature that writes
   into a static buffer (``bench/floor_lib.c``: no allocation, nothing to
-  free), called with ``bytes`` and returning ``bytes``; for ``transform``,
+  free), called with the same arguments as the proxy's call (the
+  registration's instance pointer, and ``bytes``: no encoding) and returning
+  ``bytes`` (no decoding); for ``transform``,
   of the plugin's own function on a pre-made ``from_buffer`` view; for
   ``add``, of ``add`` in a plain library;
 - ``cffi`` (``add`` only): cffi's ABI mode (``ffi.dlopen``) on the same function.
@@ -45,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import gc
 import importlib.machinery
 import importlib.util
 import os
@@ -210,13 +213,13 @@ class Setup:
                 "engine": lambda n: loop1(greeter.greet, "world", n),  # type: ignore[attr-defined]
                 "python": lambda n: loop1(greeter_py.greet, "world", n),  # type: ignore[attr-defined]
                 "trampoline": lambda n: loop1(floors.greet, "world", n),
-                "ctypes": lambda n: loop2(self.greet_static, None, b"world", n),
+                "ctypes": lambda n: loop2(self.greet_static, self.greet_reg.instance, b"world", n),
             },
             # As callers write it: the attribute looked up at each call, on every side.
             "greet, attribute per call": {
                 "engine": lambda n: loop_method(greeter, "greet", ("world",), n),
                 "python": lambda n: loop_method(greeter_py, "greet", ("world",), n),
-                "ctypes": lambda n: loop_method(self.clib, "greet_static", (None, b"world"), n),
+                "ctypes": lambda n: loop_method(self.clib, "greet_static", (self.greet_reg.instance, b"world"), n),
             },
         }
         for size in SIZES:
@@ -311,7 +314,9 @@ def child(build: Path, case: str, side: str, calls: int) -> None:
     floors, floor_lib = build_floors(build / "floors")
     libs = {p.name.removeprefix("lib").removesuffix(".so"): p for p in (build / "plugins").glob("lib*.so")}
     setup = Setup(libs, floors, floor_lib)
+    gc.disable()  # a collection landing in one loop length but not the other would be counted as calls
     setup.cases()[case][side](calls)
+    gc.enable()
     setup.close()
 
 
