@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from conftest import IN_CI, CompilePlugin, is_compiled, run_isolated
+from conftest import EXTENSIONS_PROMISED, NO_COMPILER_INSTALL, CompilePlugin, is_compiled, run_isolated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_annotations import write_trait_headers
@@ -383,7 +383,7 @@ class Twins:
 
 def _require_engine() -> None:
     if not _engine.available():
-        if IN_CI:
+        if EXTENSIONS_PROMISED:
             pytest.fail("CI installed plugin-host without its call engine")
         pytest.skip("plugin_host.loading._callengine was not built (no C compiler at install time)")
 
@@ -962,9 +962,16 @@ def test_the_hint_is_in_the_declaration_and_not_in_the_abi() -> None:
 
 
 def test_ci_builds_and_uses_the_engine() -> None:
-    if not IN_CI:
-        pytest.skip("only CI promises a C compiler at install time")
+    if not EXTENSIONS_PROMISED:
+        pytest.skip("only CI's usual install promises a C compiler at install time")
     assert _engine.available() and _engine.enabled()
+
+
+def test_an_install_made_without_a_compiler_has_no_engine() -> None:
+    """CI's second run of the suite installs with ``CC=false``: this checks that it really ran without the engine."""
+    if not NO_COMPILER_INSTALL:
+        pytest.skip("PLUGIN_HOST_TEST_INSTALL=no-compiler says the install was made without a C compiler")
+    assert not _engine.available() and not _engine.enabled()
 
 
 @pytest.mark.parametrize("cc", ["gcc", "clang"])

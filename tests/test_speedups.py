@@ -21,7 +21,7 @@ from typing import Any
 from unittest import mock
 
 import pytest
-from conftest import CompilePlugin, mapped_paths, run_isolated
+from conftest import EXTENSIONS_PROMISED, NO_COMPILER_INSTALL, CompilePlugin, mapped_paths, run_isolated
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_host import PluginManager, PluginTrait
@@ -51,10 +51,19 @@ def pure_python() -> Iterator[None]:
 
 
 def test_ci_builds_and_uses_the_c_checks() -> None:
-    if not os.environ.get("CI"):
-        pytest.skip("only CI promises a C compiler at install time")
+    if not EXTENSIONS_PROMISED:
+        pytest.skip("only CI's usual install promises a C compiler at install time")
     assert _accel.available(), "CI installed plugin-host without its C extension"
     assert _accel.enabled()
+
+
+def test_an_install_made_without_a_compiler_has_no_c_checks() -> None:
+    """CI's second run of the suite installs with ``CC=false``: this checks that it really ran without C."""
+    if not NO_COMPILER_INSTALL:
+        pytest.skip("PLUGIN_HOST_TEST_INSTALL=no-compiler says the install was made without a C compiler")
+    assert not _accel.available() and not _accel.enabled()
+    version = run_isolated("import sys; from plugin_host.cli import main; sys.exit(main(['--version']))")
+    assert "pure Python" in version.stdout, version.stdout
 
 
 def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
