@@ -300,9 +300,10 @@ class PluginManager:
 
     # ---- queries ------------------------------------------------------------
 
-    # Queries take no lock: each copies what it reads in one step the GIL does not interrupt (a
-    # dict's values into a list), so it sees a state the manager was in, and it never waits for a
-    # change in progress (which may be waiting for a call whose callback is asking).
+    # Queries take no lock: each copies a dict's values in one step the GIL does not interrupt (so a
+    # change on another thread cannot make the copy fail), and never waits for a change in progress
+    # (which may be waiting for a call whose callback is asking).  A handle being released is still
+    # listed until its release finishes, as it was with the lock.
 
     @property
     def handles(self) -> list[PluginHandle]:
