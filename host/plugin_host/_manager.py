@@ -302,8 +302,8 @@ class PluginManager:
 
     # Queries take no lock: each copies a dict's values in one step the GIL does not interrupt (so a
     # change on another thread cannot make the copy fail), and never waits for a change in progress
-    # (which may be waiting for a call whose callback is asking).  A handle being released is still
-    # listed until its release finishes, as it was with the lock.
+    # (which may be waiting for a call whose callback is asking).  A handle being released is listed
+    # until its release finishes (its calls are already refused).
 
     @property
     def handles(self) -> list[PluginHandle]:
