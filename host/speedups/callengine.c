@@ -45,11 +45,11 @@
 #include <stdint.h>
 #include <string.h>
 
-#if defined(__x86_64__) && !defined(_WIN32)
+#if defined(__x86_64__) && !defined(_WIN32) && !defined(__ILP32__)
 #define ENGINE_ABI "sysv-x86_64"
 #define ENGINE_INT_REGS 6
 #define ENGINE_STRUCTS_BY_VALUE 1
-#elif defined(__aarch64__) && !defined(_WIN32)
+#elif defined(__aarch64__) && !defined(_WIN32) && !defined(__ILP32__)
 #define ENGINE_ABI "aapcs64"
 #define ENGINE_INT_REGS 8
 #define ENGINE_STRUCTS_BY_VALUE 0 /* HFAs and indirect copies: left to the Python path */
@@ -57,6 +57,8 @@
 #error "the call engine supports System V x86-64 and AAPCS64 only (the build is optional: Python takes over)"
 #endif
 #define ENGINE_FP_REGS 8
+/* Room for the copies of str arguments a call passes to char * parameters (longer ones: Python path). */
+#define ENGINE_STRING_BYTES 512
 
 /* The vectorcall protocol for the Function type: in the limited API from 3.12; the flag's bit
  * and a heap type's __vectorcalloffset__ member work the same in 3.11, the oldest Python this
@@ -326,7 +328,15 @@ static PyObject *scalar_to_py(int code, const void *src) {
     case S_U16: { uint16_t x; memcpy(&x, src, 2); return PyLong_FromUnsignedLong(x); }
     case S_U32: { uint32_t x; memcpy(&x, src, 4); return PyLong_FromUnsignedLong(x); }
     case S_U64: { uint64_t x; memcpy(&x, src, 8); return PyLong_FromUnsignedLongLong(x); }
-    case S_BOOL: { uint8_t x; memcpy(&x, src, 1); return PyBool_FromLong(x != 0); }
+    case S_BOOL: {
+        uint8_t x;
+        memcpy(&x, src, 1);
+        if (x > 1) { /* what cffi says of the same byte, so both paths answer alike */
+            PyErr_Format(PyExc_ValueError, "got a _Bool of value %d, expected 0 or 1", (int)x);
+            return NULL;
+        }
+        return PyBool_FromLong(x);
+    }
     case S_F32: { float x; memcpy(&x, src, 4); return PyFloat_FromDouble(x); }
     case S_F64: { double x; memcpy(&x, src, 8); return PyFloat_FromDouble(x); }
     default:
@@ -372,8 +382,12 @@ static int field_from_py(const Field *f, PyObject *item, unsigned char *dst) {
         if (x == NULL) {
             return -1;
         }
+        /* Held: converting a struct reads its attributes, which may run code that empties the list. */
+        Py_INCREF(x);
         unsigned char *at = dst + k * f->stride;
-        if ((f->nested ? struct_from_py(f->nested, x, at) : scalar_from_py(f->code, x, at)) < 0) {
+        int r = f->nested ? struct_from_py(f->nested, x, at) : scalar_from_py(f->code, x, at);
+        Py_DECREF(x);
+        if (r < 0) {
             return -1;
         }
     }
@@ -384,6 +398,10 @@ static int field_from_py(const Field *f, PyObject *item, unsigned char *dst) {
 static int struct_from_py(const Layout *layout, PyObject *value, unsigned char *dst) {
     int is_dict = PyDict_CheckExact(value);
     if (!is_dict && (layout->cls == NULL || (PyObject *)Py_TYPE(value) != layout->cls)) {
+        return -1;
+    }
+    /* A class with its own attribute look-up runs code per read: the Python path reads it (once). */
+    if (!is_dict && (getattrofunc)PyType_GetSlot(Py_TYPE(value), Py_tp_getattro) != PyObject_GenericGetAttr) {
         return -1;
     }
     memset(dst, 0, (size_t)layout->size);
@@ -762,6 +780,8 @@ static PyObject *method_fastcall(PyObject *self, PyObject *const *args, Py_ssize
         memset(outs, 0, sizeof(uint64_t) * (size_t)m->nouts); /* what the plugin leaves unwritten reads 0 */
     }
     _Alignas(16) unsigned char sbuf[ENGINE_STRUCT_BYTES];
+    char strings[ENGINE_STRING_BYTES]; /* copies of str arguments for a writable char * (see P_CHARP) */
+    size_t strings_used = 0;
     char *error = NULL;
 
     if (m->sret) {
@@ -793,9 +813,21 @@ static PyObject *method_fastcall(PyObject *self, PyObject *const *args, Py_ssize
             PyObject *v = args[a++];
             const char *s;
             if (PyUnicode_Check(v)) {
-                s = PyUnicode_AsUTF8AndSize(v, NULL); /* cached in the str: no copy per call */
+                Py_ssize_t len;
+                s = PyUnicode_AsUTF8AndSize(v, &len); /* cached in the str: no copy per call */
                 if (s == NULL) {
                     goto decline; /* a lone surrogate: the Python path raises */
+                }
+                if (p->kind == P_CHARP) {
+                    /* A module function's char * may be written through (cffi drops the const, so
+                     * "const char *" looks the same): the str's own bytes must not be, so the function
+                     * gets a copy, as the Python path's encode() makes one.  A CStr is const by contract. */
+                    if ((size_t)len >= sizeof strings - strings_used) {
+                        goto decline; /* too long for the call's buffer: the Python path copies it */
+                    }
+                    memcpy(strings + strings_used, s, (size_t)len + 1);
+                    s = strings + strings_used;
+                    strings_used += (size_t)len + 1;
                 }
             } else if (p->kind == P_CHARP && PyBytes_Check(v)) {
                 s = PyBytes_AsString(v);
@@ -824,8 +856,8 @@ static PyObject *method_fastcall(PyObject *self, PyObject *const *args, Py_ssize
             }
             Py_buffer *view = &views[nviews++];
             const char *fmt = view->format == NULL ? "B" : view->format;
-            while (*fmt == '@' || *fmt == '=' || *fmt == (PY_LITTLE_ENDIAN ? '<' : '>')) {
-                fmt++;
+            if (*fmt == '@' || *fmt == '=' || *fmt == (PY_LITTLE_ENDIAN ? '<' : '>')) {
+                fmt++; /* one prefix, as the Python path allows */
             }
             if (fmt[0] == 0 || fmt[1] != 0 || strchr(p->formats, fmt[0]) == NULL || view->itemsize != p->itemsize) {
                 goto decline;
@@ -1078,6 +1110,13 @@ static PyObject *method_fastcall(PyObject *self, PyObject *const *args, Py_ssize
     return all;
 
 decline:
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_Exception)) {
+        /* KeyboardInterrupt from a signal handler, SystemExit...: raised, as the Python path would */
+        for (int v = 0; v < nviews; v++) {
+            PyBuffer_Release(&views[v]);
+        }
+        return NULL;
+    }
     PyErr_Clear();
     for (int v = 0; v < nviews; v++) {
         PyBuffer_Release(&views[v]);
@@ -1164,7 +1203,8 @@ static int method_plan(Method *m, PyObject *plan) {
             return -1;
         }
         if (parse_classes(PyTuple_GetItem(result, 3), m->rclasses) < 0 || m->rclasses[0] == 0 ||
-            (m->rclasses[0] != 'M' && m->rlayout->size > 8 * (m->rclasses[1] ? 2 : 1)) || !ENGINE_STRUCTS_BY_VALUE) {
+            (m->rclasses[0] != 'M' && (m->rlayout->size + 7) / 8 != (m->rclasses[1] ? 2 : 1)) ||
+            !ENGINE_STRUCTS_BY_VALUE) {
             PyErr_SetString(PyExc_ValueError, "bad result struct classes");
             return -1;
         }
@@ -1256,7 +1296,7 @@ static int method_plan(Method *m, PyObject *plan) {
             if (p->kind == P_STRUCT) {
                 if (!ENGINE_STRUCTS_BY_VALUE || parse_classes(PyTuple_GetItem(pp, 5), p->classes) < 0 ||
                     p->classes[0] == 0 || p->classes[0] == 'M' ||
-                    p->layout->size > 8 * (p->classes[1] ? 2 : 1)) {
+                    (p->layout->size + 7) / 8 != (p->classes[1] ? 2 : 1)) {
                     PyErr_SetString(PyExc_ValueError, "bad struct classes");
                     return -1;
                 }
@@ -1528,30 +1568,42 @@ static int add_int(PyObject *module, const char *name, long value) {
     return PyModule_AddIntConstant(module, name, value);
 }
 
+/* The interpreter the types below belong to (-1: none yet).  They are process-wide statics, so the
+ * module refuses a second interpreter; executed again in its own (a re-import), it reuses them, so
+ * gates and functions made before keep passing the type checks. */
+static int64_t engine_interpreter = -1;
+
 static int callengine_exec(PyObject *module) {
-    PyObject *gate_type = PyType_FromSpec(&Gate_spec);
-    if (gate_type == NULL) {
+    int64_t interpreter = PyInterpreterState_GetID(PyInterpreterState_Get());
+    if (interpreter < 0) {
         return -1;
     }
-    Gate_type = (PyTypeObject *)gate_type;
-    Py_INCREF(gate_type); /* the module's reference, kept for the type checks */
-    if (PyModule_AddObject(module, "Gate", gate_type) < 0) {
-        Py_DECREF(gate_type);
+    if (engine_interpreter >= 0 && interpreter != engine_interpreter) {
+        PyErr_SetString(PyExc_ImportError,
+                        "plugin_host.loading._callengine runs in one interpreter per process (its types are "
+                        "process-wide); this interpreter uses the pure-Python call path");
+        return -1;
+    }
+    if (Gate_type == NULL) {
+        Gate_type = (PyTypeObject *)PyType_FromSpec(&Gate_spec); /* kept for the type checks */
+        if (Gate_type == NULL) {
+            return -1;
+        }
+    }
+    if (Function_type == NULL) {
+        Function_type = (PyTypeObject *)PyType_FromSpec(&Function_spec); /* kept for Method_new's check */
+        if (Function_type == NULL) {
+            return -1;
+        }
+    }
+    engine_interpreter = interpreter;
+    if (PyModule_AddObjectRef(module, "Gate", (PyObject *)Gate_type) < 0 ||
+        PyModule_AddObjectRef(module, "Function", (PyObject *)Function_type) < 0) {
         return -1;
     }
     PyObject *method_type = PyType_FromSpec(&Method_spec);
     if (method_type == NULL || PyModule_AddObject(module, "Method", method_type) < 0) {
         Py_XDECREF(method_type);
-        return -1;
-    }
-    PyObject *function_type = PyType_FromSpec(&Function_spec);
-    if (function_type == NULL) {
-        return -1;
-    }
-    Function_type = (PyTypeObject *)function_type;
-    Py_INCREF(function_type); /* the module's reference, kept for the type check in Method_new */
-    if (PyModule_AddObject(module, "Function", function_type) < 0) {
-        Py_DECREF(function_type);
         return -1;
     }
     struct {
