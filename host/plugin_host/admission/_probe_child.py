@@ -35,6 +35,7 @@ A signal, an ``exit()`` or a hang in the library ends this process, never the ho
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import select
@@ -48,10 +49,12 @@ from plugin_interface import LibraryLoadError, NotASharedLibraryError, TraitSpec
 
 from ..formats import read_exports
 from ..loading import Library, _accel
-from ..registry import exercise
+from ..registry import exercise, prepare
 
 PROTOCOL = 4
 MAX_REQUEST_BYTES = 1 << 20
+#: Distinct trait lists the server keeps parsed and prepared (a host asks for few).
+MAX_PREPARED = 64
 
 
 def _send(fd: int, message: dict[str, object]) -> None:
@@ -86,16 +89,20 @@ def _run(fd: int, path: str, traits: list[TraitSpec]) -> dict[str, object]:
     return {}
 
 
-def _probe(fd: int, request: dict[str, object]) -> None:
-    """Answer one request on ``fd``: the handshake, the steps, the result and ``done``."""
+def _probe(fd: int, request: dict[str, object], traits: list[TraitSpec] | None = None) -> None:
+    """Answer one request on ``fd``: the handshake, the steps, the result and ``done``.
+
+    :param traits: the request's traits, when the server parsed them already (:func:`_prepared`).
+    """
     _send(fd, {"hello": "plugin-host-probe", "protocol": PROTOCOL, "pid": os.getpid()})
     if request.get("protocol") != PROTOCOL:
         message = f"child speaks protocol {PROTOCOL}, asked {request.get('protocol')!r}"
         _send(fd, {"result": {"ok": False, "kind": "protocol", "message": message}})
         return
     _accel.set_enabled(bool(request.get("accel", True)))
-    listed = request.get("traits", [])
-    traits = [TraitSpec.from_json(t) for t in listed] if isinstance(listed, list) else []
+    if traits is None:
+        listed = request.get("traits", [])
+        traits = [TraitSpec.from_json(t) for t in listed] if isinstance(listed, list) else []
     try:
         failure = _run(fd, str(request["path"]), traits)
     except Exception as e:  # a Python error of the host's own code: neither a crash to block nor a clean probe
@@ -141,17 +148,25 @@ def _exit_frame(report: int, status: int, timed_out: bool) -> None:
 
 
 def _in_child(
-    control: int, wakeup: tuple[int, int], report: int, others: list[int], request: dict[str, object]
+    control: int,
+    wakeup: tuple[int, int],
+    report: int,
+    others: list[int],
+    request: dict[str, object],
+    traits: list[TraitSpec] | None,
 ) -> None:
     """The forked child: drop the server's state, lead a process group of its own, probe, and leave."""
     code = 0
     try:
+        # No collection in a process that lives for one probe: one would touch, and so copy,
+        # every page of objects inherited from the server.
+        gc.disable()
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         for fd in (control, *wakeup, *others):
             os.close(fd)
         os.setsid()  # the server kills the group at the timeout: helpers the plugin started go too
-        _probe(report, request)
+        _probe(report, request, traits)
     except BaseException:  # whatever happened, never return into the server's loop
         code = 70
     finally:
@@ -177,10 +192,34 @@ def _warm_up() -> None:
         pass
 
 
+def _prepared(request: dict[str, object], memo: dict[str, list[TraitSpec]]) -> list[TraitSpec] | None:
+    """The request's traits, parsed and prepared (:func:`~plugin_host.registry.prepare`) in the server once per
+    distinct list, so every child inherits them ready; ``None`` when they do not parse (the child parses
+    them again, and fails as it would have)."""
+    listed = request.get("traits", [])
+    if not isinstance(listed, list):
+        return None
+    key = json.dumps(listed, sort_keys=True)
+    traits = memo.get(key)
+    if traits is None:
+        try:
+            traits = [TraitSpec.from_json(t) for t in listed]
+            prepare(traits)
+        except Exception:  # the child reports it
+            return None
+        if len(memo) >= MAX_PREPARED:
+            memo.clear()
+        memo[key] = traits
+        gc.freeze()  # what the children inherit stays out of the server's own collections
+    return traits
+
+
 def serve(control_fd: int) -> int:
     """The probe server's loop on the ``SOCK_SEQPACKET`` socket ``control_fd`` (see the module docs)."""
     os.set_inheritable(control_fd, False)
     _warm_up()
+    gc.freeze()  # the server's own collections never touch (nor share less of) what it imported
+    prepared: dict[str, list[TraitSpec]] = {}
     control = socket.socket(fileno=control_fd)
     wakeup = os.pipe()
     for fd in wakeup:
@@ -212,9 +251,10 @@ def serve(control_fd: int) -> int:
                 if not isinstance(request, dict):
                     os.close(fds[0])
                     continue
+                traits = _prepared(request, prepared)
                 pid = os.fork()
                 if pid == 0:
-                    _in_child(control_fd, wakeup, fds[0], [c.report for c in children.values()], request)
+                    _in_child(control_fd, wakeup, fds[0], [c.report for c in children.values()], request, traits)
                 timeout_s = request.get("timeout_s")
                 deadline = time.monotonic() + (float(timeout_s) if isinstance(timeout_s, (int, float)) else 10.0)
                 children[pid] = _Child(fds[0], deadline)

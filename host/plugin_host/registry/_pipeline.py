@@ -36,6 +36,7 @@ __all__ = [
     "Exercised",
     "exercise",
     "open_and_register",
+    "prepare",
     "register_greeter",
     "register_trait",
     "register_traits",
@@ -244,6 +245,17 @@ def release_sets(library: Library, sets: Mapping[str, RegistrationSet]) -> dict[
     if first is not None:
         raise first
     return counters
+
+
+def prepare(traits: Iterable[TraitSpec]) -> None:
+    """Compute now what the pipeline derives from ``traits`` alone: no library is touched.
+
+    For a process that forks a child per :func:`exercise` (the probe server):
+    what it computes once before forking, every child inherits instead of
+    computing again (this host's descriptor of each trait, the C path's plan).
+    """
+    for spec in traits:
+        _plan(spec)
 
 
 class Exercised:
