@@ -455,7 +455,8 @@ def _probe_server_wanted() -> bool:
 def _read_report(fd: int, report: _Report, deadline: float, proc: subprocess.Popen[bytes] | None = None) -> None:
     """Read ``fd`` into ``report`` until the report is complete, the channel closes or ``deadline`` passes.
 
-    Complete: the server's exit frame, or (``proc``, a fresh interpreter) ``done``.
+    Complete: (``proc``, a fresh interpreter) ``done``, or an exit frame (the server's
+    socket has its own reader, :func:`_read_server_report`).
 
     :raises ProbeTimeoutError: ``deadline`` passed first.
     """
@@ -473,6 +474,27 @@ def _read_report(fd: int, report: _Report, deadline: float, proc: subprocess.Pop
             report.feed(chunk)
 
 
+def _read_server_report(sock: socket.socket, report: _Report, deadline: float) -> None:
+    """Read the server's report socket into ``report`` until its exit frame, the socket closes or ``deadline`` passes.
+
+    A blocking ``recv`` bounded by the time left: one call per chunk, no selector set up per probe.
+
+    :raises ProbeTimeoutError: ``deadline`` passed first.
+    """
+    while report.exit is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise ProbeTimeoutError(report.path, report.timeout_s, report.step)
+        sock.settimeout(remaining)
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            continue
+        if not chunk:
+            return  # the server closed it (and the child is gone)
+        report.feed(chunk)
+
+
 def _probe_in_server(server: ProbeServer, request: dict[str, object], report: _Report, timeout_s: float) -> int:
     """One probe through the server; the child's return code (as ``subprocess`` gives it).
 
@@ -485,7 +507,7 @@ def _probe_in_server(server: ProbeServer, request: dict[str, object], report: _R
         finally:
             theirs.close()
         try:
-            _read_report(ours.fileno(), report, time.monotonic() + timeout_s + SERVER_GRACE_S)
+            _read_server_report(ours, report, time.monotonic() + timeout_s + SERVER_GRACE_S)
         except ProbeTimeoutError:
             if report.pid is not None:
                 _kill_group(report.pid)
