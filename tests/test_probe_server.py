@@ -7,6 +7,7 @@ crashes and hangs of its children, its death, threads, and turning it off.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -17,7 +18,9 @@ import pytest
 from conftest import CompilePlugin
 from plugin_host import PluginTrait
 from plugin_host.admission._probe import Prober, ProbeServer, fork_server_supported, run_probe
+from plugin_host.admission._probe_child import _prepared
 from plugin_host.errors import ProbeCrashedError, ProbeError, ProbeExitedError, ProbeTimeoutError
+from plugin_interface import TraitSpec
 from untrusted_sources import GREETER
 
 server_only = pytest.mark.skipif(not fork_server_supported(), reason="no probe server on this platform")
@@ -129,3 +132,17 @@ def test_the_server_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLUGIN_HOST_PROBE_SERVER", "0")
     assert Prober().server is None
     assert Prober(server=False).server is None
+
+
+def test_the_server_parses_and_prepares_each_trait_list_once() -> None:
+    """What the server parsed before a fork, every child it forks inherits instead of parsing again."""
+    listed = [PluginTrait.Greeter.spec.to_json()]
+    memo: dict[str, list[TraitSpec]] = {}
+    first = _prepared({"traits": listed}, memo)
+    assert first == [PluginTrait.Greeter.spec]
+    assert _prepared({"traits": json.loads(json.dumps(listed))}, memo) is first  # equal list: the same objects
+    assert _prepared({"traits": [PluginTrait.Transformer.spec.to_json()]}, memo) == [PluginTrait.Transformer.spec]
+    broken = [{**listed[0], "name": "not a name"}]
+    assert _prepared({"traits": broken}, memo) is None  # the child parses it again, and fails as it always did
+    assert _prepared({"traits": "not a list"}, memo) is None
+    assert len(memo) == 2
