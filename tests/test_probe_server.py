@@ -7,6 +7,7 @@ crashes and hangs of its children, its death, threads, and turning it off.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -146,3 +147,49 @@ def test_the_server_parses_and_prepares_each_trait_list_once() -> None:
     assert _prepared({"traits": broken}, memo) is None  # the child parses it again, and fails as it always did
     assert _prepared({"traits": "not a list"}, memo) is None
     assert len(memo) == 2
+
+
+@server_only
+def test_a_wedged_server_is_given_up_and_its_hung_child_killed(
+    compile_plugin: CompilePlugin, example_plugins: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The host's own deadline (the probe's timeout and a grace) holds when the server stops answering."""
+    import plugin_host.admission._probe as probe_module
+
+    monkeypatch.setattr(probe_module, "SERVER_GRACE_S", 1.0)
+    hang = compile_plugin("ctor", GREETER, defines=("CTOR_HANG",))
+    server = ProbeServer()
+    errors: list[BaseException] = []
+    pid: int | None = None
+
+    def probe() -> None:
+        try:
+            run_probe(hang, [], server=server, timeout_s=0.5)
+        except BaseException as e:  # asserted below
+            errors.append(e)
+
+    try:
+        assert run_probe(example_plugins["greeters"], [], server=server).clean
+        pid = server.pid
+        assert pid is not None
+        thread = threading.Thread(target=probe)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while not (children := Path(f"/proc/{pid}/task/{pid}/children").read_text().split()):
+            assert time.monotonic() < deadline, "the server forked no child"
+            time.sleep(0.001)
+        os.kill(pid, signal.SIGSTOP)  # wedged before the child's timeout: only the host can end it now
+        thread.join(30)
+        assert not thread.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], ProbeTimeoutError), errors
+        assert server.pid is None  # given up (and killed)
+        [child] = children
+        deadline = time.monotonic() + 10
+        while _alive(int(child)) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not _alive(int(child)), "the hung child outlived its wedged server"
+    finally:
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        server.close()
