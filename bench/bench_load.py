@@ -21,15 +21,25 @@ mapped is a cheap reference count), the sides alternate, and each figure is
 the median of the paired per-repeat ratios.  Run:
 
     python bench/bench_load.py            # after `pip install .`
+    python bench/bench_load.py --cpu      # CPU time: less disturbed on a shared machine
+    python bench/bench_load.py --instructions   # also instructions per file (callgrind)
+
+``--instructions`` counts each load alone in a child under callgrind
+(``valgrind --tool=callgrind``), whose counts repeat exactly where time is
+noisy: at two directory sizes, the difference of the totals divided by the
+difference of the sizes is one file's count.
 """
 
 from __future__ import annotations
 
 import _ctypes
 import argparse
+import gc
 import os
+import re
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -113,6 +123,49 @@ class Round:
         return out
 
 
+def child(build: Path, kind: str, side: str, count: int) -> None:
+    """One load alone, of ``count`` fresh copies (run under callgrind by ``--instructions``)."""
+    libs = {"load": build / "libgreeters.so", "host_owned": build / "libhost_owned.so"}
+    src = libs[kind]
+    symbols = _symbols(src) if kind == "host_owned" else _owned_symbols()
+    with tempfile.TemporaryDirectory(prefix="bench-load-child-") as tmp:
+        warm = copies(src, Path(tmp), "warm", 2)
+        d = copies(src, Path(tmp), "d", count)
+        manager = PluginManager()
+        manager.load_plugins(warm, TRAIT)  # imports and first-use caches: in both lengths alike
+        manager.unload_all()
+        gc.disable()  # a collection in one length but not the other would be counted as files
+        if side == "host":
+            manager.load_plugins(d, TRAIT)
+        else:
+            bare_open(d, symbols)
+        gc.enable()
+
+
+def _owned_symbols() -> list[str]:
+    return [register_all_symbol(TRAIT), unregister_all_symbol(TRAIT), unmaker_counter_symbol(TRAIT)]
+
+
+def _symbols(lib: Path) -> list[str]:
+    return [n for n in exported_symbols(lib) if n.startswith("plugin_")]
+
+
+def instructions(build: Path, kind: str, side: str, short: int = 20, long: int = 220) -> float:
+    """Instructions per file: callgrind totals of two directory sizes, differenced."""
+    totals = []
+    for n in (short, long):
+        out = build / f"callgrind.{os.getpid()}.out"
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__]
+        proc = subprocess.run(
+            [*cmd, "--child", str(build), kind, side, str(n)], capture_output=True, text=True, check=True
+        )
+        out.unlink(missing_ok=True)
+        match = re.search(r"refs:\s+([\d,]+)", proc.stderr)
+        assert match, proc.stderr
+        totals.append(int(match.group(1).replace(",", "")))
+    return (totals[1] - totals[0]) / (long - short)
+
+
 TARGETS = {"load": 1.2, "unload": 1.5, "again": 1.2, "host_owned": 1.5}
 LABELS = {
     "load": "plugin-owned load",
@@ -127,14 +180,20 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--cpu", action="store_true", help="CPU time of this process instead of wall time")
+    parser.add_argument("--instructions", action="store_true", help="also instructions per file (callgrind)")
+    parser.add_argument("--child", nargs=4, metavar=("BUILD", "KIND", "SIDE", "FILES"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        build, kind, side, files = args.child
+        child(Path(build), kind, side, int(files))
+        return 0
     global CLOCK
     CLOCK = time.process_time if args.cpu else time.perf_counter
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp:
         root = Path(tmp)
         libs = build_plugins(REPO / "native_plugins", root / "build").outputs
-        owned_symbols = [register_all_symbol(TRAIT), unregister_all_symbol(TRAIT), unmaker_counter_symbol(TRAIT)]
-        hosted_symbols = [n for n in exported_symbols(libs["host_owned"]) if n.startswith("plugin_")]
+        owned_symbols = _owned_symbols()
+        hosted_symbols = _symbols(libs["host_owned"])
         rounds = [Round(libs, root, args.files, r) for r in range(args.repeats + 1)]
         warm = rounds.pop()
         warm.host(), warm.bare(owned_symbols, hosted_symbols)
@@ -147,6 +206,10 @@ def main() -> int:
             else:
                 hosts.append(rnd.host())
                 bares.append(rnd.bare(owned_symbols, hosted_symbols))
+        counts: dict[str, dict[str, float]] = {}
+        if args.instructions and shutil.which("valgrind") is not None:
+            for kind in ("load", "host_owned"):
+                counts[kind] = {side: instructions(root / "build", kind, side) for side in ("host", "bare")}
     clock = "CPU time" if args.cpu else "wall time"
     print(f"python {sys.version.split()[0]}, {args.files} files, {clock}, median of {args.repeats} paired repeats")
     met = True
@@ -160,6 +223,14 @@ def main() -> int:
             f"{LABELS[key]:18s} host {h:7.1f} ms   bare loop {b:7.1f} ms   ratio {ratio:5.2f} "
             f"(spread {ratios[0]:.2f}-{ratios[-1]:.2f})  target <= {target}"
         )
+    if args.instructions:
+        if not counts:
+            print("valgrind is not installed: no instruction counts")
+        for kind, sides in counts.items():
+            print(
+                f"{LABELS[kind]:18s} instructions per file (callgrind, 200 files more): host {sides['host']:8.0f}"
+                f"   bare loop {sides['bare']:8.0f}   ratio {sides['host'] / sides['bare']:5.2f}"
+            )
     print("all targets met" if met else "some target missed")
     return 0
 
