@@ -289,14 +289,14 @@ def _c_compiler() -> str | None:
     return shutil.which(cc)
 
 
-def build_speedups(tmp: Path, mutate: Callable[[str], str], module: str) -> ModuleType:
-    """Compile host/speedups with ``mutate`` applied to speedups.c, as ``module``; the imported module."""
+def build_speedups(tmp: Path, mutate: Callable[[str], str], module: str, source: str = "speedups.c") -> ModuleType:
+    """Compile host/speedups with ``mutate`` applied to ``source``, as ``module``; the imported module."""
     speedups = _private_dir(tmp / "host" / "speedups")
-    for source in (REPO / "host" / "speedups").iterdir():
-        if source.suffix in (".c", ".h") or source.name == "build.py":
-            shutil.copy(source, speedups / source.name)
-    source = speedups / "speedups.c"
-    source.write_text(mutate(source.read_text()))
+    for file in (REPO / "host" / "speedups").iterdir():
+        if file.suffix in (".c", ".h") or file.name == "build.py":
+            shutil.copy(file, speedups / file.name)
+    mutated = speedups / source
+    mutated.write_text(mutate(mutated.read_text()))
     shutil.copytree(
         REPO / "interface" / "plugin_interface" / "include", tmp / "interface" / "plugin_interface" / "include"
     )

@@ -74,7 +74,7 @@ def test_pure_python_switch(monkeypatch: pytest.MonkeyPatch) -> None:
     assert run_isolated(code).stdout.strip() == str(_accel.available())
 
 
-@pytest.mark.parametrize("source", ["speedups.c", "unload.c"])
+@pytest.mark.parametrize("source", ["speedups.c", "load.c", "unload.c", "exports.c"])
 @pytest.mark.parametrize("cc", ["gcc", "clang"])
 def test_c_source_compiles_warning_free(cc: str, source: str, tmp_path: Path) -> None:
     if shutil.which(cc) is None:
@@ -494,7 +494,83 @@ def pipeline_catalog(
             "handwritten", {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR}, defines
         )
         shutil.copy(lib, d / f"libhw_{defines[0].lower() if defines else 'good'}.so")
+    # Host-owned (no aggregate): the makers read from .dynsym, made and checked in C.
+    for defines in _MALFORMED_HOSTED:
+        lib = compile_plugin(
+            "handwritten",
+            {"handwritten.c": HANDWRITTEN, "descriptor.c": HANDWRITTEN_DESCRIPTOR},
+            ("NO_AGGREGATE", *defines),
+        )
+        shutil.copy(lib, d / f"libho_{defines[0].lower() if defines else 'good'}.so")
+    lib = compile_plugin("handwritten", HANDWRITTEN, ("NO_AGGREGATE",))  # checked in Python, then loads
+    shutil.copy(lib, d / "libho_no_descriptor.so")
+    null_maker = (REPO / "tests" / "plugins" / "null_maker" / "null_maker.c").read_text()
+    # AFine made, then NULL: AFine is released.
+    shutil.copy(compile_plugin("null_maker", null_maker, ("NO_AGGREGATE",)), d / "libho_null_maker.so")
+    sources = {"duplicate.c": DUPLICATE_MAKERS, "descriptor.c": HANDWRITTEN_DESCRIPTOR}
+    shutil.copy(compile_plugin("duplicate", sources), d / "libho_duplicate.so")  # One's made again by Two
     return d
+
+
+#: The registration malformations a host-owned handwritten plugin can make (and none).
+_MALFORMED_HOSTED = [
+    (),
+    ("NULL_METHOD",),
+    ("SHORT_VTABLE",),
+    ("BAD_ABI_VERSION",),
+    ("BAD_TRAIT_NAME",),
+    ("BAD_TRAIT_VERSION",),
+    ("NO_UNMAKER",),
+]
+
+DUPLICATE_MAKERS = r"""
+/* Two makers that return one registration: releasing both would free it twice. */
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "plugin_interface.h"
+#include "plugin_trait_greeter.h"
+
+static _Atomic size_t unmakers;
+
+static char *greet(void *self, const char *name) {
+    (void)self, (void)name;
+    return NULL;
+}
+
+static void release(void *p) { (void)p; }
+
+static const GreeterVTable vtable = {.size = sizeof(GreeterVTable), .greet = greet};
+
+static PluginRegistration the_one = {
+    .struct_size = sizeof(PluginRegistration),
+    .abi_version = PLUGIN_ABI_VERSION,
+    .trait_name = "Greeter",
+    .trait_version = PLUGIN_TRAIT_VERSION_Greeter,
+    .vtable_size = sizeof(GreeterVTable),
+    .type_name = "One",
+    .instance = NULL,
+    .vtable = &vtable,
+    .free_memory = release,
+};
+
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_One_v1(void);
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_One_v1(void) { return &the_one; }
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_Two_v1(void);
+PLUGIN_EXPORT PluginRegistration *plugin_register_Greeter_Two_v1(void) { return &the_one; }
+PLUGIN_EXPORT void plugin_unregister_Greeter_One_v1(PluginRegistration *r);
+PLUGIN_EXPORT void plugin_unregister_Greeter_One_v1(PluginRegistration *r) {
+    (void)r;
+    atomic_fetch_add(&unmakers, 1);
+}
+PLUGIN_EXPORT void plugin_unregister_Greeter_Two_v1(PluginRegistration *r);
+PLUGIN_EXPORT void plugin_unregister_Greeter_Two_v1(PluginRegistration *r) {
+    (void)r;
+    atomic_fetch_add(&unmakers, 1);
+}
+PLUGIN_EXPORT size_t plugin_unmaker_counter_Greeter_v1(void);
+PLUGIN_EXPORT size_t plugin_unmaker_counter_Greeter_v1(void) { return atomic_load(&unmakers); }
+"""
 
 
 @needs_speedups
@@ -517,29 +593,40 @@ def test_the_one_call_load_and_unload_agree_with_python(pipeline_catalog: Path) 
         "again in one call": [],
     }
     assert with_c == without_c
-    expected_fast = ["libgreeters_a.so", "libgreeters_b.so", "libgreeters_c.so", "libhw_good.so"]
-    expected_fast += ["libmulti_trait.so", "libnodelete.so"]
+    expected_fast = ["libgreeters_a.so", "libgreeters_b.so", "libgreeters_c.so", "libho_good.so", "libhost_owned.so"]
+    expected_fast += ["libhw_good.so", "libmulti_trait.so", "libnodelete.so"]
     assert fast == {"first in one call": expected_fast, "again in one call": expected_fast}
     loaded, errors = with_c["first"]
-    assert {row[0] for row in loaded} == {*expected_fast, "libhost_owned.so", "libhw_no_descriptor.so"}
+    assert {row[0] for row in loaded} == {*expected_fast, "libho_no_descriptor.so", "libhw_no_descriptor.so"}
+    assert [row[2] for row in loaded if row[0] in ("libho_good.so", "libhost_owned.so")] == [False] * 3
     assert [e[:2] for e in errors] == [
+        ["AbiMismatchError", "libho_bad_abi_version.so"],
+        ["AbiMismatchError", "libho_bad_trait_name.so"],
+        ["AbiMismatchError", "libho_bad_trait_version.so"],
+        ["AbiMismatchError", "libho_null_method.so"],
+        ["AbiMismatchError", "libho_short_vtable.so"],
         ["AbiMismatchError", "libhw_bad_abi_version.so"],
         ["AbiMismatchError", "libhw_bad_trait_name.so"],
         ["AbiMismatchError", "libhw_bad_trait_version.so"],
         ["AbiMismatchError", "libhw_null_method.so"],
         ["AbiMismatchError", "libhw_short_vtable.so"],
+        ["InconsistentArrayError", "libho_duplicate.so"],
         ["InconsistentArrayError", "libhw_huge_len.so"],
         ["InconsistentArrayError", "libhw_null_entry.so"],
         ["InconsistentArrayError", "libhw_null_factories.so"],
         ["InconsistentArrayError", "libhw_null_registrations.so"],
         ["LibraryLoadError", "libundefined.so"],
+        ["MakerReturnedNullError", "libho_null_maker.so"],
         ["MakerReturnedNullError", "libnull_maker.so"],
+        ["SymbolNotFoundError", "libho_no_unmaker.so"],
     ]
     assert with_c["again"] == with_c["first"]
     unloaded = dict((row[0], row[1:]) for row in with_c["first unloaded"])
     assert unloaded["libgreeters_c.so"] == [{"Greeter": 3}, True, 0]  # released once: three unmakers ran
     assert unloaded["libgreeters_b.so"] == [{"Greeter": 3}, True, 0]  # the out-of-band release counted once
     assert unloaded["libnodelete.so"] == [{"Greeter": 1}, False, 1]  # its one unmaker ran; it stayed
+    assert unloaded["libhost_owned.so"] == [{"Greeter": 2}, True, 0]  # each registration's unmaker, once
+    assert unloaded["libho_good.so"] == [{"Greeter": 1}, True, 0]
     assert [row[0] for row in with_c["first unloaded"]] == sorted(unloaded)  # in load order, the files' order
     # The warning names the caller of unload_all (the child's own code), not the host's files.
     assert with_c["first warnings"] == ["<string>: LibraryStillMappedWarning libnodelete.so"]
@@ -596,6 +683,114 @@ def test_a_file_rewritten_between_loads_is_checked_again(
     assert lines[0] == "LOADED ['libkept.so']"
     assert lines[1].startswith("ERROR ArchitectureMismatchError True "), lines
     assert "built for" in lines[1]
+
+
+_MAKERS_CHILD = """
+import os
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.loading import _accel
+_accel.set_enabled({enabled})
+directory, victim = {directory!r}, {victim!r}
+manager = PluginManager()
+
+def load(what):
+    errors = []
+    handles = manager.load_plugins(directory, PluginTrait.Greeter, errors=errors)
+    rows = sorted((os.path.basename(h.path), h.type_names) for h in handles)
+    records = [h.registration_set._records for h in handles if os.path.basename(h.path) == "librewritten.so"]
+    read = "read" if records and records[0] and records[0].hosted.identity != bytes(72) else "not read"
+    print(what, rows, [type(e).__name__ for e in errors], read if {enabled} else "")
+    print("counters", sorted((os.path.basename(str(p)), dict(r)) for p, r in manager.unload_all().items()))
+
+load("FIRST")
+load("AGAIN")
+# A rewrite in place of the same size, its mtime put back: plugin_register_Greeter_Italian_v1 made
+# an STT_COMMON symbol (not an export to the host's reader; dlsym still finds it).  Only the ctime tells.
+before = os.stat(victim)
+data = bytearray(open(victim, "rb").read())
+name = data.index(b"\\0plugin_register_Greeter_Italian_v1\\0") + 1
+shoff = int.from_bytes(data[40:48], "little")
+for i in range(int.from_bytes(data[60:62], "little")):
+    header = shoff + 64 * i
+    if int.from_bytes(data[header + 4 : header + 8], "little") == 11:  # .dynsym
+        offset = int.from_bytes(data[header + 24 : header + 32], "little")
+        size = int.from_bytes(data[header + 32 : header + 40], "little")
+        link = shoff + 64 * int.from_bytes(data[header + 40 : header + 44], "little")
+        strings = int.from_bytes(data[link + 24 : link + 32], "little")
+        for entry in range(offset, offset + size, 24):
+            if int.from_bytes(data[entry : entry + 4], "little") == name - strings:
+                data[entry + 4] = 0x15  # STB_GLOBAL, STT_COMMON
+with open(victim, "r+b") as f:
+    f.write(data)
+os.utime(victim, ns=(before.st_atime_ns, before.st_mtime_ns))
+after = os.stat(victim)
+assert (after.st_ino, after.st_size, after.st_mtime_ns) == (before.st_ino, before.st_size, before.st_mtime_ns)
+load("REWRITTEN")
+"""
+
+
+def _host_owned_loads(example_plugins: dict[str, Path], tmp_path: Path, enabled: bool) -> list[str]:
+    d = tmp_path / "plugins"
+    d.mkdir(parents=True)
+    for name in ("libkept.so", "librewritten.so"):
+        shutil.copy(example_plugins["host_owned"], d / name)
+    proc = run_isolated(_MAKERS_CHILD.format(enabled=enabled, directory=str(d), victim=str(d / "librewritten.so")))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout.splitlines()
+
+
+@needs_speedups
+@elf_only
+def test_a_host_owned_file_is_read_again_only_when_it_changed(example_plugins: dict[str, Path], tmp_path: Path) -> None:
+    """The makers a host-owned file's .dynsym named are kept per file identity: loaded again
+    unchanged, the file is not read again; rewritten in place (the same size, its mtime put back)
+    with a maker no longer exported, it is, and the makers it names now are the ones made -- as
+    the pure-Python pipeline (which reads every time) does."""
+    with_c, without_c = (_host_owned_loads(example_plugins, tmp_path / str(on), on) for on in (True, False))
+    both = ["libkept.so", "librewritten.so"]
+    assert with_c[0] == f"FIRST {[(n, ['German', 'Italian']) for n in both]} [] read"
+    assert with_c[2] == f"AGAIN {[(n, ['German', 'Italian']) for n in both]} [] not read"
+    rewritten = [("libkept.so", ["German", "Italian"]), ("librewritten.so", ["German"])]
+    assert with_c[4] == f"REWRITTEN {rewritten} [] read"
+    assert [line.rsplit("]", 1)[0] for line in with_c] == [line.rsplit("]", 1)[0] for line in without_c]
+    assert with_c[5] == "counters [('libkept.so', {'Greeter': 2}), ('librewritten.so', {'Greeter': 1})]"
+
+
+@needs_speedups
+@elf_only
+@pytest.mark.parametrize("plugin", ["null_maker", "duplicate"])
+def test_a_host_owned_failure_makes_nothing_twice(
+    pipeline_catalog: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, plugin: str
+) -> None:
+    """Where a maker's registration fails in the one call, the Python path names the error from
+    the registrations C made: no maker runs again (each would make a registration nobody frees)."""
+    from plugin_host.registry import _registrations
+
+    d = tmp_path / "plugins"
+    d.mkdir()
+    shutil.copy(pipeline_catalog / f"libho_{plugin}.so", d / f"libho_{plugin}.so")
+    maker_fn = _registrations.MAKER_FN
+    calls = []
+
+    def counting(address: int) -> Any:
+        calls.append(address)
+        return maker_fn(address)
+
+    monkeypatch.setattr(_registrations, "MAKER_FN", counting)
+    found: list[Any] = []
+    for enabled in (True, False):
+        previous = _accel.set_enabled(enabled)
+        try:
+            with PluginManager() as manager:
+                errors: list[PluginError] = []
+                assert manager.load_plugins(d, PluginTrait.Greeter, errors=errors) == []
+                found.append([(type(e).__name__, str(e)) for e in errors])
+        finally:
+            _accel.set_enabled(previous)
+        found.append(len(calls))
+        calls.clear()
+    assert found[0] == found[2]  # the same error, word for word
+    assert (found[1], found[3]) == (0, 2)  # C made both; Python makes both itself
 
 
 @needs_speedups

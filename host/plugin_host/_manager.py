@@ -26,6 +26,7 @@ from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
 from .formats import MAX_LIBRARY_BYTES, plugin_file_paths
 from .loading import CallGate, DirectoryVerdicts, Library, LibraryStillMappedWarning, LoadPolicy, StillMapped
 from .registry import (
+    MakerCache,
     RegistrationSet,
     TraitProxy,
     embedded_trait,
@@ -292,6 +293,8 @@ class PluginManager:
     ) -> None:
         self.copy_on_load = copy_on_load
         self._admission = Admission(policy, probe, probe_timeout_s, probe_cache_dir, max_library_bytes)
+        # What host-owned files' export tables said, per file identity: not read again unchanged.
+        self._makers = MakerCache(self._admission.identities)
         # Keyed by the absolute path as a string (_key): a Path costs microseconds to make and hash.
         self._libraries: dict[str, Library] = {}
         self._handles: dict[str, dict[str, PluginHandle]] = {}
@@ -368,7 +371,7 @@ class PluginManager:
                 loaded = self._libraries
                 fresh = [f for f, ok in zip(files, admitted, strict=True) if ok and f not in loaded]
                 if fresh:
-                    kept = self._keep(fresh, open_and_register(fresh, spec))
+                    kept = self._keep(fresh, open_and_register(fresh, spec, self._makers))
             for file, ok in zip(files, admitted, strict=True):
                 done = kept.get(file)
                 if done is None:

@@ -20,7 +20,7 @@ INTERFACE_INCLUDE = "interface/plugin_interface/include"
 
 HEADER = Path(__file__).resolve().with_name("speedups.h")
 #: The C files of the extension (all in this directory).
-SOURCES = ("speedups.c", "load.c", "unload.c")
+SOURCES = ("speedups.c", "load.c", "unload.c", "exports.c")
 
 
 def cdef_from_header(text: str) -> str:

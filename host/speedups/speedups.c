@@ -414,6 +414,46 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
     return verdict;
 }
 
+int ph_register_makers(uintptr_t descriptor, const char *expected, size_t expected_len, const uintptr_t *makers,
+                       size_t n, const char *trait_name, uint32_t version, uint32_t vtable_size, size_t usable,
+                       uintptr_t *made, uintptr_t *out, size_t out_words, char *names, size_t names_len,
+                       size_t *done) {
+    done[0] = done[1] = 0;
+    /* The descriptor first, before any plugin code runs, as in ph_register_all. */
+    const size_t head = sizeof(PluginAbiDescriptor);
+    if (descriptor == 0 || expected_len < head || memcmp((const void *)descriptor, expected, head) != 0 ||
+        memcmp((const char *)descriptor + head, expected + head, expected_len - head) != 0) {
+        return PH_DESCRIPTOR;
+    }
+    const size_t width = PH_RECORD_WORDS + usable;
+    if (n > out_words / width) {
+        return PH_UNSUPPORTED; /* nothing called */
+    }
+    /* RegistrationSet.from_makers: each maker in turn, its registration checked before the next
+     * runs, so a failure leaves exactly the registrations the Python path would have made. */
+    for (size_t i = 0; i < n; i++) {
+        PluginRegistration *(*maker)(void) = (PluginRegistration * (*)(void)) makers[i];
+        PluginRegistration *reg = maker();
+        made[i] = (uintptr_t)reg;
+        done[0] = i + 1;
+        if (reg == NULL) {
+            return PH_FAIL;
+        }
+        for (size_t j = 0; j < i; j++) {
+            if (made[j] == (uintptr_t)reg) { /* two makers, one registration: a double free at release */
+                return PH_FAIL;
+            }
+        }
+        PluginRegistration *const regs[1] = {reg};
+        int verdict = check_registrations(regs, 1, trait_name, version, vtable_size, usable, out + i * width, names,
+                                          names_len, &done[1]);
+        if (verdict != PH_PASS) {
+            return verdict;
+        }
+    }
+    return PH_PASS;
+}
+
 #if !defined(_WIN32) && defined(O_NOFOLLOW)
 /* The load policy's rule for the file (permission_problems in plugin_host/loading/_policy.py;
  * tests/test_policy_agreement.py ties the two): a regular file owned by uid or root that

@@ -85,6 +85,35 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
  * vtable_size, then the usable method pointers. */
 #define PH_RECORD_WORDS 5
 
+/* RegistrationSet.from_makers once its makers are looked up (host-owned arrays):
+ * compares the ABI descriptor with the host's (PH_DESCRIPTOR: not byte for
+ * byte the host's; nothing was called), then calls makers[0..n) in turn,
+ * each registration checked (not NULL, not one made before, the checks of
+ * ph_register_all) before the next maker runs, and stops at the first that
+ * fails.  made (room for n) receives the registrations made; done[0] counts
+ * the makers that ran, done[1] the bytes of names used.  On PH_PASS out
+ * holds PH_RECORD_WORDS + usable words per registration (as after
+ * ph_register_all's header) and names their type names.  PH_FAIL: the last
+ * registration made failed a check.  PH_UNSUPPORTED: no room in out
+ * (nothing called) or in names (for the last one made). */
+int ph_register_makers(uintptr_t descriptor, const char *expected, size_t expected_len, const uintptr_t *makers,
+                       size_t n, const char *trait_name, uint32_t version, uint32_t vtable_size, size_t usable,
+                       uintptr_t *made, uintptr_t *out, size_t out_words, char *names, size_t names_len,
+                       size_t *done);
+
+/* The makers of trait_name a library exports (exports.c), read from its
+ * .dynsym as the host's Python reader does (plugin_host.formats elf_exports,
+ * then registry find_maker_types): the whole image in memory (data, size
+ * bytes; path ignored), or the file at path (data NULL).  On PH_PASS types
+ * holds the makers' type names, each NUL-terminated, in the order of their
+ * symbol names (sorted, each name once); found[0] counts them, found[1] the
+ * bytes used; for a path, identity (when not NULL) receives the identity of
+ * the file read (PH_IDENTITY_WORDS words, as ph_precheck_paths records it).
+ * PH_FAIL: the Python reader may refuse the image; PH_UNSUPPORTED: a table
+ * over the limits, no room in types, or a trait named "all". */
+int ph_elf_makers(const char *path, const unsigned char *data, uint64_t size, const char *trait_name, char *types,
+                  size_t types_len, size_t *found, unsigned char *identity);
+
 /* The directory load of its admitted files (load.c): for each of n paths,
  * given one after another, each NUL-terminated, dlopen(path, mode), then the
  * symbols, then ph_register_all, in one call for all of them.  symbols holds
@@ -103,16 +132,35 @@ int ph_register_all(uintptr_t descriptor, const char *expected, size_t expected_
  * available here; nothing is open (the caller opens
  * the file its own way, which says why).  PH_NO_AGGREGATE: open, no
  * aggregate; nothing was called.  Otherwise what ph_register_all returned,
- * with the library open. */
+ * with the library open.
+ *
+ * Host-owned files: with known NULL a file without the aggregate is
+ * PH_NO_AGGREGATE.  Otherwise known holds an entry per path: the maker types
+ * an earlier read of the same file found (each NUL-terminated), then an
+ * empty one; an entry of just the NUL means "read them"
+ * (ph_elf_makers).  The makers and their unmakers are looked up (all before
+ * any maker runs), then ph_register_makers; identities (room for n
+ * identities, zeroed here) receives the identity of each file whose makers
+ * were read.  The file's words: the verdict, the handle, 0, 0, the
+ * counter's address, the bytes of the maker types (which begin the file's
+ * names), how many makers ran, the bytes of names used; then a word per
+ * maker with what it made and one with its unmaker; then on
+ * PH_MAKERS_PASS the records.  Verdicts: PH_MAKERS_PASS, every
+ * registration made and passed; PH_MAKERS_PARTIAL, the makers ran up to the
+ * one whose registration failed a check (or did not fit); PH_NO_AGGREGATE,
+ * nothing was called (no makers found, an unmaker missing, another
+ * descriptor, no room, or the makers not read here). */
 size_t ph_open_register_paths(const char *paths, size_t n, int mode, const char *symbols, const char *expected,
                               size_t expected_len, size_t max_len, const char *trait_name, uint32_t version,
                               uint32_t vtable_size, size_t usable, uintptr_t *out, size_t out_words, char *names,
-                              size_t names_len, size_t *starts);
+                              size_t names_len, size_t *starts, const char *known, unsigned char *identities);
 
 /* Per file in ph_open_register_paths's out: the verdict, the handle, three addresses. */
 #define PH_OPEN_WORDS 5
 #define PH_NOT_OPENED 4
 #define PH_NO_AGGREGATE 5
+#define PH_MAKERS_PASS 6
+#define PH_MAKERS_PARTIAL 7
 
 /* dlclose the handle (a dlopen result) and say whether the loader unmapped
  * the library (unload.c): PH_CLOSE_UNMAPPED, PH_CLOSE_STILL_MAPPED, or

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
 
@@ -137,6 +137,11 @@ class Admission:
         #: path -> its identity (:func:`~plugin_host.loading._accel.identity_of`) when it last passed
         #: the pre-check in place: a file loaded again unchanged is not pre-checked again.
         self._known: dict[str, bytes] = {}
+
+    @property
+    def identities(self) -> Mapping[str, bytes]:
+        """Path -> the identity of the file when it last passed the pre-check in place (read-only use)."""
+        return self._known
 
     def _probes(self, trusted: bool) -> bool:
         return self.probe is ProbeMode.ALWAYS or (self.probe is ProbeMode.UNTRUSTED and not trusted)

@@ -48,6 +48,10 @@ PASS = 0
 #: ``PH_DESCRIPTOR``: no descriptor, or another one; nothing was called.
 DESCRIPTOR = 3
 _NOT_OPENED = 4  # PH_NOT_OPENED
+#: ``PH_MAKERS_PASS``: a host-owned file's makers all ran and every registration passed.
+MAKERS_PASS = 6
+#: ``PH_MAKERS_PARTIAL``: a host-owned file's makers ran up to one whose registration did not pass.
+MAKERS_PARTIAL = 7
 _OPEN_WORDS = 5  # PH_OPEN_WORDS
 _HEADER_WORDS = 3  # PH_HEADER_WORDS
 _RECORD_WORDS = 5  # PH_RECORD_WORDS
@@ -64,13 +68,17 @@ _WORD = struct.calcsize("P")
 __all__ = [
     "HEAD_BYTES",
     "IDENTITY_BYTES",
+    "MAKERS_PARTIAL",
+    "MAKERS_PASS",
     "MAX_DYNAMIC_BYTES",
     "MAX_DYNSTR_BYTES",
+    "Hosted",
     "Opened",
     "available",
     "close_library",
     "close_verdict",
     "decode_records",
+    "elf_makers",
     "elf_precheck_passes",
     "enabled",
     "encode_paths",
@@ -105,6 +113,8 @@ def check_constants(lib: Any, ffi: Any = None) -> None:
         ("PH_PASS", PASS),
         ("PH_DESCRIPTOR", DESCRIPTOR),
         ("PH_NOT_OPENED", _NOT_OPENED),
+        ("PH_MAKERS_PASS", MAKERS_PASS),
+        ("PH_MAKERS_PARTIAL", MAKERS_PARTIAL),
         ("PH_OPEN_WORDS", _OPEN_WORDS),
         ("PH_HEADER_WORDS", _HEADER_WORDS),
         ("PH_RECORD_WORDS", _RECORD_WORDS),
@@ -165,6 +175,29 @@ def elf_precheck_passes(
     verdict: int = _lib.ph_precheck_elf(fd, buffer, size, head_len, elf_class, byte_order, machine)
     passed: int = _lib.PH_PASS
     return verdict == passed
+
+
+def elf_makers(path: str | None, data: bytes | None, trait_name: bytes) -> tuple[list[str], bytes] | None:
+    """``ph_elf_makers`` (exports.c): the maker types of ``trait_name`` the library exports,
+    read from its ``.dynsym`` (the file at ``path``, or the image ``data``).
+
+    :returns: the types in the order of their symbol names and the identity of the file
+        read (zeros for ``data``), or ``None`` when C does not say "passes" (the Python reader decides).
+    """
+    types = _ffi.new("char[]", _NAMES_BYTES)
+    found = _ffi.new("size_t[2]")
+    identity = _ffi.new("unsigned char[]", IDENTITY_BYTES)
+    if data is None:
+        verdict = _lib.ph_elf_makers(
+            os.fsencode(path or ""), _ffi.NULL, 0, trait_name, types, len(types), found, identity
+        )
+    else:
+        buffer = _ffi.from_buffer(data)
+        verdict = _lib.ph_elf_makers(_ffi.NULL, buffer, len(data), trait_name, types, len(types), found, identity)
+    if verdict != PASS:
+        return None
+    names = _ffi.unpack(types, found[1]).split(b"\0")[: found[0]]
+    return [name.decode() for name in names], bytes(_ffi.buffer(identity))
 
 
 #: One registration as ph_register_all reports it: address, instance,
@@ -288,11 +321,12 @@ class Opened(NamedTuple):
     :ivar counter: the unmaker counter's address (0: not exported).
     :ivar array: the array the aggregate returned (0 when it did not run, or returned NULL).
     :ivar length: the array's length (when the aggregate ran).
-    :ivar records: on ``PH_PASS``, where the registrations are, undecoded
+    :ivar records: on ``PH_PASS`` (and :data:`MAKERS_PASS`), where the registrations are, undecoded
         (:func:`decode_records` reads them): the words of every file of the
         call, this file's first record in them (a byte offset), the type names
         of every file, this file's first name in them, their length, and the words
         per record; else ``None``.
+    :ivar hosted: a host-owned file's makers (:data:`MAKERS_PASS`, :data:`MAKERS_PARTIAL`), else ``None``.
     """
 
     verdict: int
@@ -303,6 +337,28 @@ class Opened(NamedTuple):
     array: int
     length: int
     records: tuple[bytes, int, bytes, int, int, int] | None
+    hosted: Hosted | None = None
+
+
+class Hosted(NamedTuple):
+    """What :func:`open_register_paths` did with a host-owned file's makers.
+
+    :ivar types: the makers' type names, in the order they ran (each NUL-terminated, as
+        ``ph_elf_makers`` gives them: what an entry of ``known`` repeats).
+    :ivar made: what each maker that ran returned (the last may be NULL or failed a check).
+    :ivar unmakers: each maker's unmaker, in the same order (one per type).
+    :ivar identity: the identity of the file the makers were read from (zeros: they were known).
+    """
+
+    types: bytes
+    made: tuple[int, ...]
+    unmakers: tuple[int, ...]
+    identity: bytes
+
+    @property
+    def type_names(self) -> list[str]:
+        """:attr:`types` as strings."""
+        return [t.decode() for t in self.types.split(b"\0")[:-1]]
 
 
 def encode_paths(paths: Sequence[str]) -> bytes:
@@ -332,11 +388,16 @@ def open_register_paths(
     version: int,
     vtable_size: int,
     usable: int,
+    known: Sequence[bytes] | None = None,
 ) -> list[Opened]:
     """``ph_open_register_paths`` (load.c): per path, ``dlopen`` (``RTLD_NOW | RTLD_LOCAL``),
-    the symbols and :func:`register_all`, in one call for them all.
+    the symbols and :func:`register_all`, in one call for them all; with ``known``, a file
+    without the aggregate gets the host-owned load (its makers read from ``.dynsym``,
+    looked up with their unmakers, made and checked in turn).
 
     :param symbols: the aggregate, descriptor, release and counter names, each NUL-terminated.
+    :param known: per path, the maker types an earlier read of the same file found
+        (:attr:`Hosted.types`), ``b""`` for "read them"; ``None``: no host-owned loads here.
     :returns: per path, what was done (``PH_NOT_OPENED`` for a path left unopened).
     """
     n = len(paths)
@@ -348,6 +409,11 @@ def open_register_paths(
     out = new_uncleared("uintptr_t[]", n * (header + _ROOM_PER_FILE * width) + _OUT_WORDS)
     names = new_uncleared("char[]", n * _ROOM_PER_FILE * 16 + _NAMES_BYTES)
     starts = new_uncleared("size_t[]", n + 2)
+    if known is None:
+        known_entries, identities = _ffi.NULL, _ffi.NULL
+    else:
+        known_entries = b"".join([entry + b"\0" for entry in known])
+        identities = new_uncleared("unsigned char[]", max(n, 1) * IDENTITY_BYTES)
     done: int = _lib.ph_open_register_paths(
         encode_paths(paths),
         n,
@@ -365,6 +431,8 @@ def open_register_paths(
         names,
         len(names),
         starts,
+        known_entries,
+        identities,
     )
     offsets = _ffi.unpack(starts, done + 2)
     # One copy of what C wrote, shared by the files' records (decoded when first asked for).
@@ -375,16 +443,36 @@ def open_register_paths(
     made: list[Opened] = []
     append = made.append
     names_at = 0
-    for start in offsets[:done]:
+    for i, start in enumerate(offsets[:done]):
         verdict, handle, aggregate, release, counter, array, length, names_used = head(words, start * _WORD)
         records = None
         if verdict == PASS:
             records = (words, (start + header) * _WORD, all_names, names_at, names_used, width)
             names_at += names_used
-        append(new(Opened, (verdict, handle, aggregate, release, counter, array, length, records)))
+        elif verdict == MAKERS_PASS or verdict == MAKERS_PARTIAL:
+            hosted = _hosted(words, start + header, all_names, names_at, array, length, identities, i)
+            if verdict == MAKERS_PASS:
+                at = (start + header + 2 * len(hosted.unmakers)) * _WORD
+                records = (words, at, all_names, names_at + array, names_used - array, width)
+            names_at += names_used
+            append(new(Opened, (verdict, handle, 0, 0, counter, 0, length, records, hosted)))
+            continue
+        append(new(Opened, (verdict, handle, aggregate, release, counter, array, length, records, None)))
     if done < n:
-        made += [new(Opened, (_NOT_OPENED, 0, 0, 0, 0, 0, 0, None))] * (n - done)
+        made += [new(Opened, (_NOT_OPENED, 0, 0, 0, 0, 0, 0, None, None))] * (n - done)
     return made
+
+
+def _hosted(
+    words: bytes, at: int, names: bytes, names_at: int, types_len: int, ran: int, identities: Any, i: int
+) -> Hosted:
+    """A host-owned file's :class:`Hosted`, from its words after the header (``at``, in words)."""
+    types = names[names_at : names_at + types_len]
+    count = types.count(b"\0")
+    made = struct.unpack_from(f"@{ran}P", words, at * _WORD)
+    unmakers = struct.unpack_from(f"@{count}P", words, (at + count) * _WORD)
+    identity = bytes(_ffi.buffer(identities + i * IDENTITY_BYTES, IDENTITY_BYTES))
+    return tuple.__new__(Hosted, (types, made, unmakers, identity))
 
 
 def decode_records(opened: Opened) -> list[tuple[Record, bytes]]:

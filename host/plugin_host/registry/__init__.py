@@ -16,6 +16,7 @@ from ._declarations import (
 )
 from ._pipeline import (
     Exercised,
+    MakerCache,
     exercise,
     open_and_register,
     prepare,
@@ -33,6 +34,7 @@ from ._registrations import Registration, RegistrationSet, find_maker_types, ver
 
 __all__ = [
     "Exercised",
+    "MakerCache",
     "PluginObject",
     "Registration",
     "RegistrationSet",

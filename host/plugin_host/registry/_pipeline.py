@@ -27,6 +27,7 @@ from plugin_interface import (
     trait_declaration_symbol,
     unmaker_counter_symbol,
 )
+from plugin_interface._abi import UNMAKER_FN
 
 from ..loading import Library, _accel
 from ._declarations import check_declarations, implemented_traits, read_declaration
@@ -34,6 +35,7 @@ from ._registrations import MAX_REGISTRATIONS, RegistrationSet, _plan, find_make
 
 __all__ = [
     "Exercised",
+    "MakerCache",
     "exercise",
     "open_and_register",
     "prepare",
@@ -68,19 +70,54 @@ def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
     return RegistrationSet.from_makers(library, spec, types)
 
 
-def open_and_register(paths: Sequence[str], trait: TraitSpec) -> list[RegistrationSet | PluginError]:
+class MakerCache:
+    """What the ``.dynsym`` reads of host-owned files found, per file identity.
+
+    A host-owned file's makers are read from the file (its export table); a file
+    loaded again unchanged (the same device, inode, size, mtime, ctime, mode and
+    owner as when they were read) is not read again.
+
+    :param identities: path -> the identity each file had when it last passed the
+        pre-check (the admission's, current for the files a directory load lets through).
+    """
+
+    def __init__(self, identities: Mapping[str, bytes]) -> None:
+        self._identities = identities
+        self._found: dict[str, tuple[bytes, bytes]] = {}  # path -> (identity read, maker types)
+
+    def known(self, path: str) -> bytes:
+        """The maker types read from ``path`` while it had its current identity, else ``b""``."""
+        found = self._found.get(path)
+        if found is not None and found[0] == self._identities.get(path):
+            return found[1]
+        return b""
+
+    def remember(self, path: str, hosted: _accel.Hosted) -> None:
+        """Keep what was read from ``path`` (nothing when it was known already)."""
+        if hosted.identity != _NO_IDENTITY:
+            self._found[path] = (hosted.identity, hosted.types)
+
+
+_NO_IDENTITY = bytes(_accel.IDENTITY_BYTES)
+
+
+def open_and_register(
+    paths: Sequence[str], trait: TraitSpec, makers: MakerCache | None = None
+) -> list[RegistrationSet | PluginError]:
     """Open each file in place and make every registration of ``trait`` it offers.
 
     :class:`Library` then :func:`register_trait` per file, for the files the
     admission let through in place (a directory load's
     :meth:`~plugin_host.admission.Admission.admitted_in_place`).  With the C
-    extension the common case -- a plugin-owned array whose ABI descriptor is
-    byte for byte the host's, and every check passes -- is done for all the
+    extension the common cases -- a plugin-owned array whose ABI descriptor is
+    byte for byte the host's, or a host-owned one (makers read from ``.dynsym``)
+    with that descriptor, and every check passes -- are done for all the
     files in one call (:func:`~plugin_host.loading._accel.open_register_paths`);
     any other file goes on in Python from the step C reached, which raises the
     same typed error.  A file that fails is closed again.
 
     :param paths: the files, each absolute and normalised (what :attr:`Library.key` will be).
+    :param makers: what earlier reads of host-owned files found (kept up to date here).
     :returns: per file, its registrations or the typed error it failed with.
     :raises BaseException: anything but a :class:`PluginError` (every file is closed first).
     """
@@ -88,6 +125,7 @@ def open_and_register(paths: Sequence[str], trait: TraitSpec) -> list[Registrati
         return [_registered(path, None, trait) for path in paths]
     plan = _plan(trait)
     host = plan.identical.found
+    known = [makers.known(path) for path in paths] if makers is not None else [b""] * len(paths)
     opened = _accel.open_register_paths(
         list(paths),
         plan.symbols,
@@ -97,15 +135,21 @@ def open_and_register(paths: Sequence[str], trait: TraitSpec) -> list[Registrati
         host.trait_version,
         host.vtable_size,
         len(plan.method_names),
+        known,
     )
     made: list[RegistrationSet | PluginError] = []
-    passed = _accel.PASS
+    passed, hosted = _accel.PASS, _accel.MAKERS_PASS
     adopt = Library.adopt
     from_opened = RegistrationSet._from_opened
     try:
         for path, result in zip(paths, opened, strict=True):
-            if result.verdict == passed:  # the common case, without a call
+            verdict = result.verdict
+            if verdict == passed:  # the common case, without a call
                 made.append(from_opened(adopt(path, result.handle), trait, result))
+            elif verdict == hosted:
+                made.append(RegistrationSet._from_opened_makers(adopt(path, result.handle), trait, result))
+                if makers is not None and result.hosted is not None:
+                    makers.remember(path, result.hosted)
             else:
                 made.append(_registered(path, result, trait))
     except BaseException:
@@ -129,6 +173,8 @@ def _registered(path: str, opened: _accel.Opened | None, trait: TraitSpec) -> Re
     except PluginError as e:
         return e
     try:
+        if opened is not None and opened.verdict == _accel.MAKERS_PARTIAL:  # makers ran: checked again here
+            return RegistrationSet._from_partial(library, trait, opened)
         if opened is None or opened.handle == 0 or opened.aggregate == 0:  # the makers, or not implemented
             return register_trait(library, trait)
         if opened.verdict == _accel.DESCRIPTOR:  # nothing called: the descriptor is checked in Python
@@ -150,7 +196,14 @@ def _abandon(opened: _accel.Opened) -> None:
     if opened.handle == 0:
         return
     with contextlib.suppress(OSError):  # dlclose failed: nothing more to do
-        if opened.verdict == _accel.PASS and opened.release:
+        if opened.hosted is not None:  # host-owned: what from_makers would have kept, each unmade once
+            kept: set[int] = set()
+            for reg, unmaker in zip(opened.hosted.made, opened.hosted.unmakers, strict=False):
+                if reg and reg not in kept:
+                    kept.add(reg)
+                    UNMAKER_FN(unmaker)(reg)
+            _accel.close_library(opened.handle)
+        elif opened.verdict == _accel.PASS and opened.release:
             _accel.release_close(opened.release, opened.array, 0, opened.handle)
         else:  # an array that failed a check is not released (see RegistrationSet.from_aggregate)
             _accel.close_library(opened.handle)

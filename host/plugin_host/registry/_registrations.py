@@ -125,8 +125,14 @@ def _new_registration(fields: tuple[str, int, int, dict[str, int], int, int, int
 
 def find_maker_types(library: Library, trait: TraitSpec) -> list[str]:
     """Implementation types of ``trait`` whose makers the library exports."""
+    return maker_types(library.exported_symbols(), trait)
+
+
+def maker_types(names: Sequence[str], trait: TraitSpec) -> list[str]:
+    """The implementation types of ``trait`` whose makers are among ``names``, in their order
+    (the rule ``ph_elf_makers`` in host/speedups/exports.c follows)."""
     types = []
-    for name in library.exported_symbols():
+    for name in names:
         parsed = parse_symbol(name)
         if (
             parsed is not None
@@ -542,6 +548,20 @@ class RegistrationSet:
             made are released first).
         """
         check = verify_descriptor(library, trait)
+        return cls._make(library, trait, type_names, check, ())
+
+    @classmethod
+    def _make(
+        cls,
+        library: Library,
+        trait: TraitSpec,
+        type_names: Sequence[str],
+        check: DescriptorCheck | None,
+        made_in_c: Sequence[int],
+    ) -> RegistrationSet:
+        """:meth:`from_makers` after the descriptor check; the first makers' registrations may have
+        been made already (``made_in_c``: what they returned, in order), and are checked here as
+        if they had just been made."""
         pairs = [
             (
                 t,
@@ -555,7 +575,7 @@ class RegistrationSet:
         made._unmakers = [u for _, _, u in pairs]
         try:
             for i, (type_name, maker, _) in enumerate(pairs):
-                reg = MAKER_FN(maker)()
+                reg = made_in_c[i] if i < len(made_in_c) else MAKER_FN(maker)()
                 if not reg:
                     raise MakerReturnedNullError(library.path, maker_symbol(trait, type_name))
                 if reg in host_array[:i]:  # two makers, one registration: its release would free it twice
@@ -572,6 +592,31 @@ class RegistrationSet:
             made.release()
             raise
         return made
+
+    @classmethod
+    def _from_opened_makers(cls, library: Library, trait: TraitSpec, opened: _accel.Opened) -> RegistrationSet:
+        """The host-owned set :func:`~plugin_host.loading._accel.open_register_paths` made and checked
+        (:data:`~plugin_host.loading._accel.MAKERS_PASS`): what :meth:`from_makers` would have made."""
+        hosted = opened.hosted
+        assert hosted is not None
+        made = cls.__new__(cls)  # __init__'s work without its call (a directory load makes one set per file)
+        made.library = library
+        made.trait = trait
+        made._array = None
+        made._records = opened
+        made._host_array = (ctypes.c_void_p * max(len(hosted.made), 1))(*hosted.made)
+        made._unmakers = hosted.unmakers
+        library.live_sets += 1
+        return made
+
+    @classmethod
+    def _from_partial(cls, library: Library, trait: TraitSpec, opened: _accel.Opened) -> RegistrationSet:
+        """:meth:`from_makers` where C stopped (:data:`~plugin_host.loading._accel.MAKERS_PARTIAL`):
+        the registrations C made are checked again in Python, which raises the typed error (or
+        makes the rest, when C had only run out of room)."""
+        hosted = opened.hosted
+        assert hosted is not None
+        return cls._make(library, trait, hosted.type_names, _plan(trait).identical, hosted.made)
 
     # ---- release ----------------------------------------------------------
 
