@@ -10,6 +10,8 @@ that CI really builds and uses the C version.
 
 from __future__ import annotations
 
+import _ctypes
+import ctypes
 import json
 import os
 import shutil
@@ -867,8 +869,9 @@ def test_an_identity_without_the_ctime_is_caught(example_plugins: dict[str, Path
 
 @needs_speedups
 @elf_only
+@pytest.mark.parametrize("kind", ["plugin-owned", "host-owned"])
 def test_an_interrupted_directory_load_leaves_nothing_made(
-    example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     """Interrupted after the one call opened every file (here while the third set is kept): every
     file is released and closed, none is half-loaded, and the manager holds nothing."""
@@ -876,19 +879,31 @@ def test_an_interrupted_directory_load_leaves_nothing_made(
     d.mkdir()
     for i in range(5):
         shutil.copy(example_plugins["greeters"], d / f"libgreeters_{i}.so")
-    original = RegistrationSet._from_opened
+        shutil.copy(example_plugins["host_owned"], d / f"libhost_owned_{i}.so")
+    step = "_from_opened" if kind == "plugin-owned" else "_from_opened_makers"
+    original = getattr(RegistrationSet, step)
     calls = iter(range(100))
 
     def interrupted(*args: Any) -> RegistrationSet:
         if next(calls) == 2:
             raise KeyboardInterrupt
-        return original(*args)
+        made: RegistrationSet = original(*args)
+        return made
 
-    monkeypatch.setattr(RegistrationSet, "_from_opened", staticmethod(interrupted))
-    manager = PluginManager()
-    with pytest.raises(KeyboardInterrupt):
-        manager.load_plugins(d, PluginTrait.Greeter)
-    assert manager.handles == []
+    monkeypatch.setattr(RegistrationSet, step, staticmethod(interrupted))
+    # A file the interrupt leaves unkept, held open here too: it stays mapped, so its counter
+    # tells how many of its registrations the abandon released (every one, once).
+    last = d / ("libgreeters_4.so" if kind == "plugin-owned" else "libhost_owned_4.so")
+    held = _ctypes.dlopen(str(last), os.RTLD_NOW | os.RTLD_LOCAL)
+    try:
+        manager = PluginManager()
+        with pytest.raises(KeyboardInterrupt):
+            manager.load_plugins(d, PluginTrait.Greeter)
+        assert manager.handles == []
+        counter = ctypes.CFUNCTYPE(ctypes.c_size_t)(_ctypes.dlsym(held, "plugin_unmaker_counter_Greeter_v1"))
+        assert counter() == (3 if kind == "plugin-owned" else 2)
+    finally:
+        _ctypes.dlclose(held)
     assert not [p for p in mapped_paths() if p.startswith(str(d))]
 
 

@@ -39,7 +39,7 @@ done
 # The host's C checks (host/speedups) on every plugin, truncated and mutated.
 "$cc" "${warn[@]}" "${san[@]}" "${inc[@]}" -I "$repo/host/speedups" -o "$out/speedups_driver" \
   "$here/speedups_driver.c" "$repo/host/speedups/speedups.c" "$repo/host/speedups/load.c" \
-  "$repo/host/speedups/unload.c" -ldl
+  "$repo/host/speedups/unload.c" "$repo/host/speedups/exports.c" -ldl
 for lib in "$out"/lib*.so; do
   if ! "$out/speedups_driver" "$lib" "$out/scratch.so"; then
     echo "asan: speedups FAILED on $lib" >&2

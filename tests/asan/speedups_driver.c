@@ -11,8 +11,9 @@
  * against its own descriptor and releases the array as the host does, and
  * the directory load's calls: ph_precheck_paths twice (the second time with
  * the identities the first recorded), ph_open_register_paths on the library
- * three times over (and an empty path) and ph_release_close_all on what it
- * made.  Exit 0: clean; 1: a check failed.  Memory errors are ASan's to report. */
+ * three times over (and an empty path; a host-owned library's makers read
+ * and made, then unmade) and ph_release_close_all on what it made; and
+ * ph_elf_makers on every image, in memory and from the file.  Exit 0: clean; 1: a check failed.  Memory errors are ASan's to report. */
 #include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -44,6 +45,23 @@ static int check_image(const unsigned char *image, size_t len, const char *scrat
     (void)in_memory, (void)in_memory_small_head, (void)on_fd_small_head;
     if (on_fd != by_path) {
         printf("  FAIL: verdicts differ on a %zu-byte image: fd %d, path %d\n", len, on_fd, by_path);
+        return 1;
+    }
+    /* The makers read from .dynsym (exports.c): in memory (an exact-size copy) and from the file,
+     * the same answer; and with too little room for the names, never a pass with a partial list. */
+    copy = malloc(len ? len : 1);
+    if (copy == NULL) return -1;
+    memcpy(copy, image, len);
+    char types[2][1024];
+    size_t found[2][2];
+    unsigned char identity[PH_IDENTITY_WORDS * 8];
+    int read_in_memory = ph_elf_makers(NULL, copy, len, "Greeter", types[0], sizeof types[0], found[0], NULL);
+    int read_from_file = ph_elf_makers(scratch, NULL, 0, "Greeter", types[1], sizeof types[1], found[1], identity);
+    int small = ph_elf_makers(NULL, copy, len, "Greeter", types[1], 3, found[1], NULL);
+    free(copy);
+    if (read_in_memory != read_from_file || (read_in_memory == PH_PASS && found[0][0] && small == PH_PASS)) {
+        printf("  FAIL: ph_elf_makers on a %zu-byte image: memory %d, file %d, small %d\n", len, read_in_memory,
+               read_from_file, small);
         return 1;
     }
     return 0;
@@ -125,18 +143,38 @@ static int check_directory_calls(const char *path, int cls, int order, int machi
         uintptr_t out[512];
         char names[512];
         size_t starts[5];
+        unsigned char read_identities[3 * PH_IDENTITY_WORDS * 8];
         size_t done = ph_open_register_paths(paths, 3, RTLD_NOW | RTLD_LOCAL, symbols, (const char *)descriptor,
                                              descriptor->struct_size, 1u << 16, "Greeter", descriptor->trait_version,
                                              descriptor->vtable_size, descriptor->method_count, out, 512, names,
-                                             sizeof names, starts);
+                                             sizeof names, starts, "\0\0\0", read_identities);
         uintptr_t calls[3 * PH_RELEASE_WORDS], results[6];
-        size_t n = 0;
+        size_t n = 0, names_at = 0;
         for (size_t i = 0; i < done; i++) {
             const uintptr_t *file = out + starts[i];
             if (i == 1 && file[0] != PH_NOT_OPENED) {
                 printf("  FAIL: an empty path was opened\n");
                 failed = 1;
             }
+            if (file[0] == PH_MAKERS_PASS || file[0] == PH_MAKERS_PARTIAL) { /* host-owned: each unmade once */
+                size_t makers = 0;
+                const char *type = names + names_at;
+                for (const char *end = type + file[PH_OPEN_WORDS]; type < end; type += strlen(type) + 1) makers++;
+                const uintptr_t *made = file + PH_OPEN_WORDS + PH_HEADER_WORDS, *unmakers = made + makers;
+                for (size_t m = 0; m < file[PH_OPEN_WORDS + 1]; m++) {
+                    int again = made[m] == 0;
+                    for (size_t k = 0; k < m; k++) again |= made[k] == made[m];
+                    if (!again) {
+                        void (*unmake)(PluginRegistration *);
+                        *(void **)&unmake = (void *)unmakers[m];
+                        unmake((PluginRegistration *)made[m]);
+                    }
+                }
+                names_at += file[PH_OPEN_WORDS + 2];
+                dlclose((void *)file[1]);
+                continue;
+            }
+            if (file[0] == PH_PASS) names_at += file[PH_OPEN_WORDS + 2];
             if (file[0] == PH_PASS && file[3] != 0) { /* released by the plugin, then closed */
                 uintptr_t *call = calls + n++ * PH_RELEASE_WORDS;
                 call[0] = file[3], call[1] = file[PH_OPEN_WORDS], call[2] = file[4], call[3] = file[1];
@@ -182,8 +220,12 @@ int main(int argc, char **argv) {
         memcpy(mutated, data, size);
         int patches = 1 + rand() % 4;
         for (int p = 0; p < patches; p++) {
-            size_t span = rand() % 3 == 0 ? 128 : (size < 16384 ? size : 16384);
+            int where = rand() % 4;
+            size_t span = where == 0 ? 128 : (size < 16384 ? size : 16384);
             size_t at = (size_t)rand() % span;
+            if (where == 1 && size > 4096) { /* the section headers, at the end of the file */
+                at = size - 1 - (size_t)rand() % 4096;
+            }
             mutated[at] = (unsigned char)rand();
         }
         size_t len = rand() % 4 == 0 ? (size_t)rand() % size : size;
