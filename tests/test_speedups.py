@@ -797,6 +797,48 @@ def test_a_host_owned_failure_makes_nothing_twice(
 
 @needs_speedups
 @elf_only
+def test_a_host_owned_load_short_of_room_finishes_in_python(
+    example_plugins: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of room for names after a maker ran, the one call stops there; Python makes the rest of
+    that file's registrations (not the one C made again), and the next file from the start."""
+    from plugin_host.registry import _registrations
+
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for i in range(2):
+        shutil.copy(example_plugins["host_owned"], d / f"libhost_owned_{i}.so")
+    maker_fn = _registrations.MAKER_FN
+    calls: list[int] = []
+
+    def counting(address: int) -> Any:
+        calls.append(address)
+        return maker_fn(address)
+
+    monkeypatch.setattr(_registrations, "MAKER_FN", counting)
+    # "German\0Italian\0" fits, and German's own name after it does not.
+    monkeypatch.setattr(_accel, "_ROOM_PER_FILE", 0)
+    monkeypatch.setattr(_accel, "_NAMES_BYTES", 20)
+    results = []
+    for enabled in (True, False):
+        previous = _accel.set_enabled(enabled)
+        try:
+            with PluginManager() as manager:
+                handles = manager.load_plugins(d, PluginTrait.Greeter)
+                verdicts = [h.registration_set._records is not None for h in handles]
+                greetings = [p.greet("x") for h in handles for p in h.proxies()]  # type: ignore[attr-defined]
+                counters = sorted(dict(r)["Greeter"] for r in manager.unload_all().values())
+            results.append((greetings, counters, verdicts, len(calls)))
+        finally:
+            _accel.set_enabled(previous)
+        calls.clear()
+    assert results[0][:2] == results[1][:2] == (["Hallo, x!", "Ciao, x!"] * 2, [2, 2])
+    assert results[0][2:] == ([False, False], 3)  # Python made Italian of one, both of the other
+    assert results[1][2:] == ([False, False], 4)
+
+
+@needs_speedups
+@elf_only
 def test_c_and_python_record_the_same_identity(example_plugins: dict[str, Path], tmp_path: Path) -> None:
     lib = shutil.copy(example_plugins["greeters"], tmp_path / "libgreeters.so")
     known: dict[str, bytes] = {}

@@ -388,7 +388,7 @@ def open_register_paths(
     version: int,
     vtable_size: int,
     usable: int,
-    known: Sequence[bytes] | None = None,
+    known: bytes | None = None,
 ) -> list[Opened]:
     """``ph_open_register_paths`` (load.c): per path, ``dlopen`` (``RTLD_NOW | RTLD_LOCAL``),
     the symbols and :func:`register_all`, in one call for them all; with ``known``, a file
@@ -396,8 +396,9 @@ def open_register_paths(
     looked up with their unmakers, made and checked in turn).
 
     :param symbols: the aggregate, descriptor, release and counter names, each NUL-terminated.
-    :param known: per path, the maker types an earlier read of the same file found
-        (:attr:`Hosted.types`), ``b""`` for "read them"; ``None``: no host-owned loads here.
+    :param known: per path one after another, the maker types an earlier read of the same
+        file found (:attr:`Hosted.types`), then a NUL (just the NUL: "read them");
+        ``None``: no host-owned loads here.
     :returns: per path, what was done (``PH_NOT_OPENED`` for a path left unopened).
     """
     n = len(paths)
@@ -406,13 +407,14 @@ def open_register_paths(
     # Room for every file's header and a few registrations each; a file with more than fits
     # is checked in Python (PH_UNSUPPORTED).  Not zeroed: only what C wrote is read.
     new_uncleared = _ffi.new_allocator(should_clear_after_alloc=False)
-    out = new_uncleared("uintptr_t[]", n * (header + _ROOM_PER_FILE * width) + _OUT_WORDS)
+    # (A host-owned file has two words more per registration: what its maker made, and its unmaker.)
+    out = new_uncleared("uintptr_t[]", n * (header + _ROOM_PER_FILE * (width + 2)) + _OUT_WORDS)
     names = new_uncleared("char[]", n * _ROOM_PER_FILE * 16 + _NAMES_BYTES)
     starts = new_uncleared("size_t[]", n + 2)
     if known is None:
         known_entries, identities = _ffi.NULL, _ffi.NULL
     else:
-        known_entries = b"".join([entry + b"\0" for entry in known])
+        known_entries = known
         identities = new_uncleared("unsigned char[]", max(n, 1) * IDENTITY_BYTES)
     done: int = _lib.ph_open_register_paths(
         encode_paths(paths),

@@ -92,6 +92,13 @@ class MakerCache:
             return found[1]
         return b""
 
+    def entries(self, paths: Sequence[str]) -> bytes:
+        """:meth:`known` for each path, as ``ph_open_register_paths`` takes them (each ended by a NUL)."""
+        if not self._found:  # nothing read yet (or a directory of plugin-owned files): nothing to look up
+            return bytes(len(paths))
+        known = self.known
+        return b"".join([known(path) + b"\0" for path in paths])
+
     def remember(self, path: str, hosted: _accel.Hosted) -> None:
         """Keep what was read from ``path`` (nothing when it was known already)."""
         if hosted.identity != _NO_IDENTITY:
@@ -125,7 +132,7 @@ def open_and_register(
         return [_registered(path, None, trait) for path in paths]
     plan = _plan(trait)
     host = plan.identical.found
-    known = [makers.known(path) for path in paths] if makers is not None else [b""] * len(paths)
+    known = makers.entries(paths) if makers is not None else bytes(len(paths))
     opened = _accel.open_register_paths(
         list(paths),
         plan.symbols,
