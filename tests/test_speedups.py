@@ -758,6 +758,48 @@ def test_a_host_owned_file_is_read_again_only_when_it_changed(example_plugins: d
     assert with_c[5] == "counters [('libkept.so', {'Greeter': 2}), ('librewritten.so', {'Greeter': 1})]"
 
 
+TWO_HOSTED_TRAITS = r"""
+/* Host-owned makers of two traits, one type name in both: what a read found for one trait is
+ * not what the other has. */
+#include "plugin_annotations.h"
+#include "plugin_trait_greeter.h"
+#include "plugin_trait_transformer.h"
+
+static char *german_greet(void *self, const char *name) {
+    (void)self;
+    return plugin_string_format("Hallo, %s!", name);
+}
+
+static size_t same(void *self, uint8_t *data, size_t len) {
+    (void)self, (void)data;
+    return len;
+}
+
+PLUGIN_IMPL(Greeter, German, .greet = german_greet)
+PLUGIN_IMPL(Transformer, German, .transform = same)
+PLUGIN_IMPL(Transformer, Upper, .transform = same)
+PLUGIN_UNMAKER_COUNTER(Greeter)
+PLUGIN_UNMAKER_COUNTER(Transformer)
+"""
+
+
+@needs_speedups
+@elf_only
+def test_what_a_read_found_serves_only_its_trait(compile_plugin: CompilePlugin, tmp_path: Path) -> None:
+    """The makers kept for a file are those of the trait its load read them for: a load of the same
+    unchanged file for another trait reads its own."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    shutil.copy(compile_plugin("two_hosted", TWO_HOSTED_TRAITS), d / "libtwo.so")
+    with PluginManager() as manager:
+        seen = []
+        for trait in (PluginTrait.Greeter, PluginTrait.Transformer, PluginTrait.Greeter):
+            [handle] = manager.load_plugins(d, trait)
+            seen.append((handle.type_names, handle.registration_set._records is not None))
+            manager.unload_all()
+    assert seen == [(["German"], True), (["German", "Upper"], True), (["German"], True)]
+
+
 @needs_speedups
 @elf_only
 @pytest.mark.parametrize("plugin", ["null_maker", "duplicate"])

@@ -71,7 +71,7 @@ def register_trait(library: Library, trait: TraitLike) -> RegistrationSet:
 
 
 class MakerCache:
-    """What the ``.dynsym`` reads of host-owned files found, per file identity.
+    """What the ``.dynsym`` reads of host-owned files found, per file identity and trait.
 
     A host-owned file's makers are read from the file (its export table); a file
     loaded again unchanged (the same device, inode, size, mtime, ctime, mode and
@@ -83,26 +83,26 @@ class MakerCache:
 
     def __init__(self, identities: Mapping[str, bytes]) -> None:
         self._identities = identities
-        self._found: dict[str, tuple[bytes, bytes]] = {}  # path -> (identity read, maker types)
+        #: (path, trait name) -> (the identity read, the maker types found)
+        self._found: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
-    def known(self, path: str) -> bytes:
-        """The maker types read from ``path`` while it had its current identity, else ``b""``."""
-        found = self._found.get(path)
+    def known(self, path: str, trait: TraitSpec) -> bytes:
+        """The makers of ``trait`` read from ``path`` while it had its current identity, else ``b""``."""
+        found = self._found.get((path, trait.name))
         if found is not None and found[0] == self._identities.get(path):
             return found[1]
         return b""
 
-    def entries(self, paths: Sequence[str]) -> bytes:
+    def entries(self, paths: Sequence[str], trait: TraitSpec) -> bytes:
         """:meth:`known` for each path, as ``ph_open_register_paths`` takes them (each ended by a NUL)."""
         if not self._found:  # nothing read yet (or a directory of plugin-owned files): nothing to look up
             return bytes(len(paths))
-        known = self.known
-        return b"".join([known(path) + b"\0" for path in paths])
+        return b"".join([self.known(path, trait) + b"\0" for path in paths])
 
-    def remember(self, path: str, hosted: _accel.Hosted) -> None:
-        """Keep what was read from ``path`` (nothing when it was known already)."""
+    def remember(self, path: str, trait: TraitSpec, hosted: _accel.Hosted) -> None:
+        """Keep what was read from ``path`` for ``trait`` (nothing when it was known already)."""
         if hosted.identity != _NO_IDENTITY:
-            self._found[path] = (hosted.identity, hosted.types)
+            self._found[path, trait.name] = (hosted.identity, hosted.types)
 
 
 _NO_IDENTITY = bytes(_accel.IDENTITY_BYTES)
@@ -132,7 +132,7 @@ def open_and_register(
         return [_registered(path, None, trait) for path in paths]
     plan = _plan(trait)
     host = plan.identical.found
-    known = makers.entries(paths) if makers is not None else bytes(len(paths))
+    known = makers.entries(paths, trait) if makers is not None else bytes(len(paths))
     opened = _accel.open_register_paths(
         list(paths),
         plan.symbols,
@@ -156,7 +156,7 @@ def open_and_register(
             elif verdict == hosted:
                 made.append(RegistrationSet._from_opened_makers(adopt(path, result.handle), trait, result))
                 if makers is not None and result.hosted is not None:
-                    makers.remember(path, result.hosted)
+                    makers.remember(path, trait, result.hosted)
             else:
                 made.append(_registered(path, result, trait))
     except BaseException:
