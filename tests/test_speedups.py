@@ -991,6 +991,41 @@ def test_an_interrupted_directory_load_leaves_nothing_made(
     assert not [p for p in mapped_paths() if p.startswith(str(d))]
 
 
+_INTERRUPTED_CHECK_CHILD = """
+import _ctypes, ctypes, os
+from plugin_host import PluginManager, PluginTrait
+from plugin_host.registry import _registrations
+directory, held_path = {directory!r}, {held!r}
+held = _ctypes.dlopen(held_path, os.RTLD_NOW | os.RTLD_LOCAL)  # keeps the counter readable after the close
+
+def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+_registrations._read_registration = interrupted
+manager = PluginManager()
+try:
+    manager.load_plugins(directory, PluginTrait.Greeter)
+except KeyboardInterrupt:
+    pass
+counter = ctypes.CFUNCTYPE(ctypes.c_size_t)(_ctypes.dlsym(held, "plugin_unmaker_counter_Greeter_v1"))
+print("HANDLES", len(manager.handles), "UNMADE", counter())
+"""
+
+
+@needs_speedups
+@elf_only
+def test_interrupted_while_python_checks_what_c_made_releases_each_once(pipeline_catalog: Path, tmp_path: Path) -> None:
+    """Interrupted while the Python path checks a registration the one call made: that path
+    releases what it took (AFine, unmade once) and closes the file, and nothing is released again
+    (a second unmake would free the registration twice)."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    lib = shutil.copy(pipeline_catalog / "libho_null_maker.so", d / "libho_null_maker.so")
+    proc = run_isolated(_INTERRUPTED_CHECK_CHILD.format(directory=str(d), held=str(lib)))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "HANDLES 0 UNMADE 1"
+
+
 _LATE_GATE_CHILD = """
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.registry import RegistrationSet, make_proxy

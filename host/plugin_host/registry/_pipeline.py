@@ -148,20 +148,24 @@ def open_and_register(
     passed, hosted = _accel.PASS, _accel.MAKERS_PASS
     adopt = Library.adopt
     from_opened = RegistrationSet._from_opened
+    handed = 0  # the files whose results are owned by now (kept in made, or _registered's)
     try:
         for path, result in zip(paths, opened, strict=True):
             verdict = result.verdict
             if verdict == passed:  # the common case, without a call
                 made.append(from_opened(adopt(path, result.handle), trait, result))
+                handed += 1
             elif verdict == hosted:
                 made.append(RegistrationSet._from_opened_makers(adopt(path, result.handle), trait, result))
+                handed += 1
                 if makers is not None and result.hosted is not None:
                     makers.remember(path, trait, result.hosted)
             else:
+                handed += 1  # _registered's from here: raising, it has released and closed what it took
                 made.append(_registered(path, result, trait))
     except BaseException:
         # Interrupted: nothing opened may stay unowned, nothing is half-made.  Every file is released and closed.
-        for result in opened[len(made) :]:
+        for result in opened[handed:]:
             _abandon(result)
         for regset in made:
             if isinstance(regset, RegistrationSet) and not regset.is_released:
