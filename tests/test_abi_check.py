@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import plugin_interface._traits
 import pytest
 from conftest import TEST_PLUGINS, CompilePlugin
 from greeter_versions import GREETER_CHANGED, GREETER_V2, build_greeter
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from plugin_host.abi import LibraryAbi, diff_abi, scan_library
 from plugin_host.abi._check import MAX_DUMP_BYTES
 from plugin_host.cli import main
+from plugin_interface import CStr, OwnedStr, declare_trait
 
 HANDWRITTEN = (TEST_PLUGINS / "handwritten" / "handwritten.c").read_text()
 
@@ -178,6 +180,67 @@ def test_check_trait_filter_and_directory(example_plugins: dict[str, Path], caps
     assert report["libraries"][0]["problems"][0]["kind"] == "no_plugin"
     status, report = run_json(capsys, "abi", "check", str(example_plugins["greeters"].parent), "--trait", "Greeter")
     assert {Path(lib["library"]).name for lib in report["libraries"]} >= {"libgreeters.so", "libhost_owned.so"}
+
+
+def test_check_trait_at_version_checks_that_version(
+    example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--trait Name@N`` is the host's version N of the trait, not a name no library exports."""
+    for asked in ("Greeter@1", "Greeter@v1"):
+        status, report = run_json(capsys, "abi", "check", str(example_plugins["greeters"]), "--trait", asked)
+        assert status == 0, report
+        [library] = report["libraries"]
+        assert library["problems"] == []
+        assert list(library["traits"]) == ["Greeter"]
+        assert library["traits"]["Greeter"]["compatibility"] == "identical"
+
+
+def test_check_trait_at_an_unknown_version_is_a_usage_error(
+    example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No host declaration and no library checked has version 3: a typo, refused like an unknown name."""
+    status, out, err = run(capsys, "abi", "check", str(example_plugins["greeters"]), "--trait", "Greeter@3")
+    assert status == 2 and out == ""
+    assert "unknown trait 'Greeter@3'; known traits: Greeter@1, Transformer@1" in err
+
+
+def test_check_trait_at_an_older_declared_version(
+    example_plugins: dict[str, Path],
+    compile_plugin: CompilePlugin,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With Greeter v1 and v2 declared, ``Greeter`` is v2 (the latest) and ``Greeter@1`` is v1."""
+    monkeypatch.setattr(plugin_interface._traits, "_REGISTRY", dict(plugin_interface._traits._REGISTRY))
+
+    @declare_trait(version=2, name="Greeter")
+    class GreeterV2(Protocol):
+        def greet(self, name: CStr) -> OwnedStr: ...
+        def shout(self, name: CStr) -> OwnedStr: ...
+
+    assert GreeterV2.__plugin_trait__ == GREETER_V2  # type: ignore[attr-defined]
+    v1, v2 = str(example_plugins["greeters"]), str(build_greeter(compile_plugin, GREETER_V2))
+    for lib, asked, expected in [
+        (v1, "Greeter", ("compatible", 4)),  # an older plugin than the host's v2
+        (v1, "Greeter@1", ("identical", 0)),
+        (v2, "Greeter@2", ("identical", 0)),
+        (v2, "Greeter@1", ("compatible", 4)),  # a newer plugin than the host's v1
+    ]:
+        status, report = run_json(capsys, "abi", "check", lib, "--trait", asked)
+        assert (report["libraries"][0]["traits"]["Greeter"]["compatibility"], status) == expected, (lib, asked)
+
+
+def test_check_trait_at_a_version_only_the_plugin_declares(
+    compile_plugin: CompilePlugin, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The host declares Greeter v1 only: ``Greeter@2`` means each file's own declaration of version 2."""
+    v2 = str(build_greeter(compile_plugin, GREETER_V2))
+    status, report = run_json(capsys, "abi", "check", v2, "--trait", "Greeter@2")
+    assert status == 0, report
+    assert report["libraries"][0]["traits"]["Greeter"]["declaration"]["version"] == 2
+    assert report["libraries"][0]["traits"]["Greeter"]["compatibility"] == "identical"
+    status, _, err = run(capsys, "abi", "check", v2, "--trait", "Greeter@3")
+    assert status == 2 and "unknown trait 'Greeter@3'; known traits: Greeter@1, Greeter@2, Transformer@1" in err
 
 
 def test_check_not_a_library_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

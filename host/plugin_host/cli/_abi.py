@@ -25,7 +25,14 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from plugin_interface import ArchitectureMismatchError, PluginError, TraitSpec, UnknownTraitError, declared_traits
+from plugin_interface import (
+    ArchitectureMismatchError,
+    PluginError,
+    TraitSpec,
+    UnknownTraitError,
+    declared_trait_versions,
+    declared_traits,
+)
 from plugin_interface import resolve_trait as _resolve_trait
 
 from ..abi import (
@@ -196,9 +203,50 @@ def _declared_here(trait: str | None) -> bool:
     return True
 
 
+def _split_trait(trait: str | None) -> tuple[str | None, str | None]:
+    """``--trait``'s name, and its version (``"2"`` of ``Name@2`` or ``Name@v2``; ``None`` without one)."""
+    if trait is None:
+        return None, None
+    name, at, wanted = trait.partition("@")
+    return name, wanted.removeprefix("v") if at else None
+
+
+def _at_version(traits: dict[str, TraitSpec], name: str | None, version: str | None) -> dict[str, TraitSpec]:
+    """``traits`` for ``--trait name@version``: a declaration of another version of ``name`` is left out, so
+    each library's own declaration of it is used (as wherever a host declares no such version)."""
+    if version is None or name not in traits or str(traits[name].version) == version:
+        return traits
+    return {n: spec for n, spec in traits.items() if n != name}
+
+
+def _host_traits(trait: str | None, declared_here: bool) -> dict[str, TraitSpec]:
+    """The host's declarations a check uses: the latest version of each, or the one ``--trait Name@N`` names."""
+    traits = declared_traits()
+    name, version = _split_trait(trait)
+    if version is None or name is None:
+        return traits
+    if declared_here:
+        return {**traits, name: _resolve_trait(trait or name)}  # version N, maybe older than the latest
+    return _at_version(traits, name, version)
+
+
+def _selected(abi: LibraryAbi, trait: str | None, contexts: list[_Context]) -> str | None:
+    """What ``check_library`` selects of ``abi`` for ``--trait``: ``Name@N`` is the trait ``Name`` unless no
+    context declares version N and the library's own declaration is of another version (then nothing: no_plugin)."""
+    name, version = _split_trait(trait)
+    if version is None or name is None or any(name in ctx.traits for ctx in contexts):
+        return name
+    own = abi.traits.get(name)
+    if own is None or own.declaration is None or str(own.declaration.version) == version:
+        return name
+    return trait
+
+
 def cmd_abi_check(args: argparse.Namespace) -> int:
     declared_here = _declared_here(args.trait)
+    only, version = _split_trait(args.trait)
     exported: set[str] = set()  # the traits the libraries export, for a --trait the host does not declare
+    embedded: set[str] = set()  # ``Name@N`` of the declarations they embed, for a --trait Name@N
     files = _library_files(args.paths)
     if isinstance(files, str):
         return _usage_error(files)
@@ -214,8 +262,8 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
     names = [c.name for c in contracts]
     if len(set(names)) != len(names):
         return _input_error(f"two contracts are named {next(n for n in names if names.count(n) > 1)!r}")
-    contexts = [_Context(c.name, c.traits, f"contract {c.name}") for c in contracts] or [
-        _Context(None, declared_traits(), "the host")
+    contexts = [_Context(c.name, _at_version(c.traits, only, version), f"contract {c.name}") for c in contracts] or [
+        _Context(None, _host_traits(args.trait, declared_here), "the host")
     ]
     findings: list[Finding] = []
     cases: list[Case] = []
@@ -243,7 +291,9 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
             continue
         if not declared_here:
             exported.update(abi.traits)
-        results = [check_library(abi, ctx.traits, args.trait, ctx.host) for ctx in contexts]
+            embedded.update(f"{t.name}@{t.declaration.version}" for t in abi.traits.values() if t.declaration)
+        selected = _selected(abi, args.trait, contexts)
+        results = [check_library(abi, ctx.traits, selected, ctx.host) for ctx in contexts]
         free = [p for p in results[0][0] if p.kind not in _CONTRACT_KINDS]
         probe = None
         if args.probe:
@@ -296,8 +346,13 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
         if want_rows:
             rows += _check_rows(path, abi, results[0][1], cells, bool(contracts), probe)
         entries.append(_entry_json(abi, library, free, per_context, probe, bool(contracts)))
-    if not declared_here and args.trait.partition("@")[0] not in exported:  # a typo, most likely
-        return _usage_error(str(UnknownTraitError(args.trait, sorted({*declared_traits(), *exported}))))
+    if not declared_here and not _known_somewhere(args.trait, contexts, exported, embedded):  # a typo, most likely
+        if version is None:
+            known = {*declared_traits(), *exported}
+        else:
+            declared = [*declared_trait_versions(), *(s for ctx in contexts for s in ctx.traits.values())]
+            known = {*(f"{s.name}@{s.version}" for s in declared), *embedded}
+        return _usage_error(str(UnknownTraitError(args.trait, sorted(known))))
     unused = apply_waivers(findings, waivers, _today()) if waivers else []
     errors = sum(1 for f in findings if f.level == "error" and f.active_effect)
     warnings = sum(1 for f in findings if f.level == "warning" and not f.waiver)
@@ -331,6 +386,14 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
     header = ["library", "format", "trait", "types", "array", "descriptor", *(names or ["host check"])]
     report.text = _check_text(rows, [*header, "probe"] if args.probe else header, findings, summary, report, args)
     return _emit(report, args)
+
+
+def _known_somewhere(trait: str, contexts: list[_Context], exported: set[str], embedded: set[str]) -> bool:
+    """Whether ``--trait`` (one the host does not declare) is a contract's or a library's checked."""
+    name, version = _split_trait(trait)
+    if version is None:
+        return name in exported or any(name in ctx.traits for ctx in contexts)
+    return f"{name}@{version}" in embedded or any(name in ctx.traits for ctx in contexts)
 
 
 def _check_text(
