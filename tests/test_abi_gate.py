@@ -541,19 +541,48 @@ def test_probe_timeout_default_is_the_admission_layers() -> None:
     assert _abi.DEFAULT_PROBE_TIMEOUT_S == DEFAULT_PROBE_TIMEOUT_S
 
 
+#: What ``abi check FILE`` (text, no --contract, --waivers or --probe) must not import: the layers it does not use,
+#: the abi layer's baselines, contracts and waivers, and what only --help or other commands need.
+NOT_IMPORTED_BY_ABI_CHECK = (
+    "plugin_host.loading",
+    "plugin_host.admission",
+    "plugin_host.watch",
+    "plugin_host._manager",
+    "plugin_host.registry",
+    "plugin_host.abi._baseline",
+    "plugin_host.abi._contract",
+    "plugin_host.abi._waivers",
+    "elftools",
+    "watchdog",
+    "cffi",
+    "importlib.metadata",
+)
+
+
 def test_abi_check_imports_no_loading_layer(variants: dict[str, Path]) -> None:
-    """A check of many files pays only for the layers it uses: no manager, watcher, loader, probe or pyelftools."""
+    """A check of many files pays only for what it uses: no manager, watcher, loader, probe or pyelftools,
+    no baseline, contract or waiver reader."""
     code = (
         "import sys; from plugin_host.cli import main; status = main(['abi', 'check', sys.argv[1]]);"
-        "heavy = sorted(m for m in sys.modules if m.startswith(('plugin_host.loading', 'plugin_host.admission',"
-        " 'plugin_host.watch', 'plugin_host._manager', 'plugin_host.registry', 'elftools', 'watchdog', 'cffi',"
-        " 'importlib.metadata')));"
+        f"heavy = sorted(m for m in sys.modules if m.startswith({NOT_IMPORTED_BY_ABI_CHECK!r}));"
         "print(status, heavy)"
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(variants["base"])], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "0 []"
+
+
+def test_abi_layer_names_imported_on_first_use_are_its_own() -> None:
+    """The abi package's lazy names are the same objects as its modules' (and every name in __all__ resolves)."""
+    import plugin_host.abi as abi
+    from plugin_host.abi import _baseline, _contract, _waivers
+
+    assert abi.load_contract is _contract.load_contract and abi.AbiBaseline is _baseline.AbiBaseline
+    assert abi.Waiver is _waivers.Waiver
+    assert all(getattr(abi, name) is not None for name in abi.__all__)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        abi.nothing  # noqa: B018
 
 
 @pytest.mark.parametrize("loader", ["contract", "waivers"])

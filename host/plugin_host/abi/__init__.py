@@ -1,11 +1,17 @@
 """The ABI layer: what a library file exports under the symbol scheme, checked and compared.
 
 Works on files alone (:mod:`plugin_host.formats`): nothing is loaded.
+
+Baselines, contracts and waivers (:mod:`._baseline`, :mod:`._contract`,
+:mod:`._waivers`) are imported on first use of one of their names, so an
+``abi check`` without ``--contract`` or ``--waivers`` does not pay for them.
 """
 
 from __future__ import annotations
 
-from ._baseline import BASELINE_SCHEMA, AbiBaseline, LibraryDiff, diff_libraries, load_abi_source, scan_directory
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._check import (
     CHECK_SCHEMA,
     DIFF_SCHEMA,
@@ -24,9 +30,19 @@ from ._check import (
     load_abi,
     scan_library,
 )
-from ._contract import CONTRACT_SCHEMA, HostContract, host_contract, load_contract
 from ._kinds import COMPATIBLE_DIFFERENCE, KIND_HELP, kind_help
-from ._waivers import Waiver, load_waivers
+
+if TYPE_CHECKING:
+    from ._baseline import (
+        BASELINE_SCHEMA,
+        AbiBaseline,
+        LibraryDiff,
+        diff_libraries,
+        load_abi_source,
+        scan_directory,
+    )
+    from ._contract import CONTRACT_SCHEMA, HostContract, host_contract, load_contract
+    from ._waivers import Waiver, load_waivers
 
 __all__ = [
     "BASELINE_SCHEMA",
@@ -61,3 +77,26 @@ __all__ = [
     "load_abi",
     "scan_library",
 ]
+
+#: The names imported on first use, and the module of each.
+_LAZY = {
+    **dict.fromkeys(
+        ("BASELINE_SCHEMA", "AbiBaseline", "LibraryDiff", "diff_libraries", "load_abi_source", "scan_directory"),
+        "._baseline",
+    ),
+    **dict.fromkeys(("CONTRACT_SCHEMA", "HostContract", "host_contract", "load_contract"), "._contract"),
+    **dict.fromkeys(("Waiver", "load_waivers"), "._waivers"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _LAZY.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(home, __name__), name)
+    globals()[name] = value  # the next look-up is a plain global
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

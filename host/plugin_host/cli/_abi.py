@@ -35,29 +35,21 @@ from plugin_interface import (
 )
 from plugin_interface import resolve_trait as _resolve_trait
 
+from .. import abi as abi_layer  # baselines, contracts, waivers: imported by abi_layer on first use
 from ..abi import (
     CHECK_SCHEMA,
     COMPATIBLE_DIFFERENCE,
     DIFF_SCHEMA,
-    AbiBaseline,
     AbiChange,
     ChangeKind,
     LibraryAbi,
-    LibraryDiff,
     Problem,
     ProblemKind,
     Severity,
     TraitCheck,
-    Waiver,
     check_library,
     check_to_json,
     diff_abi,
-    diff_libraries,
-    host_contract,
-    load_abi_source,
-    load_contract,
-    load_waivers,
-    scan_directory,
     scan_library,
 )
 from ..formats import ALL_LIBRARY_SUFFIXES, BinaryFormat, native_format, plugin_file_names
@@ -78,6 +70,8 @@ from ._report import (
 
 if TYPE_CHECKING:
     import datetime
+
+    from ..abi import AbiBaseline, Waiver
 
 __all__ = ["add_abi_parser"]
 
@@ -157,7 +151,7 @@ def _load_waivers(args: argparse.Namespace) -> list[Waiver]:
     waivers: list[Waiver] = []
     for path in args.waivers or ():
         try:
-            waivers += load_waivers(path)
+            waivers += abi_layer.load_waivers(path)
         except ValueError as e:
             raise _InputError(str(e)) from e
     return waivers
@@ -253,7 +247,7 @@ def cmd_abi_check(args: argparse.Namespace) -> int:
     if not files:
         return _usage_error(f"no library files ({', '.join(ALL_LIBRARY_SUFFIXES)}) in {', '.join(args.paths)}")
     try:
-        contracts = [load_contract(c) for c in args.contract or ()]
+        contracts = [abi_layer.load_contract(c) for c in args.contract or ()]
         waivers = _load_waivers(args)
     except ValueError as e:
         return _input_error(str(e))
@@ -614,7 +608,7 @@ def cmd_abi_dump(args: argparse.Namespace) -> int:
         return _usage_error(problem)
     if os.path.isdir(args.library):
         try:
-            baseline = scan_directory(args.library)
+            baseline = abi_layer.scan_directory(args.library)
         except OSError as e:
             return _input_error(f"{args.library}: cannot list the directory: {e.strerror or e}")
         if baseline.unreadable:
@@ -642,7 +636,7 @@ def cmd_abi_dump(args: argparse.Namespace) -> int:
 def cmd_abi_contract(args: argparse.Namespace) -> int:
     name = args.name or (os.path.basename(args.output).split(".")[0] if args.output else "host")
     try:
-        contract = host_contract(name)
+        contract = abi_layer.host_contract(name)
     except ValueError as e:
         return _usage_error(f"{e} (give one with --name)")
     text = json.dumps(contract.to_json(), indent=2) + "\n"
@@ -665,9 +659,9 @@ def _change_finding(c: AbiChange, library: str) -> Finding:
 
 
 def _as_set(source: LibraryAbi | AbiBaseline) -> AbiBaseline:
-    if isinstance(source, AbiBaseline):
+    if isinstance(source, abi_layer.AbiBaseline):
         return source
-    return AbiBaseline({os.path.basename(source.path) or source.path: source})
+    return abi_layer.AbiBaseline({os.path.basename(source.path) or source.path: source})
 
 
 def cmd_abi_diff(args: argparse.Namespace) -> int:
@@ -679,7 +673,7 @@ def cmd_abi_diff(args: argparse.Namespace) -> int:
     try:
         waivers = _load_waivers(args)
         for raw in (args.old, args.new):
-            sources.append(load_abi_source(raw))
+            sources.append(abi_layer.load_abi_source(raw))
     except (ValueError, _InputError) as e:
         return _input_error(str(e))
     except PluginError as e:
@@ -691,13 +685,13 @@ def cmd_abi_diff(args: argparse.Namespace) -> int:
     cases: list[Case] = []
     if isinstance(old, LibraryAbi) and isinstance(new, LibraryAbi):
         changes = diff_abi(old, new)
-        diffs = [LibraryDiff(args.new, "changed" if changes else "unchanged", changes)]
+        diffs = [abi_layer.LibraryDiff(args.new, "changed" if changes else "unchanged", changes)]
         shown = {args.new: args.new}
         traits = {args.new: sorted(set(old.traits) | set(new.traits))}
         unreadable: list[tuple[str, str]] = []
     else:
         old_set, new_set = _as_set(old), _as_set(new)
-        diffs = diff_libraries(old_set.libraries, new_set.libraries)
+        diffs = abi_layer.diff_libraries(old_set.libraries, new_set.libraries)
         base = args.new if os.path.isdir(args.new) else None
         shown = {d.library: os.path.join(base, d.library) if base else d.library for d in diffs}
         traits = {

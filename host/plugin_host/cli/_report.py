@@ -14,10 +14,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..abi import Waiver
-
 if TYPE_CHECKING:
     import datetime
+
+    from ..abi import Waiver
 
 __all__ = [
     "EXIT_CHANGE",
