@@ -459,16 +459,14 @@ class _ElfTables:
         if link >= len(self.sections):
             raise NotASharedLibraryError(self.path, f".dynsym links to section {link} of {len(self.sections)}")
         strings = self.table(link, ".dynstr", 1)
+        entries: list[tuple[int, int, int, int, int]]
         if self.elf_class == 1:
             entries = [
                 (name, info, other, shndx, value)
-                for name, value, _, info, other, shndx in struct.iter_unpack(self.order + "IIIBBH", data)
+                for name, value, info, other, shndx in struct.iter_unpack(self.order + "II4xBBH", data)
             ]
-        else:
-            entries = [
-                (name, info, other, shndx, value)
-                for name, info, other, shndx, value, _ in struct.iter_unpack(self.order + "IBBHQQ", data)
-            ]
+        else:  # the fields in the order wanted already (st_size skipped): no tuple rebuilt per symbol
+            entries = list(struct.iter_unpack(self.order + "IBBHQ8x", data))
         return _Symbols(self.path, entries, strings)
 
     def nodelete(self) -> bool:
