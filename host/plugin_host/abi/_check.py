@@ -22,6 +22,7 @@ from __future__ import annotations
 import enum
 import functools
 import json
+import operator
 import os
 import stat
 from dataclasses import dataclass, field
@@ -556,9 +557,14 @@ class _Report(Protocol):
     ) -> None: ...
 
 
+#: Sorts a trait's ``(key, symbol)`` items by symbol (what the problems are reported in the order of).
+_by_symbol = operator.itemgetter(1)
+
+
 def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, report: _Report, host: str) -> TraitCheck:
     name = trait.name
-    for (role, type_name, version), symbol in sorted(trait.symbols.items(), key=lambda kv: kv[1]):
+    symbols = trait.symbols
+    for (role, type_name, version), symbol in sorted(symbols.items(), key=_by_symbol):
         if version != ABI_VERSION:
             report(
                 Severity.ERROR,
@@ -568,7 +574,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
                 symbol,
             )
             continue
-        if role == "maker" and not trait.has("unmaker", type_name):
+        if role == "maker" and ("unmaker", type_name, version) not in symbols:
             report(
                 Severity.ERROR,
                 ProblemKind.MISSING_UNMAKER,
@@ -576,7 +582,7 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
                 name,
                 symbol,
             )
-        elif role == "unmaker" and not trait.has("maker", type_name):
+        elif role == "unmaker" and ("maker", type_name, version) not in symbols:
             report(
                 Severity.WARNING, ProblemKind.UNMAKER_WITHOUT_MAKER, f"{symbol}: unmaker without a maker", name, symbol
             )
