@@ -18,11 +18,13 @@ libraries does not pay for it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
+import gc
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from plugin_interface import (
@@ -236,7 +238,29 @@ def _selected(abi: LibraryAbi, trait: str | None, contexts: list[_Context]) -> s
     return trait
 
 
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """The cyclic garbage collector off meanwhile (as it was after).
+
+    A check keeps what it reads of every library until the report is written, and frees nothing the
+    collector could: each collection would only walk a heap that grows with the files (3% of the
+    instructions of a check of 500 files; ``gc.collect()`` still works).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def cmd_abi_check(args: argparse.Namespace) -> int:
+    with _collection_paused():
+        return _check(args)
+
+
+def _check(args: argparse.Namespace) -> int:
     declared_here = _declared_here(args.trait)
     only, version = _split_trait(args.trait)
     exported: set[str] = set()  # the traits the libraries export, for a --trait the host does not declare
