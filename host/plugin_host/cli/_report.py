@@ -11,7 +11,6 @@ OR of the bits of the findings no waiver accepts, masked by ``--fail-on``
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -48,7 +47,6 @@ def effect_name(effect: int) -> str:
     return _EFFECT_NAMES[effect]
 
 
-@dataclass
 class Finding:
     """One problem (``abi check``) or change (``abi diff``).
 
@@ -60,18 +58,43 @@ class Finding:
     :ivar expired: a waiver that matched it but has expired (then it counts again).
     """
 
-    kind: str
-    level: str
-    effect: int
-    message: str
-    library: str
-    trait: str | None = None
-    type_name: str | None = None
-    method: str | None = None
-    symbol: str | None = None
-    contract: str | None = None
-    waiver: Waiver | None = None
-    expired: Waiver | None = None
+    # A plain class, as Case and Report: a dataclass costs every abi process its class-making at import.
+    __slots__ = (
+        "contract",
+        "effect",
+        "expired",
+        "kind",
+        "level",
+        "library",
+        "message",
+        "method",
+        "symbol",
+        "trait",
+        "type_name",
+        "waiver",
+    )
+
+    def __init__(
+        self,
+        kind: str,
+        level: str,
+        effect: int,
+        message: str,
+        library: str,
+        trait: str | None = None,
+        type_name: str | None = None,
+        method: str | None = None,
+        symbol: str | None = None,
+        contract: str | None = None,
+        waiver: Waiver | None = None,
+        expired: Waiver | None = None,
+    ) -> None:
+        self.kind, self.level, self.effect, self.message, self.library = kind, level, effect, message, library
+        self.trait, self.type_name, self.method, self.symbol, self.contract = trait, type_name, method, symbol, contract
+        self.waiver, self.expired = waiver, expired
+
+    def __repr__(self) -> str:
+        return f"Finding({self.kind!r}, {self.level!r}, {self.library!r}, {self.message!r})"
 
     @property
     def active_effect(self) -> int:
@@ -120,7 +143,6 @@ class Finding:
         }
 
 
-@dataclass
 class Case:
     """One library x trait (x contract): a JUnit test case, a matrix cell.
 
@@ -129,11 +151,16 @@ class Case:
         ``error`` (check); ``unchanged``, ``changed``, ``added``, ``removed`` (diff).
     """
 
-    library: str
-    trait: str | None
-    contract: str | None
-    verdict: str
-    findings: list[Finding] = field(default_factory=list)
+    __slots__ = ("contract", "findings", "library", "trait", "verdict")
+
+    def __init__(
+        self, library: str, trait: str | None, contract: str | None, verdict: str, findings: list[Finding] | None = None
+    ) -> None:
+        self.library, self.trait, self.contract, self.verdict = library, trait, contract, verdict
+        self.findings = [] if findings is None else findings
+
+    def __repr__(self) -> str:
+        return f"Case({self.library!r}, {self.trait!r}, {self.contract!r}, {self.verdict!r})"
 
     @property
     def name(self) -> str:
@@ -142,7 +169,6 @@ class Case:
         return f"{what} @ {self.contract}" if self.contract else what
 
 
-@dataclass
 class Report:
     """Everything one command found, for every output format.
 
@@ -153,16 +179,36 @@ class Report:
     :ivar rule_kinds: every kind the command can report (the SARIF rules).
     """
 
-    command: str
-    title: str
-    findings: list[Finding]
-    cases: list[Case]
-    json_body: Callable[[], dict[str, object]]
-    rule_kinds: Sequence[str]
-    contracts: list[str] = field(default_factory=list)
-    summary: str = ""
-    text: str = ""
-    unused_waivers: list[Waiver] = field(default_factory=list)
+    __slots__ = (
+        "cases",
+        "command",
+        "contracts",
+        "findings",
+        "json_body",
+        "rule_kinds",
+        "summary",
+        "text",
+        "title",
+        "unused_waivers",
+    )
+
+    def __init__(
+        self,
+        command: str,
+        title: str,
+        findings: list[Finding],
+        cases: list[Case],
+        json_body: Callable[[], dict[str, object]],
+        rule_kinds: Sequence[str],
+        contracts: list[str] | None = None,
+        summary: str = "",
+        text: str = "",
+        unused_waivers: list[Waiver] | None = None,
+    ) -> None:
+        self.command, self.title, self.findings, self.cases = command, title, findings, cases
+        self.json_body, self.rule_kinds, self.summary, self.text = json_body, rule_kinds, summary, text
+        self.contracts = [] if contracts is None else contracts
+        self.unused_waivers = [] if unused_waivers is None else unused_waivers
 
     def status(self, fail_on: str | None) -> int:
         """The exit status: the OR of the active findings' bits that ``--fail-on`` counts."""
