@@ -683,17 +683,32 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
                 descriptor_symbol,
             )
         return TraitCheck()
-    result = check_descriptor(_expected_descriptor(spec, abi.pointer_size), trait.descriptor, spec)
     expects = "host expects" if host == "the host" else f"{host} expects"
-    for d in result.breaking:
+    status, breaking, differences = _descriptor_verdict(
+        _expected_descriptor(spec, abi.pointer_size), trait.descriptor, spec, expects
+    )
+    for message in breaking:
         report(
-            Severity.ERROR,
-            ProblemKind.DESCRIPTOR_MISMATCH,
-            f"{descriptor_symbol}: {d.describe(expects)}",
-            name,
-            descriptor_symbol,
+            Severity.ERROR, ProblemKind.DESCRIPTOR_MISMATCH, f"{descriptor_symbol}: {message}", name, descriptor_symbol
         )
-    return TraitCheck(result.status, [d.describe(expects) for d in result.differences])
+    return TraitCheck(status, list(differences))
+
+
+@functools.lru_cache(maxsize=1024)
+def _descriptor_verdict(
+    expected: AbiDescriptor, found: AbiDescriptor, spec: TraitSpec, expects: str
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """:func:`~plugin_interface.check_descriptor`'s status, and its breaking and all differences in words.
+
+    A pure function of immutable values, and libraries built against one header carry equal descriptors:
+    hundreds of libraries of a trait are judged a handful of times.
+    """
+    result = check_descriptor(expected, found, spec)
+    return (
+        result.status,
+        tuple(d.describe(expects) for d in result.breaking),
+        tuple(d.describe(expects) for d in result.differences),
+    )
 
 
 def _methods_differ(host: TraitSpec, plugin: TraitSpec) -> bool:
