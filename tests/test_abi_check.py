@@ -182,6 +182,15 @@ def test_check_trait_filter_and_directory(example_plugins: dict[str, Path], caps
     assert {Path(lib["library"]).name for lib in report["libraries"]} >= {"libgreeters.so", "libhost_owned.so"}
 
 
+def known_traits(err: str, asked: str) -> set[str]:
+    """The known traits of an ``unknown trait`` usage error about ``asked`` (which must not be one of them)."""
+    prefix = f"error: unknown trait {asked!r}; known traits: "
+    assert err.startswith(prefix), err
+    known = set(err.removeprefix(prefix).strip().split(", "))
+    assert asked not in known
+    return known
+
+
 def test_check_trait_at_version_checks_that_version(
     example_plugins: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -201,7 +210,7 @@ def test_check_trait_at_an_unknown_version_is_a_usage_error(
     """No host declaration and no library checked has version 3: a typo, refused like an unknown name."""
     status, out, err = run(capsys, "abi", "check", str(example_plugins["greeters"]), "--trait", "Greeter@3")
     assert status == 2 and out == ""
-    assert "unknown trait 'Greeter@3'; known traits: Greeter@1, Transformer@1" in err
+    assert {"Greeter@1", "Transformer@1"} <= known_traits(err, "Greeter@3")  # (other tests declare more)
 
 
 def test_check_trait_at_an_older_declared_version(
@@ -240,7 +249,7 @@ def test_check_trait_at_a_version_only_the_plugin_declares(
     assert report["libraries"][0]["traits"]["Greeter"]["declaration"]["version"] == 2
     assert report["libraries"][0]["traits"]["Greeter"]["compatibility"] == "identical"
     status, _, err = run(capsys, "abi", "check", v2, "--trait", "Greeter@3")
-    assert status == 2 and "unknown trait 'Greeter@3'; known traits: Greeter@1, Greeter@2, Transformer@1" in err
+    assert status == 2 and {"Greeter@1", "Greeter@2", "Transformer@1"} <= known_traits(err, "Greeter@3")
 
 
 def test_check_not_a_library_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

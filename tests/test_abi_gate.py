@@ -573,6 +573,35 @@ def test_abi_check_imports_no_loading_layer(variants: dict[str, Path]) -> None:
     assert done.stdout.strip().splitlines()[-1] == "0 []"
 
 
+def test_abi_check_pauses_the_garbage_collector_and_restores_it(
+    variants: dict[str, Path], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The collector is off while the libraries are read (a collection would free nothing); after the check it is
+    as it was, enabled or not."""
+    import gc
+
+    from plugin_host.cli import _abi
+
+    during: list[bool] = []
+    scan = _abi.scan_library
+
+    def watched_scan(path: str) -> object:
+        during.append(gc.isenabled())
+        return scan(path)
+
+    monkeypatch.setattr(_abi, "scan_library", watched_scan)
+    assert gc.isenabled()
+    assert main(["abi", "check", str(variants["base"])]) == 0
+    assert during == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        assert main(["abi", "check", str(variants["base"])]) == 0
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    capsys.readouterr()
+
+
 def test_abi_layer_names_imported_on_first_use_are_its_own() -> None:
     """The abi package's lazy names are the same objects as its modules' (and every name in __all__ resolves)."""
     import plugin_host.abi as abi
