@@ -1,19 +1,20 @@
 """A library's export table, read from the file without loading it.
 
 :func:`read_exports` sniffs the format and hands the file to its reader:
-:mod:`._elf` (our own ``struct`` reader of ``.dynsym``), :mod:`._pe` (pefile)
-or :mod:`._macho` (macholib).  Nothing here executes the file.
+:mod:`._elf` (``.dynsym``), :mod:`._pe` (the export directory) or
+:mod:`._macho` (the load commands and the symbol table): our own ``struct``
+readers, each reading only the tables it needs through the one descriptor
+opened here.  Nothing here executes the file.
 
-Why these parsers (see the README's "ABI verification"): they are pure Python,
-so a malformed file cannot crash the process (LIEF is ~30x faster but
-compiled, and has had crashes and hangs on malformed input); they raise
-assorted exceptions on malformed files, which every reader turns into
-:class:`NotASharedLibraryError`; and every count read from a file is checked
-against the file's size before it drives a loop, so no input can make them
-spin.  ELF, the format this host loads and the one CI checks by the hundred,
-has a reader of its own (pyelftools took about 10 ms a file; ours reads the
-few tables it needs, opened once): every caller of :func:`read_exports`, the
-host's own look-ups included, gets it.
+Why readers of our own (see the README's "ABI verification"): they are pure
+Python, so a malformed file cannot crash the process (LIEF is faster but
+compiled, and has had crashes and hangs on malformed input); every offset and
+count read from a file is checked against the file's size before it drives a
+read or a loop, so no input can make them spin or allocate past the file, and
+every flaw is a :class:`NotASharedLibraryError`.  The general parsers they
+replace (pyelftools took about 10 ms a file, pefile about 7) parse far more
+than an export table; they stay in the tests as the references the readers
+are compared with.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ from plugin_interface import NotASharedLibraryError
 
 from ._elf import elf_exports
 from ._io import READ_FLAGS, pread
-from ._macho import read_macho_exports
-from ._pe import read_pe_exports
+from ._macho import macho_exports
+from ._pe import pe_exports
 from ._sniff import BinaryFormat, format_of
 from ._table import ExportTable
 
@@ -75,13 +76,17 @@ def _exports(fd: int, name: str) -> ExportTable:
             raise NotASharedLibraryError(name, "it is not a regular file (a device, FIFO or socket)")
         head = pread(fd, 64, 0)
         fmt = format_of(name, head[:4])
-        if fmt is BinaryFormat.ELF:  # read through the descriptor already open: one open per file
-            return elf_exports(lambda offset, n: pread(fd, n, offset), st.st_size, name, head)
+
+        def read(offset: int, n: int) -> bytes:  # through the descriptor already open: one open per file
+            return pread(fd, n, offset)
+
+        if fmt is BinaryFormat.ELF:
+            return elf_exports(read, st.st_size, name, head)
+        if fmt is BinaryFormat.PE:
+            return pe_exports(read, st.st_size, name, head)
+        return macho_exports(read, st.st_size, name, head)
     except OSError as e:
         raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e
-    if fmt is BinaryFormat.PE:
-        return read_pe_exports(name)
-    return read_macho_exports(name)
 
 
 def exported_symbols(path: str | os.PathLike[str]) -> list[str]:

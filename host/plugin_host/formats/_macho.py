@@ -1,24 +1,32 @@
-"""Mach-O (macOS ``.dylib``) export tables with macholib.
+"""Mach-O (macOS ``.dylib``) export tables, read with ``struct``.
 
-macholib parses the headers and load commands (thin and universal files); the
-exported symbols are then read from the symbol table: the external defined
-range of ``LC_DYSYMTAB`` (or, without it, every ``N_EXT`` ``N_SECT`` symbol
-that is not private-extern).  C names carry a leading underscore on Mach-O,
-which is removed.  Of a universal file, the first architecture is read.
+Like :mod:`._elf`: the header (32- or 64-bit, either byte order; of a
+universal file, the first architecture), then the load commands, walked
+with every ``cmdsize`` checked against ``sizeofcmds`` and the file:
+``LC_SEGMENT``/``LC_SEGMENT_64`` give the file-backed regions (each checked to
+end inside the file: a half-written file is refused), ``LC_SYMTAB``
+and ``LC_DYSYMTAB`` the symbol table.  Exported = the external defined range
+of ``LC_DYSYMTAB`` (or, without it, every ``N_EXT`` ``N_SECT`` symbol that is
+not private-extern).  C names carry a leading underscore on Mach-O, which is
+removed.  Load commands the reader does not use are skipped, as dyld skips
+those it does not know.  ``tests/test_pe_macho_reader.py`` holds it to
+macholib, the reader before it, on every cross-built plugin and on truncated
+and fuzzed copies.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO
+from collections.abc import Callable
 
 from plugin_interface import NotASharedLibraryError
 
+from ._io import READ_FLAGS, pread
 from ._machines import MACHO_CPUS, machine_name
 from ._table import ExportTable, check_table
 
-__all__ = ["read_macho_exports"]
+__all__ = ["MAX_FAT_ARCHS", "MAX_LOAD_COMMANDS", "macho_exports", "read_macho_exports"]
 
 _FAT = {0xCAFEBABE: 20, 0xCAFEBABF: 32}  # fat magic -> fat_arch entry size
 #: Thin magics as the first 4 bytes: (header size, byte order, 64-bit).
@@ -30,44 +38,13 @@ _THIN = {
 }
 #: More architectures than this in a universal file is treated as corruption.
 MAX_FAT_ARCHS = 32
+#: More load commands than this is treated as corruption (real dylibs have a few dozen).
+MAX_LOAD_COMMANDS = 0x10000
 _N_STAB, _N_PEXT, _N_TYPE, _N_EXT, _N_SECT = 0xE0, 0x10, 0x0E, 0x01, 0x0E
-_LC_SEGMENT, _LC_SEGMENT_64 = 0x1, 0x19
-
-
-def _check_thin(path: str, f: BinaryIO, offset: int, size: int) -> None:
-    f.seek(offset)
-    head = f.read(32)
-    layout = _THIN.get(head[:4])
-    if layout is None or len(head) < layout[0]:
-        raise NotASharedLibraryError(path, f"no Mach-O header at offset {offset}")
-    header_size, order, _ = layout
-    ncmds, sizeofcmds = struct.unpack_from(order + "II", head, 16)
-    if header_size + sizeofcmds > size or ncmds * 8 > sizeofcmds:
-        msg = f"{ncmds} load commands in {sizeofcmds} bytes do not fit in the {size}-byte image at offset {offset}"
-        raise NotASharedLibraryError(path, msg)
-
-
-def _check_headers(path: str, f: BinaryIO, size: int) -> None:
-    """Bound every count macholib will loop over by the file size."""
-    head = f.read(8)
-    entry = _FAT.get(int.from_bytes(head[:4], "big"))
-    if entry is None:
-        _check_thin(path, f, 0, size)
-        return
-    count = int.from_bytes(head[4:8], "big")
-    if count > MAX_FAT_ARCHS:
-        raise NotASharedLibraryError(path, f"universal file with {count} architectures (more than {MAX_FAT_ARCHS})")
-    check_table(path, "fat architectures", 8, count, entry, size)
-    f.seek(8)
-    table = f.read(count * entry)
-    for i in range(count):
-        if entry == 20:
-            arch_offset, arch_size = struct.unpack_from(">8xII4x", table, i * entry)
-        else:
-            arch_offset, arch_size = struct.unpack_from(">8xQQ8x", table, i * entry)
-        if arch_offset + arch_size > size:
-            raise NotASharedLibraryError(path, f"architecture {i} runs past the end of the file")
-        _check_thin(path, f, arch_offset, arch_size)
+_LC_SEGMENT, _LC_SYMTAB, _LC_DYSYMTAB, _LC_SEGMENT_64 = 0x1, 0x2, 0xB, 0x19
+#: Segment commands: (command size before the sections, section size, vmaddr/vmsize/fileoff/filesize format).
+_SEGMENTS = {_LC_SEGMENT: (56, 68, "24xI4xII8xI4x"), _LC_SEGMENT_64: (72, 80, "24xQ8xQQ8xI4x")}
+_SYMTAB_SIZE, _DYSYMTAB_SIZE = 24, 80
 
 
 def read_macho_exports(path: str) -> ExportTable:
@@ -75,36 +52,74 @@ def read_macho_exports(path: str) -> ExportTable:
 
     :raises NotASharedLibraryError: naming the file and what is malformed.
     """
-    from macholib.MachO import MachO
-
     try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            _check_headers(path, f, size)
-            header = MachO(path).headers[0]
-            order = header.endian
-            is64 = (
-                header.header.magic in (0xFEEDFACF, 0xCFFAEDFE)
-                or _THIN.get(header.header.magic.to_bytes(4, "big"), (0, "", False))[2]
-            )
-            base, slice_size = header.offset, header.size
-            regions = tuple(
-                (int(cmd.vmaddr), int(cmd.filesize), base + int(cmd.fileoff))
-                for lc, cmd, _ in header.commands
-                if lc.cmd in (_LC_SEGMENT, _LC_SEGMENT_64)
-            )
-            symtab = header.getSymbolTableCommand()
-            dysymtab = header.getDynamicSymbolTableCommand()
-            symbols: dict[str, int] = {}
-            if symtab is not None:
-                symbols = _read_symbols(path, f, base, slice_size, order, is64, symtab, dysymtab)
-            cpu = int(header.header.cputype)
-    except NotASharedLibraryError:
-        raise
+        fd = os.open(path, READ_FLAGS)
+        try:
+            return macho_exports(lambda offset, n: pread(fd, n, offset), os.fstat(fd).st_size, path)
+        finally:
+            os.close(fd)
     except OSError as e:
         raise NotASharedLibraryError(path, f"cannot read it: {e.strerror or e}") from e
-    except Exception as e:  # macholib raises ValueError, struct.error, KeyError... on malformed files
-        raise NotASharedLibraryError(path, f"malformed Mach-O file: {type(e).__name__}: {e}") from e
+
+
+def macho_exports(read: Callable[[int, int], bytes], size: int, path: str, head: bytes | None = None) -> ExportTable:
+    """:func:`read_macho_exports` on an image read through ``read(offset, length)``.
+
+    :param size: the image's size in bytes.
+    :param head: the image's first bytes (at least 8), when the caller has them already.
+    :raises NotASharedLibraryError: naming ``path`` and what is malformed.
+    :raises OSError: from ``read``.
+    """
+    head = read(0, 32) if head is None else head
+    base, slice_size = _first_slice(read, size, path, head)
+    header = head if base == 0 else read(base, 32)
+    layout = _THIN.get(header[:4])
+    if layout is None or len(header) < layout[0]:  # checked by _check_thin already
+        raise NotASharedLibraryError(path, f"no Mach-O header at offset {base}")
+    header_size, order, is64 = layout
+    cpu, ncmds, sizeofcmds = struct.unpack_from(order + "i8xII", header, 4)
+    commands = read(base + header_size, sizeofcmds)
+    if len(commands) < sizeofcmds:
+        raise NotASharedLibraryError(path, "truncated while reading the load commands")
+    regions: list[tuple[int, int, int]] = []
+    symtab: tuple[int, int, int, int] | None = None
+    dysymtab: tuple[int, int] | None = None
+    offset = 0
+    for i in range(ncmds):
+        if offset + 8 > sizeofcmds:
+            raise NotASharedLibraryError(path, f"load command {i} of {ncmds} starts past the load commands")
+        cmd, cmdsize = struct.unpack_from(order + "II", commands, offset)
+        if cmdsize < 8 or offset + cmdsize > sizeofcmds:
+            msg = f"load command {i} (0x{cmd:x}) of {cmdsize} bytes runs past the {sizeofcmds} bytes of load commands"
+            raise NotASharedLibraryError(path, msg)
+        segment = _SEGMENTS.get(cmd)
+        if segment is not None:
+            fixed, section, fmt = segment
+            if cmdsize < fixed:
+                raise NotASharedLibraryError(path, f"load command {i}: a segment command of {cmdsize} bytes")
+            vmaddr, fileoff, filesize, nsects = struct.unpack_from(order + fmt, commands, offset)
+            if cmdsize != fixed + nsects * section:
+                msg = f"load command {i}: a segment of {nsects} sections in {cmdsize} bytes"
+                raise NotASharedLibraryError(path, msg)
+            if fileoff + filesize > slice_size:  # a half-written file: dyld would fault mapping it
+                end = fileoff + filesize
+                msg = f"truncated: segment {len(regions)} ends at byte {end} of a {slice_size}-byte image"
+                raise NotASharedLibraryError(path, msg)
+            regions.append((vmaddr, filesize, base + fileoff))
+        elif cmd == _LC_SYMTAB and symtab is None:
+            if cmdsize < _SYMTAB_SIZE:
+                raise NotASharedLibraryError(path, f"load command {i}: LC_SYMTAB of {cmdsize} bytes")
+            symtab = struct.unpack_from(order + "8xIIII", commands, offset)
+        elif cmd == _LC_DYSYMTAB and dysymtab is None:
+            if cmdsize < _DYSYMTAB_SIZE:
+                raise NotASharedLibraryError(path, f"load command {i}: LC_DYSYMTAB of {cmdsize} bytes")
+            dysymtab = struct.unpack_from(order + "16xII", commands, offset)
+        offset += cmdsize
+    if offset != sizeofcmds:
+        raise NotASharedLibraryError(path, f"{ncmds} load commands fill {offset} of the {sizeofcmds} bytes declared")
+    symbols: dict[str, int] = {}
+    if symtab is not None:
+        symbols = _read_symbols(read, path, base, slice_size, order, is64, symtab, dysymtab)
     return ExportTable(
         path,
         "macho",
@@ -112,28 +127,78 @@ def read_macho_exports(path: str) -> ExportTable:
         8 if is64 else 4,
         "little" if order == "<" else "big",
         symbols,
-        regions,
+        tuple(regions),
     )
 
 
+def _check_thin(read: Callable[[int, int], bytes], path: str, offset: int, size: int) -> None:
+    """Refuse a slice without a Mach-O header, or whose load commands do not fit in it."""
+    head = read(offset, 32)
+    layout = _THIN.get(head[:4])
+    if layout is None or len(head) < layout[0]:
+        raise NotASharedLibraryError(path, f"no Mach-O header at offset {offset}")
+    header_size, order, _ = layout
+    ncmds, sizeofcmds = struct.unpack_from(order + "II", head, 16)
+    if header_size + sizeofcmds > size or ncmds * 8 > sizeofcmds or ncmds > MAX_LOAD_COMMANDS:
+        msg = f"{ncmds} load commands in {sizeofcmds} bytes do not fit in the {size}-byte image at offset {offset}"
+        raise NotASharedLibraryError(path, msg)
+
+
+def _first_slice(read: Callable[[int, int], bytes], size: int, path: str, head: bytes) -> tuple[int, int]:
+    """``(offset, size)`` of the image to read: the file, or a universal file's first architecture.
+
+    Every architecture's extent and header are checked, as the reader before this one did.
+    """
+    entry = _FAT.get(int.from_bytes(head[:4], "big"))
+    if entry is None:
+        _check_thin(read, path, 0, size)
+        return 0, size
+    if len(head) < 8:
+        raise NotASharedLibraryError(path, "truncated: shorter than a universal header")
+    count = int.from_bytes(head[4:8], "big")
+    if count > MAX_FAT_ARCHS:
+        raise NotASharedLibraryError(path, f"universal file with {count} architectures (more than {MAX_FAT_ARCHS})")
+    if not count:
+        raise NotASharedLibraryError(path, "universal file with no architectures")
+    check_table(path, "fat architectures", 8, count, entry, size)
+    table = read(8, count * entry)
+    if len(table) < count * entry:
+        raise NotASharedLibraryError(path, "truncated while reading the fat architectures")
+    slices = [
+        struct.unpack_from(">8xII4x" if entry == 20 else ">8xQQ8x", table, i * entry)
+        for i in range(count)  # bounded: MAX_FAT_ARCHS
+    ]
+    for i, (arch_offset, arch_size) in enumerate(slices):
+        if arch_offset + arch_size > size:
+            raise NotASharedLibraryError(path, f"architecture {i} runs past the end of the file")
+        _check_thin(read, path, arch_offset, arch_size)
+    return slices[0]
+
+
 def _read_symbols(
-    path: str, f: BinaryIO, base: int, size: int, order: str, is64: bool, symtab: object, dysymtab: object
+    read: Callable[[int, int], bytes],
+    path: str,
+    base: int,
+    size: int,
+    order: str,
+    is64: bool,
+    symtab: tuple[int, int, int, int],
+    dysymtab: tuple[int, int] | None,
 ) -> dict[str, int]:
     fmt = order + ("IBBHQ" if is64 else "IBBHI")
     entry = struct.calcsize(fmt)
-    nsyms, symoff = int(symtab.nsyms), int(symtab.symoff)  # type: ignore[attr-defined]
-    stroff, strsize = int(symtab.stroff), int(symtab.strsize)  # type: ignore[attr-defined]
+    symoff, nsyms, stroff, strsize = symtab
     check_table(path, "symbol table", symoff, nsyms, entry, size)
     check_table(path, "string table", stroff, strsize, 1, size)
     first, count = 0, nsyms
     if dysymtab is not None:
-        first, count = int(dysymtab.iextdefsym), int(dysymtab.nextdefsym)  # type: ignore[attr-defined]
+        first, count = dysymtab
         if first + count > nsyms:
             raise NotASharedLibraryError(path, f"external symbols {first}..{first + count} beyond {nsyms} symbols")
-    f.seek(base + stroff)
-    strtab = f.read(strsize)
-    f.seek(base + symoff + first * entry)
-    raw = f.read(count * entry)
+    strtab = read(base + stroff, strsize) if strsize else b""
+    raw = read(base + symoff + first * entry, count * entry) if count else b""
+    if len(strtab) < strsize or len(raw) < count * entry:
+        raise NotASharedLibraryError(path, "truncated while reading the symbol table")
     symbols: dict[str, int] = {}
     for strx, ntype, _sect, _desc, value in struct.iter_unpack(fmt, raw):
         if ntype & _N_STAB or ntype & _N_PEXT or not ntype & _N_EXT or (ntype & _N_TYPE) != _N_SECT:
