@@ -17,7 +17,6 @@ from typing import BinaryIO
 from plugin_host.formats import ExportTable, check_table, machine_name, read_exports
 from plugin_host.formats._machines import MACHO_CPUS, PE_MACHINES
 from plugin_interface import NotASharedLibraryError
-from test_symbols import deadline
 
 __all__ = ["agree", "outcome", "reference_exports", "reference_macho_exports", "reference_pe_exports"]
 
@@ -219,6 +218,10 @@ def reference_exports(path: str | os.PathLike[str]) -> ExportTable:
 
 def outcome(read: Callable[[str], ExportTable], path: str) -> Table | NotASharedLibraryError:
     """``read(path)`` as a table, or the NotASharedLibraryError it raised (naming ``path``); nothing else."""
+    # Imported here so that bench/bench_pe_macho.py, which times the reference readers, does not load
+    # pytest and hypothesis: pefile's close() runs a full gc.collect(), whose cost grows with the heap.
+    from test_symbols import deadline
+
     with deadline():
         try:
             return as_tuple(read(path))

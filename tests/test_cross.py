@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from conftest import EXAMPLES, WERROR
 from greeter_versions import GREETER_CHANGED, SOURCE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pe_macho_reference import OUTCOMES, agree, as_tuple, reference_exports
 from plugin_annotations import DEFAULT_CFLAGS, discover_plugins, generate_trait_header, get_include_dirs
 from plugin_host.abi import check_library, scan_library
 from plugin_host.cli import main
@@ -188,6 +190,96 @@ def test_mutated_pe_and_macho_give_typed_errors(
             assert e.path == str(f)
             return
         check_library(abi)
+
+
+# ---- the PE and Mach-O readers against pefile and macholib (tests/test_pe_macho_reader.py has the rest) ----------
+
+
+def test_every_cross_built_plugin_reads_as_pefile_and_macholib_read_it(
+    cross_built: dict[tuple[str, str], Path],
+) -> None:
+    for key, lib in sorted(cross_built.items()):
+        mine = as_tuple(read_exports(lib))
+        assert mine == as_tuple(reference_exports(lib)), key
+        assert mine[3] and mine[4], key  # not vacuous: symbols and regions
+
+
+@pytest.mark.parametrize("target", list(TARGETS))
+def test_truncations_of_cross_built_plugins_read_alike(
+    cross_built: dict[tuple[str, str], Path], tmp_path: Path, target: str
+) -> None:
+    original = cross_built[(target, "greeters")]
+    data = original.read_bytes()
+    lib = tmp_path / original.name
+    stats = dict.fromkeys(OUTCOMES, 0)
+    for size in sorted({*range(0, 4096, 37), *range(0, len(data), len(data) // 97), len(data) - 1}):
+        lib.write_bytes(data[:size])
+        agree(lib, stats)
+    assert stats["both refuse"] + stats["ours stricter"] > 100, stats
+
+
+def table_span(data: bytes) -> tuple[int, int]:
+    """``(offset, length)`` of the tables the export reader reads past the headers.
+
+    PE: the export directory with its arrays and names (data directory 0); Mach-O (thin, little-endian
+    64-bit, as zig builds them): the symbol and string tables.
+    """
+    if data[:2] == b"MZ":
+        import pefile
+
+        pe = pefile.PE(data=data, fast_load=True)
+        directory = pe.OPTIONAL_HEADER.DATA_DIRECTORY[0]
+        return pe.get_offset_from_rva(directory.VirtualAddress), directory.Size
+    ncmds, offset = struct.unpack_from("<I", data, 16)[0], 32
+    for _ in range(ncmds):
+        cmd, cmdsize = struct.unpack_from("<II", data, offset)
+        if cmd == 0x2:  # LC_SYMTAB
+            symoff, _, stroff, strsize = struct.unpack_from("<IIII", data, offset + 8)
+            return symoff, stroff + strsize - symoff
+        offset += cmdsize
+    raise AssertionError("no LC_SYMTAB")
+
+
+@settings(
+    max_examples=int(os.environ.get("PLUGIN_HOST_FUZZ_EXAMPLES", "150")),
+    deadline=None,  # bounded by deadline() inside agree()
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(
+    target=st.sampled_from(list(TARGETS)),
+    plugin=st.sampled_from(list(EXAMPLE_TYPES)),
+    where=st.sampled_from(["headers", "tables", "anywhere"]),
+    mutations=st.lists(MUTATION, min_size=1, max_size=8),
+)
+def test_fuzzed_pe_and_macho_read_as_the_references_read_them(
+    cross_built: dict[tuple[str, str], Path],
+    tmp_path_factory: pytest.TempPathFactory,
+    target: str,
+    plugin: str,
+    where: str,
+    mutations: list[tuple[str, int, int]],
+) -> None:
+    """Ours reads what pefile/macholib read, or refuses the file (or the reference does, for a reason of its own)."""
+    lib = cross_built[(target, plugin)]
+    data = lib.read_bytes()
+    if where == "tables":  # where random offsets rarely land: the export directory, the symbol table
+        start, length = table_span(data)
+        mutations = [(kind, start + at % length, value) for kind, at, value in mutations]
+    f = tmp_path_factory.getbasetemp() / "fuzz-cross-reference" / lib.name
+    f.parent.mkdir(exist_ok=True)
+    f.write_bytes(mutate(data, mutations, header_bias=where == "headers"))
+    agree(f, CROSS_FUZZ_STATS)
+
+
+CROSS_FUZZ_STATS = dict.fromkeys(OUTCOMES, 0)
+
+
+def test_fuzzing_cross_built_plugins_compared_real_tables() -> None:
+    """The fuzz comparison above was not vacuous: many mutants were read by both and compared."""
+    if sum(CROSS_FUZZ_STATS.values()) == 0:
+        pytest.skip("test_fuzzed_pe_and_macho_read_as_the_references_read_them did not run in this session")
+    assert CROSS_FUZZ_STATS["both read"] >= sum(CROSS_FUZZ_STATS.values()) // 10, CROSS_FUZZ_STATS
 
 
 @pytest.mark.parametrize("target", TARGETS)
