@@ -329,7 +329,8 @@ def test_malformed_universal_files(tmp_path: Path) -> None:
         (struct.pack(">II", 0xCAFEBABE, 0), "universal file with no architectures"),
         (struct.pack(">II", 0xCAFEBABE, MAX_FAT_ARCHS + 1), f"universal file with {MAX_FAT_ARCHS + 1} architectures"),
         (make_fat([(7, image)])[:-300], "architecture 0 runs past the end of the file"),
-        (make_fat([(7, image), (7, b"\0" * 64)]), "no Mach-O header at offset"),
+        (make_fat([(7, image), (7, b"\0" * 64)]), "no Mach-O header at offset 1024"),
+        (make_fat([(7, image), (7, image[:36] + b"\0\0\0\0" + image[40:])]), r"load command 0 \(0x19\) of 0 bytes"),
     ]:
         dylib.write_bytes(data)
         with pytest.raises(NotASharedLibraryError, match=message):

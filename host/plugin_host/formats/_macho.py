@@ -1,8 +1,9 @@
 """Mach-O (macOS ``.dylib``) export tables, read with ``struct``.
 
 Like :mod:`._elf`: the header (32- or 64-bit, either byte order; of a
-universal file, the first architecture), then the load commands, walked
-with every ``cmdsize`` checked against ``sizeofcmds`` and the file:
+universal file, the first architecture's symbols, every architecture's load
+commands checked), then the load commands, walked with every ``cmdsize``
+checked against ``sizeofcmds`` and the file:
 ``LC_SEGMENT``/``LC_SEGMENT_64`` give the file-backed regions (each checked to
 end inside the file: a half-written file is refused), ``LC_SYMTAB``
 and ``LC_DYSYMTAB`` the symbol table.  Exported = the external defined range
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable
+from typing import NamedTuple
 
 from plugin_interface import NotASharedLibraryError
 
@@ -65,19 +67,57 @@ def read_macho_exports(path: str) -> ExportTable:
 def macho_exports(read: Callable[[int, int], bytes], size: int, path: str, head: bytes | None = None) -> ExportTable:
     """:func:`read_macho_exports` on an image read through ``read(offset, length)``.
 
+    The load commands of every architecture of a universal file are walked (a malformed one is refused, as
+    macholib refused it), the symbols read are the first one's.
+
     :param size: the image's size in bytes.
     :param head: the image's first bytes (at least 8), when the caller has them already.
     :raises NotASharedLibraryError: naming ``path`` and what is malformed.
     :raises OSError: from ``read``.
     """
     head = read(0, 32) if head is None else head
-    base, slice_size = _first_slice(read, size, path, head)
-    header = head if base == 0 else read(base, 32)
+    images = [
+        _load_commands(read, path, offset, length, head if offset == 0 else read(offset, 32))
+        for offset, length in _slices(read, size, path, head)  # bounded: MAX_FAT_ARCHS
+    ]
+    first = images[0]
+    symbols: dict[str, int] = {}
+    if first.symtab is not None:
+        symbols = _read_symbols(read, path, first, first.symtab)
+    return ExportTable(
+        path,
+        "macho",
+        machine_name(MACHO_CPUS, first.cpu),
+        8 if first.is64 else 4,
+        "little" if first.order == "<" else "big",
+        symbols,
+        first.regions,
+    )
+
+
+class _Slice(NamedTuple):
+    """What the load commands of one image (a thin file, or one architecture of a universal one) say."""
+
+    base: int  # its offset in the file
+    size: int
+    order: str
+    is64: bool
+    cpu: int
+    regions: tuple[tuple[int, int, int], ...]  # (vmaddr, filesize, file offset) per segment
+    symtab: tuple[int, int, int, int] | None  # symoff, nsyms, stroff, strsize
+    dysymtab: tuple[int, int] | None  # iextdefsym, nextdefsym
+
+
+def _load_commands(read: Callable[[int, int], bytes], path: str, base: int, size: int, header: bytes) -> _Slice:
+    """The header (its first 32 bytes are ``header``) and load commands of the ``size``-byte image at ``base``."""
     layout = _THIN.get(header[:4])
-    if layout is None or len(header) < layout[0]:  # checked by _check_thin already
+    if layout is None or len(header) < layout[0]:
         raise NotASharedLibraryError(path, f"no Mach-O header at offset {base}")
     header_size, order, is64 = layout
     cpu, ncmds, sizeofcmds = struct.unpack_from(order + "i8xII", header, 4)
+    if header_size + sizeofcmds > size or ncmds * 8 > sizeofcmds or ncmds > MAX_LOAD_COMMANDS:
+        msg = f"{ncmds} load commands in {sizeofcmds} bytes do not fit in the {size}-byte image at offset {base}"
+        raise NotASharedLibraryError(path, msg)
     commands = read(base + header_size, sizeofcmds)
     if len(commands) < sizeofcmds:
         raise NotASharedLibraryError(path, "truncated while reading the load commands")
@@ -85,7 +125,7 @@ def macho_exports(read: Callable[[int, int], bytes], size: int, path: str, head:
     symtab: tuple[int, int, int, int] | None = None
     dysymtab: tuple[int, int] | None = None
     offset = 0
-    for i in range(ncmds):
+    for i in range(ncmds):  # bounded: ncmds * 8 <= sizeofcmds <= the image's size
         if offset + 8 > sizeofcmds:
             raise NotASharedLibraryError(path, f"load command {i} of {ncmds} starts past the load commands")
         cmd, cmdsize = struct.unpack_from(order + "II", commands, offset)
@@ -101,9 +141,8 @@ def macho_exports(read: Callable[[int, int], bytes], size: int, path: str, head:
             if cmdsize != fixed + nsects * section:
                 msg = f"load command {i}: a segment of {nsects} sections in {cmdsize} bytes"
                 raise NotASharedLibraryError(path, msg)
-            if fileoff + filesize > slice_size:  # a half-written file: dyld would fault mapping it
-                end = fileoff + filesize
-                msg = f"truncated: segment {len(regions)} ends at byte {end} of a {slice_size}-byte image"
+            if fileoff + filesize > size:  # a half-written file: dyld would fault mapping it
+                msg = f"truncated: segment {len(regions)} ends at byte {fileoff + filesize} of a {size}-byte image"
                 raise NotASharedLibraryError(path, msg)
             regions.append((vmaddr, filesize, base + fileoff))
         elif cmd == _LC_SYMTAB and symtab is None:
@@ -117,42 +156,14 @@ def macho_exports(read: Callable[[int, int], bytes], size: int, path: str, head:
         offset += cmdsize
     if offset != sizeofcmds:
         raise NotASharedLibraryError(path, f"{ncmds} load commands fill {offset} of the {sizeofcmds} bytes declared")
-    symbols: dict[str, int] = {}
-    if symtab is not None:
-        symbols = _read_symbols(read, path, base, slice_size, order, is64, symtab, dysymtab)
-    return ExportTable(
-        path,
-        "macho",
-        machine_name(MACHO_CPUS, cpu),
-        8 if is64 else 4,
-        "little" if order == "<" else "big",
-        symbols,
-        tuple(regions),
-    )
+    return _Slice(base, size, order, is64, cpu, tuple(regions), symtab, dysymtab)
 
 
-def _check_thin(read: Callable[[int, int], bytes], path: str, offset: int, size: int) -> None:
-    """Refuse a slice without a Mach-O header, or whose load commands do not fit in it."""
-    head = read(offset, 32)
-    layout = _THIN.get(head[:4])
-    if layout is None or len(head) < layout[0]:
-        raise NotASharedLibraryError(path, f"no Mach-O header at offset {offset}")
-    header_size, order, _ = layout
-    ncmds, sizeofcmds = struct.unpack_from(order + "II", head, 16)
-    if header_size + sizeofcmds > size or ncmds * 8 > sizeofcmds or ncmds > MAX_LOAD_COMMANDS:
-        msg = f"{ncmds} load commands in {sizeofcmds} bytes do not fit in the {size}-byte image at offset {offset}"
-        raise NotASharedLibraryError(path, msg)
-
-
-def _first_slice(read: Callable[[int, int], bytes], size: int, path: str, head: bytes) -> tuple[int, int]:
-    """``(offset, size)`` of the image to read: the file, or a universal file's first architecture.
-
-    Every architecture's extent and header are checked, as the reader before this one did.
-    """
+def _slices(read: Callable[[int, int], bytes], size: int, path: str, head: bytes) -> list[tuple[int, int]]:
+    """``(offset, size)`` of each image in the file: the file itself, or each architecture of a universal file."""
     entry = _FAT.get(int.from_bytes(head[:4], "big"))
     if entry is None:
-        _check_thin(read, path, 0, size)
-        return 0, size
+        return [(0, size)]
     if len(head) < 8:
         raise NotASharedLibraryError(path, "truncated: shorter than a universal header")
     count = int.from_bytes(head[4:8], "big")
@@ -164,39 +175,31 @@ def _first_slice(read: Callable[[int, int], bytes], size: int, path: str, head: 
     table = read(8, count * entry)
     if len(table) < count * entry:
         raise NotASharedLibraryError(path, "truncated while reading the fat architectures")
-    slices = [
-        struct.unpack_from(">8xII4x" if entry == 20 else ">8xQQ8x", table, i * entry)
-        for i in range(count)  # bounded: MAX_FAT_ARCHS
+    slices: list[tuple[int, int]] = [
+        struct.unpack_from(">8xII4x" if entry == 20 else ">8xQQ8x", table, i * entry) for i in range(count)
     ]
     for i, (arch_offset, arch_size) in enumerate(slices):
         if arch_offset + arch_size > size:
             raise NotASharedLibraryError(path, f"architecture {i} runs past the end of the file")
-        _check_thin(read, path, arch_offset, arch_size)
-    return slices[0]
+    return slices
 
 
 def _read_symbols(
-    read: Callable[[int, int], bytes],
-    path: str,
-    base: int,
-    size: int,
-    order: str,
-    is64: bool,
-    symtab: tuple[int, int, int, int],
-    dysymtab: tuple[int, int] | None,
+    read: Callable[[int, int], bytes], path: str, image: _Slice, symtab: tuple[int, int, int, int]
 ) -> dict[str, int]:
-    fmt = order + ("IBBHQ" if is64 else "IBBHI")
+    """The exported symbols: the external defined range of ``LC_DYSYMTAB``, or all external defined ones."""
+    fmt = image.order + ("IBBHQ" if image.is64 else "IBBHI")
     entry = struct.calcsize(fmt)
     symoff, nsyms, stroff, strsize = symtab
-    check_table(path, "symbol table", symoff, nsyms, entry, size)
-    check_table(path, "string table", stroff, strsize, 1, size)
+    check_table(path, "symbol table", symoff, nsyms, entry, image.size)
+    check_table(path, "string table", stroff, strsize, 1, image.size)
     first, count = 0, nsyms
-    if dysymtab is not None:
-        first, count = dysymtab
+    if image.dysymtab is not None:
+        first, count = image.dysymtab
         if first + count > nsyms:
             raise NotASharedLibraryError(path, f"external symbols {first}..{first + count} beyond {nsyms} symbols")
-    strtab = read(base + stroff, strsize) if strsize else b""
-    raw = read(base + symoff + first * entry, count * entry) if count else b""
+    strtab = read(image.base + stroff, strsize) if strsize else b""
+    raw = read(image.base + symoff + first * entry, count * entry) if count else b""
     if len(strtab) < strsize or len(raw) < count * entry:
         raise NotASharedLibraryError(path, "truncated while reading the symbol table")
     symbols: dict[str, int] = {}
