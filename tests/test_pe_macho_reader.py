@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from pe_macho_reference import OUTCOMES, agree, as_tuple, reference_exports
 from plugin_host.formats import read_exports
 from plugin_host.formats._macho import MAX_FAT_ARCHS
-from plugin_host.formats._pe import MAX_EXPORTS, MAX_SECTIONS
+from plugin_host.formats._pe import MAX_EXPORTS, MAX_NAME_BYTES, MAX_SECTIONS
 from plugin_interface import ErrorReason, NotASharedLibraryError
 from test_symbols import MUTATION, mutate
 
@@ -47,7 +47,9 @@ PE_EXPECTED = {
 }
 
 
-def make_pe(pe32_plus: bool = True, machine: int = 0x8664, exports: list[tuple[str, int]] = PE_EXPORTS) -> bytes:
+def make_pe(
+    pe32_plus: bool = True, machine: int = 0x8664, exports: list[tuple[str, int]] = PE_EXPORTS, edata_raw: int = 0x200
+) -> bytes:
     """A minimal PE DLL: headers, ``.text`` at RVA 0x1000 and ``.edata`` (the export directory) at 0x2000.
 
     The export address table has one more function than names (an ordinal-only export) and a forwarder.
@@ -87,7 +89,7 @@ def make_pe(pe32_plus: bool = True, machine: int = 0x8664, exports: list[tuple[s
     edata += struct.pack(f"<{len(name_rvas)}I", *name_rvas)
     edata += struct.pack(f"<{len(name_rvas)}H", *range(len(names)), nfunctions - 1)
     edata += strings
-    assert len(edata) <= 0x200
+    assert len(edata) <= edata_raw
     edata_size = len(edata)
 
     dos = bytearray(64)
@@ -107,10 +109,10 @@ def make_pe(pe32_plus: bool = True, machine: int = 0x8664, exports: list[tuple[s
 
     headers = bytes(dos) + b"PE\0\0" + coff + bytes(optional)
     headers += section(b".text", 0x120, 0x1000, 0x200, 0x400, 0x60000020)
-    headers += section(b".edata", edata_size, edata_rva, 0x200, edata_offset, 0x40000040)
+    headers += section(b".edata", edata_size, edata_rva, edata_raw, edata_offset, 0x40000040)
     assert len(headers) <= 0x400
     text = bytes(range(256)) * 2
-    return headers.ljust(0x400, b"\0") + text + edata.ljust(0x200, b"\0")
+    return headers.ljust(0x400, b"\0") + text + edata.ljust(edata_raw, b"\0")
 
 
 @pytest.mark.parametrize(("pe32_plus", "machine", "name"), [(True, 0x8664, "x86_64"), (False, 0x14C, "i386")])
@@ -180,6 +182,17 @@ def test_a_pe_name_that_is_not_a_symbol_name_or_not_terminated(tmp_path: Path) -
     dll.write_bytes(data[:at] + b"x" * (0x800 - at))  # the last name runs to the end of its section
     with pytest.raises(NotASharedLibraryError, match="export name 4 at RVA 0x[0-9a-f]+ is not NUL-terminated"):
         read_exports(dll)
+
+
+def test_a_long_pe_name_is_read_whole(tmp_path: Path) -> None:
+    """The one deliberate difference from pefile on a well-formed file: it cuts names at 512 bytes, ours reads
+    up to MAX_NAME_BYTES (a C++ decorated name can be longer)."""
+    long_name = "?" + "VeryLongTemplateArgument@" * 30 + "@Z"  # 753 bytes
+    dll = tmp_path / "long.dll"
+    dll.write_bytes(make_pe(exports=[(long_name, 0x1010)], edata_raw=0x400))
+    assert read_exports(dll).symbols[long_name] == 0x1010
+    assert long_name[:512] in reference_exports(dll).symbols
+    assert len(long_name.encode()) <= MAX_NAME_BYTES
 
 
 # ---- Mach-O made here: 32/64-bit, both byte orders, universal --------------------------------------------------
