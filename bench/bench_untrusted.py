@@ -2,8 +2,10 @@
 """Untrusted-plugin benchmarks (issue 6), measured side by side in one run.
 
 1. ``load_plugins`` of a directory of 200 plugin files with the admission
-   checks (load policy + pre-check) against the same load without them
-   (``Library(path)`` straight away, as before issue 6).  Target: <= 1.10x.
+   checks (load policy + pre-check) against the same load without them (every
+   file admitted unchecked, so both sides open and register the directory in
+   the one call into C; until this release the unchecked side opened each file
+   in Python, which flattered the checks to 0.5x-0.7x).  Target: <= 1.10x.
 2. The isolated probe: median wall time per library (child start-up, dlopen,
    makers, unmakers, report).  Target: <= 10 ms (issue 16; it was 80 ms).
 3. A probe answered from the cache (unchanged file): median per library; no
@@ -13,6 +15,7 @@ Each ratio is the median of paired, alternating repeats with fresh file names.
 Run:
 
     python bench/bench_untrusted.py            # after `pip install .`
+    python bench/bench_untrusted.py --cpu      # the loads by CPU time
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -54,13 +57,15 @@ def checks_off() -> Iterator[None]:
     ) -> Library:
         return Library.from_private_copy(path) if copy_on_load else Library(path)
 
-    def none_checked(
+    def all_admitted(
         self: admission.Admission, paths: list[Path], dirs: DirectoryVerdicts, *, copy_on_load: bool
     ) -> list[bool]:
-        return [False] * len(paths)
+        # Every file admitted unchecked: the directory load still opens and registers them in its one
+        # call into C, as the checked side does, so the ratio is the checks' cost and nothing else.
+        return [not copy_on_load] * len(paths)
 
     admission.Admission.open_library = bare  # type: ignore[method-assign]
-    admission.Admission.admitted_in_place = none_checked  # type: ignore[method-assign]
+    admission.Admission.admitted_in_place = all_admitted  # type: ignore[method-assign]
     try:
         yield
     finally:
@@ -68,7 +73,7 @@ def checks_off() -> Iterator[None]:
         admission.Admission.admitted_in_place = original_batch  # type: ignore[method-assign]
 
 
-def bench_precheck(lib: Path, repeats: int, count: int) -> float:
+def bench_precheck(lib: Path, repeats: int, count: int, clock: Callable[[], float] = time.perf_counter) -> float:
     with tempfile.TemporaryDirectory(prefix="bench-untrusted-") as tmp:
         dirs = []
         for r in range(repeats):
@@ -81,9 +86,9 @@ def bench_precheck(lib: Path, repeats: int, count: int) -> float:
 
         def load(d: Path) -> float:
             manager = PluginManager()
-            start = time.perf_counter()
+            start = clock()
             handles = manager.load_plugins(d, PluginTrait.Greeter)
-            elapsed = time.perf_counter() - start
+            elapsed = clock() - start
             assert len(handles) == count
             manager.unload_all()
             return elapsed
@@ -162,11 +167,15 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--files", type=int, default=200)
     parser.add_argument("--probes", type=int, default=21)
+    parser.add_argument(
+        "--cpu", action="store_true", help="time the loads by the process's CPU time (steadier on a shared machine)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-build-") as build:
         libs = build_plugins(REPO / "native_plugins", build).outputs
         print(f"python {sys.version.split()[0]}, median of {args.repeats} paired repeats")
-        ok = [bench_precheck(libs["greeters"], args.repeats, args.files) <= 1.10]
+        clock = time.process_time if args.cpu else time.perf_counter
+        ok = [bench_precheck(libs["greeters"], args.repeats, args.files, clock) <= 1.10]
         probe_ms, _ = bench_probe(libs["greeters"], args.probes)
         ok.append(probe_ms <= 10)
     print("all targets met" if all(ok) else "some target missed")
