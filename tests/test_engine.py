@@ -31,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plugin_annotations import write_trait_headers
 from plugin_host import DynamicModule, PluginManager, PluginTrait
+from plugin_host.errors import ArgumentBufferError, ArgumentOverflowError, CallArgumentError
 from plugin_host.loading import ModuleFunction, _engine
 from plugin_host.registry import make_proxy
 from plugin_interface import (
@@ -424,7 +425,8 @@ def plane(geometry_lib: Path) -> Iterator[Twins]:
 
 
 def outcome(call: Callable[[], object]) -> tuple[Any, ...]:
-    """What a call did: ``("ok", value)`` or ``("error", type, message, reason, path, symbol, detail)``.
+    """What a call did: ``("ok", value)`` or ``("error", type, message, reason, path, symbol, detail,
+    the type of its cause)``.
 
     Compared by ``repr`` (so a NaN equals a NaN, and a struct's fields count).
     """
@@ -432,7 +434,7 @@ def outcome(call: Callable[[], object]) -> tuple[Any, ...]:
         return ("ok", repr(call()))
     except Exception as e:
         facts = (getattr(e, name, None) for name in ("reason", "path", "symbol", "detail"))
-        return ("error", type(e), str(e), *facts)
+        return ("error", type(e), str(e), *facts, type(e.__cause__))
 
 
 def agree(twins: Twins, method: str, *args: Any, mutable: bool = False, releases: bool = False) -> tuple[Any, ...]:
@@ -732,6 +734,79 @@ def test_structs_by_value_fuzzed(abi: Twins, a: int, b: float, x: float, n: int)
     agree(abi, "flip", FloatInt(x, n))
     agree(abi, "unflip", IntFloat(n, x))
     agree(abi, "describe", Pair(a, b), FloatInt(x, n), b, Three(b, x if abs(x) < 1e38 else 0.0, b), a % 128)
+
+
+# ---- argument errors --------------------------------------------------------------------------------------
+
+#: (method, arguments, the error's class, the start of its detail): the engine declines each, Python decides.
+_BAD_CALLS: list[tuple[str, tuple[Any, ...], type[CallArgumentError], str]] = [
+    ("i8", (128,), ArgumentOverflowError, "x: I8 (int8_t) cannot take 128"),
+    ("u64", (-1,), ArgumentOverflowError, "x: U64 (uint64_t) cannot take -1"),
+    ("usize", ("1",), CallArgumentError, "x: Size (size_t) cannot take '1'"),
+    ("f32", (2**1024,), ArgumentOverflowError, "x: F32 (float) cannot take 1797"),
+    ("f64", (None,), CallArgumentError, "x: F64 (double) cannot take None"),
+    ("flag", (2,), ArgumentOverflowError, "x: Bool (_Bool) cannot take 2"),
+    ("mix", (0, 0.0, 2**64, 0.0, True, 0, 0.0), ArgumentOverflowError, "c: U64 (uint64_t) cannot take"),
+    ("mix", (0, 0.0, 0, 0.0, True, 0, "g"), CallArgumentError, "g: F32 (float) cannot take 'g'"),
+    ("seven", (1, 2, 3, 4, 5, 6, 2**63), ArgumentOverflowError, "g: I64 (int64_t) cannot take"),  # Python only
+    ("split", (2**31,), ArgumentOverflowError, "x: I32 (int32_t) cannot take 2147483648"),
+    ("nothing", (b"ab", b"read-only"), ArgumentBufferError, "into: the buffer is read-only, MutBuffer is written"),
+    ("nothing", (5, bytearray(2)), CallArgumentError, "data: Buffer takes a bytes-like object, not int"),
+    ("nothing", (memoryview(b"abcd")[::2], bytearray(2)), ArgumentBufferError, "data: the buffer is not C-contiguous"),
+    ("pair", (Pair(2**31, 1.0),), ArgumentOverflowError, "p.a: I32 (int32_t) cannot take 2147483648"),
+    ("tiny", ({"c": 256},), ArgumentOverflowError, "t.c: U8 (uint8_t) cannot take 256"),
+    ("grow", (Nested(Pair(1, 2.0), [1, 2**15, 3], False), 1), ArgumentOverflowError, "n.w[1]: I16 (int16_t)"),
+    ("grow", (Nested(Pair(1, 2.0), [1, 2, 3], False), 2**15), ArgumentOverflowError, "by: I16 (int16_t)"),
+    ("grow", (Nested(Pair(1, "x"), [1, 2, 3], False), 1), CallArgumentError, "n.p.b: F32 (float) cannot take 'x'"),
+    ("big_sum", (Big(1.0, "x", 2.0),), CallArgumentError, "b.b: F64 (double) cannot take 'x'"),
+    ("describe", (Pair(1, 1.0), FloatInt(1.0, 1), 1.0, Three(1.0, 2.0, 3.0), 128), ArgumentOverflowError, "e: I8"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "error", "detail"), _BAD_CALLS, ids=repr)
+def test_argument_errors_are_typed_alike(
+    abi: Twins, abi_lib: Path, method: str, args: tuple[Any, ...], error: type[CallArgumentError], detail: str
+) -> None:
+    got = agree(abi, method, *args, mutable=method == "grow", releases=True)
+    kind, found, _, reason, path, symbol, found_detail, cause = got
+    assert kind == "error" and found is error, got
+    assert reason is error.REASON and path == str(abi_lib) and symbol == f"Abi.Native.{method}"
+    assert found_detail.startswith(detail), found_detail
+    assert cause is not type(None) and not issubclass(cause, CallArgumentError)  # chained from what refused it
+
+
+@pytest.mark.parametrize(
+    ("symbol", "signature", "args", "error", "detail"),
+    [
+        ("si", "int(int)", (2**31,), ArgumentOverflowError, "argument 1: int cannot take 2147483648"),
+        ("uc", "unsigned char(unsigned char)", (-1,), ArgumentOverflowError, "argument 1: unsigned char cannot"),
+        ("f", "float(float)", (2**1024,), ArgumentOverflowError, "argument 1: float cannot take 1797"),
+        ("b", "_Bool(_Bool)", (2,), ArgumentOverflowError, "argument 1: _Bool cannot take 2"),
+        ("d", "double(double)", ("x",), CallArgumentError, "argument 1: double cannot take 'x'"),
+        ("len", "size_t(const char *)", (5,), CallArgumentError, "argument 1: char * cannot take 5"),
+        ("mixed", "double(int, double, float, long, const char *)", (1, 2.5, 0.5, 2**63, "abc"),
+         ArgumentOverflowError, "argument 4: long cannot take 9223372036854775808"),
+        ("mixed", "double(int, double, float, long, const char *)", (1, 2.5, None, 4, "abc"),
+         CallArgumentError, "argument 3: float cannot take None"),
+        ("many", "int(int, int, int, int, int, int, int)", (1, 2, 3, 4, 5, 6, "7"),  # cffi's path
+         CallArgumentError, "argument 7: int cannot take '7'"),
+    ],
+)  # fmt: skip
+def test_module_argument_errors_are_typed_alike(
+    ctypes_lib: Path,
+    symbol: str,
+    signature: str,
+    args: tuple[Any, ...],
+    error: type[CallArgumentError],
+    detail: str,
+) -> None:
+    with DynamicModule(ctypes_lib) as mod:
+        got = agree_functions(_function_twins(mod, symbol, signature), *args)
+        kind, found, _, reason, path, found_symbol, found_detail, cause = got
+        assert kind == "error" and found is error, got
+        assert reason is error.REASON and path == mod.path and found_symbol == symbol
+        assert found_detail.startswith(detail), found_detail
+        assert cause is not type(None) and not issubclass(cause, CallArgumentError)
 
 
 # ---- calls the engine hands to Python ----------------------------------------------------------------

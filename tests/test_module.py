@@ -17,6 +17,7 @@ from conftest import CompilePlugin, is_compiled, mapped_paths
 from plugin_host import DynamicModule
 from plugin_host.loading import ModuleFunction, find_module, parse_signature
 from plugin_interface import (
+    ArgumentOverflowError,
     CallArgumentError,
     ModuleNotFoundInPathsError,
     NotASharedLibraryError,
@@ -311,6 +312,48 @@ def test_wrong_arguments_raise_before_the_call(
         assert exc.value.signature == signature
         assert reason in exc.value.detail
         assert isinstance(exc.value, TypeError)
+        assert mod.invoke("counter_get", "int(void)") == 0  # the C function never ran
+
+
+@pytest.mark.parametrize(
+    ("symbol", "signature", "args", "error", "builtin", "detail"),
+    [
+        ("add", "int(int, int)", ("1", 2), CallArgumentError, TypeError, "argument 1: int cannot take '1': an integer"),
+        ("add", "int(int, int)", (1, 2**40), ArgumentOverflowError, OverflowError, "argument 2: int cannot take 10995"),
+        ("add", "int(int, int)", (1, None), CallArgumentError, TypeError, "argument 2: int cannot take None"),
+        ("scale", "double(double, unsigned char)", (1.0, 256), ArgumentOverflowError, OverflowError,
+         "argument 2: unsigned char cannot take 256: integer 256 does not fit"),
+        ("scale", "double(double, unsigned char)", (1.0, -1), ArgumentOverflowError, OverflowError,
+         "argument 2: unsigned char cannot take -1"),
+        ("scale", "double(double, unsigned char)", (2**1024, 1), ArgumentOverflowError, OverflowError,
+         "argument 1: double cannot take 1797"),
+        ("scale", "double(double, unsigned char)", ("x", 1), CallArgumentError, TypeError,
+         "argument 1: double cannot take 'x': must be real number"),
+        ("text_length", "size_t(const char *)", (12,), CallArgumentError, TypeError, "argument 1: char * cannot take"),
+        ("text_length", "size_t(const char *)", (bytearray(b"x"),), CallArgumentError, TypeError,
+         "argument 1: char * cannot take bytearray(b'x')"),
+    ],
+)  # fmt: skip
+def test_every_bad_argument_is_a_typed_error_naming_the_argument(
+    counter_dir: Path,
+    symbol: str,
+    signature: str,
+    args: tuple[object, ...],
+    error: type[CallArgumentError],
+    builtin: type[Exception],
+    detail: str,
+) -> None:
+    with DynamicModule("counter", [counter_dir]) as mod:
+        function = mod.function(symbol, signature)
+        with pytest.raises(error) as exc:
+            function(*args)
+        assert type(exc.value) is error and isinstance(exc.value, builtin)  # `except OverflowError` still works
+        assert exc.value.reason is error.REASON
+        assert exc.value.path == mod.path and exc.value.symbol == symbol and exc.value.signature == signature
+        assert exc.value.detail.startswith(detail), exc.value.detail
+        assert str(exc.value) == f"{mod.path}: {symbol} ({signature}): {exc.value.detail}"
+        cause = exc.value.__cause__
+        assert isinstance(cause, builtin) and not isinstance(cause, CallArgumentError)  # chained from cffi's
         assert mod.invoke("counter_get", "int(void)") == 0  # the C function never ran
 
 

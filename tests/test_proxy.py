@@ -17,7 +17,7 @@ import pytest
 from conftest import CompilePlugin, is_compiled, run_isolated
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.registry import TraitProxy, proxy_class
-from plugin_interface import PluginCallError, PluginUnloadedError
+from plugin_interface import ArgumentBufferError, PluginCallError, PluginUnloadedError
 
 #: A hang detector, not a timing: a pass takes a fraction of a second.
 HANG_TIMEOUT_S = 30.0
@@ -110,8 +110,11 @@ def test_buffer_is_transformed_in_place_without_copy(manager: PluginManager, exa
 
 def test_read_only_buffer_is_refused_before_the_call(manager: PluginManager, example_plugins: dict[str, Path]) -> None:
     upper = transformers(manager, example_plugins)["Upper"]
-    with pytest.raises(BufferError, match="writable"):
+    with pytest.raises(ArgumentBufferError, match="data: the buffer is read-only, MutBuffer is written to") as e:
         upper.transform(b"immutable")
+    assert isinstance(e.value, BufferError)  # what cffi raised before: `except BufferError` still works
+    assert e.value.symbol == "Transformer.Upper.transform" and e.value.path == upper.path
+    assert isinstance(e.value.__cause__, BufferError) and "not writable" in str(e.value.__cause__)
 
 
 def test_wrong_argument_count_and_type_raise_before_the_call(

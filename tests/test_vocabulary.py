@@ -19,14 +19,26 @@ import pytest
 from conftest import CompilePlugin, is_compiled
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
-from plugin_host.errors import CallArgumentError, PluginCallError, PluginMethodError, PluginUnloadedError
+from plugin_host.errors import (
+    ArgumentBufferError,
+    ArgumentOverflowError,
+    CallArgumentError,
+    ErrorReason,
+    PluginCallError,
+    PluginMethodError,
+    PluginUnloadedError,
+)
 from plugin_host.loading import _engine
 from plugin_host.registry import PluginObject
 from plugin_interface import (
     F32,
     F64,
+    I8,
     I16,
+    I32,
     I64,
+    U8,
+    U16,
     U32,
     U64,
     Array,
@@ -38,11 +50,13 @@ from plugin_interface import (
     FixedArray,
     Handle,
     MutArray,
+    MutBuffer,
     MutRef,
     Out,
     OwnedBytes,
     OwnedStr,
     Ref,
+    Size,
     Status,
     declare_trait,
     plugin_struct,
@@ -664,7 +678,7 @@ def test_a_struct_by_value_from_any_object_with_its_fields(plane: Any) -> None:
     for _ in range(2):  # another struct, refused every time (not remembered as a reader)
         with pytest.raises(CallArgumentError, match="p: a Frame where a Point is expected"):
             plane.length(frame)
-    with pytest.raises(CallArgumentError, match="p: must be real number, not str") as e:
+    with pytest.raises(CallArgumentError, match=r"p.x: F64 \(double\) cannot take '3': must be real number") as e:
         plane.length(Point("3", 4.0))  # type: ignore[arg-type]
     assert e.value.symbol == "Geometry.Plane.length"
     with pytest.raises(CallArgumentError, match="p: Point needs field 'y'"):
@@ -698,3 +712,256 @@ def test_the_layout_enters_the_header_the_fingerprint_and_the_declaration(tmp_pa
 
     assert decode_declaration(encode_declaration(spec)) == spec  # an embedded declaration carries the layouts
     assert TraitSpec.from_json(spec.to_json()).fingerprint == spec.fingerprint
+
+
+# ---- argument errors ----------------------------------------------------------------------------------
+
+
+@declare_trait(version=1)
+class Checked(Protocol):
+    """One method per scalar marker, then strings, buffers and out-parameters: for the argument errors."""
+
+    def i8(self, x: I8) -> I8: ...
+    def i16(self, x: I16) -> I16: ...
+    def i32(self, x: I32) -> I32: ...
+    def i64(self, x: I64) -> I64: ...
+    def u8(self, x: U8) -> U8: ...
+    def u16(self, x: U16) -> U16: ...
+    def u32(self, x: U32) -> U32: ...
+    def u64(self, x: U64) -> U64: ...
+    def usize(self, x: Size) -> Size: ...
+    def f32(self, x: F32) -> F32: ...
+    def f64(self, x: F64) -> F64: ...
+    def flag(self, x: Bool) -> Bool: ...
+
+    def text(self, s: CStr, times: U8) -> Size:
+        """strlen(s) * times."""
+        ...
+
+    def count(self, data: Buffer) -> Size:
+        """len(data)."""
+        ...
+
+    def fill(self, into: MutBuffer, byte: U8) -> Size:
+        """Every byte of ``into`` set to ``byte``."""
+        ...
+
+    def twice(self, doubled: Out[U16], x: U8) -> None:
+        """2 * x, out (the out-parameter comes first: the parameter named is ``x``)."""
+        ...
+
+    def halve(self, x: I32, half: Out[I32]) -> Status:
+        """x / 2, out."""
+        ...
+
+    def ask(self, answer: Callback[[U32], I8]) -> I32:
+        """What ``answer(7)`` returns."""
+        ...
+
+    def calls(self) -> U32:
+        """How many calls reached the plugin (the other methods count)."""
+        ...
+
+
+CHECKED_C = r"""
+#include <string.h>
+#include "plugin_annotations.h"
+#include "plugin_trait_checked.h"
+
+static unsigned ncalls;
+#define ID(name, T) static T name(void *self, T x) { (void)self; ncalls++; return x; }
+ID(i8, int8_t) ID(i16, int16_t) ID(i32, int32_t) ID(i64, int64_t)
+ID(u8, uint8_t) ID(u16, uint16_t) ID(u32, uint32_t) ID(u64, uint64_t)
+ID(usize, size_t) ID(f32, float) ID(f64, double) ID(flag, _Bool)
+static size_t text(void *self, const char *s, uint8_t times) { (void)self; ncalls++; return strlen(s) * times; }
+static size_t count(void *self, const uint8_t *d, size_t n) { (void)self, (void)d; ncalls++; return n; }
+static size_t fill(void *self, uint8_t *d, size_t n, uint8_t byte) {
+    (void)self;
+    ncalls++;
+    memset(d, byte, n);
+    return n;
+}
+static void twice(void *self, uint16_t *doubled, uint8_t x) { (void)self; ncalls++; *doubled = (uint16_t)(2u * x); }
+static int32_t halve(void *self, int32_t x, int32_t *half, char **error) {
+    (void)self, (void)error;
+    ncalls++;
+    *half = x / 2;
+    return 0;
+}
+static int32_t ask(void *self, int8_t (*answer)(void *, uint32_t), void *ctx) {
+    (void)self;
+    ncalls++;
+    return answer(ctx, 7);
+}
+static uint32_t calls(void *self) { (void)self; return ncalls; }
+PLUGIN_IMPL(Checked, Strict, .i8 = i8, .i16 = i16, .i32 = i32, .i64 = i64, .u8 = u8, .u16 = u16, .u32 = u32,
+            .u64 = u64, .usize = usize, .f32 = f32, .f64 = f64, .flag = flag, .text = text, .count = count,
+            .fill = fill, .twice = twice, .halve = halve, .ask = ask, .calls = calls)
+PLUGIN_AGGREGATES(Checked)
+"""
+
+
+@pytest.fixture(scope="module")
+def checked_lib(compile_plugin: CompilePlugin, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    headers = tmp_path_factory.mktemp("checked-headers")
+    write_trait_headers(headers, [Checked])
+    return compile_plugin("checked", CHECKED_C, include_dirs=(headers,))
+
+
+@pytest.fixture
+def strict(checked_lib: Path, call_path: str) -> Any:
+    with PluginManager() as manager:
+        [handle] = manager.load_plugins(checked_lib, Checked)
+        proxy = handle.proxy("Strict")
+        for method in Checked.__plugin_trait__.methods:  # type: ignore[attr-defined]
+            assert is_compiled(getattr(proxy, method.name)) is (call_path == "engine" and method.name != "ask")
+        yield proxy
+
+
+_BIG_FLOAT = 2**1024  # an int no double holds
+
+
+#: (method, arguments, the error's class, the builtin it also is, the start of its detail)
+BAD_ARGUMENTS: list[tuple[str, tuple[Any, ...], type[CallArgumentError], type[Exception], str]] = [
+    ("i8", (128,), ArgumentOverflowError, OverflowError, "x: I8 (int8_t) cannot take 128: integer 128 does not fit"),
+    ("i8", (-129,), ArgumentOverflowError, OverflowError, "x: I8 (int8_t) cannot take -129"),
+    ("i8", ("1",), CallArgumentError, TypeError, "x: I8 (int8_t) cannot take '1': an integer is required"),
+    ("i16", (2**15,), ArgumentOverflowError, OverflowError, "x: I16 (int16_t) cannot take 32768"),
+    ("i16", (1.5,), CallArgumentError, TypeError, "x: I16 (int16_t) cannot take 1.5"),
+    ("i32", (2**31,), ArgumentOverflowError, OverflowError, "x: I32 (int32_t) cannot take 2147483648"),
+    ("i32", (None,), CallArgumentError, TypeError, "x: I32 (int32_t) cannot take None"),
+    ("i64", (2**63,), ArgumentOverflowError, OverflowError, "x: I64 (int64_t) cannot take 9223372036854775808"),
+    ("i64", (b"1",), CallArgumentError, TypeError, "x: I64 (int64_t) cannot take b'1'"),
+    ("u8", (-1,), ArgumentOverflowError, OverflowError, "x: U8 (uint8_t) cannot take -1"),
+    ("u8", (256,), ArgumentOverflowError, OverflowError, "x: U8 (uint8_t) cannot take 256"),
+    ("u16", (65536,), ArgumentOverflowError, OverflowError, "x: U16 (uint16_t) cannot take 65536"),
+    ("u32", (2**32,), ArgumentOverflowError, OverflowError, "x: U32 (uint32_t) cannot take 4294967296"),
+    ("u32", ([1],), CallArgumentError, TypeError, "x: U32 (uint32_t) cannot take [1]"),
+    ("u64", (2**64,), ArgumentOverflowError, OverflowError, "x: U64 (uint64_t) cannot take 18446744073709551616"),
+    ("u64", (-1,), ArgumentOverflowError, OverflowError, "x: U64 (uint64_t) cannot take -1"),
+    ("usize", (-1,), ArgumentOverflowError, OverflowError, "x: Size (size_t) cannot take -1"),
+    ("usize", (1.0,), CallArgumentError, TypeError, "x: Size (size_t) cannot take 1.0"),
+    ("f32", (_BIG_FLOAT,), ArgumentOverflowError, OverflowError, "x: F32 (float) cannot take 1797"),
+    ("f32", ("1.0",), CallArgumentError, TypeError, "x: F32 (float) cannot take '1.0': must be real number"),
+    ("f64", (_BIG_FLOAT,), ArgumentOverflowError, OverflowError, "x: F64 (double) cannot take 1797"),
+    ("f64", (1j,), CallArgumentError, TypeError, "x: F64 (double) cannot take 1j"),
+    ("flag", (2,), ArgumentOverflowError, OverflowError, "x: Bool (_Bool) cannot take 2"),
+    ("flag", ("yes",), CallArgumentError, TypeError, "x: Bool (_Bool) cannot take 'yes'"),
+    ("text", (42, 1), CallArgumentError, TypeError, "s: CStr takes a str, not int"),
+    ("text", (b"abc", 1), CallArgumentError, TypeError, "s: CStr takes a str, not bytes"),
+    ("text", (None, 1), CallArgumentError, TypeError, "s: CStr takes a str, not NoneType"),
+    ("text", ("ab\udc80", 1), CallArgumentError, TypeError, "s: CStr 'ab\\udc80' has no UTF-8 form: "),
+    ("text", ("abc", 256), ArgumentOverflowError, OverflowError, "times: U8 (uint8_t) cannot take 256"),
+    ("count", (5,), CallArgumentError, TypeError, "data: Buffer takes a bytes-like object, not int"),
+    ("count", ("text",), CallArgumentError, TypeError, "data: Buffer takes a bytes-like object, not str"),
+    ("count", (memoryview(b"abcdef")[::2],), ArgumentBufferError, BufferError, "data: the buffer is not C-contiguous"),
+    ("fill", (b"read-only", 1), ArgumentBufferError, BufferError, "into: the buffer is read-only, MutBuffer is"),
+    ("fill", (memoryview(bytearray(2)).toreadonly(), 1), ArgumentBufferError, BufferError, "into: the buffer is read"),
+    ("fill", (bytearray(2), -1), ArgumentOverflowError, OverflowError, "byte: U8 (uint8_t) cannot take -1"),
+    ("twice", (300,), ArgumentOverflowError, OverflowError, "x: U8 (uint8_t) cannot take 300"),
+    ("twice", ("2",), CallArgumentError, TypeError, "x: U8 (uint8_t) cannot take '2'"),
+    ("halve", (2**31,), ArgumentOverflowError, OverflowError, "x: I32 (int32_t) cannot take 2147483648"),
+]
+
+
+@pytest.mark.parametrize(("method", "args", "error", "builtin", "detail"), BAD_ARGUMENTS, ids=repr)
+def test_every_bad_argument_is_a_typed_error_naming_the_file_the_method_and_the_parameter(
+    strict: Any,
+    checked_lib: Path,
+    method: str,
+    args: tuple[Any, ...],
+    error: type[CallArgumentError],
+    builtin: type[Exception],
+    detail: str,
+) -> None:
+    before = strict.calls()
+    with pytest.raises(error) as e:
+        getattr(strict, method)(*args)
+    assert type(e.value) is error and isinstance(e.value, builtin)  # `except OverflowError` keeps working
+    assert e.value.reason is error.REASON
+    assert e.value.path == str(checked_lib) and e.value.symbol == f"Checked.Strict.{method}"
+    assert e.value.detail.startswith(detail), e.value.detail
+    assert e.value.signature == Checked.__plugin_trait__.method(method).signature  # type: ignore[attr-defined]
+    assert str(e.value).startswith(f"{checked_lib}: Checked.Strict.{method} (")
+    assert not isinstance(e.value.__cause__, CallArgumentError)  # chained from what refused the value
+    assert e.value.__cause__ is not None or "C-contiguous" in detail or "read-only" in detail
+    assert strict.calls() == before  # refused before the call: the plugin never ran
+
+
+def test_good_arguments_still_pass(strict: Any) -> None:
+    assert [strict.i8(-128), strict.u64(2**64 - 1), strict.usize(0), strict.flag(True)] == [-128, 2**64 - 1, 0, True]
+    assert strict.f32(1.5) == 1.5 and strict.f64(2**1023) == 2.0**1023
+    assert strict.text("héllo", 2) == 12 and strict.count(memoryview(b"abc")) == 3
+    into = bytearray(3)
+    assert strict.fill(into, 7) == 3 and into == b"\x07\x07\x07"
+    assert strict.twice(21) == 42 and strict.halve(-9) == -4
+    assert strict.ask(lambda n: n * 2) == 14
+
+
+@pytest.mark.parametrize(
+    ("result", "error", "builtin", "detail"),
+    [
+        (128, ArgumentOverflowError, OverflowError, "answer: the callback returned 128, which I8 (int8_t) cannot take"),
+        ("1", CallArgumentError, TypeError, "answer: the callback returned '1', which I8 (int8_t) cannot take"),
+        (1.5, CallArgumentError, TypeError, "answer: the callback returned 1.5, which I8 (int8_t) cannot take"),
+    ],
+)
+def test_a_callback_returning_a_bad_value_is_a_typed_error_after_the_plugin_returns(
+    strict: Any,
+    checked_lib: Path,
+    result: object,
+    error: type[CallArgumentError],
+    builtin: type[Exception],
+    detail: str,
+) -> None:
+    before = strict.calls()
+    with pytest.raises(error) as e:
+        strict.ask(lambda n: result)
+    assert type(e.value) is error and isinstance(e.value, builtin)
+    assert e.value.reason is error.REASON
+    assert e.value.path == str(checked_lib) and e.value.symbol == "Checked.Strict.ask"
+    assert e.value.detail.startswith(detail), e.value.detail
+    assert isinstance(e.value.__cause__, builtin) and not isinstance(e.value.__cause__, CallArgumentError)
+    assert strict.calls() == before + 1  # the plugin ran, saw the result's zero, and returned: nothing unwound
+    assert strict.ask(lambda n: -n) == -7  # and the proxy still works
+    with pytest.raises(KeyError, match="its own"):  # what a callback raises itself is still raised as it is
+
+        def own(n: int) -> int:
+            raise KeyError("its own")
+
+        strict.ask(own)
+
+
+def test_a_bad_struct_field_names_the_field(plane: Any, geometry: Path) -> None:
+    cases: list[tuple[str, tuple[Any, ...], type[CallArgumentError], str]] = [
+        ("area", (Frame(-1, 1, 4, Point(0.0, 0.0), [1.0, 1.0, 1.0]),), ArgumentOverflowError, "frame.width: U32"),
+        ("area", (Frame(1, 2**32, 4, Point(0.0, 0.0), [1.0, 1.0, 1.0]),), ArgumentOverflowError, "frame.height: U32"),
+        ("area", (Frame(1, 1, 4, Point("0", 0.0), [1.0, 1.0, 1.0]),), CallArgumentError, "frame.origin.x: F64"),
+        ("area", (Frame(1, 1, 4, Point(0.0, 0.0), [1.0, "x", 1.0]),), CallArgumentError, "frame.weights[1]: F32"),
+        ("area", (Frame(1, 1, 4, Point(0.0, 0.0), 5),), CallArgumentError, "frame.weights: a sequence of 3 items"),
+        ("grow", (Frame(1, 1, 4, Point(0.0, _BIG_FLOAT), [1.0] * 3), 1), ArgumentOverflowError, "frame.origin.y: F64"),
+        ("grow", (Frame(1, 1, 4, Point(0.0, 0.0), [1.0] * 3), -1), ArgumentOverflowError, "by: U32 (uint32_t)"),
+        ("length", (Point("3", 4.0),), CallArgumentError, "p.x: F64 (double) cannot take '3': must be real number"),
+        ("length", ({"x": 1.0, "y": None},), CallArgumentError, "p.y: F64 (double) cannot take None"),
+        ("middle", (Point(0.0, 0.0), Point(1.0, _BIG_FLOAT)), ArgumentOverflowError, "b.y: F64 (double) cannot take"),
+    ]
+    for method, args, error, detail in cases:
+        with pytest.raises(error) as e:
+            getattr(plane, method)(*args)
+        assert type(e.value) is error, (method, args)
+        assert e.value.reason is error.REASON
+        assert e.value.path == str(geometry) and e.value.symbol == f"Geometry.Plane.{method}"
+        assert e.value.detail.startswith(detail), e.value.detail
+        assert e.value.__cause__ is not None and not isinstance(e.value.__cause__, CallArgumentError)
+        assert str(e.value).count(str(geometry)) == 1  # one message, not one wrapped in another
+
+
+def test_a_read_only_or_scattered_array_is_a_buffer_error(basic: Any) -> None:
+    with pytest.raises(ArgumentBufferError, match=r"samples: the buffer is read-only, MutArray\[I16\]") as e:
+        basic.gain(memoryview(array.array("h", [1])).toreadonly(), 2)
+    assert isinstance(e.value, BufferError) and e.value.reason is ErrorReason.BAD_BUFFER
+    with pytest.raises(ArgumentBufferError, match="samples: the buffer is not C-contiguous") as e:
+        basic.total(memoryview(array.array("f", [1.0, 2.0, 3.0]))[::2])
+    with pytest.raises(ArgumentOverflowError, match=r"factor: I16 \(int16_t\) cannot take 32768") as e:
+        basic.gain(array.array("h", [1]), 2**15)
+    assert e.value.reason is ErrorReason.OUT_OF_RANGE

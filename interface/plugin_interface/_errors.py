@@ -20,6 +20,8 @@ __all__ = [
     "ErrorReason",
     "AlreadyReleasedError",
     "ArchitectureMismatchError",
+    "ArgumentBufferError",
+    "ArgumentOverflowError",
     "CallArgumentError",
     "InconsistentArrayError",
     "LibraryLoadError",
@@ -72,6 +74,8 @@ class ErrorReason(enum.StrEnum):
     PROBE_PROTOCOL = "probe_protocol"
     BLOCKED = "blocked"
     RELEASE_INSIDE_CALL = "release_inside_call"
+    OUT_OF_RANGE = "out_of_range"
+    BAD_BUFFER = "bad_buffer"
 
 
 def _fspath(path: str | os.PathLike[str] | None) -> str | None:
@@ -398,6 +402,24 @@ class CallArgumentError(PluginError, TypeError):
         self.signature = signature
         self.detail = detail
 
+    @staticmethod
+    def refused(
+        path: str | os.PathLike[str], symbol: str, signature: str, detail: str, original: BaseException
+    ) -> CallArgumentError:
+        """The error for an argument a conversion refused with ``original`` (cffi's, a buffer exporter's).
+
+        An ``OverflowError`` makes an :class:`ArgumentOverflowError`, a
+        ``BufferError`` an :class:`ArgumentBufferError` (each also the builtin
+        it comes from, so ``except OverflowError`` still catches it), anything
+        else a :class:`CallArgumentError`.  The caller raises it ``from original``.
+        """
+        kind: type[CallArgumentError] = CallArgumentError
+        if isinstance(original, OverflowError):
+            kind = ArgumentOverflowError
+        elif isinstance(original, BufferError):
+            kind = ArgumentBufferError
+        return kind(path, symbol, signature, detail)
+
 
 class ArchitectureMismatchError(NotASharedLibraryError):
     """A shared library built for another machine, word size or byte order.
@@ -476,3 +498,25 @@ class ReleaseInsideCallError(PluginError, RuntimeError):
         super().__init__(msg, path=path, symbol=symbol)
         self.call = call
         self.asked = asked
+
+
+class ArgumentOverflowError(CallArgumentError, OverflowError):
+    """A number that does not fit its parameter's C type (an integer out of range, an ``int`` too
+    large for a ``float``), for a scalar argument, a struct field or a callback's result.
+
+    Also an ``OverflowError``, what cffi raises for it (and a ``TypeError``, as every
+    :class:`CallArgumentError`).
+    """
+
+    REASON = ErrorReason.OUT_OF_RANGE
+
+
+class ArgumentBufferError(CallArgumentError, BufferError):
+    """A buffer the call cannot pass as its parameter needs: read-only where the plugin writes
+    (``MutBuffer``, ``MutArray``), or not C-contiguous.
+
+    Also a ``BufferError``, what cffi raises for a read-only buffer (and a ``TypeError``, as every
+    :class:`CallArgumentError`).
+    """
+
+    REASON = ErrorReason.BAD_BUFFER

@@ -56,6 +56,7 @@ from plugin_interface import (
 
 from ..formats import check_complete, sniff_format
 from . import _engine, _plans
+from ._arguments import CONVERSION_ERRORS, refusal, short_repr
 from ._library import CallGate, Library
 
 __all__ = ["DynamicModule", "ModuleFunction", "find_module", "parse_signature"]
@@ -198,6 +199,24 @@ class _FunctionInfo:
     def _bad_arguments(self, reason: str) -> CallArgumentError:
         return CallArgumentError(self._path, self.symbol, self.signature.text, reason)
 
+    def _call_refused(self, args: tuple[Any, ...], error: BaseException) -> None:
+        """After cffi refused the call's arguments with ``error``: raise the typed error naming the first refused.
+
+        cffi converts the arguments in order; each is asked again alone, with the same conversion.
+        Returns when none is refused (``error`` was not about an argument: the caller raises it).
+
+        :param args: the arguments as passed (a ``str`` for a ``char *`` encoded: it converts, so
+            what is refused is shown as it was given).
+        :raises CallArgumentError: ``argument 2: unsigned char cannot take 256: ...`` (an
+            :class:`~plugin_interface.ArgumentOverflowError` for a value out of range), chained from ``error``.
+        """
+        for i, (ctype, value) in enumerate(zip(self.signature.ctype.args, args, strict=True)):
+            refused = refusal(ctype.cname, value)
+            if refused is not None:
+                detail = f"argument {i + 1}: {ctype.cname} cannot take {short_repr(value)}: {refused}"
+                signature = self.signature.text
+                raise CallArgumentError.refused(self._path, self.symbol, signature, detail, refused) from error
+
     def _unloaded(self) -> PluginUnloadedError:
         return PluginUnloadedError(self._path, self.symbol)
 
@@ -211,7 +230,9 @@ class ModuleFunction(_FunctionInfo, metaclass=abc.ABCMeta):
 
     Arguments are checked before the call: their number here, their types by
     cffi's conversion (an ``int`` that does not fit, a ``str`` where a number
-    goes...), both raised as :class:`CallArgumentError`.  A ``str`` passed to a
+    goes...), both raised as :class:`CallArgumentError` naming the argument
+    (:class:`~plugin_interface.ArgumentOverflowError`, also an
+    ``OverflowError``, for a value out of range).  A ``str`` passed to a
     ``char *`` parameter is encoded to UTF-8 and lives for the call only.
 
     This class is the pure-Python path.  With the call engine,
@@ -270,18 +291,19 @@ class ModuleFunction(_FunctionInfo, metaclass=abc.ABCMeta):
                     "self._gate",
                     "self._unloaded()",
                     [
-                        "try:",
+                        "try:",  # costs nothing until it catches (3.11)
                         "    return self._fn(*args)",
-                        "except (TypeError, OverflowError) as e:",
+                        "except _CONVERSION_ERRORS as e:",
                         # C code cannot raise Python exceptions: these come from
                         # cffi converting the arguments, before the function runs.
-                        "    raise self._bad_arguments(str(e)) from e",
+                        "    self._call_refused(args, e)",
+                        "    raise",
                     ],
                 ),
             ]
         ),
         "__call__",
-        {},
+        {"_CONVERSION_ERRORS": CONVERSION_ERRORS},
         "<ModuleFunction>",
     )
 

@@ -62,6 +62,7 @@ import _cffi_backend
 import cffi
 from plugin_interface import (
     RESERVED_METHOD_NAMES,
+    ArgumentBufferError,
     CallArgumentError,
     CType,
     MethodNotProvidedError,
@@ -75,6 +76,7 @@ from plugin_interface import (
 )
 
 from ..loading import CallGate
+from ..loading._arguments import CONVERSION_ERRORS, refusal, short_repr
 from ._compiled import compiled_proxy_class
 from ._registrations import Registration, RegistrationSet
 
@@ -120,11 +122,15 @@ def _fields(proxy: TraitProxy, method: str, name: str, value: object, spec: Any)
     for f in spec.fields:
         try:
             item = value[f.name] if isinstance(value, dict) else getattr(value, f.name)
-        except (KeyError, AttributeError):
-            raise proxy._bad_argument(method, f"{name}: {spec.name} needs field {f.name!r}") from None
+        except (KeyError, AttributeError) as e:
+            raise proxy._bad_argument(method, f"{name}: {spec.name} needs field {f.name!r}") from e
         nested = f.type if hasattr(f.type, "fields") else None
         if f.count > 1:
-            items = list(item)
+            try:
+                items = list(item)
+            except TypeError as e:
+                detail = f"{name}.{f.name}: a sequence of {f.count} items expected, got {type(item).__name__}"
+                raise proxy._refused(method, detail, e) from e
             if len(items) != f.count:
                 raise proxy._bad_argument(method, f"{name}.{f.name}: {f.count} items expected, got {len(items)}")
             out[f.name] = [_fields(proxy, method, f"{name}.{f.name}", i, nested) for i in items] if nested else items
@@ -134,12 +140,93 @@ def _fields(proxy: TraitProxy, method: str, name: str, value: object, spec: Any)
 
 
 def _to_struct(proxy: TraitProxy, method: str, name: str, value: object, ctype: CType, ffi: Any) -> Any:
-    """``value`` as a new C struct (a cffi pointer to it) for one call."""
+    """``value`` as a new C struct (a cffi pointer to it) for one call.
+
+    :raises CallArgumentError: a field missing, or a field value its C type cannot take (the
+        error names the field: ``frame.origin.x``); an :class:`ArgumentOverflowError` for one out
+        of range.
+    """
     spec = ctype.struct
+    data = _fields(proxy, method, name, value, spec)  # raises its own typed errors
     try:
-        return ffi.new(f"{spec.name} *", _fields(proxy, method, name, value, spec))
-    except (TypeError, OverflowError, ValueError) as e:
-        raise proxy._bad_argument(method, f"{name}: {e}") from None
+        return ffi.new(f"{spec.name} *", data)
+    except CONVERSION_ERRORS as e:
+        found = _field_refusal(data, spec, name)
+        if found is None:  # not a field's value: say what cffi said
+            raise proxy._refused(method, f"{name}: {e}", e) from e
+        where, field_type, item, refused = found
+        raise proxy._refused(method, _cannot_take(where, field_type, item, refused), refused) from e
+
+
+def _field_refusal(data: dict[str, Any], spec: Any, name: str) -> tuple[str, CType, object, Exception] | None:
+    """The first scalar field of ``data`` (what :func:`_fields` made) its C type refuses:
+    ``(where, type, value, refusal)``, with ``where`` spelled ``frame.weights[1]``; ``None`` if none is."""
+    for f in spec.fields:
+        value = data[f.name]
+        items = list(enumerate(value)) if f.count > 1 else [(None, value)]
+        for index, item in items:
+            where = f"{name}.{f.name}" if index is None else f"{name}.{f.name}[{index}]"
+            if hasattr(f.type, "fields"):
+                found = _field_refusal(item, f.type, where)
+                if found is not None:
+                    return found
+                continue
+            refused = refusal(f.type.cffi[0], item)
+            if refused is not None:
+                return where, f.type, item, refused
+    return None
+
+
+def _cannot_take(name: str, ctype: CType, value: object, refused: BaseException) -> str:
+    """The detail of a scalar value its C type refused: ``x: U8 (uint8_t) cannot take 300: ...``."""
+    return f"{name}: {ctype.name} ({ctype.cffi[0]}) cannot take {short_repr(value)}: {refused}"
+
+
+def _call_refused(proxy: TraitProxy, method: str, values: tuple[Any, ...], error: BaseException) -> None:
+    """After a call refused its arguments with ``error``: raise the typed error naming the one refused.
+
+    Only ``CStr`` and scalar arguments reach the call as given (the others were converted, or
+    refused, before it): the strings are encoded first, as the call's arguments are evaluated,
+    then cffi converts the scalars in order; the same order is followed here.  Returns when none
+    of them is refused (``error`` was not about an argument: the caller raises it as it is).
+
+    :param values: the call's arguments, in the method's order (without the ``Out`` parameters).
+    :raises CallArgumentError: naming the parameter (an :class:`ArgumentOverflowError` for a value
+        out of range), chained from ``error``.
+    """
+    params = [p for p in proxy.trait.method(method).params if p.ctype.kind is not TypeKind.OUT]
+    named = list(zip(params, values, strict=True))
+    for p, value in named:
+        if p.ctype.kind is not TypeKind.CSTR:
+            continue
+        if not isinstance(value, str):
+            raise proxy._refused(method, f"{p.name}: CStr takes a str, not {type(value).__name__}", error) from error
+        try:
+            value.encode()
+        except UnicodeEncodeError as e:  # a lone surrogate
+            raise proxy._refused(method, f"{p.name}: CStr {short_repr(value)} has no UTF-8 form: {e}", e) from error
+    for p, value in named:
+        if p.ctype.kind is TypeKind.SCALAR:
+            refused = refusal(p.ctype.cffi[0], value)
+            if refused is not None:
+                raise proxy._refused(method, _cannot_take(p.name, p.ctype, value, refused), refused) from error
+
+
+def _buffer_refused(
+    proxy: TraitProxy, method: str, name: str, value: object, ctype: CType, error: BaseException
+) -> CallArgumentError:
+    """The typed error of a ``Buffer``/``MutBuffer`` argument cffi refused with ``error`` (raise it ``from error``)."""
+    try:
+        view = memoryview(value)  # type: ignore[arg-type]
+    except CONVERSION_ERRORS:
+        detail = f"{name}: {ctype.name} takes a bytes-like object, not {type(value).__name__}"
+        return proxy._refused(method, detail, error)
+    with view:
+        if ctype.kind is TypeKind.MUTBUFFER and view.readonly:
+            return proxy._bad_buffer(method, f"{name}: the buffer is read-only, {ctype.name} is written to")
+        if not view.c_contiguous:
+            return proxy._bad_buffer(method, f"{name}: the buffer is not C-contiguous ({ctype.name})")
+    return proxy._refused(method, f"{name}: {ctype.name} cannot take a {type(value).__name__}: {error}", error)
 
 
 #: The most argument types one struct parameter remembers how to read (a bound, not a tuning knob).
@@ -315,6 +402,17 @@ class TraitProxy:
         m = self.trait.method(method)
         return CallArgumentError(self.path, f"{self.trait.name}.{self.type_name}.{method}", m.signature, detail)
 
+    def _refused(self, method: str, detail: str, original: BaseException) -> CallArgumentError:
+        """The error of an argument a conversion refused with ``original`` (raise it ``from`` the original):
+        an :class:`ArgumentOverflowError` for an ``OverflowError``, and so on (:meth:`CallArgumentError.refused`)."""
+        m = self.trait.method(method)
+        symbol = f"{self.trait.name}.{self.type_name}.{method}"
+        return CallArgumentError.refused(self.path, symbol, m.signature, detail, original)
+
+    def _bad_buffer(self, method: str, detail: str) -> ArgumentBufferError:
+        m = self.trait.method(method)
+        return ArgumentBufferError(self.path, f"{self.trait.name}.{self.type_name}.{method}", m.signature, detail)
+
     def _null_result(self, method: str) -> PluginCallError:
         msg = f"{self.path}: {self.trait.name}.{self.type_name}.{method} returned NULL"
         return PluginCallError(msg, path=self.path, symbol=method)
@@ -345,19 +443,19 @@ def _array(proxy: TraitProxy, method: str, name: str, value: object, ctype: CTyp
     assert item is not None
     try:
         view = memoryview(value)  # type: ignore[arg-type]
-    except TypeError:
+    except CONVERSION_ERRORS as e:
         detail = f"{name}: expected a buffer of {item.name} items ({ctype.name}), got {type(value).__name__}"
-        raise proxy._bad_argument(method, detail) from None
+        raise proxy._refused(method, detail, e) from e
     with view:
         fmt = view.format.lstrip("@=" + ("<" if _LITTLE else ">"))
         if fmt not in item.buffer_formats or view.itemsize != _ffi.sizeof(_c_item(ctype)):
             detail = f"{name}: items of format {view.format!r} ({view.itemsize} bytes), {ctype.name} needs {item.name}"
             raise proxy._bad_argument(method, detail)
         if not view.c_contiguous:
-            raise proxy._bad_argument(method, f"{name}: the buffer is not C-contiguous ({ctype.name})")
+            raise proxy._bad_buffer(method, f"{name}: the buffer is not C-contiguous ({ctype.name})")
         mutable = ctype.kind is TypeKind.MUTARRAY
         if mutable and view.readonly:
-            raise proxy._bad_argument(method, f"{name}: the buffer is read-only, {ctype.name} is written to")
+            raise proxy._bad_buffer(method, f"{name}: the buffer is read-only, {ctype.name} is written to")
         count = view.nbytes // view.itemsize
     return _ffi.from_buffer(f"{_c_item(ctype)}[]", value, require_writable=mutable), count
 
@@ -389,7 +487,7 @@ def _array_converter(ctype: CType, method: str, name: str) -> Callable[[TraitPro
             return from_buffer(array_type, value, mutable), len(value)
         try:
             view = memoryview(value)  # type: ignore[arg-type]
-        except TypeError:
+        except CONVERSION_ERRORS:
             return _array(proxy, method, name, value, ctype)  # raises: not a buffer
         if view.format in formats and view.itemsize == size and view.c_contiguous and not (mutable and view.readonly):
             count = view.nbytes // size
@@ -474,15 +572,28 @@ def _handle(proxy: TraitProxy, method: str, name: str, value: object, kind: str,
 
 
 class _CallbackState:
-    """One callback argument of one call: the callable, and what it raised."""
+    """One callback argument of one call: the callable, what it raised, and whose argument it is."""
 
-    __slots__ = ("error", "fn", "handle", "key")
+    __slots__ = ("error", "fn", "handle", "key", "method", "name", "proxy")
 
-    def __init__(self, fn: Any) -> None:
+    def __init__(self, fn: Any, proxy: TraitProxy, method: str, name: str) -> None:
         self.fn = fn
         self.error: BaseException | None = None
         self.handle = _ffi.new_handle(self)
         self.key = int(_ffi.cast("uintptr_t", self.handle))
+        self.proxy, self.method, self.name = proxy, method, name
+
+    def bad_result(self, value: object, result: CType, refused: BaseException) -> CallArgumentError:
+        """The typed error of a result the callback returned and ``result``'s C type refuses."""
+        detail = (
+            f"{self.name}: the callback returned {short_repr(value)}, which {result.name} ({result.c_return}) "
+            f"cannot take: {refused}"
+        )
+        error = self.proxy._refused(self.method, detail, refused)
+        # Raised later, from _finish_callbacks: chained as `raise ... from` would, without the
+        # traceback, which holds the trampoline's frame and so the call's (no cycle through them).
+        error.__cause__ = refused.with_traceback(None)
+        return error
 
 
 #: The callbacks of the calls in flight, by context address: a plugin that calls one after its call returned
@@ -508,7 +619,11 @@ def _trampoline(ctype: CType) -> Any:
         try:
             value = state.fn(*converted)
             if returns_value:
-                return _ffi.new(f"{c_result} *", value)[0]  # range and type checked here, not truncated by C
+                try:
+                    return _ffi.new(f"{c_result} *", value)[0]  # range and type checked here, not truncated by C
+                except CONVERSION_ERRORS as e:  # the result does not fit R: the typed error, raised later
+                    state.error = state.bad_result(value, result, e)
+                    return 0
         except BaseException as e:  # must not unwind through C: raised again after the plugin returns
             state.error = e
             return 0 if returns_value else None
@@ -521,7 +636,7 @@ def _callback(proxy: TraitProxy, method: str, name: str, fn: object, ctype: CTyp
     """``fn`` as a C callback for one call: ``(function, context, state)``; :func:`_finish_callbacks` ends it."""
     if not callable(fn):
         raise proxy._bad_argument(method, f"{name}: expected a callable ({ctype.name}), got {type(fn).__name__}")
-    state = _CallbackState(fn)
+    state = _CallbackState(fn, proxy, method, name)
     _LIVE[state.key] = state
     return _trampoline(ctype), state.handle, state
 
@@ -548,11 +663,14 @@ def _method_source(m: MethodSpec) -> str:
         kind = p.ctype.kind
         if kind is TypeKind.CSTR:
             args.append(f"_encode({p.name})")
-        elif kind is TypeKind.BUFFER:
-            pre.append(f"    _b_{p.name} = _from_buffer(_BYTES, {p.name}, False)")
-            args += [f"_b_{p.name}", f"len(_b_{p.name})"]
-        elif kind is TypeKind.MUTBUFFER:
-            pre.append(f"    _b_{p.name} = _from_buffer(_BYTES, {p.name}, True)")
+        elif kind in (TypeKind.BUFFER, TypeKind.MUTBUFFER):
+            writable = kind is TypeKind.MUTBUFFER
+            pre += [  # a try costs nothing until it catches (3.11)
+                "    try:",
+                f"        _b_{p.name} = _from_buffer(_BYTES, {p.name}, {writable})",
+                "    except _CONVERSION_ERRORS as _e:",
+                f"        raise _buffer_refused(self, {m.name!r}, {p.name!r}, {p.name}, _P{i}, _e) from _e",
+            ]
             args += [f"_b_{p.name}", f"len(_b_{p.name})"]
         elif kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
             pre.append(f"    _b_{p.name}, _n_{p.name} = _C{i}(self, {p.name})")
@@ -582,8 +700,10 @@ def _method_source(m: MethodSpec) -> str:
             pre.append(f"    _o_{p.name} = _new(_OUT{i})")
             args.append(f"_o_{p.name}")
             outs.append(f"_o_{p.name}[0]")
-        else:
+        else:  # a scalar: cffi converts it in the call
             args.append(p.name)
+    # CStr and scalar arguments reach the call as given: if it refuses one, _call_refused names it.
+    checked = any(p.ctype.kind in (TypeKind.CSTR, TypeKind.SCALAR) for p in m.params)
     returns = m.returns.kind
     if returns is TypeKind.STATUS:
         pre.append("    _error = _new(_ERROR_P)")
@@ -644,6 +764,15 @@ def _method_source(m: MethodSpec) -> str:
         body = [f"_r = {call}", f"return {value}"]
     else:
         body = [f"return {call}"]
+    if checked:  # a try around the call's line, which costs nothing until it catches (3.11)
+        [line] = [i for i, text in enumerate(body) if call in text]
+        body[line : line + 1] = [
+            "try:",
+            f"    {body[line]}",
+            "except _CONVERSION_ERRORS as _e:",
+            f"    _call_refused(self, {m.name!r}, ({''.join(n + ', ' for n in names)}), _e)",
+            "    raise",  # not an argument's error
+        ]
     if post:  # the copies back run after the call, before the value is returned
         if body[-1].startswith("return "):
             body = [*body[:-1], *post, body[-1]]
@@ -695,6 +824,9 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "_handle": _handle,
         "_PluginObject": PluginObject,
         "_finish_callbacks": _finish_callbacks,
+        "_CONVERSION_ERRORS": CONVERSION_ERRORS,
+        "_call_refused": _call_refused,
+        "_buffer_refused": _buffer_refused,
     }
     attrs: dict[str, Any] = {
         "__slots__": tuple(f"_fn_{m.name}" for m in trait.methods),
