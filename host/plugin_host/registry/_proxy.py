@@ -185,10 +185,11 @@ def _cannot_take(name: str, ctype: CType, value: object, refused: BaseException)
 def _call_refused(proxy: TraitProxy, method: str, values: tuple[Any, ...], error: BaseException) -> None:
     """After a call refused its arguments with ``error``: raise the typed error naming the one refused.
 
-    Only ``CStr`` and scalar arguments reach the call as given (the others were converted, or
-    refused, before it): the strings are encoded first, as the call's arguments are evaluated,
-    then cffi converts the scalars in order; the same order is followed here.  Returns when none
-    of them is refused (``error`` was not about an argument: the caller raises it as it is).
+    Only ``CStr``, ``Buffer``, ``MutBuffer`` and scalar arguments are converted in the call's line
+    (the others were converted, or refused, before it): the strings encoded and the buffers taken
+    first, in order, as the call's arguments are evaluated, then cffi converts the scalars in
+    order; the same order is followed here.  Returns when none of them is refused (``error`` was
+    not about an argument: the caller raises it as it is).
 
     :param values: the call's arguments, in the method's order (without the ``Out`` parameters).
     :raises CallArgumentError: naming the parameter (an :class:`ArgumentOverflowError` for a value
@@ -197,6 +198,12 @@ def _call_refused(proxy: TraitProxy, method: str, values: tuple[Any, ...], error
     params = [p for p in proxy.trait.method(method).params if p.ctype.kind is not TypeKind.OUT]
     named = list(zip(params, values, strict=True))
     for p, value in named:
+        if p.ctype.kind in (TypeKind.BUFFER, TypeKind.MUTBUFFER):
+            try:
+                _cffi_backend.from_buffer(_BYTES_ARRAY, value, p.ctype.kind is TypeKind.MUTBUFFER)
+            except CONVERSION_ERRORS as e:
+                raise _buffer_refused(proxy, method, p.name, value, p.ctype, e) from error
+            continue
         if p.ctype.kind is not TypeKind.CSTR:
             continue
         if not isinstance(value, str):
@@ -210,6 +217,10 @@ def _call_refused(proxy: TraitProxy, method: str, values: tuple[Any, ...], error
             refused = refusal(p.ctype.cffi[0], value)
             if refused is not None:
                 raise proxy._refused(method, _cannot_take(p.name, p.ctype, value, refused), refused) from error
+
+
+#: The kinds of the arguments converted in a proxy method's call line (the others before it).
+_CHECKED_IN_THE_CALL = (TypeKind.CSTR, TypeKind.BUFFER, TypeKind.MUTBUFFER, TypeKind.SCALAR)
 
 
 def _buffer_refused(
@@ -663,15 +674,9 @@ def _method_source(m: MethodSpec) -> str:
         kind = p.ctype.kind
         if kind is TypeKind.CSTR:
             args.append(f"_encode({p.name})")
-        elif kind in (TypeKind.BUFFER, TypeKind.MUTBUFFER):
+        elif kind in (TypeKind.BUFFER, TypeKind.MUTBUFFER):  # converted in the call's line: see `checked`
             writable = kind is TypeKind.MUTBUFFER
-            pre += [  # a try costs nothing until it catches (3.11)
-                "    try:",
-                f"        _b_{p.name} = _from_buffer(_BYTES, {p.name}, {writable})",
-                "    except _CONVERSION_ERRORS as _e:",
-                f"        raise _buffer_refused(self, {m.name!r}, {p.name!r}, {p.name}, _P{i}, _e) from _e",
-            ]
-            args += [f"_b_{p.name}", f"len(_b_{p.name})"]
+            args += [f"(_b_{p.name} := _from_buffer(_BYTES, {p.name}, {writable}))", f"len(_b_{p.name})"]
         elif kind in (TypeKind.ARRAY, TypeKind.MUTARRAY):
             pre.append(f"    _b_{p.name}, _n_{p.name} = _C{i}(self, {p.name})")
             args += [f"_b_{p.name}", f"_n_{p.name}"]
@@ -702,8 +707,9 @@ def _method_source(m: MethodSpec) -> str:
             outs.append(f"_o_{p.name}[0]")
         else:  # a scalar: cffi converts it in the call
             args.append(p.name)
-    # CStr and scalar arguments reach the call as given: if it refuses one, _call_refused names it.
-    checked = any(p.ctype.kind in (TypeKind.CSTR, TypeKind.SCALAR) for p in m.params)
+    # CStr, Buffer and MutBuffer arguments are converted in the call's line, scalars by cffi in the
+    # call: if the line refuses one, _call_refused names it.
+    checked = any(p.ctype.kind in _CHECKED_IN_THE_CALL for p in m.params)
     returns = m.returns.kind
     if returns is TypeKind.STATUS:
         pre.append("    _error = _new(_ERROR_P)")
@@ -764,20 +770,25 @@ def _method_source(m: MethodSpec) -> str:
         body = [f"_r = {call}", f"return {value}"]
     else:
         body = [f"return {call}"]
-    if checked:  # a try around the call's line, which costs nothing until it catches (3.11)
-        [line] = [i for i, text in enumerate(body) if call in text]
-        body[line : line + 1] = [
-            "try:",
-            f"    {body[line]}",
-            "except _CONVERSION_ERRORS as _e:",
-            f"    _call_refused(self, {m.name!r}, ({''.join(n + ', ' for n in names)}), _e)",
-            "    raise",  # not an argument's error
-        ]
     if post:  # the copies back run after the call, before the value is returned
         if body[-1].startswith("return "):
             body = [*body[:-1], *post, body[-1]]
         else:
             body = [*body, *post]
+    if checked:
+        # A try around the call's line, the rest in its `else`: on success the bytecode is the
+        # same as without it (a `try:` on the line of its statement adds no NOP, and an `else`
+        # needs no jump over the handler); the handler's helpers are globals, not closure cells
+        # each call would copy.
+        [line] = [i for i, text in enumerate(body) if call in text]
+        rest = body[line + 1 :]
+        body[line:] = [
+            f"try: {body[line]}",
+            "except _CONVERSION_ERRORS as _e:",
+            f"    _call_refused(self, {m.name!r}, ({''.join(n + ', ' for n in names)}), _e)",
+            "    raise",  # not an argument's error
+            *(["else:", *(f"    {text}" for text in rest)] if rest else []),
+        ]
     guarded = CallGate.guarded_source("self._gate", f"self._unloaded({m.name!r})", body)
     if callbacks:  # after the plugin returned: end the callbacks, raise what they raised
         guarded = ["    try:", *(f"    {line}" for line in guarded), "    finally:"]
@@ -824,10 +835,9 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         "_handle": _handle,
         "_PluginObject": PluginObject,
         "_finish_callbacks": _finish_callbacks,
-        "_CONVERSION_ERRORS": CONVERSION_ERRORS,
-        "_call_refused": _call_refused,
-        "_buffer_refused": _buffer_refused,
     }
+    # What only the handler of a refused call uses: the methods' globals (read when it runs).
+    refusals = {"_CONVERSION_ERRORS": CONVERSION_ERRORS, "_call_refused": _call_refused}
     attrs: dict[str, Any] = {
         "__slots__": tuple(f"_fn_{m.name}" for m in trait.methods),
         "trait": trait,
@@ -862,7 +872,7 @@ def proxy_class(trait: TraitSpec) -> type[TraitProxy]:
         }
         source = _method_source(m)
         used = {name: value for name, value in bound.items() if name in source}
-        attrs[m.name] = CallGate.define_guarded(source, m.name, {}, f"<{trait.name} proxy>", bound=used)
+        attrs[m.name] = CallGate.define_guarded(source, m.name, dict(refusals), f"<{trait.name} proxy>", bound=used)
     return type(f"{trait.name}Proxy", (TraitProxy,), attrs)
 
 
