@@ -28,7 +28,8 @@ Ownership at the call boundary:
   during the call (through one compiled trampoline per signature and a
   context that is valid for the call only: a late call gets the zero of R).
   An exception it raises does not unwind through C: it is kept, the plugin
-  sees R's zero, and it is raised again once the plugin returns.
+  sees R's zero, and it is raised again once the plugin returns; so is a
+  result R's C type refuses, as a :class:`CallArgumentError`.
 - A ``Handle["Session"]`` result is wrapped in a :class:`PluginObject`; the
   trait's ``Drop["Session"]`` method destroys it exactly once: from
   ``close()`` (or ``with``), from its finalizer, or -- first -- when the
@@ -37,6 +38,16 @@ Ownership at the call boundary:
 - A ``Status`` result: zero is success; anything else raises
   :class:`PluginMethodError` with the message the plugin left in its last
   ``char **error`` parameter (released with ``free_memory`` either way).
+
+Every bad argument is a :class:`CallArgumentError` naming the file, the
+method and the parameter, chained from what refused the value: an
+:class:`~plugin_interface.ArgumentOverflowError` (also an ``OverflowError``)
+for a value out of range, an :class:`~plugin_interface.ArgumentBufferError`
+(also a ``BufferError``) for a buffer read-only where it is written or not
+C-contiguous.  The values the call's line converts (strings, buffers, and the
+scalars cffi converts in the call) are converted once, inside a ``try`` that
+costs nothing until it catches; :func:`_call_refused` then finds the one
+refused (:func:`plugin_host.loading._arguments.refusal`).
 
 Two paths make the calls, with the same results and errors: the compiled
 call engine (:mod:`._compiled`, for every method whose types it can do, when
