@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
-from conftest import CompilePlugin, is_compiled
+from conftest import CompilePlugin, is_compiled, run_isolated
 from plugin_annotations import write_trait_headers
 from plugin_host import PluginManager
 from plugin_host.errors import (
@@ -965,3 +965,39 @@ def test_a_read_only_or_scattered_array_is_a_buffer_error(basic: Any) -> None:
     with pytest.raises(ArgumentOverflowError, match=r"factor: I16 \(int16_t\) cannot take 32768") as e:
         basic.gain(array.array("h", [1]), 2**15)
     assert e.value.reason is ErrorReason.OUT_OF_RANGE
+
+
+_CYCLE_CHILD = """
+import gc, sys
+sys.path.insert(0, {tests!r})
+from plugin_host import PluginManager
+from plugin_host.errors import CallArgumentError
+from plugin_host.loading import _engine
+from test_vocabulary import Signal
+
+_engine.set_enabled({engine!r})
+with PluginManager() as manager:
+    [handle] = manager.load_plugins({lib!r}, Signal)
+    proxy = handle.proxy("Basic")
+
+    def fail():
+        samples = memoryview(bytearray(8)).cast("h")
+        try:
+            proxy.gain(samples, "not a number")
+        except CallArgumentError as e:
+            kept = e  # a cycle: kept -> its traceback -> this frame -> kept
+
+    for _ in range(20):
+        fail()
+        gc.collect()
+print("survived")
+"""
+
+
+def test_a_failed_call_kept_in_a_reference_cycle_does_not_crash_the_collector(signal: Path, call_path: str) -> None:
+    """The traceback of a refused call keeps the proxy method's frame, which held cffi's view of the caller's
+    memoryview: collected in a cycle, that crashed the interpreter (SIGSEGV) until a failure dropped the views."""
+    code = _CYCLE_CHILD.format(tests=str(Path(__file__).parent), engine=call_path == "engine", lib=str(signal))
+    proc = run_isolated(code)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "survived"

@@ -804,14 +804,32 @@ def _method_source(m: MethodSpec) -> str:
     if callbacks:  # after the plugin returned: end the callbacks, raise what they raised
         guarded = ["    try:", *(f"    {line}" for line in guarded), "    finally:"]
         guarded.append(f"        _finish_callbacks({', '.join(callbacks)})")
+    body_lines = [*pre, *guarded]
+    views = [f"_b_{p.name}" for p in m.params if p.ctype.kind in _VIEW_KINDS]
+    if views:
+        # A failed call's traceback keeps this frame, and with it the views of the caller's buffers
+        # (cffi's from_buffer objects).  Kept in a reference cycle (`except Exception as e: err = e`),
+        # the collector would clear a memoryview that a view still exports and crash (a cffi and
+        # CPython matter: the same happens without the host); so a failure drops the views first.
+        # Free on success: a `try` costs nothing until it raises.
+        body_lines = [
+            "    try:",
+            *(f"    {line}" for line in body_lines),
+            "    except BaseException:",
+            f"        {' = '.join(views)} = None",
+            "        raise",
+        ]
     return "\n".join(
         [
             f"def {m.name}(self, {', '.join(names)}):" if names else f"def {m.name}(self):",
             f"    {m.doc!r}",
-            *pre,
-            *guarded,
+            *body_lines,
         ]
     )
+
+
+#: Parameters whose value is passed as a view of the caller's buffer (``_b_<name>`` in the method).
+_VIEW_KINDS = frozenset({TypeKind.BUFFER, TypeKind.MUTBUFFER, TypeKind.ARRAY, TypeKind.MUTARRAY})
 
 
 def _converters(m: MethodSpec, ffi: Any) -> dict[str, Any]:
