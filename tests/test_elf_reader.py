@@ -21,7 +21,14 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.enums import ENUM_E_MACHINE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from plugin_host.formats import ELF_MACHINES, check_table, machine_name, read_exports, read_unload_blockers
+from plugin_host.formats import (
+    ELF_MACHINES,
+    check_table,
+    exported_names,
+    machine_name,
+    read_exports,
+    read_unload_blockers,
+)
 from plugin_interface import NotASharedLibraryError
 from test_symbols import MUTATION, deadline, mutate
 
@@ -114,6 +121,17 @@ def test_every_built_plugin_reads_alike(example_plugins: dict[str, Path], test_p
         mine, reference = ours(lib), reference_exports(lib)
         assert mine == reference, what
         assert mine[3], what  # not vacuous: every one exports something
+        assert_names_agree(lib, mine[3])
+
+
+#: Prefixes :func:`exported_names` is held to: what ``reload(trait=None)`` asks, and others.
+PREFIXES = ("plugin_register_", "plugin_", "plugin_register_all_", "w", "caf\u00e9", "no_such_prefix")
+
+
+def assert_names_agree(lib: Path, symbols: dict[str, int]) -> None:
+    """:func:`exported_names` is the export table's names with the prefix, for every prefix."""
+    for prefix in PREFIXES:
+        assert exported_names(lib, prefix) == sorted(n for n in symbols if n.startswith(prefix)), (lib, prefix)
 
 
 def test_language_plugins_read_alike(language: str, language_greeter: Any) -> None:
@@ -208,6 +226,40 @@ def test_synthetic_elf_of_each_class_and_byte_order(tmp_path: Path, elf_class: i
     }
     blockers = read_unload_blockers(lib)
     assert blockers is not None and (blockers.unique_count, blockers.unique_symbols) == (1, ("unique_one",))
+    assert_names_agree(lib, mine[3])
+    assert exported_names(lib, "plugin_") == ["plugin_abi_descriptor_Greeter_v1", "plugin_register_all_Greeter_v1"]
+
+
+@pytest.mark.parametrize(("elf_class", "order"), [(1, "<"), (2, ">"), (2, "<")])
+def test_names_stored_inside_other_names_are_found(tmp_path: Path, elf_class: int, order: str) -> None:
+    """A linker may store a name as the tail of a longer one (``.dynstr`` suffix merging): every
+    occurrence of the prefix is a candidate, overlapping ones too; a name is exported by the symbol
+    table's rules only (here the longer names are local, or an import)."""
+    outer = "xplugin_register_plugin_register_all_Tail_v1"
+    symbols = [
+        (outer, LOCAL_FUNC, 0, 7, 0x1100),
+        ("placeholder_one", GLOBAL_FUNC, 0, 7, 0x1200),  # renamed below to "plugin_register_plugin_..."
+        ("placeholder_two", GLOBAL_FUNC, 0, 7, 0x1300),  # renamed below to "plugin_register_all_Tail_v1"
+        ("plugin_register_Imported_T_v1", GLOBAL_FUNC, 0, 0, 0),  # SHN_UNDEF: an import, not exported
+    ]
+    data = bytearray(make_elf(elf_class, order, symbols))
+    syment, shent = (24, 64) if elf_class == 2 else (16, 40)
+    (shoff,) = struct.unpack_from(order + ("Q" if elf_class == 2 else "I"), data, 40 if elf_class == 2 else 32)
+    dynsym_offset = struct.unpack_from(
+        order + ("Q" if elf_class == 2 else "I"), data, shoff + shent + (24 if elf_class == 2 else 16)
+    )[0]
+    inner = outer.index("plugin_register_all_")
+    struct.pack_into(order + "I", data, dynsym_offset + 2 * syment, 1 + 1)  # "plugin_register_plugin_..."
+    struct.pack_into(order + "I", data, dynsym_offset + 3 * syment, 1 + inner)  # "plugin_register_all_Tail_v1"
+    lib = tmp_path / "libtails.so"
+    lib.write_bytes(bytes(data))
+    symbols_read = ours(lib)[3]
+    assert symbols_read == {
+        "plugin_register_plugin_register_all_Tail_v1": 0x1200,
+        "plugin_register_all_Tail_v1": 0x1300,
+    }
+    assert symbols_read == reference_exports(lib)[3]
+    assert_names_agree(lib, symbols_read)
 
 
 def test_a_name_past_the_string_table_is_refused(tmp_path: Path) -> None:
@@ -244,6 +296,9 @@ def agree(lib: Path, stats: dict[str, int]) -> None:
     else:
         assert mine == reference, lib
         stats["both read"] += 1
+    if not isinstance(mine, NotASharedLibraryError):  # the names reader is never stricter, and agrees
+        with deadline():
+            assert_names_agree(lib, mine[3])
 
 
 def test_every_truncation_reads_alike(tmp_path: Path, example_plugins: dict[str, Path]) -> None:

@@ -30,7 +30,7 @@ from ._elf import (
     host_elf_identity,
     read_unload_blockers,
 )
-from ._exports import exported_symbols, open_exports, read_exports
+from ._exports import exported_names, exported_symbols, open_exports, read_exports
 from ._files import ALL_LIBRARY_SUFFIXES, is_plugin_file, plugin_file_names, plugin_file_paths, plugin_files
 from ._io import MAX_LIBRARY_BYTES, READ_FLAGS, pread, read_capped, read_small_file
 from ._machines import ELF_MACHINES, Machine, machine_name
@@ -64,6 +64,7 @@ __all__ = [
     "check_complete",
     "check_elf_complete",
     "check_table",
+    "exported_names",
     "exported_symbols",
     "format_of",
     "host_elf_identity",

@@ -45,6 +45,7 @@ __all__ = [
     "UnloadBlockers",
     "check_complete",
     "check_elf_complete",
+    "elf_export_names",
     "elf_exports",
     "host_elf_identity",
     "read_elf_exports",
@@ -334,6 +335,71 @@ def elf_exports(read: Callable[[int, int], bytes], size: int, path: str, ident: 
     )
 
 
+def elf_export_names(
+    read: Callable[[int, int], bytes], size: int, path: str, prefix: str, ident: bytes | None = None
+) -> list[str]:
+    """The names :func:`elf_exports` would export that start with ``prefix`` (not empty), sorted.
+
+    What ``reload(trait=None)`` asks (the ``plugin_register_`` names), without
+    reading every export: the string table is searched for the prefix (every
+    name that has it begins at one of its occurrences, also a name the linker
+    stored as the tail of a longer one), then only the symbols naming one of
+    those occurrences are read and judged by :func:`elf_exports`' rules.  The
+    same tables are read, with the same bounds; other names are not decoded,
+    so a malformed one that :func:`elf_exports` would refuse is not looked at.
+
+    :raises NotASharedLibraryError: naming ``path`` and what is malformed.
+    :raises OSError: from ``read``.
+    """
+    elf = _ElfTables(read, size, path, read(0, 64) if ident is None else ident)
+    if not elf.dynsym:
+        raise NotASharedLibraryError(path, "no dynamic symbol table (.dynsym)")
+    data, strings = elf.symbol_data(elf.dynsym[0])  # the exports are the first table's (elf_exports)
+    wanted = prefix.encode()
+    if wanted not in strings:  # the common answer for all but the plugin names: no entry is read
+        return []
+    found: dict[int, bytes] = {}  # offset -> the name there (NUL-terminated inside the table)
+    start = strings.find(wanted, 1)  # offset 0 names no symbol (elf_exports skips it)
+    while start >= 0:
+        end = strings.find(b"\0", start)
+        if end < 0:
+            break
+        found[start] = strings[start:end]
+        start = strings.find(wanted, start + 1)  # overlapping: "p_p_x" holds the name "p_x" too
+    entry = elf.syment
+    unpack = struct.Struct(elf.order + ("IIIBBH" if elf.elf_class == 1 else "IBBHQQ")).unpack_from
+    column = _words(data, 0, entry, elf.order)  # st_name
+    names: set[str] = set()
+    for offset, raw in found.items():
+        index = -1
+        while True:
+            try:
+                index = column.index(offset, index + 1)
+            except ValueError:
+                break
+            fields = unpack(data, index * entry)
+            if elf.elf_class == 1:
+                _, _, _, info, other, shndx = fields
+            else:
+                _, info, other, shndx, _, _ = fields
+            if (
+                shndx != _SHN_UNDEF
+                and info >> 4 in _EXPORT_BINDS
+                and info & 0xF in _EXPORT_TYPES
+                and not other & _VISIBILITY_MASK
+            ):
+                names.add(raw.decode("latin-1") if raw.isascii() else raw.decode("utf-8", "replace"))
+                break
+    return sorted(names)
+
+
+def _words(data: bytes, word: int, entry: int, order: str) -> list[int]:
+    """32-bit word ``word`` of every ``entry``-byte entry of ``data`` (whole entries)."""
+    if (order == "<") == (sys.byteorder == "little"):  # a strided view: no Python loop per entry
+        return memoryview(data).cast("I")[word :: entry // 4].tolist()
+    return [value for (value,) in struct.iter_unpack(f"{order}{4 * word}xI{entry - 4 * word - 4}x", data)]
+
+
 class _Blockers:
     """What :func:`_read_symbols` found that keeps a library mapped (see :class:`UnloadBlockers`)."""
 
@@ -349,12 +415,17 @@ class _Blockers:
 def _read_symbols(table: _Symbols, exports: dict[str, int] | None, blockers: _Blockers) -> None:
     """One pass over a symbol table: its exports into ``exports`` (unless ``None``), its unload blockers."""
     imports_atexit = b"__cxa_thread_atexit" in table.strings  # most libraries: no import name to decode
+    text = table.text
     for index, (name_offset, info, other, shndx, value) in enumerate(table.entries):
         binding = info >> 4
         if shndx != _SHN_UNDEF:
             if binding in _EXPORT_BINDS:
                 if exports is not None and info & 0xF in _EXPORT_TYPES and not other & _VISIBILITY_MASK and name_offset:
-                    name = table.name(name_offset, index)
+                    # The common case inline (an ASCII table, the name NUL-terminated inside it); name() otherwise.
+                    if text is not None and (end := text.find("\0", name_offset)) >= 0:
+                        name = text[name_offset:end]
+                    else:
+                        name = table.name(name_offset, index)
                     if name:
                         exports[name] = value
             elif binding == _STB_GNU_UNIQUE:
@@ -373,14 +444,14 @@ class _Symbols:
     def __init__(self, path: str, entries: list[tuple[int, int, int, int, int]], strings: bytes) -> None:
         self.path, self.entries, self.strings = path, entries, strings
         # Names are nearly always ASCII: then one decode serves every look-up.
-        self._text = strings.decode("latin-1") if strings.isascii() else None
+        self.text = strings.decode("latin-1") if strings.isascii() else None
 
     def name(self, offset: int, symbol: int) -> str:
         """The name at ``offset`` of the string table (of entry ``symbol``, for the message).
 
         :raises NotASharedLibraryError: if it is not NUL-terminated inside the string table.
         """
-        text = self._text
+        text = self.text
         end = text.find("\0", offset) if text is not None else self.strings.find(b"\0", offset)
         if end < 0:
             msg = (
@@ -432,10 +503,19 @@ class _ElfTables:
             shnum = 0
         check_table(path, "section headers", shoff, shnum, shent, size)
         raw = self._read_exactly(shoff, shnum * shent, "the section headers") if shnum else b""
-        self.sections: list[tuple[int, int, int, int, int]] = list(section.iter_unpack(raw))
-        types = [s[0] for s in self.sections]
-        self.dynsym = [i for i, t in enumerate(types) if t == _SHT_DYNSYM]
-        self._dynamic = [i for i, t in enumerate(types) if t == _SHT_DYNAMIC]
+        # Only the types of all sections are read (strided, no Python loop per section); a section's
+        # header is unpacked when one is used.
+        self._section_headers, self._section, self.section_count = raw, section, shnum
+        types = _words(raw, 1, shent, self.order)  # sh_type: the second 32-bit word of either class
+        self.dynsym = _indexes(types, _SHT_DYNSYM)
+        self._dynamic = _indexes(types, _SHT_DYNAMIC)
+
+    def section(self, index: int) -> tuple[int, int, int, int, int]:
+        """``(sh_type, sh_offset, sh_size, sh_link, sh_entsize)`` of section ``index`` (below :attr:`section_count`)."""
+        fields: tuple[int, int, int, int, int] = self._section.unpack_from(
+            self._section_headers, index * self._section.size
+        )
+        return fields
 
     def _read_exactly(self, offset: int, length: int, what: str) -> bytes:
         data = self.read(offset, length)
@@ -445,20 +525,24 @@ class _ElfTables:
 
     def table(self, index: int, what: str, entry: int) -> bytes:
         """The whole entries of section ``index`` (checked to lie inside the image)."""
-        _, offset, length, _, _ = self.sections[index]
+        _, offset, length, _, _ = self.section(index)
         count = length // entry
         check_table(self.path, what, offset, count, entry, self.size)
         return self._read_exactly(offset, count * entry, what) if count else b""
 
-    def symbol_table(self, index: int) -> _Symbols:
-        """Symbol table ``index`` and its linked string table, both checked to lie inside the image."""
-        _, _, _, link, entsize = self.sections[index]
+    def symbol_data(self, index: int) -> tuple[bytes, bytes]:
+        """The entries of symbol table ``index`` and its linked string table, both checked to lie inside the image."""
+        _, _, _, link, entsize = self.section(index)
         if entsize != self.syment:
             raise NotASharedLibraryError(self.path, f".dynsym entries of {entsize} bytes")
         data = self.table(index, ".dynsym", self.syment)
-        if link >= len(self.sections):
-            raise NotASharedLibraryError(self.path, f".dynsym links to section {link} of {len(self.sections)}")
-        strings = self.table(link, ".dynstr", 1)
+        if link >= self.section_count:
+            raise NotASharedLibraryError(self.path, f".dynsym links to section {link} of {self.section_count}")
+        return data, self.table(link, ".dynstr", 1)
+
+    def symbol_table(self, index: int) -> _Symbols:
+        """Symbol table ``index`` and its linked string table (:meth:`symbol_data`)."""
+        data, strings = self.symbol_data(index)
         entries: list[tuple[int, int, int, int, int]]
         if self.elf_class == 1:
             entries = [
@@ -490,6 +574,16 @@ class _ElfTables:
             for p_type, offset, vaddr, filesz in self._ph_entry.iter_unpack(raw)
             if p_type == _PT_LOAD
         )
+
+
+def _indexes(values: list[int], wanted: int) -> list[int]:
+    """The positions of ``wanted`` in ``values`` (searched by ``list.index``: no Python loop per value)."""
+    found: list[int] = []
+    index = -1
+    for _ in range(values.count(wanted)):
+        index = values.index(wanted, index + 1)
+        found.append(index)
+    return found
 
 
 @functools.cache

@@ -26,14 +26,14 @@ from collections.abc import Iterator
 
 from plugin_interface import NotASharedLibraryError
 
-from ._elf import elf_exports
+from ._elf import elf_export_names, elf_exports
 from ._io import READ_FLAGS, pread
 from ._macho import macho_exports
 from ._pe import pe_exports
 from ._sniff import BinaryFormat, format_of
 from ._table import ExportTable
 
-__all__ = ["exported_symbols", "open_exports", "read_exports"]
+__all__ = ["exported_names", "exported_symbols", "open_exports", "read_exports"]
 
 
 def read_exports(path: str | os.PathLike[str]) -> ExportTable:
@@ -69,24 +69,63 @@ def open_exports(path: str | os.PathLike[str]) -> Iterator[tuple[ExportTable, in
 
 def _exports(fd: int, name: str) -> ExportTable:
     try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            raise NotASharedLibraryError(name, "it is a directory")
-        if not stat.S_ISREG(st.st_mode):
-            raise NotASharedLibraryError(name, "it is not a regular file (a device, FIFO or socket)")
-        head = pread(fd, 64, 0)
-        fmt = format_of(name, head[:4])
+        size, head, fmt = _sniff(fd, name)
 
         def read(offset: int, n: int) -> bytes:  # through the descriptor already open: one open per file
             return pread(fd, n, offset)
 
         if fmt is BinaryFormat.ELF:
-            return elf_exports(read, st.st_size, name, head)
+            return elf_exports(read, size, name, head)
         if fmt is BinaryFormat.PE:
-            return pe_exports(read, st.st_size, name, head)
-        return macho_exports(read, st.st_size, name, head)
+            return pe_exports(read, size, name, head)
+        return macho_exports(read, size, name, head)
     except OSError as e:
         raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e
+
+
+def _sniff(fd: int, name: str) -> tuple[int, bytes, BinaryFormat]:
+    """The size, first 64 bytes and format of the open file ``name``.
+
+    :raises NotASharedLibraryError: a directory, or not a regular file.
+    :raises OSError: reading it failed.
+    """
+    st = os.fstat(fd)
+    if stat.S_ISDIR(st.st_mode):
+        raise NotASharedLibraryError(name, "it is a directory")
+    if not stat.S_ISREG(st.st_mode):
+        raise NotASharedLibraryError(name, "it is not a regular file (a device, FIFO or socket)")
+    head = pread(fd, 64, 0)
+    return st.st_size, head, format_of(name, head[:4])
+
+
+def exported_names(path: str | os.PathLike[str], prefix: str) -> list[str]:
+    """The names a library exports that start with ``prefix`` (not empty), sorted.
+
+    :func:`exported_symbols` filtered; an ELF file is read by
+    :func:`~._elf.elf_export_names`, which decodes only those names (the
+    other formats are read whole).  ``reload(trait=None)`` finds a file's
+    traits from its ``plugin_register_`` names this way.
+
+    :raises NotASharedLibraryError: as :func:`exported_symbols` (for ELF, only
+        about the tables read and the names asked for).
+    """
+    if not prefix:
+        raise ValueError("exported_names needs a prefix; exported_symbols lists every name")
+    name = os.fspath(path)
+    try:
+        fd = os.open(name, READ_FLAGS)
+    except OSError as e:
+        what = "it is a directory" if os.path.isdir(name) else f"cannot read it: {e.strerror or e}"
+        raise NotASharedLibraryError(name, what) from e
+    try:
+        size, head, fmt = _sniff(fd, name)
+        if fmt is BinaryFormat.ELF:
+            return elf_export_names(lambda offset, n: pread(fd, n, offset), size, name, prefix, head)
+    except OSError as e:
+        raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e
+    finally:
+        os.close(fd)
+    return [n for n in read_exports(name).names if n.startswith(prefix)]
 
 
 def exported_symbols(path: str | os.PathLike[str]) -> list[str]:
