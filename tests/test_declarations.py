@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Protocol
 
+import plugin_host.registry._declarations
 import plugin_interface._traits
 import pytest
 from conftest import CompilePlugin
@@ -117,6 +118,29 @@ def test_a_trait_only_the_plugin_declares_loads_and_answers(vowels: Path) -> Non
         assert latin.count("hello world") == 3  # type: ignore[attr-defined]
         assert latin.label() == "vowels"  # type: ignore[attr-defined]
         assert manager.unload_by_path(vowels) == {"Vowels": 1}
+
+
+def test_reloads_of_new_builds_decode_a_declaration_once(
+    vowels: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What ``plugin-host watch`` does per new file (``reload(trait=None)``): each build carries the
+    same declaration, which is decoded once (by content), not per file."""
+    decoded: list[bytes] = []
+
+    def counting(data: bytes) -> TraitSpec:
+        decoded.append(data)
+        return decode_declaration(data)
+
+    monkeypatch.setattr(plugin_host.registry._declarations, "decode_declaration", counting)
+    with PluginManager() as manager:
+        for i in range(3):
+            target = tmp_path / f"libvowels{i}.so"
+            target.write_bytes(vowels.read_bytes() + bytes(i))  # other bytes: another build
+            [handle] = manager.reload(target, None).handles
+            assert handle.trait == COUNTER
+            assert handle.proxy("Latin").count("aeiou") == 5  # type: ignore[attr-defined]
+        assert len(manager.handles) == 3
+    assert len(decoded) <= 1  # none when an earlier test decoded the same bytes
 
 
 def test_every_trait_of_a_file_and_a_directory(example_plugins: dict[str, Path]) -> None:

@@ -21,7 +21,7 @@ from plugin_interface import (
     unmaker_counter_symbol,
 )
 
-from ..formats import exported_symbols, sniff_format
+from ..formats import exported_names, exported_symbols, sniff_format
 from . import _accel, _engine, _os
 from ._copies import make_private_copy, remove_private_copy
 from ._unload import StillMapped, check_unloaded
@@ -421,6 +421,13 @@ class Library:
         if self._symbols is None:
             self._symbols = exported_symbols(self.load_path)
         return self._symbols
+
+    def exported_names(self, prefix: str) -> list[str]:
+        """The exported names that start with ``prefix``, sorted: :meth:`exported_symbols` filtered, without
+        reading every name from the file when they were not read yet (:func:`~plugin_host.formats.exported_names`)."""
+        if self._symbols is not None:
+            return [name for name in self._symbols if name.startswith(prefix)]
+        return exported_names(self.load_path, prefix)
 
     def get_unmaker_counter(self, trait: str) -> int:
         """``plugin_unmaker_counter_<trait>_v1()``.

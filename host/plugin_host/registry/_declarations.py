@@ -10,6 +10,8 @@ or fewer), and a disagreement names the method.
 
 from __future__ import annotations
 
+import functools
+
 import cffi
 from plugin_interface import (
     ABI_VERSION,
@@ -39,12 +41,22 @@ __all__ = [
 
 _ffi = cffi.FFI()
 _CHAR_P = _ffi.typeof("char *")
+_REGISTER_PREFIX = "plugin_register_"
+
+
+# Decoding is a pure function of the bytes (a TraitSpec is immutable), and every build of a plugin
+# carries the same bytes: a watcher reloading new builds, or a directory of plugins of one trait,
+# decodes each distinct declaration once (abi._check keeps its own cache, for files).
+@functools.lru_cache(maxsize=256)
+def _decode(data: bytes) -> TraitSpec:
+    return decode_declaration(data)
 
 
 def implemented_traits(library: Library) -> list[str]:
     """The traits the library has an aggregate or a maker of (at this host's ABI version), sorted."""
     names = set()
-    for symbol in library.exported_symbols():
+    # Both roles' names start so (plugin_register_all_<T>_v1, plugin_register_<T>_<Type>_v1): only those are read.
+    for symbol in library.exported_names(_REGISTER_PREFIX):
         parsed = parse_symbol(symbol)
         if (
             parsed is not None
@@ -69,7 +81,7 @@ def read_declaration(library: Library, trait: str) -> TraitSpec | None:
         return None
     data: bytes = _ffi.string(_ffi.cast(_CHAR_P, address), MAX_DECLARATION_BYTES)
     try:
-        spec = decode_declaration(data)
+        spec = _decode(data)
     except ValueError as e:
         raise AbiMismatchError(library.path, symbol, "declaration", "a readable declaration", str(e)) from e
     if spec.name != trait:
