@@ -4,8 +4,8 @@ Like packaging's ``_elffile.py``: ``struct`` reads with every offset and count
 checked against the image's size before use, one error type
 (:class:`~plugin_interface.NotASharedLibraryError`), constants as
 :class:`enum.IntEnum`.  One reader of ``.dynsym``/``.dynstr`` (:class:`_ElfTables`)
-serves the export table (``abi check``, host-owned loads, ``reload(trait=None)``)
-and the unload blockers; it reads only the tables it uses, each bounded by the
+serves the export table (``abi check``, host-owned loads), the exports with a
+prefix (``reload(trait=None)``) and the unload blockers; it reads only the tables it uses, each bounded by the
 file's size, so a malformed file gives a typed error, never a crash or a loop
 driven by a corrupted count.  ``tests/test_elf_reader.py`` holds it to
 pyelftools' reading of every built plugin and of fuzzed files.
