@@ -632,6 +632,30 @@ def test_unload_all_returns_a_path_keyed_mapping(manager: PluginManager, example
     assert manager.unload_all() == {}
 
 
+def test_unload_paths_unloads_the_loaded_ones_in_order_and_skips_the_rest(
+    manager: PluginManager, example_plugins: dict[str, Path], tmp_path: Path
+) -> None:
+    """What the watcher does with a notification's removals: the files together, as unload_all does them."""
+    d = tmp_path / "plugins"
+    d.mkdir()
+    for name in ("liba.so", "libb.so", "libc.so"):
+        shutil.copy(example_plugins["greeters"], d / name)
+    a, b, c = manager.load_plugins(d, PluginTrait.Greeter)
+    host_owned = manager.load_plugins(example_plugins["host_owned"], PluginTrait.Greeter)[0]
+    extra = register_trait(b.library, PluginTrait.Greeter)  # b waits for a set the manager did not make
+    errors: list[PluginError] = []
+    asked = [d / "libc.so", str(example_plugins["host_owned"]), d / "libnone.so", d / "liba.so", b.path, c.path]
+    results = manager.unload_paths(asked, errors=errors)
+    assert errors == []
+    assert list(results) == [d / "libc.so", example_plugins["host_owned"], d / "liba.so", d / "libb.so"]
+    assert results[d / "liba.so"] == {"Greeter": 3} and results[example_plugins["host_owned"]] == {"Greeter": 2}
+    assert not any(h.is_loaded for h in (a, b, c, host_owned)) and manager.handles == []
+    assert str(d / "liba.so") not in mapped_paths() and str(d / "libb.so") in mapped_paths()
+    extra.release()
+    assert str(d / "libb.so") not in mapped_paths()
+    assert manager.unload_paths([d / "liba.so"]) == {}
+
+
 def test_unload_all_waits_for_a_set_made_outside_the_manager_on_a_directory_load(
     manager: PluginManager, example_plugins: dict[str, Path], tmp_path: Path
 ) -> None:

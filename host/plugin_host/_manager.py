@@ -615,9 +615,9 @@ class PluginManager:
         with self._lock("unload_by_path"):
             return self._unload_key(_key(path))
 
-    def _unload_key(self, key: str) -> UnloadResult:
+    def _unload_key(self, key: str, depth: int = 0) -> UnloadResult:
         """:meth:`unload_by_path` of the file ``key`` (:func:`_key`); called by the public method
-        whose caller the warnings name."""
+        whose caller the warnings name (``depth``: frames in between)."""
         retired = [lib for lib in self._retired if lib.key == key] if self._retired else []
         library = self._libraries.get(key)
         if library is None and not retired:
@@ -626,16 +626,16 @@ class PluginManager:
         counters: dict[str, int | None] = {}
         for old in retired:  # older versions first; the current version's counters win
             for handle in list(self._retired.get(old, {}).values()):
-                counters[handle.trait.name] = self._unload_handle(handle, strict=False, depth=1)
+                counters[handle.trait.name] = self._unload_handle(handle, strict=False, depth=1 + depth)
             if old in self._retired:
-                self._close_library(key, old)
+                self._close_library(key, old, depth)
         per_file = self._handles.get(key)
         if per_file:
             for handle in list(per_file.values()):
-                counters[handle.trait.name] = self._unload_handle(handle, strict=False, depth=1)
+                counters[handle.trait.name] = self._unload_handle(handle, strict=False, depth=1 + depth)
         library = self._libraries.get(key)
         if library is not None:  # loaded but no live handle
-            self._close_library(key, library)
+            self._close_library(key, library, depth)
         return UnloadResult(counters, libraries)
 
     def unload_all(self) -> UnloadResults:
@@ -648,32 +648,54 @@ class PluginManager:
         """
         with self._lock("unload_all"):
             keys = dict.fromkeys([*self._libraries, *(lib.key for lib in self._retired)])
-            results: dict[str, UnloadResult | _Unloaded] = {}
-            failures: list[PluginError] = []
-            # Files with nothing but one plain set (the common case) go in runs, each run released and
-            # closed in one call into C; the others one by one, in between, so the order is kept.
-            run: list[tuple[str, PluginHandle]] = []
-            handles = self._handles
-            retired = bool(self._retired)
-            for key in keys:
-                per_file = handles.get(key)
-                if not retired and per_file is not None and len(per_file) == 1:
-                    [handle] = per_file.values()
-                    if handle._set.closes_at_once:
-                        run.append((key, handle))
-                        continue
-                if run:
-                    self._unload_run(run, results)
-                    run = []
-                try:
-                    results[key] = self._unload_key(key)
-                except PluginError as e:
-                    failures.append(e)
+            return self._unload_keys(keys, "unload_all", None)
+
+    def unload_paths(
+        self, paths: Iterable[str | os.PathLike[str]], *, errors: list[PluginError] | None = None
+    ) -> UnloadResults:
+        """:meth:`unload_by_path` of each of ``paths`` that is loaded, in order, as :meth:`unload_all`
+        does it (files with nothing to wait for are released and closed together, in one call into C).
+
+        A path that is not loaded is skipped.  Every file is unloaded even when one fails.
+
+        :param errors: where the failures go; without it they are raised together at the end
+            (:class:`PluginLoadErrors`), after the rest.
+        :returns: per file unloaded, its :class:`UnloadResult` (a mapping keyed by :class:`~pathlib.Path`).
+        """
+        with self._lock("unload_paths"):
+            retired = {lib.key for lib in self._retired}
+            keys = dict.fromkeys(k for k in map(_key, paths) if k in self._libraries or k in retired)
+            return self._unload_keys(keys, "unload_paths", errors)
+
+    def _unload_keys(self, keys: Iterable[str], asked: str, errors: list[PluginError] | None) -> UnloadResults:
+        """Unload the files ``keys`` (:func:`_key`, each loaded), for :meth:`unload_all` and :meth:`unload_paths`."""
+        results: dict[str, UnloadResult | _Unloaded] = {}
+        failures: list[PluginError] = [] if errors is None else errors
+        failed = len(failures)
+        # Files with nothing but one plain set (the common case) go in runs, each run released and
+        # closed in one call into C; the others one by one, in between, so the order is kept.
+        run: list[tuple[str, PluginHandle]] = []
+        handles = self._handles
+        retired = bool(self._retired)
+        for key in keys:
+            per_file = handles.get(key)
+            if not retired and per_file is not None and len(per_file) == 1:
+                [handle] = per_file.values()
+                if handle._set.closes_at_once:
+                    run.append((key, handle))
+                    continue
             if run:
                 self._unload_run(run, results)
-            if failures:
-                raise PluginLoadErrors("unload_all", failures, [], "failed to unload")
-            return UnloadResults(results)
+                run = []
+            try:
+                results[key] = self._unload_key(key, depth=1)
+            except PluginError as e:
+                failures.append(e)
+        if run:
+            self._unload_run(run, results)
+        if errors is None and len(failures) > failed:
+            raise PluginLoadErrors(asked, failures, [], "failed to unload")
+        return UnloadResults(results)
 
     def _unload_run(self, run: list[tuple[str, PluginHandle]], results: dict[str, UnloadResult | _Unloaded]) -> None:
         """:meth:`unload_all` of files whose one set :attr:`~plugin_host.registry.RegistrationSet.closes_at_once`."""
@@ -686,7 +708,7 @@ class PluginManager:
             kept = regset.library.still_mapped
             results[key] = (regset.trait.name, regset.final_counter, kept)  # an UnloadResult when read
             if kept is not None:
-                warnings.warn(kept.warning, stacklevel=3)  # the caller of unload_all
+                warnings.warn(kept.warning, stacklevel=4)  # the caller of unload_all or unload_paths
 
     def close(self) -> None:
         """Unload everything (alias of :meth:`unload_all` without the result)."""

@@ -176,6 +176,7 @@ class _Processor:
         loaded without the watcher).
         """
         held_in: dict[Path, set[Path]] | None = None
+        unloading: list[Path] = []
         for gone in paths:
             if self._forget(gone) or self._manager.is_loaded(gone):
                 loaded = [gone]
@@ -189,20 +190,23 @@ class _Processor:
                     for parent in _under(held_in, gone):
                         under |= held_in[parent]
                 loaded = sorted(under)
-            if not self._opts.auto_unload:
-                continue
-            for path in loaded:
-                try:
-                    counters = self._manager.unload_by_path(path)
-                except KeyError:
-                    continue
-                except PluginError as e:
-                    if not self._emit(LoadFailed(path, e)):
-                        return False
-                    continue
-                for trait_name, counter in counters.items():
+            if self._opts.auto_unload:
+                unloading += loaded
+        if not unloading:
+            return True
+        # One unload for the notification's files: those with nothing to wait for are released and
+        # closed together in one call into C, as unload_all does.
+        unloading = list(dict.fromkeys(unloading))  # a file and its directory may both be reported
+        failures: list[PluginError] = []
+        results = self._manager.unload_paths(unloading, errors=failures)
+        for path in unloading:
+            if path in results:
+                for trait_name, counter in results[path].items():
                     if not self._emit(Unloaded(path, counter, trait_name)):
                         return False
+        for e in failures:
+            if not self._emit(LoadFailed(Path(e.path) if e.path is not None else unloading[0], e)):
+                return False
         return True
 
 
@@ -220,7 +224,7 @@ def process_watch_notifications_blocking(
     first notification lists the files already there, with ``load_existing``)
     is loaded as a new version with :meth:`PluginManager.reload` (private
     copy; the old version is released only after the new one loaded), each
-    removed one is unloaded with :meth:`PluginManager.unload_by_path`.
+    removed one is unloaded with :meth:`PluginManager.unload_paths` (the removals of one notification together).
 
     Notifications: :class:`Loaded` per file loaded (then :class:`Unloaded` per
     trait of the version it replaced), :class:`Unloaded` per trait of a
