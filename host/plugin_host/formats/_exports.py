@@ -56,15 +56,23 @@ def open_exports(path: str | os.PathLike[str]) -> Iterator[tuple[ExportTable, in
     :raises NotASharedLibraryError: as :func:`read_exports`.
     """
     name = os.fspath(path)
-    try:
-        fd = os.open(name, READ_FLAGS)
-    except OSError as e:
-        what = "it is a directory" if os.path.isdir(name) else f"cannot read it: {e.strerror or e}"
-        raise NotASharedLibraryError(name, what) from e
+    fd = _open(name)
     try:
         yield _exports(fd, name), fd
     finally:
         os.close(fd)
+
+
+def _open(name: str) -> int:
+    """``name`` opened non-blocking and read-only.
+
+    :raises NotASharedLibraryError: it cannot be opened (a directory: said so).
+    """
+    try:
+        return os.open(name, READ_FLAGS)
+    except OSError as e:
+        what = "it is a directory" if os.path.isdir(name) else f"cannot read it: {e.strerror or e}"
+        raise NotASharedLibraryError(name, what) from e
 
 
 def _exports(fd: int, name: str) -> ExportTable:
@@ -112,11 +120,7 @@ def exported_names(path: str | os.PathLike[str], prefix: str) -> list[str]:
     if not prefix:
         raise ValueError("exported_names needs a prefix; exported_symbols lists every name")
     name = os.fspath(path)
-    try:
-        fd = os.open(name, READ_FLAGS)
-    except OSError as e:
-        what = "it is a directory" if os.path.isdir(name) else f"cannot read it: {e.strerror or e}"
-        raise NotASharedLibraryError(name, what) from e
+    fd = _open(name)
     try:
         size, head, fmt = _sniff(fd, name)
         if fmt is BinaryFormat.ELF:
