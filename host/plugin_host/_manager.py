@@ -15,7 +15,6 @@ from plugin_interface import (
     PluginError,
     PluginLoadErrors,
     PluginUnloadedError,
-    ReleaseInsideCallError,
     TraitLike,
     TraitSpec,
     UnknownTraitError,
@@ -24,7 +23,7 @@ from plugin_interface import (
 
 from .admission import DEFAULT_PROBE_TIMEOUT_S, Admission, ProbeMode
 from .formats import MAX_LIBRARY_BYTES, plugin_file_paths
-from .loading import CallGate, DirectoryVerdicts, Library, LibraryStillMappedWarning, LoadPolicy, StillMapped
+from .loading import DirectoryVerdicts, Library, LibraryStillMappedWarning, LoadPolicy, StillMapped
 from .registry import (
     MakerCache,
     RegistrationSet,
@@ -299,28 +298,26 @@ class PluginManager:
         self._libraries: dict[str, Library] = {}
         self._handles: dict[str, dict[str, PluginHandle]] = {}
         self._retired: dict[Library, dict[str, PluginHandle]] = {}  # older versions still loaded
-        self._lock = _ChangeLock()
+        self._lock = threading.RLock()
 
     # ---- queries ------------------------------------------------------------
-
-    # Queries take no lock: each copies a dict's values in one step the GIL does not interrupt (so a
-    # change on another thread cannot make the copy fail), and never waits for a change in progress
-    # (which may be waiting for a call whose callback is asking).  A handle being released is listed
-    # until its release finishes (its calls are already refused).
 
     @property
     def handles(self) -> list[PluginHandle]:
         """Every loaded handle, retired versions included."""
-        per_files = [*self._handles.values(), *self._retired.values()]
-        return [h for per_file in per_files for h in [*per_file.values()]]
+        with self._lock:
+            per_files = [*self._handles.values(), *self._retired.values()]
+            return [h for per_file in per_files for h in per_file.values()]
 
     def get_handles(self, path: str | os.PathLike[str]) -> list[PluginHandle]:
         """The handles of the current version of one file (empty if none)."""
-        return [*self._handles.get(_key(path), {}).values()]
+        with self._lock:
+            return list(self._handles.get(_key(path), {}).values())
 
     def is_loaded(self, path: str | os.PathLike[str]) -> bool:
         """Whether the file is loaded."""
-        return _key(path) in self._libraries
+        with self._lock:
+            return _key(path) in self._libraries
 
     def __iter__(self) -> Iterator[PluginHandle]:
         return iter(self.handles)
@@ -364,7 +361,7 @@ class PluginManager:
         files = plugin_file_paths(target)
         dirs = DirectoryVerdicts()  # each directory judged once for all the files
         admitted = self._admission.admitted_in_place(files, dirs, copy_on_load=self.copy_on_load)
-        with self._lock("load_plugins"):  # once for the directory (each file's own take is then a re-entry)
+        with self._lock:  # once for the directory (each file's own take is then a re-entry)
             kept: dict[str, PluginHandle | PluginError] = {}
             if isinstance(spec, TraitSpec):  # (a name is each library's own declaration: file by file)
                 # Admitted in place and not loaded: opened and registered all at once (one call into C).
@@ -415,7 +412,7 @@ class PluginManager:
     ) -> list[PluginHandle]:
         """Load the file ``key`` (:func:`_key`) for ``asked`` (for every trait it implements when ``None``; a
         name is the library's own declaration of it, :func:`~plugin_host.registry.embedded_trait`)."""
-        with self._lock("load_plugins"):
+        with self._lock:
             loaded = self._handles.get(key, {})
             library = self._libraries.get(key)
             spec = embedded_trait(library, asked) if isinstance(asked, str) and library is not None else asked
@@ -503,7 +500,7 @@ class PluginManager:
         wanted = [t for t in asked if isinstance(t, TraitSpec)]
         named = [t for t in asked if isinstance(t, str)]  # each library's own declaration, once it is open
         optional: list[TraitSpec] = []
-        with self._lock("reload"):
+        with self._lock:
             old_library = self._libraries.get(target)
             old_handles = dict(self._handles.get(target, {}))
             required = {spec.name: spec for spec in wanted}
@@ -564,7 +561,7 @@ class PluginManager:
         :param depth: frames between this and the caller the warnings name, beyond one
             (:meth:`PluginHandle.unload`'s).
         """
-        with self._lock("unload"):
+        with self._lock:
             regset = handle._set
             library = regset.library
             if strict or not regset.is_released:
@@ -612,7 +609,7 @@ class PluginManager:
             file's proxies on this thread (a signal handler, a C callback);
             what was not released stays loaded.
         """
-        with self._lock("unload_by_path"):
+        with self._lock:
             return self._unload_key(_key(path))
 
     def _unload_key(self, key: str, depth: int = 0) -> UnloadResult:
@@ -646,7 +643,7 @@ class PluginManager:
 
         :returns: per file, its :class:`UnloadResult` (a mapping keyed by :class:`~pathlib.Path`).
         """
-        with self._lock("unload_all"):
+        with self._lock:
             keys = dict.fromkeys([*self._libraries, *(lib.key for lib in self._retired)])
             return self._unload_keys(keys, "unload_all", None)
 
@@ -662,7 +659,7 @@ class PluginManager:
             (:class:`PluginLoadErrors`), after the rest.
         :returns: per file unloaded, its :class:`UnloadResult` (a mapping keyed by :class:`~pathlib.Path`).
         """
-        with self._lock("unload_paths"):
+        with self._lock:
             retired = {lib.key for lib in self._retired}
             keys = dict.fromkeys(k for k in map(_key, paths) if k in self._libraries or k in retired)
             return self._unload_keys(keys, "unload_paths", errors)
@@ -764,63 +761,6 @@ def _key(path: str | os.PathLike[str]) -> str:
     ):
         return text
     return str(Path(text).absolute())
-
-
-#: How often a thread waiting for the manager's lock looks whether the holder waits for it (see _ChangeLock).
-_LOCK_POLL_S = 0.01
-
-
-class _ChangeLock:
-    """The manager's lock for changes (loads, reloads, unloads): re-entrant, and never waited for
-    by a thread that the holder waits for.
-
-    A release holds the lock while it waits for the calls inside the library to return.  A
-    thread inside one of those calls (a C callback, a signal handler) that asks for a change
-    would wait for the lock, and the release for it.  So a waiting thread looks, every
-    :data:`_LOCK_POLL_S`, whether the holder is waiting for a call this thread is inside
-    (:meth:`CallGate.waited_for_elsewhere`), and if so gives up with
-    :class:`~plugin_interface.ReleaseInsideCallError`.  Queries take no lock at all.
-    """
-
-    __slots__ = ("_depth", "_lock", "_owner")
-
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._owner = 0  # the holder's thread ident (0: nobody), read by the threads waiting
-        self._depth = 0
-
-    def __call__(self, asked: str) -> _Taking:
-        """A context that holds the lock for ``asked`` (the public method, for the error)."""
-        return _Taking(self, asked)
-
-
-class _Taking:
-    __slots__ = ("_asked", "_held")
-
-    def __init__(self, held: _ChangeLock, asked: str) -> None:
-        self._held = held
-        self._asked = asked
-
-    def __enter__(self) -> None:
-        held = self._held
-        lock = held._lock
-        if not lock.acquire(blocking=False):
-            while not lock.acquire(timeout=_LOCK_POLL_S):
-                owner = held._owner
-                waited = CallGate.waited_for_elsewhere(owner) if owner else None
-                if waited is not None:
-                    path, symbol, call = waited
-                    raise ReleaseInsideCallError(path, symbol, call, asked=self._asked)
-        if held._depth == 0:
-            held._owner = threading.get_ident()
-        held._depth += 1
-
-    def __exit__(self, *exc: object) -> None:
-        held = self._held
-        held._depth -= 1
-        if held._depth == 0:
-            held._owner = 0
-        held._lock.release()
 
 
 _default_lock = threading.Lock()

@@ -467,37 +467,19 @@ class ReleaseInsideCallError(PluginError, RuntimeError):
     running during that call.  Waiting would wait for itself, so nothing was
     released; release once the call has returned.
 
-    Also raised, with ``asked``, when such a thread asks a :class:`PluginManager`
-    for a change (``asked``: ``"load_plugins"``, ``"unload_by_path"``...) while
-    *another* thread is releasing what the call runs in and holds the manager
-    for that: the release waits for the call, the change would wait for the
-    release; so the change fails, and the release goes on once the call returns.
-
     :ivar call: the call the thread is inside (``"greet() of <Greeter proxy ...>"``).
-    :ivar asked: what the thread asked the manager for, in the second case (else ``None``).
     """
 
     REASON = ErrorReason.RELEASE_INSIDE_CALL
 
-    def __init__(
-        self, path: str | os.PathLike[str], symbol: str | None, call: str, *, asked: str | None = None
-    ) -> None:
+    def __init__(self, path: str | os.PathLike[str], symbol: str | None, call: str) -> None:
         what = f"{symbol}: " if symbol else ""
-        if asked is None:
-            msg = (
-                f"{os.fspath(path)}: {what}cannot release from inside a call through it on the same thread "
-                f"(in {call}: a signal handler or a C callback); nothing was released, "
-                "release once the call has returned"
-            )
-        else:
-            msg = (
-                f"{os.fspath(path)}: {what}another thread is releasing it and waits for the call this thread "
-                f"is inside ({call}); {asked}() would wait for that release, so it was refused and changed "
-                "nothing: ask once the call has returned"
-            )
+        msg = (
+            f"{os.fspath(path)}: {what}cannot release from inside a call through it on the same thread "
+            f"(in {call}: a signal handler or a C callback); nothing was released, release once the call has returned"
+        )
         super().__init__(msg, path=path, symbol=symbol)
         self.call = call
-        self.asked = asked
 
 
 class ArgumentOverflowError(CallArgumentError, OverflowError):

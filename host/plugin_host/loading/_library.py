@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
@@ -179,35 +178,10 @@ class CallGate:
             self._draining, self._calls = self._calls, _idle_calls()
         draining = self._draining
         assert draining is not None
-        if len(draining) > _IDLE_CALLS or (engine is not None and engine.inflight):
-            # Published while waiting, so a thread inside one of these calls that then waits for
-            # something this thread holds can tell (waited_for_elsewhere) instead of waiting for good.
-            _closing[self] = (os.fspath(path), symbol, threading.get_ident())
-            try:
-                delay_s = _FIRST_POLL_S
-                while len(draining) > _IDLE_CALLS or (engine is not None and engine.inflight):
-                    time.sleep(delay_s)
-                    delay_s = min(delay_s * 2, _MAX_POLL_S)
-            finally:
-                _closing.pop(self, None)
-
-    @staticmethod
-    def waited_for_elsewhere(by: int) -> tuple[str, str | None, str] | None:
-        """The call this thread is inside that thread ``by`` is waiting for (in :meth:`close`), if any.
-
-        For a lock held by the closing thread: a thread inside the call must
-        not wait for that lock, since the close waits for the call to return.
-
-        :param by: the closing thread's :func:`threading.get_ident`.
-        :returns: the library's path, the symbol being released and the call
-            (as :class:`~plugin_interface.ReleaseInsideCallError` names them), or ``None``.
-        """
-        for gate, (path, symbol, closer) in list(_closing.items()):
-            if closer == by:
-                call = gate._call_on_this_thread()
-                if call is not None:
-                    return path, symbol, call
-        return None
+        delay_s = _FIRST_POLL_S
+        while len(draining) > _IDLE_CALLS or (engine is not None and engine.inflight):
+            time.sleep(delay_s)
+            delay_s = min(delay_s * 2, _MAX_POLL_S)
 
     def _call_on_this_thread(self) -> str | None:
         """The guarded call through this gate the calling thread is inside, if any.
@@ -257,8 +231,6 @@ _GATE_LOCAL = "_call_gate_"
 _CALLS_LOCAL = "_call_gate_calls_"
 #: Code objects of the guarded functions (:meth:`CallGate.define_guarded`).
 _guarded_codes: weakref.WeakSet[CodeType] = weakref.WeakSet()
-#: The gates whose :meth:`CallGate.close` is waiting for calls: the library, the symbol, the closing thread.
-_closing: dict[CallGate, tuple[str, str | None, int]] = {}
 #: How :meth:`CallGate.close` polls for calls in flight: from 50 us, doubling up to 1 ms.
 _FIRST_POLL_S = 0.00005
 _MAX_POLL_S = 0.001

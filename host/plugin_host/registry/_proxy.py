@@ -811,7 +811,7 @@ def _method_source(m: MethodSpec) -> str:
         # (cffi's from_buffer objects).  Kept in a reference cycle (`except Exception as e: err = e`),
         # the collector would clear a memoryview that a view still exports and crash (a cffi and
         # CPython matter: the same happens without the host); so a failure drops the views first.
-        # Free on success: a `try` costs nothing until it raises.
+        # On success this costs one NOP (the `try:` line); nothing else runs until it raises.
         body_lines = [
             "    try:",
             *(f"    {line}" for line in body_lines),

@@ -195,7 +195,8 @@ class _Processor:
         if not unloading:
             return True
         # One unload for the notification's files: those with nothing to wait for are released and
-        # closed together in one call into C, as unload_all does.
+        # closed together in one call into C, as unload_all does.  So they are all unloaded before
+        # their notifications go out: a callback that stops part-way leaves the rest unloaded, unreported.
         unloading = list(dict.fromkeys(unloading))  # a file and its directory may both be reported
         failures: list[PluginError] = []
         results = self._manager.unload_paths(unloading, errors=failures)
@@ -235,8 +236,10 @@ def process_watch_notifications_blocking(
         implements.  A name this host declares no such version of is each
         file's own declaration of it (a file without one is a :class:`LoadFailed`).
     :param callback: called with each notification, on this thread; return
-        ``False`` to stop (the watcher keeps running: set its ``stop``).  An
-        exception it raises propagates to the caller.
+        ``False`` to stop (the watcher keeps running: set its ``stop``).  The
+        files of one removal notification are unloaded together, so a stop
+        part-way through their :class:`Unloaded` notifications leaves the rest
+        unloaded, unreported.  An exception it raises propagates to the caller.
     :raises UnknownTraitError: ``trait`` is neither a name nor a declaration.
     """
     opts = opts or WatchOptions()
