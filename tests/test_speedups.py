@@ -911,7 +911,7 @@ def _identity_without_ctime(source: str) -> str:
     lines = ["        (uint64_t)ctime.tv_sec, /* what a rewrite with its mtime put back cannot hide */\n"]
     lines.append("        (uint64_t)ctime.tv_nsec,\n")
     for line in lines:
-        assert source.count(line) == 1, "the identity in speedups.c changed shape"
+        assert source.count(line) == 1, "the identity in image.h changed shape"
         source = source.replace(line, "        0,\n")
     return source
 
@@ -933,7 +933,7 @@ def test_an_identity_without_the_ctime_is_caught(example_plugins: dict[str, Path
     another machine's, passes unread and reaches dlopen."""
     from test_policy_agreement import build_speedups
 
-    mutant = build_speedups(tmp_path / "mutant", _identity_without_ctime, "_speedups_no_ctime")
+    mutant = build_speedups(tmp_path / "mutant", _identity_without_ctime, "_speedups_no_ctime", source="image.h")
     built = mutant.__file__
     assert built is not None
     d = tmp_path / "plugins"

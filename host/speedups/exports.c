@@ -24,7 +24,7 @@
 #define _POSIX_C_SOURCE 200809L /* pread */
 #endif
 
-#include "speedups.h"
+#include "image.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -42,60 +42,9 @@
 #define STT_OBJECT 1u
 #define STT_FUNC 2u
 
-static const char MAKER_PREFIX[] = "plugin_register_";
+static const char MAKER_PREFIX[] = PH_PLUGIN_PREFIX;
 
-/* The image: all of it in memory (data), or a file read with pread whose
- * first head_len bytes are in head. */
-typedef struct Source {
-    int fd;
-    const unsigned char *data;
-    uint64_t size;
-    const unsigned char *head;
-    size_t head_len;
-} Source;
-
-/* Bytes [offset, offset + length) of the image, or NULL (outside it, or a
- * failed read).  A view not in memory already is malloc'ed into *owned. */
-static const unsigned char *view(const Source *s, uint64_t offset, uint64_t length, unsigned char **owned) {
-    *owned = NULL;
-    if (offset > s->size || length > s->size - offset) {
-        return NULL;
-    }
-    if (s->data != NULL) {
-        return s->data + offset;
-    }
-    if (offset + length <= s->head_len) {
-        return s->head + offset;
-    }
-#if defined(_WIN32)
-    return NULL;
-#else
-    unsigned char *buf = malloc(length ? (size_t)length : 1);
-    if (buf == NULL) {
-        return NULL;
-    }
-    size_t got = 0;
-    while (got < length) {
-        ssize_t n = pread(s->fd, buf + got, (size_t)length - got, (off_t)(offset + got));
-        if (n <= 0) { /* the file shrank: the Python reader says "truncated while reading" */
-            free(buf);
-            return NULL;
-        }
-        got += (size_t)n;
-    }
-    *owned = buf;
-    return buf;
-#endif
-}
-
-static uint64_t rd(const unsigned char *p, unsigned width, int big_endian) {
-    uint64_t v = 0;
-    for (unsigned i = 0; i < width; i++) {
-        unsigned shift = big_endian ? 8u * (width - 1u - i) : 8u * i;
-        v |= (uint64_t)p[i] << shift;
-    }
-    return v;
-}
+typedef PhImage Source;
 
 /* formats/_table.py check_table: count entries of entry bytes at offset lie inside the image. */
 static int table_fits(uint64_t offset, uint64_t count, uint64_t entry, uint64_t size) {
@@ -155,17 +104,17 @@ typedef struct Shdr {
 static Shdr read_shdr(const unsigned char *p, int elf64, int be) {
     Shdr h;
     if (elf64) {
-        h.type = rd(p + 4, 4, be);
-        h.offset = rd(p + 24, 8, be);
-        h.size = rd(p + 32, 8, be);
-        h.link = rd(p + 40, 4, be);
-        h.entsize = rd(p + 56, 8, be);
+        h.type = ph_rd(p + 4, 4, be);
+        h.offset = ph_rd(p + 24, 8, be);
+        h.size = ph_rd(p + 32, 8, be);
+        h.link = ph_rd(p + 40, 4, be);
+        h.entsize = ph_rd(p + 56, 8, be);
     } else {
-        h.type = rd(p + 4, 4, be);
-        h.offset = rd(p + 16, 4, be);
-        h.size = rd(p + 20, 4, be);
-        h.link = rd(p + 24, 4, be);
-        h.entsize = rd(p + 36, 4, be);
+        h.type = ph_rd(p + 4, 4, be);
+        h.offset = ph_rd(p + 16, 4, be);
+        h.size = ph_rd(p + 20, 4, be);
+        h.link = ph_rd(p + 24, 4, be);
+        h.entsize = ph_rd(p + 36, 4, be);
     }
     return h;
 }
@@ -184,10 +133,10 @@ static int collect_makers(const unsigned char *entries, uint64_t count, uint64_t
     int verdict = PH_PASS;
     for (uint64_t i = 0; i < count && verdict == PH_PASS; i++) {
         const unsigned char *e = entries + i * entry;
-        const uint64_t name_offset = rd(e, 4, be);
+        const uint64_t name_offset = ph_rd(e, 4, be);
         const unsigned info = elf64 ? e[4] : e[12];
         const unsigned other = elf64 ? e[5] : e[13];
-        const uint64_t shndx = rd(e + (elf64 ? 6 : 14), 2, be);
+        const uint64_t shndx = ph_rd(e + (elf64 ? 6 : 14), 2, be);
         const unsigned binding = info >> 4, type = info & 0xFu;
         /* _read_symbols: a defined, global or weak, untyped, object or function symbol of default
          * visibility with a name is an export, and its name must end inside the string table. */
@@ -256,12 +205,12 @@ static int read_makers(const Source *s, const char *trait, char *types, size_t t
     if (ident_len < (elf64 ? 64u : 52u)) {
         return PH_FAIL;
     }
-    const uint64_t phoff = elf64 ? rd(e + 32, 8, be) : rd(e + 28, 4, be);
-    const uint64_t shoff = elf64 ? rd(e + 40, 8, be) : rd(e + 32, 4, be);
+    const uint64_t phoff = elf64 ? ph_rd(e + 32, 8, be) : ph_rd(e + 28, 4, be);
+    const uint64_t shoff = elf64 ? ph_rd(e + 40, 8, be) : ph_rd(e + 32, 4, be);
     const unsigned char *t = e + (elf64 ? 54 : 42);
-    const uint64_t phentsize = rd(t, 2, be), phnum = rd(t + 2, 2, be);
-    const uint64_t shentsize = rd(t + 4, 2, be);
-    uint64_t shnum = rd(t + 6, 2, be);
+    const uint64_t phentsize = ph_rd(t, 2, be), phnum = ph_rd(t + 2, 2, be);
+    const uint64_t shentsize = ph_rd(t + 4, 2, be);
+    uint64_t shnum = ph_rd(t + 6, 2, be);
     const uint64_t shent = elf64 ? 64 : 40, syment = elf64 ? 24 : 16, dynent = elf64 ? 16 : 8;
     if (phnum && !table_fits(phoff, phnum, phentsize, size)) {
         return PH_FAIL;
@@ -274,11 +223,11 @@ static int read_makers(const Source *s, const char *trait, char *types, size_t t
         if (!table_fits(shoff, 1, shent, size)) {
             return PH_FAIL;
         }
-        const unsigned char *first = view(s, shoff, shent, &owned);
+        const unsigned char *first = ph_view(s, shoff, shent, &owned);
         if (first == NULL) {
             return PH_FAIL;
         }
-        shnum = elf64 ? rd(first + 32, 8, be) : rd(first + 20, 4, be);
+        shnum = elf64 ? ph_rd(first + 32, 8, be) : ph_rd(first + 20, 4, be);
         free(owned);
     } else if (!shoff) {
         shnum = 0;
@@ -292,7 +241,7 @@ static int read_makers(const Source *s, const char *trait, char *types, size_t t
     if (shnum > PH_MAX_DYNAMIC_BYTES / 8) {
         return PH_UNSUPPORTED; /* 131072 sections and more: the Python reader decides */
     }
-    const unsigned char *sections = view(s, shoff, shnum * shent, &owned);
+    const unsigned char *sections = ph_view(s, shoff, shnum * shent, &owned);
     if (sections == NULL) {
         return PH_FAIL;
     }
@@ -330,8 +279,8 @@ static int read_makers(const Source *s, const char *trait, char *types, size_t t
             break;
         }
         unsigned char *entries_owned = NULL, *strings_owned = NULL;
-        const unsigned char *entries = view(s, h.offset, count * syment, &entries_owned);
-        const unsigned char *strings = view(s, strtab.offset, strsz, &strings_owned);
+        const unsigned char *entries = ph_view(s, h.offset, count * syment, &entries_owned);
+        const unsigned char *strings = ph_view(s, strtab.offset, strsz, &strings_owned);
         if (entries == NULL || strings == NULL) {
             verdict = PH_FAIL;
         } else {
@@ -362,23 +311,6 @@ static int trait_supported(const char *trait) {
     }
     return 1;
 }
-
-#if !defined(_WIN32)
-/* What ph_precheck_paths calls a file's identity, in the same words (speedups.c identity_of). */
-static void identity_of(const struct stat *st, unsigned char *out) {
-#if defined(__APPLE__)
-    const struct timespec mtime = st->st_mtimespec, ctime = st->st_ctimespec;
-#else
-    const struct timespec mtime = st->st_mtim, ctime = st->st_ctim;
-#endif
-    const uint64_t words[PH_IDENTITY_WORDS] = {
-        (uint64_t)st->st_dev,    (uint64_t)st->st_ino,     (uint64_t)st->st_size,
-        (uint64_t)mtime.tv_sec,  (uint64_t)mtime.tv_nsec,  (uint64_t)ctime.tv_sec,
-        (uint64_t)ctime.tv_nsec, (uint64_t)st->st_mode,    (uint64_t)st->st_uid,
-    };
-    memcpy(out, words, sizeof words);
-}
-#endif
 
 int ph_elf_makers(const char *path, const unsigned char *data, uint64_t size, const char *trait_name, char *types,
                   size_t types_len, size_t *found, unsigned char *identity) {
@@ -416,7 +348,7 @@ int ph_elf_makers(const char *path, const unsigned char *data, uint64_t size, co
             s.head_len = (size_t)n;
             verdict = read_makers(&s, trait_name, types, types_len, found);
             if (verdict == PH_PASS && identity != NULL) {
-                identity_of(&st, identity);
+                ph_identity_of(&st, identity);
             }
         }
     }

@@ -25,7 +25,7 @@
 #define _DARWIN_C_SOURCE /* O_NOFOLLOW, which macOS hides under _POSIX_C_SOURCE alone */
 #endif
 
-#include "speedups.h"
+#include "image.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -41,58 +41,14 @@
 #define DT_STRTAB 5
 #define DT_STRSZ 10
 
-static const char PLUGIN_PREFIX[] = "plugin_register_";
+static const char PLUGIN_PREFIX[] = PH_PLUGIN_PREFIX;
 
 /* Records hold function pointers as uintptr_t words. */
 _Static_assert(sizeof(void (*)(void *)) == sizeof(uintptr_t), "function pointers must fit a uintptr_t");
 
 /* ---- reading the image ------------------------------------------------- */
 
-typedef struct Image {
-    int fd;                    /* read with pread when data is NULL */
-    const unsigned char *data; /* the whole image, or NULL */
-    uint64_t size;
-    const unsigned char *head; /* the first head_len bytes */
-    size_t head_len;
-    unsigned char head_buf[PH_HEAD_BYTES];
-} Image;
-
-/* Bytes [offset, offset + length) of the image, all of them or NULL.  A
- * result that is not in memory already is malloc'ed into *owned. */
-static const unsigned char *image_view(const Image *im, uint64_t offset, uint64_t length, unsigned char **owned) {
-    *owned = NULL;
-    if (offset > im->size || length > im->size - offset) {
-        return NULL;
-    }
-    if (im->data != NULL) {
-        return im->data + offset;
-    }
-    if (offset + length <= im->head_len) {
-        return im->head + offset;
-    }
-#if defined(_WIN32)
-    return NULL;
-#else
-    if (length == 0) {
-        return im->head;
-    }
-    unsigned char *buf = malloc((size_t)length);
-    if (buf == NULL) {
-        return NULL;
-    }
-    size_t got = 0;
-    while (got < length) {
-        ssize_t n = pread(im->fd, buf + got, (size_t)length - got, (off_t)(offset + got));
-        if (n <= 0) {
-            free(buf);
-            return NULL;
-        }
-        got += (size_t)n;
-    }
-    *owned = buf;
-    return buf;
-#endif
-}
+typedef PhImage Image;
 
 /* The first used bytes of each of n entries of stride bytes from offset, packed
  * (n * used bytes, malloc'ed into *owned), or NULL: a table of wide entries is
@@ -101,7 +57,7 @@ static const unsigned char *image_entries(const Image *im, uint64_t offset, uint
                                           uint64_t used, unsigned char **owned) {
     *owned = NULL;
     if (stride == used || n == 0) {
-        return image_view(im, offset, n * stride, owned);
+        return ph_view(im, offset, n * stride, owned);
     }
     unsigned char *buf = malloc((size_t)(n * used));
     if (buf == NULL) {
@@ -109,7 +65,7 @@ static const unsigned char *image_entries(const Image *im, uint64_t offset, uint
     }
     for (uint64_t i = 0; i < n; i++) {
         unsigned char *part = NULL;
-        const unsigned char *entry = image_view(im, offset + i * stride, used, &part);
+        const unsigned char *entry = ph_view(im, offset + i * stride, used, &part);
         if (entry == NULL) {
             free(buf);
             return NULL;
@@ -119,15 +75,6 @@ static const unsigned char *image_entries(const Image *im, uint64_t offset, uint
     }
     *owned = buf;
     return buf;
-}
-
-static uint64_t rd(const unsigned char *p, unsigned width, int big_endian) {
-    uint64_t v = 0;
-    for (unsigned i = 0; i < width; i++) {
-        unsigned shift = big_endian ? 8u * (width - 1u - i) : 8u * i;
-        v |= (uint64_t)p[i] << shift;
-    }
-    return v;
 }
 
 static int contains_prefix(const unsigned char *hay, uint64_t len) {
@@ -158,15 +105,15 @@ typedef struct Phdr {
 
 static Phdr read_phdr(const unsigned char *p, int elf64, int be) {
     Phdr h;
-    h.type = rd(p, 4, be);
+    h.type = ph_rd(p, 4, be);
     if (elf64) {
-        h.offset = rd(p + 8, 8, be);
-        h.vaddr = rd(p + 16, 8, be);
-        h.filesz = rd(p + 32, 8, be);
+        h.offset = ph_rd(p + 8, 8, be);
+        h.vaddr = ph_rd(p + 16, 8, be);
+        h.filesz = ph_rd(p + 32, 8, be);
     } else {
-        h.offset = rd(p + 4, 4, be);
-        h.vaddr = rd(p + 8, 4, be);
-        h.filesz = rd(p + 16, 4, be);
+        h.offset = ph_rd(p + 4, 4, be);
+        h.vaddr = ph_rd(p + 8, 4, be);
+        h.filesz = ph_rd(p + 16, 4, be);
     }
     return h;
 }
@@ -192,7 +139,7 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
     const uint64_t entry_len = elf64 ? 16 : 8;
     const uint64_t entries_len = dyn.filesz - dyn.filesz % entry_len;
     unsigned char *owned = NULL;
-    const unsigned char *entries = image_view(im, dyn.offset, entries_len, &owned);
+    const unsigned char *entries = ph_view(im, dyn.offset, entries_len, &owned);
     if (entries == NULL) {
         return 0;
     }
@@ -201,8 +148,8 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
     /* Every entry, the last of a tag winning, as the Python dict() does. */
     for (uint64_t off = 0; off < entries_len; off += entry_len) {
         const unsigned half = elf64 ? 8 : 4;
-        uint64_t tag = rd(entries + off, half, be);
-        uint64_t value = rd(entries + off + half, half, be);
+        uint64_t tag = ph_rd(entries + off, half, be);
+        uint64_t value = ph_rd(entries + off + half, half, be);
         if (tag == DT_STRTAB) {
             strtab = value;
             have_strtab = 1;
@@ -228,7 +175,7 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
     if (!found || strsz > (uint64_t)PH_MAX_DYNSTR_BYTES || start > im->size || strsz > im->size - start) {
         return 0;
     }
-    const unsigned char *strings = image_view(im, start, strsz, &owned);
+    const unsigned char *strings = ph_view(im, start, strsz, &owned);
     if (strings == NULL) {
         return 0;
     }
@@ -240,6 +187,9 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
 int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t head_len, int host_class,
                     int host_order, int host_machine) {
     Image im;
+#if !defined(_WIN32)
+    unsigned char head_buf[PH_HEAD_BYTES]; /* the head read, when the image is read from fd */
+#endif
     im.fd = fd;
     im.data = data;
     im.size = size;
@@ -251,14 +201,14 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
         (void)head_len;
         return PH_UNSUPPORTED;
 #else
-        if (head_len > sizeof im.head_buf) {
+        if (head_len > sizeof head_buf) {
             return PH_UNSUPPORTED;
         }
-        ssize_t n = pread(fd, im.head_buf, head_len, 0);
+        ssize_t n = pread(fd, head_buf, head_len, 0);
         if (n < 0) {
             return PH_FAIL;
         }
-        im.head = im.head_buf;
+        im.head = head_buf;
         im.head_len = (size_t)n;
 #endif
     }
@@ -274,12 +224,12 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
     if (ident_len < (elf64 ? 64u : 52u)) {
         return PH_FAIL;
     }
-    const uint64_t e_type = rd(e + 16, 2, be), e_machine = rd(e + 18, 2, be);
-    const uint64_t phoff = elf64 ? rd(e + 32, 8, be) : rd(e + 28, 4, be);
-    const uint64_t shoff = elf64 ? rd(e + 40, 8, be) : rd(e + 32, 4, be);
+    const uint64_t e_type = ph_rd(e + 16, 2, be), e_machine = ph_rd(e + 18, 2, be);
+    const uint64_t phoff = elf64 ? ph_rd(e + 32, 8, be) : ph_rd(e + 28, 4, be);
+    const uint64_t shoff = elf64 ? ph_rd(e + 40, 8, be) : ph_rd(e + 32, 4, be);
     const unsigned char *t = e + (elf64 ? 54 : 42);
-    const uint64_t phentsize = rd(t, 2, be), phnum = rd(t + 2, 2, be);
-    const uint64_t shentsize = rd(t + 4, 2, be), shnum = rd(t + 6, 2, be);
+    const uint64_t phentsize = ph_rd(t, 2, be), phnum = ph_rd(t + 2, 2, be);
+    const uint64_t shentsize = ph_rd(t + 4, 2, be), shnum = ph_rd(t + 6, 2, be);
     if (phoff > size || phnum * phentsize > size - phoff) {
         return PH_FAIL; /* truncated: the program headers end past the file */
     }
@@ -463,28 +413,6 @@ static int file_rule_passes(const struct stat *st, int64_t uid) {
            !(st->st_mode & (S_IWGRP | S_IWOTH));
 }
 
-/* What ph_precheck_paths calls a file's identity (see speedups.h). */
-static void identity_of(const struct stat *st, unsigned char *out) {
-#if defined(__APPLE__)
-    const struct timespec mtime = st->st_mtimespec, ctime = st->st_ctimespec;
-#else
-    const struct timespec mtime = st->st_mtim, ctime = st->st_ctim;
-#endif
-    /* In the order of plugin_host.loading._accel.identity_of (tests/test_speedups.py compares them). */
-    const uint64_t words[PH_IDENTITY_WORDS] = {
-        (uint64_t)st->st_dev,
-        (uint64_t)st->st_ino,
-        (uint64_t)st->st_size,
-        (uint64_t)mtime.tv_sec,
-        (uint64_t)mtime.tv_nsec,
-        (uint64_t)ctime.tv_sec, /* what a rewrite with its mtime put back cannot hide */
-        (uint64_t)ctime.tv_nsec,
-        (uint64_t)st->st_mode,
-        (uint64_t)st->st_uid,
-    };
-    memcpy(out, words, sizeof words);
-}
-
 /* ph_precheck_path, and the identity of the file it opened when it passes. */
 static int precheck_path(const char *path, size_t head_len, int host_class, int host_order, int host_machine,
                          int64_t uid, unsigned char *identity) {
@@ -499,7 +427,7 @@ static int precheck_path(const char *path, size_t head_len, int host_class, int 
     if (fstat(fd, &st) == 0 && file_rule_passes(&st, uid)) {
         verdict = ph_precheck_elf(fd, NULL, (uint64_t)st.st_size, head_len, host_class, host_order, host_machine);
         if (verdict == PH_PASS && identity != NULL) {
-            identity_of(&st, identity);
+            ph_identity_of(&st, identity);
         }
     }
     close(fd);
@@ -514,7 +442,7 @@ static int still_known(const char *path, const unsigned char *known, int64_t uid
     if (memcmp(known, none, sizeof none) == 0 || lstat(path, &st) != 0 || !file_rule_passes(&st, uid)) {
         return 0;
     }
-    identity_of(&st, now);
+    ph_identity_of(&st, now);
     return memcmp(now, known, sizeof now) == 0;
 }
 #endif
