@@ -51,7 +51,6 @@ import gc
 import importlib.machinery
 import importlib.util
 import os
-import re
 import shlex
 import shutil
 import statistics
@@ -65,6 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import cffi
+from _callgrind import instructions_per_op  # bench/, on the path when a bench runs as a script
 from plugin_annotations import build_plugins
 from plugin_host import DynamicModule, PluginManager, PluginTrait
 from plugin_host.loading import _engine
@@ -322,31 +322,7 @@ def child(build: Path, case: str, side: str, calls: int) -> None:
 
 def instructions(build: Path, case: str, side: str, short: int, long: int) -> float:
     """Instructions per call: callgrind totals at two loop lengths, differenced."""
-    totals = []
-    for n in (short, long):
-        out = build / f"callgrind.{os.getpid()}.out"
-        proc = subprocess.run(
-            [
-                "valgrind",
-                "--tool=callgrind",
-                f"--callgrind-out-file={out}",
-                sys.executable,
-                __file__,
-                "--child",
-                str(build),
-                case,
-                side,
-                str(n),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out.unlink(missing_ok=True)
-        match = re.search(r"refs:\s+([\d,]+)", proc.stderr)
-        assert match, proc.stderr
-        totals.append(int(match.group(1).replace(",", "")))
-    return (totals[1] - totals[0]) / (long - short)
+    return instructions_per_op(__file__, build, case, side, short, long)
 
 
 def main() -> int:

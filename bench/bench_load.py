@@ -36,16 +36,15 @@ import _ctypes
 import argparse
 import gc
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _callgrind import instructions_per_op  # bench/, on the path when a bench runs as a script
 from plugin_annotations import build_plugins
 from plugin_host import PluginManager, PluginTrait
 from plugin_host.formats import exported_symbols
@@ -152,18 +151,7 @@ def _symbols(lib: Path) -> list[str]:
 
 def instructions(build: Path, kind: str, side: str, short: int = 20, long: int = 220) -> float:
     """Instructions per file: callgrind totals of two directory sizes, differenced."""
-    totals = []
-    for n in (short, long):
-        out = build / f"callgrind.{os.getpid()}.out"
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__]
-        proc = subprocess.run(
-            [*cmd, "--child", str(build), kind, side, str(n)], capture_output=True, text=True, check=True
-        )
-        out.unlink(missing_ok=True)
-        match = re.search(r"refs:\s+([\d,]+)", proc.stderr)
-        assert match, proc.stderr
-        totals.append(int(match.group(1).replace(",", "")))
-    return (totals[1] - totals[0]) / (long - short)
+    return instructions_per_op(__file__, build, kind, side, short, long)
 
 
 TARGETS = {"load": 1.2, "unload": 1.5, "again": 1.2, "host_owned": 1.5}

@@ -45,10 +45,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,6 +54,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _callgrind import instructions_per_op  # bench/, on the path when a bench runs as a script
 from plugin_annotations import PluginSpec, build_plugins
 from plugin_host import PluginManager, PluginTrait
 from watchdog.events import (
@@ -268,21 +267,7 @@ def child(work: Path, case: str, side: str, ops: int) -> None:
 
 def instructions(work: Path, case: str, side: str, short: int, long: int) -> float:
     """Instructions per operation: callgrind totals at two lengths, differenced."""
-    totals = []
-    for n in (short, long):
-        out = work / f"callgrind.{os.getpid()}.out"
-        command = [sys.executable, __file__, "--child", str(work), case, side, str(n)]
-        proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        out.unlink(missing_ok=True)
-        match = re.search(r"refs:\s+([\d,]+)", proc.stderr)
-        assert match, proc.stderr
-        totals.append(int(match.group(1).replace(",", "")))
-    return (totals[1] - totals[0]) / (long - short)
+    return instructions_per_op(__file__, work, case, side, short, long)
 
 
 def main() -> int:
