@@ -24,6 +24,7 @@ __all__ = [
     "library_filename",
     "maker_symbol",
     "parse_symbol",
+    "split_symbol",
     "register_all_symbol",
     "shared_library_suffix",
     "trait_declaration_symbol",
@@ -179,56 +180,53 @@ _IMPL_RE = re.compile(r"^plugin_(register|unregister)_([A-Za-z][A-Za-z0-9]*)_([A
 
 
 _ROLES = {role.value: role for role in SymbolRole}
-#: The per-trait roles' prefixes (tried before ``register``/``unregister``, which prefix two of them).
-_AGGREGATE_PREFIXES = tuple(
-    (f"plugin_{role}_", _ROLES[role])
+#: The per-trait roles by their two words (tried before ``register``/``unregister``, which begin two of them).
+_AGGREGATE_WORDS = {
+    tuple(role.split("_")): _ROLES[role]
     for role in ("register_all", "unregister_all", "unmaker_counter", "abi_descriptor", "trait_declaration")
-)
+}
+#: The roles of one implementation type by their word.
+_IMPL_WORDS = {"register": SymbolRole.MAKER, "unregister": SymbolRole.UNMAKER}
 
 
-def _ascii_digits(text: str) -> bool:
-    return 0 < len(text) <= 9 and text.isascii() and text.isdigit()
+@functools.lru_cache(maxsize=8192)
+def split_symbol(symbol: str) -> tuple[SymbolRole, str, str | None, int] | None:
+    """:func:`parse_symbol`'s answer as a tuple ``(role, trait, type_name, abi)``; ``None`` if it is not one.
 
-
-def _trait_name(text: str) -> bool:
-    """``[A-Za-z][A-Za-z0-9]*``."""
-    return bool(text) and text.isascii() and text.isalnum() and text[0].isalpha()
+    What ``abi check`` uses for every name of hundreds of libraries (no object made per name).  Trait
+    names are letters and digits (no underscore), so the first ``_`` after the trait name separates it
+    from the type name.  The grammar is :data:`_AGGREGATE_RE`'s, then :data:`_IMPL_RE`'s
+    (``tests/test_symbols.py`` holds this parser to both); it is written out with string methods, and
+    cached: libraries built against one header share most of their names.
+    """
+    head, sep, version = symbol.rpartition("_v")  # both grammars end in _v<digits>: the last "_v"
+    if not (sep and head.startswith("plugin_") and 0 < len(version) <= 9 and version.isascii() and version.isdigit()):
+        return None
+    abi = int(version)
+    word, _, rest = head[7:].partition("_")
+    second, _, trait = rest.partition("_")
+    role = _AGGREGATE_WORDS.get((word, second))
+    if role is not None and trait.isascii() and trait.isalnum() and trait[0].isalpha():
+        return role, trait, None, abi
+    role = _IMPL_WORDS.get(word)
+    if role is None:
+        return None
+    trait, sep, type_name = rest.partition("_")
+    if not (sep and type_name and trait.isascii() and trait.isalnum() and trait[0].isalpha()):
+        return None
+    if not type_name.isascii() or not type_name.replace("_", "a").isalnum():
+        return None
+    return role, trait, type_name, abi
 
 
 @functools.lru_cache(maxsize=8192)
 def parse_symbol(symbol: str) -> SymbolName | None:
     """Parse one exported symbol of this project's scheme; ``None`` if it is not one.
 
-    Trait names are letters and digits (no underscore), so the first ``_``
-    after the trait name separates it from the type name.  The grammar is
-    :data:`_AGGREGATE_RE`'s, then :data:`_IMPL_RE`'s (``tests/test_symbols.py``
-    holds this parser to both); it is written out with string methods, and
-    cached, because ``abi check`` parses every name of hundreds of libraries
-    (a :class:`SymbolName` is immutable).
+    :func:`split_symbol`'s parse (cached too: a :class:`SymbolName` is immutable).
     """
-    if not symbol.startswith("plugin_"):
-        return None
-    for prefix, role in _AGGREGATE_PREFIXES:
-        if symbol.startswith(prefix):
-            trait, sep, version = symbol[len(prefix) :].rpartition("_v")
-            if sep and _trait_name(trait) and _ascii_digits(version):
-                return SymbolName(role, trait, None, int(version))
-            break
-    if symbol.startswith("plugin_register_"):
-        role, rest = SymbolRole.MAKER, symbol[16:]
-    elif symbol.startswith("plugin_unregister_"):
-        role, rest = SymbolRole.UNMAKER, symbol[18:]
-    else:
-        return None
-    trait, sep, tail = rest.partition("_")
-    if not sep or not _trait_name(trait):
-        return None
-    type_name, sep, version = tail.rpartition("_v")
-    if not sep or not type_name or not _ascii_digits(version):
-        return None
-    if not type_name.isascii() or not type_name.replace("_", "a").isalnum():
-        return None
-    return SymbolName(role, trait, type_name, int(version))
+    parts = split_symbol(symbol)
+    return None if parts is None else SymbolName(*parts)
 
 
 def shared_library_suffix(platform: str | None = None) -> str:

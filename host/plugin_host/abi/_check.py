@@ -35,6 +35,7 @@ from plugin_interface import (
     MethodChange,
     NotASharedLibraryError,
     SymbolName,
+    SymbolRole,
     TraitSpec,
     abi_descriptor_symbol,
     check_descriptor,
@@ -42,6 +43,7 @@ from plugin_interface import (
     decode_declaration,
     method_changes,
     parse_symbol,
+    split_symbol,
     trait_declaration_symbol,
     unmaker_counter_symbol,
     unmaker_symbol,
@@ -366,22 +368,26 @@ def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
         abi.unload_blockers = table.unload_blockers
         traits = abi.traits
         for name in table.symbols:  # every output sorts: no need to here
-            parsed = _parse_symbol(name)
-            if parsed is None:
+            if not name.startswith("plugin_"):
+                continue  # every name of the scheme, well-formed or not, starts so
+            parts = split_symbol(name)
+            if parts is None:
                 if name.startswith(_SCHEME_PREFIXES):
                     abi.malformed.append(name)
                 continue
-            trait = traits.get(parsed.trait)
+            role, trait_name, type_name, version = parts
+            trait = traits.get(trait_name)
             if trait is None:
-                trait = traits[parsed.trait] = TraitAbi(parsed.trait)
-            trait.symbols[(parsed.role, parsed.type_name, parsed.abi)] = name
+                trait = traits[trait_name] = TraitAbi(trait_name)
+            trait.symbols[(role, type_name, version)] = name
         for trait in traits.values():
-            if trait.has("abi_descriptor"):
+            symbols = trait.symbols
+            if (SymbolRole.ABI_DESCRIPTOR, None, ABI_VERSION) in symbols:
                 try:
                     trait.descriptor = read_descriptor(table, trait.name, fd)
                 except (ValueError, NotASharedLibraryError) as e:
                     trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
-            if trait.has("trait_declaration"):
+            if (SymbolRole.TRAIT_DECLARATION, None, ABI_VERSION) in symbols:
                 try:
                     trait.declaration = read_declaration(table, trait.name, fd)
                 except (ValueError, NotASharedLibraryError) as e:
@@ -510,7 +516,7 @@ def check_library(
         a host contract's, to check against another host version.
     :param only: check this trait alone (others are ignored).
     :param host: how messages name the side ``traits`` are from (``"contract host-v2"``).
-    :returns: the problems, and per trait the descriptor verdict.
+    :returns: the problems, and per trait the descriptor verdict (in trait name order).
     """
     known = declared_traits() if traits is None else traits
     problems: list[Problem] = []
@@ -536,7 +542,7 @@ def check_library(
             )
     for severity, kind, message in unload_findings(abi.path, abi.unload_blockers):
         add(Severity(severity), ProblemKind(kind), message)
-    selected = {n: t for n, t in abi.traits.items() if only is None or n == only}
+    selected = abi.traits if only is None else {n: t for n, t in abi.traits.items() if n == only}
     if not selected:
         what = f"trait {only}" if only else "any trait"
         add(Severity.ERROR, ProblemKind.NO_PLUGIN, f"exports no plugin symbol for {what}", trait=only)

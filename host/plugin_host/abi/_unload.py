@@ -38,8 +38,8 @@ def unload_findings(path: str | os.PathLike[str], blockers: UnloadBlockers | Non
             blockers = read_unload_blockers(path)
         except NotASharedLibraryError:
             return []
-    if blockers is None:
-        return []
+    if blockers is None or not (blockers.unique_count or blockers.nodelete or blockers.thread_local_destructors):
+        return []  # nothing certain, nothing possible: the common answer, without building either list
     out = [("warning", "unload_blocked", f"cannot unload: {reason}") for reason in blockers.certain]
     out += [("warning", "unload_may_be_blocked", f"may not unload: {reason}") for reason in blockers.possible()]
     return out

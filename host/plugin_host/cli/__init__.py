@@ -12,12 +12,13 @@ libraries should not pay for importing the manager, the watcher and watchdog.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from importlib.machinery import PathFinder
-from typing import Any
+from typing import Any, cast
 
 from ._output import ABI_HELP, EXIT_BROKEN_PIPE, EXIT_PLUGIN_ERROR, EXIT_USAGE, discard_output, tolerant_stdout
 
@@ -72,6 +73,43 @@ class _VersionAction(argparse.Action):
         parser.exit()
 
 
+class _Formatter(argparse.HelpFormatter):
+    """argparse's help formatter, with the terminal's width asked once.
+
+    argparse makes a formatter for every argument added (to check its
+    ``nargs``), and each one asks :func:`shutil.get_terminal_size`, the first
+    importing :mod:`shutil`: about a tenth of ``abi check``'s start-up, for a
+    width only ``--help`` uses.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
+        super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
+
+
+@functools.cache
+def _help_width() -> int:
+    """:func:`shutil.get_terminal_size`'s columns (``$COLUMNS``, else standard output's terminal, else 80), less 2,
+    as argparse takes them."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return (columns or 80) - 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose help is made by :class:`_Formatter` (its sub-parsers' too)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 class _DebounceDefault(int):
     """``watch --debounce-ms``'s default: the watcher's, read only when the watcher is used or help is shown."""
 
@@ -121,7 +159,7 @@ def _needs_abi_parser(argv: Sequence[str] | None) -> bool:
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     """The ``plugin-host`` parser (for ``argv``: the ``abi`` sub-commands are installed only if it may need them)."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="plugin-host",
         description="Load native C plugins, call them through typed proxies, unload them.",
     )
@@ -134,7 +172,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         help="import MODULE first, for the traits it declares (repeatable; packages can also register "
         f"modules under the {TRAITS_ENTRY_POINTS!r} entry-point group)",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # The sub-parsers are _Parsers, used as the ArgumentParsers they are.
+    sub = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]", parser.add_subparsers(dest="command", metavar="COMMAND")
+    )
     demo = sub.add_parser("demo", help="build the bundled example plugins, load, call and unload them")
     demo.add_argument("--build-dir", help="where to build the examples (default: ~/.cache/plugin-host/examples)")
     demo.set_defaults(func=_lazy("cmd_demo"))

@@ -324,7 +324,7 @@ def _check(args: argparse.Namespace) -> int:
             own = [p for p in problems if p.kind in _CONTRACT_KINDS]
             per_context.append((ctx, own, checks))
             own_findings = [_problem_finding(p, library, ctx.name) for p in own]
-            for trait, check in sorted(checks.items()):
+            for trait, check in checks.items():
                 # Self-described (no declaration of the host's): the plugin's own two halves, not a change.
                 if check.compatibility == "compatible" and trait in ctx.traits:
                     message = f"trait {trait}: " + "; ".join(check.differences)
@@ -343,7 +343,7 @@ def _check(args: argparse.Namespace) -> int:
                         )
                     )
             lib_findings += own_findings
-            for trait, check in sorted(checks.items()):
+            for trait, check in checks.items():
                 mine = (
                     [f for f in lib_findings if f.trait == trait and f.contract in (None, ctx.name)]
                     if lib_findings
@@ -546,19 +546,13 @@ def _check_rows(
     probe: dict[str, object] | None,
 ) -> list[list[str]]:
     rows = []
-    for name, check in sorted(checks.items()):
+    library, platform = os.path.basename(path), f"{abi.format} {abi.machine}"
+    for name, check in checks.items():
         t = abi.traits[name]
-        array = "plugin" if t.has("register_all") else ("host" if t.types else "-")
+        types = t.types
+        array = "plugin" if t.has("register_all") else ("host" if types else "-")
         verdicts = cells[name] if matrix else [check.compatibility]
-        row = [
-            os.path.basename(path),
-            f"{abi.format} {abi.machine}",
-            name,
-            ", ".join(t.types) or "-",
-            array,
-            _describe_descriptor(abi, name),
-            *verdicts,
-        ]
+        row = [library, platform, name, ", ".join(types) or "-", array, _describe_descriptor(abi, name), *verdicts]
         rows.append([*row, _describe_probe(probe)] if probe is not None else row)
     return rows
 

@@ -105,7 +105,7 @@ def missing_path(raw: str) -> str | None:
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     """``rows`` under ``header``, columns padded to their widest cell."""
-    cells = [[str(c) for c in r] for r in [header, *rows]]
+    cells = [header, *rows]
     widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
     line = "  ".join("-" * w for w in widths)
     out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
