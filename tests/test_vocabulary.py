@@ -30,6 +30,7 @@ from plugin_host.errors import (
 )
 from plugin_host.loading import _engine
 from plugin_host.registry import PluginObject
+from plugin_host.registry import _proxy
 from plugin_interface import (
     F32,
     F64,
@@ -758,6 +759,14 @@ class Checked(Protocol):
         """What ``answer(7)`` returns."""
         ...
 
+    def pick(self, choose: Callback[[U32], I8], values: Array[I32]) -> I32:
+        """What ``choose(len(values))`` returns."""
+        ...
+
+    def both(self, first: Callback[[U32], I8], second: Callback[[U32], I8]) -> I32:
+        """``first(1) + second(2)``."""
+        ...
+
     def calls(self) -> U32:
         """How many calls reached the plugin (the other methods count)."""
         ...
@@ -793,10 +802,21 @@ static int32_t ask(void *self, int8_t (*answer)(void *, uint32_t), void *ctx) {
     ncalls++;
     return answer(ctx, 7);
 }
+static int32_t pick(void *self, int8_t (*choose)(void *, uint32_t), void *ctx, const int32_t *values, size_t n) {
+    (void)self, (void)values;
+    ncalls++;
+    return choose(ctx, (uint32_t)n);
+}
+static int32_t both(void *self, int8_t (*first)(void *, uint32_t), void *first_ctx, int8_t (*second)(void *, uint32_t),
+                    void *second_ctx) {
+    (void)self;
+    ncalls++;
+    return first(first_ctx, 1) + second(second_ctx, 2);
+}
 static uint32_t calls(void *self) { (void)self; return ncalls; }
 PLUGIN_IMPL(Checked, Strict, .i8 = i8, .i16 = i16, .i32 = i32, .i64 = i64, .u8 = u8, .u16 = u16, .u32 = u32,
             .u64 = u64, .usize = usize, .f32 = f32, .f64 = f64, .flag = flag, .text = text, .count = count,
-            .fill = fill, .twice = twice, .halve = halve, .ask = ask, .calls = calls)
+            .fill = fill, .twice = twice, .halve = halve, .ask = ask, .pick = pick, .both = both, .calls = calls)
 PLUGIN_AGGREGATES(Checked)
 """
 
@@ -814,7 +834,8 @@ def strict(checked_lib: Path, call_path: str) -> Any:
         [handle] = manager.load_plugins(checked_lib, Checked)
         proxy = handle.proxy("Strict")
         for method in Checked.__plugin_trait__.methods:  # type: ignore[attr-defined]
-            assert is_compiled(getattr(proxy, method.name)) is (call_path == "engine" and method.name != "ask")
+            callbacks = ("ask", "pick", "both")  # the Python path's
+            assert is_compiled(getattr(proxy, method.name)) is (call_path == "engine" and method.name not in callbacks)
         yield proxy
 
 
@@ -930,6 +951,19 @@ def test_a_callback_returning_a_bad_value_is_a_typed_error_after_the_plugin_retu
             raise KeyError("its own")
 
         strict.ask(own)
+
+
+def test_a_call_refused_after_its_callback_was_made_leaves_no_callback_behind(strict: Any) -> None:
+    live = dict(_proxy._LIVE)
+    before = strict.calls()
+    assert strict.pick(lambda n: n, array.array("i", [1, 2, 3])) == 3
+    assert strict.both(lambda n: n, lambda n: 10 * n) == 21
+    with pytest.raises(CallArgumentError, match="values: expected a buffer of I32 items"):
+        strict.pick(lambda n: n, [1, 2])  # the callback is made, then the array refused
+    with pytest.raises(CallArgumentError, match="second: expected a callable"):
+        strict.both(lambda n: n, 42)  # the first callback is made, then the second refused
+    assert strict.calls() == before + 2  # neither refused call reached the plugin
+    assert _proxy._LIVE == live  # and no callback of theirs is still registered (with its proxy and function)
 
 
 def test_a_bad_struct_field_names_the_field(plane: Any, geometry: Path) -> None:

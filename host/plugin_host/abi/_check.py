@@ -180,7 +180,7 @@ class TraitAbi:
     @property
     def types(self) -> list[str]:
         """Implementation types with a maker at this host's ABI version."""
-        return sorted(t for role, t, abi in self.symbols if role == "maker" and abi == ABI_VERSION and t)
+        return sorted([t for role, t, abi in self.symbols if role == "maker" and abi == ABI_VERSION and t])
 
     def registrations(self) -> dict[tuple[str, int], dict[str, bool]]:
         """``(type, abi) -> {"maker": ..., "unmaker": ...}`` for every maker or unmaker."""

@@ -663,12 +663,13 @@ def _callback(proxy: TraitProxy, method: str, name: str, fn: object, ctype: CTyp
     return _trampoline(ctype), state.handle, state
 
 
-def _finish_callbacks(*states: _CallbackState) -> None:
-    """End the callbacks of a call; raise what the first of them raised."""
+def _finish_callbacks(*states: _CallbackState | None) -> None:
+    """End the callbacks of a call (``None``: one not made, the call refused first); raise what the first raised."""
     for state in states:
-        _LIVE.pop(state.key, None)
+        if state is not None:
+            _LIVE.pop(state.key, None)
     for state in states:
-        if state.error is not None:
+        if state is not None and state.error is not None:
             error, state.error = state.error, None
             raise error
 
@@ -801,10 +802,17 @@ def _method_source(m: MethodSpec) -> str:
             *(["else:", *(f"    {text}" for text in rest)] if rest else []),
         ]
     guarded = CallGate.guarded_source("self._gate", f"self._unloaded({m.name!r})", body)
-    if callbacks:  # after the plugin returned: end the callbacks, raise what they raised
-        guarded = ["    try:", *(f"    {line}" for line in guarded), "    finally:"]
-        guarded.append(f"        _finish_callbacks({', '.join(callbacks)})")
     body_lines = [*pre, *guarded]
+    if callbacks:
+        # After the plugin returned, end the callbacks and raise what they raised; and end those
+        # already made when a later argument is refused before the call (they are registered in _LIVE).
+        body_lines = [
+            *(f"    {state} = None" for state in callbacks),
+            "    try:",
+            *(f"    {line}" for line in body_lines),
+            "    finally:",
+            f"        _finish_callbacks({', '.join(callbacks)})",
+        ]
     views = [f"_b_{p.name}" for p in m.params if p.ctype.kind in _VIEW_KINDS]
     if views:
         # A failed call's traceback keeps this frame, and with it the views of the caller's buffers
