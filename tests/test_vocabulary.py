@@ -29,8 +29,7 @@ from plugin_host.errors import (
     PluginUnloadedError,
 )
 from plugin_host.loading import _engine
-from plugin_host.registry import PluginObject
-from plugin_host.registry import _proxy
+from plugin_host.registry import PluginObject, _proxy
 from plugin_interface import (
     F32,
     F64,
