@@ -46,11 +46,6 @@ static const char MAKER_PREFIX[] = PH_PLUGIN_PREFIX;
 
 typedef PhImage Source;
 
-/* formats/_table.py check_table: count entries of entry bytes at offset lie inside the image. */
-static int table_fits(uint64_t offset, uint64_t count, uint64_t entry, uint64_t size) {
-    return entry > 0 && offset <= size && count <= (size - offset) / entry;
-}
-
 /* Whether name (NUL-terminated) is a maker of trait (trait_len bytes) under ABI version 1, as
  * plugin_interface.parse_symbol and find_maker_types decide; *type and *type_len: its type name. */
 static int is_maker(const char *name, const char *trait, size_t trait_len, const char **type, size_t *type_len) {
@@ -94,29 +89,6 @@ static int is_maker(const char *name, const char *trait, size_t trait_len, const
     *type = tail;
     *type_len = (size_t)(sep - tail);
     return 1;
-}
-
-typedef struct Shdr {
-    uint64_t type, offset, size, link, entsize;
-} Shdr;
-
-/* formats/_elf.py _section_struct: sh_type, sh_offset, sh_size, sh_link, sh_entsize of one entry. */
-static Shdr read_shdr(const unsigned char *p, int elf64, int be) {
-    Shdr h;
-    if (elf64) {
-        h.type = ph_rd(p + 4, 4, be);
-        h.offset = ph_rd(p + 24, 8, be);
-        h.size = ph_rd(p + 32, 8, be);
-        h.link = ph_rd(p + 40, 4, be);
-        h.entsize = ph_rd(p + 56, 8, be);
-    } else {
-        h.type = ph_rd(p + 4, 4, be);
-        h.offset = ph_rd(p + 16, 4, be);
-        h.size = ph_rd(p + 20, 4, be);
-        h.link = ph_rd(p + 24, 4, be);
-        h.entsize = ph_rd(p + 36, 4, be);
-    }
-    return h;
 }
 
 static int by_name(const void *a, const void *b) {
@@ -195,63 +167,22 @@ static int collect_makers(const unsigned char *entries, uint64_t count, uint64_t
 /* ph_elf_makers on an open source (see speedups.h). */
 static int read_makers(const Source *s, const char *trait, char *types, size_t types_len, size_t *found) {
     const uint64_t size = s->size;
-    const size_t ident_len = s->head_len < 64 ? s->head_len : 64;
-    const unsigned char *e = s->head;
-    /* _ElfTables: the identity, then the header of its class. */
-    if (ident_len < 6 || memcmp(e, "\177ELF", 4) != 0 || (e[4] != 1 && e[4] != 2) || (e[5] != 1 && e[5] != 2)) {
-        return PH_FAIL;
+    PhElf elf;
+    int opened = ph_elf_open(s, &elf);
+    if (opened != PH_PASS) {
+        return opened;
     }
-    const int elf64 = e[4] == 2, be = e[5] == 2;
-    if (ident_len < (elf64 ? 64u : 52u)) {
-        return PH_FAIL;
-    }
-    const uint64_t phoff = elf64 ? ph_rd(e + 32, 8, be) : ph_rd(e + 28, 4, be);
-    const uint64_t shoff = elf64 ? ph_rd(e + 40, 8, be) : ph_rd(e + 32, 4, be);
-    const unsigned char *t = e + (elf64 ? 54 : 42);
-    const uint64_t phentsize = ph_rd(t, 2, be), phnum = ph_rd(t + 2, 2, be);
-    const uint64_t shentsize = ph_rd(t + 4, 2, be);
-    uint64_t shnum = ph_rd(t + 6, 2, be);
-    const uint64_t shent = elf64 ? 64 : 40, syment = elf64 ? 24 : 16, dynent = elf64 ? 16 : 8;
-    if (phnum && !table_fits(phoff, phnum, phentsize, size)) {
-        return PH_FAIL;
-    }
-    if (shoff && shentsize != shent) {
-        return PH_FAIL;
-    }
-    unsigned char *owned = NULL;
-    if (shoff && !shnum) { /* extended numbering: section 0's sh_size holds the count */
-        if (!table_fits(shoff, 1, shent, size)) {
-            return PH_FAIL;
-        }
-        const unsigned char *first = ph_view(s, shoff, shent, &owned);
-        if (first == NULL) {
-            return PH_FAIL;
-        }
-        shnum = elf64 ? ph_rd(first + 32, 8, be) : ph_rd(first + 20, 4, be);
-        free(owned);
-    } else if (!shoff) {
-        shnum = 0;
-    }
-    if (!table_fits(shoff, shnum, shent, size)) {
-        return PH_FAIL;
-    }
-    if (shnum == 0) {
+    if (elf.shnum == 0) {
         return PH_FAIL; /* no .dynsym */
     }
-    if (shnum > PH_MAX_DYNAMIC_BYTES / 8) {
-        return PH_UNSUPPORTED; /* 131072 sections and more: the Python reader decides */
-    }
-    const unsigned char *sections = ph_view(s, shoff, shnum * shent, &owned);
-    if (sections == NULL) {
-        return PH_FAIL;
-    }
-    unsigned char *sections_owned = owned;
+    const int elf64 = elf.elf64, be = elf.be;
+    const uint64_t shnum = elf.shnum, syment = elf.syment, dynent = elf.dynent;
     int verdict = PH_PASS, any = 0;
     found[0] = found[1] = 0;
     for (uint64_t i = 0; i < shnum && verdict == PH_PASS; i++) {
-        const Shdr h = read_shdr(sections + i * shent, elf64, be);
+        const PhShdr h = ph_elf_section(&elf, i);
         if (h.type == SHT_DYNAMIC) { /* nodelete(): every .dynamic is read whole */
-            if (!table_fits(h.offset, h.size / dynent, dynent, size)) {
+            if (!ph_table_fits(h.offset, h.size / dynent, dynent, size)) {
                 verdict = PH_FAIL;
             }
             continue;
@@ -261,12 +192,12 @@ static int read_makers(const Source *s, const char *trait, char *types, size_t t
         }
         /* symbol_table(): the entries' size, the table and its linked string table inside the image. */
         const uint64_t count = h.size / syment;
-        if (h.entsize != syment || !table_fits(h.offset, count, syment, size) || h.link >= shnum) {
+        if (h.entsize != syment || !ph_table_fits(h.offset, count, syment, size) || h.link >= shnum) {
             verdict = PH_FAIL;
             break;
         }
-        const Shdr strtab = read_shdr(sections + h.link * shent, elf64, be);
-        if (!table_fits(strtab.offset, strtab.size, 1, size)) {
+        const PhShdr strtab = ph_elf_section(&elf, h.link);
+        if (!ph_table_fits(strtab.offset, strtab.size, 1, size)) {
             verdict = PH_FAIL;
             break;
         }
@@ -289,7 +220,7 @@ static int read_makers(const Source *s, const char *trait, char *types, size_t t
         free(entries_owned);
         free(strings_owned);
     }
-    free(sections_owned);
+    ph_elf_close(&elf);
     if (verdict == PH_PASS && !any) {
         verdict = PH_FAIL; /* "no dynamic symbol table (.dynsym)" */
     }

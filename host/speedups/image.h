@@ -1,5 +1,7 @@
-/* What speedups.c (the pre-check) and exports.c (the makers' read) share: the
- * bounded view of a library image, the byte-order read, and the file identity.
+/* What speedups.c (the pre-check), exports.c (the makers' read) and elfread.c
+ * (plugin_host.formats._elfread, the export table) share: the bounded view of a
+ * library image, the byte-order read, the ELF header and section headers, and
+ * the file identity.
  * One source for each, included by both (static inline: no symbol, no warning
  * where a file leaves one unused).  Include after the system headers. */
 #ifndef PLUGIN_HOST_SPEEDUPS_IMAGE_H
@@ -77,6 +79,143 @@ static inline uint64_t ph_rd(const unsigned char *p, unsigned width, int big_end
         v |= (uint64_t)p[i] << shift;
     }
     return v;
+}
+
+/* ---- ELF: what exports.c (the makers) and elfread.c (the export table) both read ---- */
+
+/* formats/_table.py check_table: count entries of entry bytes at offset lie inside an image of size bytes. */
+static inline int ph_table_fits(uint64_t offset, uint64_t count, uint64_t entry, uint64_t size) {
+    return entry > 0 && offset <= size && count <= (size - offset) / entry;
+}
+
+typedef struct PhShdr {
+    uint64_t type, offset, size, link, entsize;
+} PhShdr;
+
+/* formats/_elf.py _section_struct: sh_type, sh_offset, sh_size, sh_link, sh_entsize of one entry. */
+static inline PhShdr ph_read_shdr(const unsigned char *p, int elf64, int be) {
+    PhShdr h;
+    h.type = ph_rd(p + 4, 4, be);
+    if (elf64) {
+        h.offset = ph_rd(p + 24, 8, be);
+        h.size = ph_rd(p + 32, 8, be);
+        h.link = ph_rd(p + 40, 4, be);
+        h.entsize = ph_rd(p + 56, 8, be);
+    } else {
+        h.offset = ph_rd(p + 16, 4, be);
+        h.size = ph_rd(p + 20, 4, be);
+        h.link = ph_rd(p + 24, 4, be);
+        h.entsize = ph_rd(p + 36, 4, be);
+    }
+    return h;
+}
+
+typedef struct PhPhdr {
+    uint64_t type, offset, vaddr, filesz;
+} PhPhdr;
+
+/* formats/_elf.py _elf_structs: p_type, p_offset, p_vaddr, p_filesz of one program header entry. */
+static inline PhPhdr ph_read_phdr(const unsigned char *p, int elf64, int be) {
+    PhPhdr h;
+    h.type = ph_rd(p, 4, be);
+    if (elf64) {
+        h.offset = ph_rd(p + 8, 8, be);
+        h.vaddr = ph_rd(p + 16, 8, be);
+        h.filesz = ph_rd(p + 32, 8, be);
+    } else {
+        h.offset = ph_rd(p + 4, 4, be);
+        h.vaddr = ph_rd(p + 8, 4, be);
+        h.filesz = ph_rd(p + 16, 4, be);
+    }
+    return h;
+}
+
+/* The ELF header and section headers of an image, as formats/_elf.py _ElfTables reads them. */
+typedef struct PhElf {
+    int elf64, be;
+    uint64_t machine, phoff, phentsize, phnum;
+    uint64_t shnum;                     /* section headers (0 without any) */
+    uint64_t shent, syment, dynent;     /* bytes of a section header, a symbol, a dynamic entry */
+    const unsigned char *sections;      /* shnum * shent bytes */
+    unsigned char *sections_owned;      /* what to free (ph_elf_close) */
+} PhElf;
+
+/* _ElfTables.__init__ on the image: the identity, the header of its class, the program headers'
+ * extent, and the section headers (extended numbering included) read whole.  PH_PASS, or PH_FAIL
+ * where the Python reader raises (a short read included), or PH_UNSUPPORTED (131072 sections and
+ * more: the Python reader decides).  On PH_PASS the caller calls ph_elf_close. */
+static inline int ph_elf_open(const PhImage *s, PhElf *elf) {
+    const uint64_t size = s->size;
+    const size_t ident_len = s->head_len < 64 ? s->head_len : 64;
+    const unsigned char *e = s->head;
+    memset(elf, 0, sizeof *elf);
+    if (ident_len < 6 || memcmp(e, "\177ELF", 4) != 0 || (e[4] != 1 && e[4] != 2) || (e[5] != 1 && e[5] != 2)) {
+        return PH_FAIL;
+    }
+    const int elf64 = e[4] == 2, be = e[5] == 2;
+    if (ident_len < (elf64 ? 64u : 52u)) {
+        return PH_FAIL;
+    }
+    elf->elf64 = elf64;
+    elf->be = be;
+    elf->machine = ph_rd(e + 18, 2, be);
+    elf->phoff = elf64 ? ph_rd(e + 32, 8, be) : ph_rd(e + 28, 4, be);
+    const uint64_t shoff = elf64 ? ph_rd(e + 40, 8, be) : ph_rd(e + 32, 4, be);
+    const unsigned char *t = e + (elf64 ? 54 : 42);
+    elf->phentsize = ph_rd(t, 2, be);
+    elf->phnum = ph_rd(t + 2, 2, be);
+    const uint64_t shentsize = ph_rd(t + 4, 2, be);
+    uint64_t shnum = ph_rd(t + 6, 2, be);
+    const uint64_t shent = elf64 ? 64 : 40;
+    elf->shent = shent;
+    elf->syment = elf64 ? 24 : 16;
+    elf->dynent = elf64 ? 16 : 8;
+    if (elf->phnum && !ph_table_fits(elf->phoff, elf->phnum, elf->phentsize, size)) {
+        return PH_FAIL;
+    }
+    if (shoff && shentsize != shent) {
+        return PH_FAIL;
+    }
+    unsigned char *owned = NULL;
+    if (shoff && !shnum) { /* extended numbering: section 0's sh_size holds the count */
+        if (!ph_table_fits(shoff, 1, shent, size)) {
+            return PH_FAIL;
+        }
+        const unsigned char *first = ph_view(s, shoff, shent, &owned);
+        if (first == NULL) {
+            return PH_FAIL;
+        }
+        shnum = elf64 ? ph_rd(first + 32, 8, be) : ph_rd(first + 20, 4, be);
+        free(owned);
+    } else if (!shoff) {
+        shnum = 0;
+    }
+    if (!ph_table_fits(shoff, shnum, shent, size)) {
+        return PH_FAIL;
+    }
+    if (shnum > PH_MAX_DYNAMIC_BYTES / 8) {
+        return PH_UNSUPPORTED;
+    }
+    if (shnum) {
+        elf->sections = ph_view(s, shoff, shnum * shent, &owned);
+        if (elf->sections == NULL) {
+            return PH_FAIL;
+        }
+        elf->sections_owned = owned;
+    }
+    elf->shnum = shnum;
+    return PH_PASS;
+}
+
+static inline void ph_elf_close(PhElf *elf) {
+    free(elf->sections_owned);
+    elf->sections_owned = NULL;
+    elf->sections = NULL;
+}
+
+/* Section index's header (index below elf->shnum). */
+static inline PhShdr ph_elf_section(const PhElf *elf, uint64_t index) {
+    return ph_read_shdr(elf->sections + index * elf->shent, elf->elf64, elf->be);
 }
 
 #if !defined(_WIN32)

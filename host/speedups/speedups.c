@@ -99,24 +99,7 @@ static int contains_prefix(const unsigned char *hay, uint64_t len) {
 
 /* ---- the ELF pre-check -------------------------------------------------- */
 
-typedef struct Phdr {
-    uint64_t type, offset, vaddr, filesz;
-} Phdr;
-
-static Phdr read_phdr(const unsigned char *p, int elf64, int be) {
-    Phdr h;
-    h.type = ph_rd(p, 4, be);
-    if (elf64) {
-        h.offset = ph_rd(p + 8, 8, be);
-        h.vaddr = ph_rd(p + 16, 8, be);
-        h.filesz = ph_rd(p + 32, 8, be);
-    } else {
-        h.offset = ph_rd(p + 4, 4, be);
-        h.vaddr = ph_rd(p + 8, 4, be);
-        h.filesz = ph_rd(p + 16, 4, be);
-    }
-    return h;
-}
+typedef PhPhdr Phdr;
 
 /* Whether the dynamic string table (found through PT_DYNAMIC) names a plugin
  * maker; the checks of loading/_precheck.py _dynamic_strings on the way. */
@@ -125,7 +108,7 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
     int found = 0;
     Phdr dyn = {0, 0, 0, 0};
     for (uint64_t i = 0; i < phnum; i++) {
-        Phdr h = read_phdr(phdrs + i * phentsize, elf64, be);
+        Phdr h = ph_read_phdr(phdrs + i * phentsize, elf64, be);
         if (h.type == PT_DYNAMIC) {
             dyn = h;
             found = 1;
@@ -165,7 +148,7 @@ static int dynamic_strings_name_plugins(const Image *im, const unsigned char *ph
     uint64_t start = 0;
     found = 0;
     for (uint64_t i = 0; i < phnum; i++) {
-        Phdr h = read_phdr(phdrs + i * phentsize, elf64, be);
+        Phdr h = ph_read_phdr(phdrs + i * phentsize, elf64, be);
         if (h.type == PT_LOAD && h.vaddr <= strtab && strtab - h.vaddr < h.filesz) {
             start = strtab - h.vaddr + h.offset; /* < offset + filesz <= size: checked by the caller */
             found = 1;
@@ -249,7 +232,7 @@ int ph_precheck_elf(int fd, const unsigned char *data, uint64_t size, size_t hea
     }
     int verdict = PH_PASS;
     for (uint64_t i = 0; i < phnum && verdict == PH_PASS; i++) {
-        Phdr h = read_phdr(phdrs + i * stride, elf64, be);
+        Phdr h = ph_read_phdr(phdrs + i * stride, elf64, be);
         if (h.type == PT_LOAD && (h.offset > size || h.filesz > size - h.offset)) {
             verdict = PH_FAIL; /* truncated: a load segment ends past the file (SIGBUS in dlopen) */
         }

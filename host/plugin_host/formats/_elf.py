@@ -9,6 +9,13 @@ prefix (``reload(trait=None)``) and the unload blockers; it reads only the table
 file's size, so a malformed file gives a typed error, never a crash or a loop
 driven by a corrupted count.  ``tests/test_elf_reader.py`` holds it to
 pyelftools' reading of every built plugin and of fuzzed files.
+
+The optional C extension ``plugin_host.formats._elfread`` (host/speedups/elfread.c)
+reads the same export table through an open descriptor in a fraction of the
+time; :func:`elf_exports_fd` uses it when it was built (and
+``PLUGIN_HOST_PURE_PYTHON`` is not set), and this reader whenever it answers
+``None`` (anything this reader may refuse).  ``tests/test_elfread.py`` holds the
+two to the same table.
 """
 
 from __future__ import annotations
@@ -20,6 +27,11 @@ import struct
 import sys
 from collections.abc import Callable
 from typing import NamedTuple
+
+try:
+    from . import _elfread as _compiled
+except ImportError:  # not built (no C compiler at install time): this module's reader
+    _compiled = None  # type: ignore[assignment]
 
 from plugin_interface import NotASharedLibraryError
 
@@ -45,11 +57,16 @@ __all__ = [
     "UnloadBlockers",
     "check_complete",
     "check_elf_complete",
+    "compiled_elf_exports",
+    "compiled_reader_available",
+    "compiled_reader_enabled",
     "elf_export_names",
     "elf_exports",
+    "elf_exports_fd",
     "host_elf_identity",
     "read_elf_exports",
     "read_unload_blockers",
+    "set_compiled_reader",
 ]
 
 
@@ -281,6 +298,82 @@ _PT_LOAD = int(SegmentType.PT_LOAD)
 _ENTRY_SIZES = {int(ElfClass.ELFCLASS32): (40, 16, 8), int(ElfClass.ELFCLASS64): (64, 24, 16)}
 
 
+if _compiled is not None and _compiled.MAX_UNIQUE_NAMES != MAX_UNIQUE_NAMES:  # a build of another version
+    import warnings
+
+    warnings.warn(
+        f"plugin_host.formats._elfread keeps {_compiled.MAX_UNIQUE_NAMES} STB_GNU_UNIQUE names, this host "
+        f"{MAX_UNIQUE_NAMES}; ELF export tables are read in Python",
+        RuntimeWarning,
+        stacklevel=1,
+    )
+    _compiled = None  # type: ignore[assignment]
+#: The C reader's entry point, when it is in use.
+_compiled_reader = (
+    _compiled.elf_exports
+    if _compiled is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
+    else None
+)
+
+
+def compiled_reader_available() -> bool:
+    """Whether ``plugin_host.formats._elfread`` (the export table read in C) was built and imports."""
+    return _compiled is not None
+
+
+def compiled_reader_enabled() -> bool:
+    """Whether :func:`elf_exports_fd` asks the C reader first (off with ``PLUGIN_HOST_PURE_PYTHON=1``)."""
+    return _compiled_reader is not None
+
+
+def set_compiled_reader(enabled: bool) -> bool:
+    """Turn the C reader on or off (on only where it was built); returns the previous setting (for tests)."""
+    global _compiled_reader
+    previous = _compiled_reader is not None
+    _compiled_reader = _compiled.elf_exports if enabled and _compiled is not None else None
+    return previous
+
+
+def compiled_elf_exports(fd: int, size: int, path: str, ident: bytes) -> ExportTable | None:
+    """The C reader's export table of the open file ``fd``, or ``None``.
+
+    ``None`` when the C reader is not in use, and for any file :func:`elf_exports`
+    may refuse or that the C leaves to it: then only :func:`elf_exports` decides.
+
+    :param size: the file's size in bytes.
+    :param ident: its first 64 bytes (all of it when shorter).
+    """
+    reader = _compiled_reader
+    found = reader(fd, size, ident) if reader is not None else None
+    if found is None:
+        return None
+    e_machine, elf_class, byte_order, symbols, regions, unique, unique_count, nodelete, tls, weak_tls = found
+    return ExportTable(
+        path,
+        "elf",
+        machine_name(ELF_MACHINES, e_machine),
+        4 if elf_class == 1 else 8,
+        "little" if byte_order == 1 else "big",
+        symbols,
+        regions,
+        UnloadBlockers(unique, unique_count, nodelete, tls, weak_tls),
+    )
+
+
+def elf_exports_fd(fd: int, size: int, path: str, ident: bytes) -> ExportTable:
+    """:func:`elf_exports` of the open file ``fd``: read in C when the extension is in use.
+
+    :param size: the file's size in bytes.
+    :param ident: its first 64 bytes (all of it when shorter).
+    :raises NotASharedLibraryError: naming ``path`` and what is malformed (always :func:`elf_exports`' message).
+    :raises OSError: from reading ``fd``.
+    """
+    table = compiled_elf_exports(fd, size, path, ident)
+    if table is not None:
+        return table
+    return elf_exports(lambda offset, n: pread(fd, n, offset), size, path, ident)
+
+
 def read_elf_exports(path: str) -> ExportTable:
     """The export table of an ELF shared library.
 
@@ -295,8 +388,7 @@ def read_elf_exports(path: str) -> ExportTable:
     try:
         fd = os.open(path, READ_FLAGS)
         try:
-            size = os.fstat(fd).st_size
-            return elf_exports(lambda offset, n: pread(fd, n, offset), size, path)
+            return elf_exports_fd(fd, os.fstat(fd).st_size, path, pread(fd, 64, 0))
         finally:
             os.close(fd)
     except OSError as e:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from plugin_interface import NotASharedLibraryError
 
-from ._elf import elf_export_names, elf_exports
+from ._elf import compiled_elf_exports, elf_export_names, elf_exports_fd
 from ._io import READ_FLAGS, pread
 from ._macho import macho_exports
 from ._pe import pe_exports
@@ -78,12 +78,12 @@ def _open(name: str) -> int:
 def _exports(fd: int, name: str) -> ExportTable:
     try:
         size, head, fmt = _sniff(fd, name)
+        if fmt is BinaryFormat.ELF:
+            return elf_exports_fd(fd, size, name, head)
 
         def read(offset: int, n: int) -> bytes:  # through the descriptor already open: one open per file
             return pread(fd, n, offset)
 
-        if fmt is BinaryFormat.ELF:
-            return elf_exports(read, size, name, head)
         if fmt is BinaryFormat.PE:
             return pe_exports(read, size, name, head)
         return macho_exports(read, size, name, head)
@@ -124,6 +124,12 @@ def exported_names(path: str | os.PathLike[str], prefix: str) -> list[str]:
     try:
         size, head, fmt = _sniff(fd, name)
         if fmt is BinaryFormat.ELF:
+            # A table the C reader gives is one elf_exports would give, so its names are
+            # elf_export_names' (which may refuse less: it reads less); a prefix holding U+FFFD could
+            # match a name's undecodable byte, which the search of the bytes does not.
+            table = compiled_elf_exports(fd, size, name, head) if "\ufffd" not in prefix else None
+            if table is not None:
+                return sorted(n for n in table.symbols if n.startswith(prefix))
             return elf_export_names(lambda offset, n: pread(fd, n, offset), size, name, prefix, head)
     except OSError as e:
         raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e

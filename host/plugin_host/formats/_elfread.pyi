@@ -1,0 +1,10 @@
+# The CPython extension built from host/speedups/elfread.c (optional; see _elf.py elf_exports_fd).
+
+MAX_UNIQUE_NAMES: int
+
+def elf_exports(
+    fd: int, size: int, ident: bytes, /
+) -> (
+    tuple[int, int, int, dict[str, int], tuple[tuple[int, int, int], ...], tuple[str, ...], int, bool, bool, bool]
+    | None
+): ...
