@@ -22,7 +22,6 @@ from __future__ import annotations
 import enum
 import functools
 import json
-import operator
 import os
 import stat
 from dataclasses import dataclass, field
@@ -563,35 +562,22 @@ class _Report(Protocol):
     ) -> None: ...
 
 
-#: Sorts a trait's ``(key, symbol)`` items by symbol (what the problems are reported in the order of).
-_by_symbol = operator.itemgetter(1)
-
-
 def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, report: _Report, host: str) -> TraitCheck:
     name = trait.name
     symbols = trait.symbols
-    for (role, type_name, version), symbol in sorted(symbols.items(), key=_by_symbol):
+    found: list[tuple[str, Severity, ProblemKind, str]] = []  # at most one per symbol, reported in symbol order
+    for (role, type_name, version), symbol in symbols.items():
         if version != ABI_VERSION:
-            report(
-                Severity.ERROR,
-                ProblemKind.UNKNOWN_VERSION,
-                f"{symbol}: ABI version {version} is unknown to this host (which speaks v{ABI_VERSION})",
-                name,
-                symbol,
-            )
-            continue
-        if role == "maker" and ("unmaker", type_name, version) not in symbols:
-            report(
-                Severity.ERROR,
-                ProblemKind.MISSING_UNMAKER,
-                f"{symbol}: maker without its unmaker {unmaker_symbol(name, type_name or '', version)}",
-                name,
-                symbol,
-            )
+            message = f"{symbol}: ABI version {version} is unknown to this host (which speaks v{ABI_VERSION})"
+            found.append((symbol, Severity.ERROR, ProblemKind.UNKNOWN_VERSION, message))
+        elif role == "maker" and ("unmaker", type_name, version) not in symbols:
+            message = f"{symbol}: maker without its unmaker {unmaker_symbol(name, type_name or '', version)}"
+            found.append((symbol, Severity.ERROR, ProblemKind.MISSING_UNMAKER, message))
         elif role == "unmaker" and ("maker", type_name, version) not in symbols:
-            report(
-                Severity.WARNING, ProblemKind.UNMAKER_WITHOUT_MAKER, f"{symbol}: unmaker without a maker", name, symbol
-            )
+            message = f"{symbol}: unmaker without a maker"
+            found.append((symbol, Severity.WARNING, ProblemKind.UNMAKER_WITHOUT_MAKER, message))
+    for symbol, severity, kind, message in sorted(found) if len(found) > 1 else found:
+        report(severity, kind, message, name, symbol)
     if trait.has("register_all"):
         aggregate = trait.symbols[("register_all", None, ABI_VERSION)]
         if not trait.has("unmaker_counter"):
