@@ -290,6 +290,8 @@ def _check(args: argparse.Namespace) -> int:
     # Only some formats use the per-case records and the table: a check of hundreds of files skips the rest.
     want_cases = args.format in ("junit", "markdown") or bool(args.summary)
     want_rows = args.format == "text"
+    want_json = args.format == "json"  # the other formats are made of the findings (and cases)
+    want_verdicts = want_cases or bool(contracts)  # a host check's row shows the compatibility alone
     for path in files:
         library = str(path)
         abi: LibraryAbi | None
@@ -303,14 +305,15 @@ def _check(args: argparse.Namespace) -> int:
             cases.append(Case(library, None, None, "error", [finding]))
             rows.append([os.path.basename(path), "?", "-", "-", "-", "-", *(["not a library"] * len(contexts))])
             probe = _probe(path, None, args.probe_timeout)[0] if args.probe else None
-            entries.append(_entry_json(None, library, [problem], [], probe, bool(contracts)))
+            if want_json:
+                entries.append(_entry_json(None, library, [problem], [], probe, bool(contracts)))
             if args.probe:
                 rows[-1].append("-")
             continue
         if not declared_here:
             exported.update(abi.traits)
             embedded.update(f"{t.name}@{t.declaration.version}" for t in abi.traits.values() if t.declaration)
-        selected = _selected(abi, args.trait, contexts)
+        selected = None if args.trait is None else _selected(abi, args.trait, contexts)
         results = [check_library(abi, ctx.traits, selected, ctx.host) for ctx in contexts]
         free = [p for p in results[0][0] if p.kind not in _CONTRACT_KINDS]
         probe = None
@@ -343,7 +346,7 @@ def _check(args: argparse.Namespace) -> int:
                         )
                     )
             lib_findings += own_findings
-            for trait, check in checks.items():
+            for trait, check in checks.items() if want_verdicts else ():
                 mine = (
                     [f for f in lib_findings if f.trait == trait and f.contract in (None, ctx.name)]
                     if lib_findings
@@ -363,7 +366,8 @@ def _check(args: argparse.Namespace) -> int:
         findings += lib_findings
         if want_rows:
             rows += _check_rows(path, abi, results[0][1], cells, bool(contracts), probe)
-        entries.append(_entry_json(abi, library, free, per_context, probe, bool(contracts)))
+        if want_json:
+            entries.append(_entry_json(abi, library, free, per_context, probe, bool(contracts)))
     if not declared_here and not _known_somewhere(args.trait, contexts, exported, embedded):  # a typo, most likely
         if version is None:
             known = {*declared_traits(), *exported}
