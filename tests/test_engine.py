@@ -1020,13 +1020,13 @@ def test_the_hint_is_in_the_declaration_and_not_in_the_abi() -> None:
     spec = Abi.__plugin_trait__  # type: ignore[attr-defined]
     assert spec.method("hold").long_running and not spec.method("hold_tight").long_running
     assert spec.method("hold").signature == "hold(U32 bound_ms) -> Bool"
-    unhinted = dataclasses.replace(spec.method("hold"), long_running=False)
+    unhinted = spec.method("hold").replace(long_running=False)
     assert unhinted == spec.method("hold") and unhinted.fingerprint == spec.method("hold").fingerprint
     from plugin_interface import TraitSpec, decode_declaration, encode_declaration
 
     assert decode_declaration(encode_declaration(spec)).method("hold").long_running  # carried in the JSON
     assert '"long_running"' not in encode_declaration(PluginTrait.Greeter.spec).decode()  # only where given
-    whole = dataclasses.replace(PluginTrait.Greeter.spec, long_running=True)
+    whole = PluginTrait.Greeter.spec.replace(long_running=True)
     assert whole == PluginTrait.Greeter.spec and whole.is_long_running(whole.methods[0])
     assert TraitSpec.from_json(whole.to_json()).long_running
     with pytest.raises(ValueError, match="long_running is 'yes'"):

@@ -6,7 +6,6 @@ Every test runs on both call paths (the ``call_path`` fixture): the compiled cal
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import threading
 from collections.abc import Callable
@@ -26,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("call_path")
 
 #: The Greeter with its method marked long-running: the GIL is released around the calls, so a call
 #: that waits for another Python thread (the spinner's) can be waited for.  Not ABI: it loads Greeter plugins.
-LONG_RUNNING_GREETER = dataclasses.replace(PluginTrait.Greeter.spec, long_running=True)
+LONG_RUNNING_GREETER = PluginTrait.Greeter.spec.replace(long_running=True)
 
 SPINNER_C = """
     /* spinner.c -- demonstrates a call held inside the plugin: greet spins

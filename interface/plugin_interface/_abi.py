@@ -7,8 +7,8 @@ import enum
 import functools
 import re
 import sys
-from dataclasses import dataclass
 
+from ._record import Record, setfield
 from ._traits import TraitSpec
 
 __all__ = [
@@ -156,8 +156,7 @@ class SymbolRole(enum.StrEnum):
     TRAIT_DECLARATION = "trait_declaration"
 
 
-@dataclass(frozen=True)
-class SymbolName:
+class SymbolName(Record):
     """A parsed plugin symbol.
 
     :ivar role: what the symbol is for.
@@ -166,10 +165,17 @@ class SymbolName:
     :ivar abi: the ``_vN`` version.
     """
 
+    __slots__ = ("abi", "role", "trait", "type_name")
     role: SymbolRole
     trait: str
     type_name: str | None
     abi: int
+
+    def __init__(self, role: SymbolRole, trait: str, type_name: str | None, abi: int) -> None:
+        setfield(self, "role", role)
+        setfield(self, "trait", trait)
+        setfield(self, "type_name", type_name)
+        setfield(self, "abi", abi)
 
 
 #: The grammar of the scheme (the reference :func:`parse_symbol` is tested against).

@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from dataclasses import dataclass
 from typing import Literal
 
 from ._abi import ABI_VERSION, PluginAbiDescriptor, PluginRegistration
+from ._record import Record, setfield
 from ._traits import TraitSpec
 
 __all__ = [
@@ -73,13 +73,22 @@ def _fmt(fingerprint: int) -> str:
     return f"0x{fingerprint:016x}"
 
 
-@dataclass(frozen=True)
-class AbiDescriptor:
+class AbiDescriptor(Record):
     """A decoded ``plugin_abi_descriptor_<T>_v1`` (or the one a host expects).
 
     :ivar method_fingerprints: one per vtable method, in vtable order.
     """
 
+    __slots__ = (
+        "abi_version",
+        "fingerprint",
+        "method_count",
+        "method_fingerprints",
+        "registration_size",
+        "struct_size",
+        "trait_version",
+        "vtable_size",
+    )
     struct_size: int
     abi_version: int
     trait_version: int
@@ -88,6 +97,26 @@ class AbiDescriptor:
     method_count: int
     fingerprint: int
     method_fingerprints: tuple[int, ...]
+
+    def __init__(
+        self,
+        struct_size: int,
+        abi_version: int,
+        trait_version: int,
+        registration_size: int,
+        vtable_size: int,
+        method_count: int,
+        fingerprint: int,
+        method_fingerprints: tuple[int, ...],
+    ) -> None:
+        setfield(self, "struct_size", struct_size)
+        setfield(self, "abi_version", abi_version)
+        setfield(self, "trait_version", trait_version)
+        setfield(self, "registration_size", registration_size)
+        setfield(self, "vtable_size", vtable_size)
+        setfield(self, "method_count", method_count)
+        setfield(self, "fingerprint", fingerprint)
+        setfield(self, "method_fingerprints", method_fingerprints)
 
     @classmethod
     def for_trait(cls, spec: TraitSpec, pointer_size: int | None = None) -> AbiDescriptor:
@@ -244,19 +273,26 @@ def _check_sizes(struct_size: int, method_count: int) -> None:
         raise ValueError(f"descriptor struct_size {struct_size} is implausibly large")
 
 
-@dataclass(frozen=True)
-class AbiDifference:
+class AbiDifference(Record):
     """One way a plugin's descriptor differs from the host's expectation.
 
     :ivar field: what differs (``"abi_version"``, ``"method greet"``, ...).
     :ivar breaking: whether the host must refuse the plugin because of it.
     """
 
+    __slots__ = ("breaking", "expected", "field", "found", "note")
     field: str
     expected: object
     found: object
     breaking: bool
-    note: str = ""
+    note: str
+
+    def __init__(self, field: str, expected: object, found: object, breaking: bool, note: str = "") -> None:
+        setfield(self, "field", field)
+        setfield(self, "expected", expected)
+        setfield(self, "found", found)
+        setfield(self, "breaking", breaking)
+        setfield(self, "note", note)
 
     def __str__(self) -> str:
         return self.describe()
@@ -269,18 +305,26 @@ class AbiDifference:
         return f"{self.field}: {expected} {self.expected!r}, {found} {self.found!r}: {kind}{note}"
 
 
-@dataclass(frozen=True)
-class DescriptorCheck:
+class DescriptorCheck(Record):
     """The outcome of :func:`check_descriptor`.
 
     :ivar usable_methods: how many of the host's methods the plugin provides
         (the first ``usable_methods`` of the declaration).
     """
 
+    __slots__ = ("differences", "expected", "found", "usable_methods")
     expected: AbiDescriptor
     found: AbiDescriptor
     differences: tuple[AbiDifference, ...]
     usable_methods: int
+
+    def __init__(
+        self, expected: AbiDescriptor, found: AbiDescriptor, differences: tuple[AbiDifference, ...], usable_methods: int
+    ) -> None:
+        setfield(self, "expected", expected)
+        setfield(self, "found", found)
+        setfield(self, "differences", differences)
+        setfield(self, "usable_methods", usable_methods)
 
     @property
     def breaking(self) -> tuple[AbiDifference, ...]:

@@ -21,12 +21,11 @@ decorated class (a dataclass), or anything with the fields as attributes.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import re
 import typing
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ._record import Record, setfield
 from ._types import CType, TypeKind, _Generic, ctype_by_name, ctype_for_annotation, register_structs, set_struct_parser
 
 __all__ = ["FixedArray", "MutRef", "Ref", "StructField", "StructSpec", "plugin_struct", "struct_of"]
@@ -34,13 +33,18 @@ __all__ = ["FixedArray", "MutRef", "Ref", "StructField", "StructSpec", "plugin_s
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class StructField:
+class StructField(Record):
     """One field: its name, its type (a scalar ``CType`` or a ``StructSpec``), its count (1, or n for ``T x[n]``)."""
 
+    __slots__ = ("count", "name", "type")
     name: str
     type: CType | StructSpec
-    count: int = 1
+    count: int
+
+    def __init__(self, name: str, type: CType | StructSpec, count: int = 1) -> None:
+        setfield(self, "name", name)
+        setfield(self, "type", type)
+        setfield(self, "count", count)
 
     def c_declaration(self) -> str:
         base = self.type.name if isinstance(self.type, StructSpec) else self.type.c_params[0].removesuffix(" {name}")
@@ -55,13 +59,18 @@ class StructField:
         return f"{base}[{self.count}]" if self.count > 1 else base
 
 
-@dataclass(frozen=True)
-class StructSpec:
+class StructSpec(Record, uncompared=("python_class",)):
     """A declared struct: name, fields in order, and the C layout they get here."""
 
+    __slots__ = ("fields", "name", "python_class")
     name: str
     fields: tuple[StructField, ...]
-    python_class: type | None = dataclasses.field(default=None, compare=False, hash=False)
+    python_class: type | None
+
+    def __init__(self, name: str, fields: tuple[StructField, ...], python_class: type | None = None) -> None:
+        setfield(self, "name", name)
+        setfield(self, "fields", fields)
+        setfield(self, "python_class", python_class)
 
     @property
     def mirror(self) -> type[ctypes.Structure]:
@@ -191,7 +200,9 @@ def plugin_struct(cls: type[T]) -> type[T]:
             )
     if not fields:
         raise TypeError(f"struct {cls.__name__} has no fields")
-    data_class = dataclass(cls)
+    import dataclasses  # the user's struct becomes a dataclass; the package's own classes import no dataclasses
+
+    data_class = dataclasses.dataclass(cls)
     spec = StructSpec(cls.__name__, tuple(fields), data_class)
     data_class.__plugin_struct__ = spec  # type: ignore[attr-defined]
     register_structs(spec)

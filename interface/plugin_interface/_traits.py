@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import enum
 import functools
-import hashlib
-import inspect
 import re
+import types
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from ._errors import UnknownTraitError
+from ._record import Record, setfield
 from ._types import CStr, CType, MutBuffer, OwnedStr, Size, TypeKind, ctype_by_name, ctype_for_annotation
 
 __all__ = [
@@ -55,28 +54,49 @@ _IDENTIFIER = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+try:  # SHA-256 alone: ``hashlib`` loads OpenSSL's bindings and every other algorithm's module
+    from _sha256 import sha256 as _sha256  # type: ignore[import-not-found]  # CPython 3.11
+except ImportError:  # 3.12+ merged it into _sha2
+    try:
+        from _sha2 import sha256 as _sha256  # type: ignore[import-not-found]  # 3.12+
+    except ImportError:  # a Python without its own hashes (OpenSSL's only)
+        from hashlib import sha256 as _sha256
+
+
 def _fingerprint(text: str) -> int:
-    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    return int.from_bytes(_sha256(text.encode()).digest()[:8], "little")
 
 
-@dataclass(frozen=True)
-class ParamSpec:
+class ParamSpec(Record):
     """One declared parameter (after ``self``)."""
 
+    __slots__ = ("ctype", "name")
     name: str
     ctype: CType
 
+    def __init__(self, name: str, ctype: CType) -> None:
+        setfield(self, "name", name)
+        setfield(self, "ctype", ctype)
 
-@dataclass(frozen=True)
-class MethodSpec:
+
+class MethodSpec(Record, uncompared=("doc", "long_running")):  # no __slots__: the fingerprint is a cached_property
     """One vtable entry."""
 
     name: str
     params: tuple[ParamSpec, ...]
     returns: CType
-    doc: str = field(default="", compare=False)  # documentation, not ABI
+    doc: str  # documentation, not ABI
     #: The host releases the GIL around calls of this method (see "Long-running methods"); not ABI.
-    long_running: bool = field(default=False, compare=False)
+    long_running: bool
+
+    def __init__(
+        self, name: str, params: tuple[ParamSpec, ...], returns: CType, doc: str = "", long_running: bool = False
+    ) -> None:
+        setfield(self, "name", name)
+        setfield(self, "params", params)
+        setfield(self, "returns", returns)
+        setfield(self, "doc", doc)
+        setfield(self, "long_running", long_running)
 
     @property
     def c_params(self) -> list[str]:
@@ -114,8 +134,7 @@ class MethodSpec:
         return _fingerprint(self.signature)
 
 
-@dataclass(frozen=True, eq=True)
-class TraitSpec:
+class TraitSpec(Record, uncompared=("doc", "source", "long_running")):  # no __slots__: cached_property
     """A declared trait: name, version and vtable methods in order.
 
     :ivar name: the trait name used in symbols (``plugin_register_<name>_...``).
@@ -126,11 +145,27 @@ class TraitSpec:
     name: str
     version: int
     methods: tuple[MethodSpec, ...]
-    doc: str = field(default="", compare=False)  # documentation, not ABI
+    doc: str  # documentation, not ABI
     #: Where it was declared, ``"package.module:Class"`` (empty when built from data).
-    source: str = field(default="", compare=False)
+    source: str
     #: Every method is long-running (see "Long-running methods"); not ABI.
-    long_running: bool = field(default=False, compare=False)
+    long_running: bool
+
+    def __init__(
+        self,
+        name: str,
+        version: int,
+        methods: tuple[MethodSpec, ...],
+        doc: str = "",
+        source: str = "",
+        long_running: bool = False,
+    ) -> None:
+        setfield(self, "name", name)
+        setfield(self, "version", version)
+        setfield(self, "methods", methods)
+        setfield(self, "doc", doc)
+        setfield(self, "source", source)
+        setfield(self, "long_running", long_running)
 
     def __hash__(self) -> int:
         # Specs are dict keys and cache keys on hot paths: hash the identity
@@ -228,8 +263,7 @@ def _hint(data: dict[str, object], what: str) -> bool:
 _REGISTRY: dict[tuple[str, int], TraitSpec] = {}
 
 
-@dataclass(frozen=True)
-class MethodChange:
+class MethodChange(Record):
     """One difference between two declarations of a trait, by vtable slot.
 
     :ivar kind: ``"added"``, ``"removed"`` or ``"changed"``.
@@ -239,11 +273,19 @@ class MethodChange:
     :ivar detail: what changed, in words (``"parameter 1 `text` changed from CStr to I32"``).
     """
 
+    __slots__ = ("detail", "index", "kind", "new", "old")
     kind: str
     index: int
     old: MethodSpec | None
     new: MethodSpec | None
     detail: str
+
+    def __init__(self, kind: str, index: int, old: MethodSpec | None, new: MethodSpec | None, detail: str) -> None:
+        setfield(self, "kind", kind)
+        setfield(self, "index", index)
+        setfield(self, "old", old)
+        setfield(self, "new", new)
+        setfield(self, "detail", detail)
 
     @property
     def name(self) -> str:
@@ -320,11 +362,50 @@ def check_names(trait: str, methods: Sequence[MethodSpec]) -> None:
             raise ValueError(f"{trait}.{m.name}: two parameters share a name")
 
 
-def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSpec:
+#: Attributes a method may have and still be read off its code object (what :func:`long_running` sets).
+_PLAIN_ATTRIBUTES = frozenset({"__plugin_long_running__"})
+_STAR_FLAGS = 0x04 | 0x08  # CO_VARARGS, CO_VARKEYWORDS
+
+
+def _parameter_names(func: types.FunctionType) -> list[str]:
+    """``list(inspect.signature(func).parameters)``, without importing ``inspect`` for a plain function.
+
+    Plain: no attribute ``inspect`` reads (``__wrapped__``, ``__signature__``, ...: none but the long-running
+    hint), and only positional-or-keyword parameters; then the names are the code's first ``co_argcount``
+    variables.  Any other function is left to ``inspect`` (``tests/test_traits.py`` holds the two to agree).
+    """
+    code = func.__code__
+    if _PLAIN_ATTRIBUTES.issuperset(func.__dict__) and not (
+        code.co_posonlyargcount or code.co_kwonlyargcount or code.co_flags & _STAR_FLAGS
+    ):
+        return list(code.co_varnames[: code.co_argcount])
+    import inspect  # only for what the code object does not say alone (costs more than this module's import)
+
+    return list(inspect.signature(func).parameters)
+
+
+def _doc(obj: object) -> str:
+    """``inspect.getdoc(obj) or ""``, without importing ``inspect`` for a docstring of one line.
+
+    For one line (no ``\n``), ``inspect.cleandoc`` expands tabs and strips the line's leading whitespace
+    (3.11, 3.12: any; 3.13+: spaces), and a blank result is dropped: past the spaces, a line that does not start
+    with other whitespace is the same on every version.  Anything else (no docstring: ``inspect`` looks for an
+    inherited one; several lines) is left to ``inspect``.
+    """
+    doc = obj.__doc__
+    if isinstance(doc, str) and "\n" not in doc:
+        line = doc.expandtabs().lstrip(" ")
+        if not line[:1].isspace():
+            return line
+    import inspect  # only for what one line does not settle (costs more than this module's import)
+
+    return inspect.getdoc(obj) or ""
+
+
+def _method_spec(trait: str, name: str, func: types.FunctionType) -> MethodSpec:
     hints = typing.get_type_hints(func)
-    sig = inspect.signature(func)
     params: list[ParamSpec] = []
-    for i, pname in enumerate(sig.parameters):
+    for i, pname in enumerate(_parameter_names(func)):
         if i == 0:
             if pname != "self":
                 raise TypeError(f"{trait}.{name}: first parameter must be self")
@@ -345,7 +426,7 @@ def _method_spec(trait: str, name: str, func: Callable[..., object]) -> MethodSp
             "marker (OwnedStr, OwnedBytes, Status, I32, ..., None)"
         )
     hint = getattr(func, "__plugin_long_running__", False) is True
-    return MethodSpec(name, tuple(params), returns, inspect.getdoc(func) or "", hint)
+    return MethodSpec(name, tuple(params), returns, _doc(func), hint)
 
 
 F = TypeVar("F", bound=Callable[..., object])
@@ -399,7 +480,8 @@ def declare_trait(
         tname = name or cls.__name__
         if not _IDENTIFIER.match(tname):
             raise ValueError(f"trait name {tname!r} must be letters and digits (it goes into C symbols)")
-        functions = [(attr, value) for attr, value in vars(cls).items() if inspect.isfunction(value)]
+        # What inspect.isfunction is (its import costs more than this module's).
+        functions = [(attr, value) for attr, value in vars(cls).items() if isinstance(value, types.FunctionType)]
         for attr, _ in functions:
             if attr in C_RESERVED_NAMES:
                 msg = f"{tname}.{attr}: a method cannot be called {attr!r} in C (the vtable's size field, or a keyword)"
@@ -413,7 +495,7 @@ def declare_trait(
             raise TypeError(f"trait {tname} declares no methods")
         _check_handles(tname, methods)
         source = f"{cls.__module__}:{cls.__qualname__}"
-        spec = TraitSpec(tname, version, methods, inspect.getdoc(cls) or "", source, long_running=long_running)
+        spec = TraitSpec(tname, version, methods, _doc(cls), source, long_running=long_running)
         known = _REGISTRY.get((tname, version))
         if known is not None and known != spec:
             raise ValueError(f"trait {tname} v{version} is already declared with a different definition")

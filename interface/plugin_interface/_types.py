@@ -38,8 +38,9 @@ import ctypes
 import enum
 import re
 import struct
-from dataclasses import dataclass
 from typing import Any, NewType
+
+from ._record import Record, setfield
 
 __all__ = [
     "Array",
@@ -117,8 +118,7 @@ class TypeKind(enum.StrEnum):
     STRUCT_MUTREF = "struct_mutref"
 
 
-@dataclass(frozen=True)
-class CType:
+class CType(Record):
     """How one marker crosses the boundary.
 
     :ivar name: the marker's name (``"CStr"``), stable: it enters fingerprints.
@@ -130,6 +130,18 @@ class CType:
     :ivar kind: how the host converts values.
     """
 
+    __slots__ = (
+        "c_params",
+        "c_return",
+        "cffi",
+        "ctypes_types",
+        "item",
+        "kind",
+        "name",
+        "python_type",
+        "signature",
+        "struct",
+    )
     name: str
     c_params: tuple[str, ...]
     c_return: str | None
@@ -138,11 +150,35 @@ class CType:
     kind: TypeKind
     python_type: type
     #: The element type of an array or out-parameter (``None`` for the others).
-    item: CType | None = None
+    item: CType | None
     #: A callback's parameter types and return type (empty for the others).
-    signature: tuple[CType, ...] = ()
+    signature: tuple[CType, ...]
     #: The struct (a ``StructSpec``) of a struct, ``Ref`` or ``MutRef`` type.
-    struct: Any = None
+    struct: Any
+
+    def __init__(
+        self,
+        name: str,
+        c_params: tuple[str, ...],
+        c_return: str | None,
+        cffi: tuple[str, ...],
+        ctypes_types: tuple[Any, ...],
+        kind: TypeKind,
+        python_type: type,
+        item: CType | None = None,
+        signature: tuple[CType, ...] = (),
+        struct: Any = None,
+    ) -> None:
+        setfield(self, "name", name)
+        setfield(self, "c_params", c_params)
+        setfield(self, "c_return", c_return)
+        setfield(self, "cffi", cffi)
+        setfield(self, "ctypes_types", ctypes_types)
+        setfield(self, "kind", kind)
+        setfield(self, "python_type", python_type)
+        setfield(self, "item", item)
+        setfield(self, "signature", signature)
+        setfield(self, "struct", struct)
 
     def __hash__(self) -> int:
         return hash(self.name)
@@ -198,12 +234,16 @@ _VOCABULARY: dict[object, CType] = {
 }
 
 
-@dataclass(frozen=True)
-class _Generic:
+class _Generic(Record):
     """``Array[F32]``, ``MutArray[I16]``, ``Out[I64]``: a marker over a scalar marker."""
 
+    __slots__ = ("item", "kind")
     kind: TypeKind
     item: object
+
+    def __init__(self, kind: TypeKind, item: object) -> None:
+        setfield(self, "kind", kind)
+        setfield(self, "item", item)
 
 
 class _Subscriptable:
