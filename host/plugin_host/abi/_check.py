@@ -24,7 +24,6 @@ import functools
 import json
 import os
 import stat
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from plugin_interface import (
@@ -49,6 +48,7 @@ from plugin_interface import (
     unregister_all_symbol,
 )
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, Byteorder, descriptor_size
+from plugin_interface._record import FACTORY, Record, setfield
 
 from ..formats import READ_FLAGS, BinaryFormat, ExportTable, UnloadBlockers, open_exports, pread, read_capped
 from ._unload import unload_findings
@@ -149,8 +149,7 @@ _SCHEME_PREFIXES = (
 _AGGREGATE_ROLES = ("register_all", "unregister_all", "unmaker_counter", "abi_descriptor", "trait_declaration")
 
 
-@dataclass
-class TraitAbi:
+class TraitAbi(Record, frozen=False):
     """One trait's exports in one library.
 
     :ivar symbols: ``(role, type or None, abi) -> symbol`` for every parsed symbol.
@@ -160,12 +159,29 @@ class TraitAbi:
     :ivar declaration_error: why an exported declaration could not be read.
     """
 
+    __slots__ = ("declaration", "declaration_error", "descriptor", "descriptor_error", "name", "symbols")
     name: str
-    symbols: dict[tuple[str, str | None, int], str] = field(default_factory=dict)
-    descriptor: AbiDescriptor | None = None
-    descriptor_error: str | None = None
-    declaration: TraitSpec | None = None
-    declaration_error: str | None = None
+    symbols: dict[tuple[str, str | None, int], str]
+    descriptor: AbiDescriptor | None
+    descriptor_error: str | None
+    declaration: TraitSpec | None
+    declaration_error: str | None
+
+    def __init__(
+        self,
+        name: str,
+        symbols: dict[tuple[str, str | None, int], str] = FACTORY,
+        descriptor: AbiDescriptor | None = None,
+        descriptor_error: str | None = None,
+        declaration: TraitSpec | None = None,
+        declaration_error: str | None = None,
+    ) -> None:
+        self.name = name
+        self.symbols = {} if symbols is FACTORY else symbols
+        self.descriptor = descriptor
+        self.descriptor_error = descriptor_error
+        self.declaration = declaration
+        self.declaration_error = declaration_error
 
     def has(self, role: str, type_name: str | None = None, abi: int = ABI_VERSION) -> bool:
         """Whether the library exports that symbol."""
@@ -240,18 +256,36 @@ class TraitAbi:
         return trait
 
 
-@dataclass
-class LibraryAbi:
+class LibraryAbi(Record, frozen=False, uncompared=("unload_blockers",), unshown=("unload_blockers",)):
     """A library's exported ABI under this project's scheme (what ``abi dump`` writes)."""
 
+    __slots__ = ("format", "machine", "malformed", "path", "pointer_size", "traits", "unload_blockers")
     path: str
     format: str
     machine: str
     pointer_size: int
-    traits: dict[str, TraitAbi] = field(default_factory=dict)
-    malformed: list[str] = field(default_factory=list)
+    traits: dict[str, TraitAbi]
+    malformed: list[str]
     #: What keeps the library mapped after an unload, read with its exports (ELF; not in dumps).
-    unload_blockers: UnloadBlockers | None = field(default=None, compare=False, repr=False)
+    unload_blockers: UnloadBlockers | None
+
+    def __init__(
+        self,
+        path: str,
+        format: str,
+        machine: str,
+        pointer_size: int,
+        traits: dict[str, TraitAbi] = FACTORY,
+        malformed: list[str] = FACTORY,
+        unload_blockers: UnloadBlockers | None = None,
+    ) -> None:
+        self.path = path
+        self.format = format
+        self.machine = machine
+        self.pointer_size = pointer_size
+        self.traits = {} if traits is FACTORY else traits
+        self.malformed = [] if malformed is FACTORY else malformed
+        self.unload_blockers = unload_blockers
 
     def to_json(self) -> dict[str, object]:
         """The dump object (``schema`` ``plugin-host-abi/1``)."""
@@ -466,21 +500,37 @@ def load_abi_or_json(path: str | os.PathLike[str]) -> tuple[LibraryAbi | None, o
 # ---- check ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(Record):
     """One finding of :func:`check_library`.
 
     :ivar severity: whether it fails the check.
     :ivar kind: what it is (stable values, listed in the README).
     """
 
+    __slots__ = ("kind", "message", "method", "severity", "symbol", "trait")
     severity: Severity
     kind: ProblemKind
     message: str
-    trait: str | None = None
-    symbol: str | None = None
+    trait: str | None
+    symbol: str | None
     #: The trait method it is about (``method_mismatch``).
-    method: str | None = None
+    method: str | None
+
+    def __init__(
+        self,
+        severity: Severity,
+        kind: ProblemKind,
+        message: str,
+        trait: str | None = None,
+        symbol: str | None = None,
+        method: str | None = None,
+    ) -> None:
+        setfield(self, "severity", severity)
+        setfield(self, "kind", kind)
+        setfield(self, "message", message)
+        setfield(self, "trait", trait)
+        setfield(self, "symbol", symbol)
+        setfield(self, "method", method)
 
     def to_json(self) -> dict[str, object]:
         """JSON form."""
@@ -494,16 +544,20 @@ class Problem:
         }
 
 
-@dataclass
-class TraitCheck:
+class TraitCheck(Record, frozen=False):
     """A trait's descriptor judged against the host's declaration.
 
     :ivar compatibility: ``"identical"``, ``"compatible"``, ``"breaking"``,
         or ``"unchecked"`` (no descriptor, or a trait this host does not know).
     """
 
-    compatibility: str = "unchecked"
-    differences: list[str] = field(default_factory=list)
+    __slots__ = ("compatibility", "differences")
+    compatibility: str
+    differences: list[str]
+
+    def __init__(self, compatibility: str = "unchecked", differences: list[str] = FACTORY) -> None:
+        self.compatibility = compatibility
+        self.differences = [] if differences is FACTORY else differences
 
 
 def check_library(
@@ -733,8 +787,7 @@ def check_to_json(
 # ---- diff -------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class AbiChange:
+class AbiChange(Record):
     """One difference between two builds of a library.
 
     :ivar kind: what changed.
@@ -742,15 +795,36 @@ class AbiChange:
         with the new one.
     """
 
+    __slots__ = ("breaking", "kind", "message", "method", "new", "old", "trait", "type_name")
     kind: ChangeKind
     breaking: bool
     message: str
-    trait: str | None = None
-    type_name: str | None = None
-    old: object = None
-    new: object = None
+    trait: str | None
+    type_name: str | None
+    old: object
+    new: object
     #: The trait method it is about (``method_added``, ``method_removed``, ``method_changed``).
-    method: str | None = None
+    method: str | None
+
+    def __init__(
+        self,
+        kind: ChangeKind,
+        breaking: bool,
+        message: str,
+        trait: str | None = None,
+        type_name: str | None = None,
+        old: object = None,
+        new: object = None,
+        method: str | None = None,
+    ) -> None:
+        setfield(self, "kind", kind)
+        setfield(self, "breaking", breaking)
+        setfield(self, "message", message)
+        setfield(self, "trait", trait)
+        setfield(self, "type_name", type_name)
+        setfield(self, "old", old)
+        setfield(self, "new", new)
+        setfield(self, "method", method)
 
     def to_json(self) -> dict[str, object]:
         """JSON form."""

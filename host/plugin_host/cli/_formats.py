@@ -10,7 +10,6 @@ depends on the time or the machine: the same findings give the same bytes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -69,6 +68,8 @@ def artifact_uri(library: str) -> str:
 
 
 def _fingerprint(finding: Finding) -> str:
+    import hashlib  # only SARIF fingerprints findings (its import loads OpenSSL's bindings)
+
     parts = (finding.kind, finding.library, finding.trait, finding.type_name, finding.method, finding.symbol)
     text = "\0".join(p or "" for p in (*parts, finding.contract))
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()

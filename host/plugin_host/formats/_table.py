@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Literal
 
 from plugin_interface import NotASharedLibraryError
+from plugin_interface._record import Record, setfield
 
 from ._blockers import UnloadBlockers
 from ._io import READ_FLAGS, pread
@@ -16,8 +16,7 @@ __all__ = ["ExportTable", "check_table"]
 Byteorder = Literal["little", "big"]
 
 
-@dataclass(frozen=True)
-class ExportTable:
+class ExportTable(Record, unshown=("symbols", "regions", "unload_blockers")):
     """What a library exports, and where its bytes are in the file.
 
     :ivar path: the file read.
@@ -32,14 +31,35 @@ class ExportTable:
         the reader found out in the same pass (ELF); ``None`` when it did not look.
     """
 
+    __slots__ = ("byteorder", "format", "machine", "path", "pointer_size", "regions", "symbols", "unload_blockers")
     path: str
     format: str
     machine: str
     pointer_size: int
     byteorder: Byteorder
-    symbols: dict[str, int] = field(repr=False)
-    regions: tuple[tuple[int, int, int], ...] = field(repr=False, default=())
-    unload_blockers: UnloadBlockers | None = field(repr=False, default=None)
+    symbols: dict[str, int]
+    regions: tuple[tuple[int, int, int], ...]
+    unload_blockers: UnloadBlockers | None
+
+    def __init__(
+        self,
+        path: str,
+        format: str,
+        machine: str,
+        pointer_size: int,
+        byteorder: Byteorder,
+        symbols: dict[str, int],
+        regions: tuple[tuple[int, int, int], ...] = (),
+        unload_blockers: UnloadBlockers | None = None,
+    ) -> None:
+        setfield(self, "path", path)
+        setfield(self, "format", format)
+        setfield(self, "machine", machine)
+        setfield(self, "pointer_size", pointer_size)
+        setfield(self, "byteorder", byteorder)
+        setfield(self, "symbols", symbols)
+        setfield(self, "regions", regions)
+        setfield(self, "unload_blockers", unload_blockers)
 
     @property
     def names(self) -> list[str]:
