@@ -556,6 +556,9 @@ NOT_IMPORTED_BY_ABI_CHECK = (
     "watchdog",
     "cffi",
     "importlib.metadata",
+    "dataclasses",  # with the inspect it imports, more than the rest of the imports (plugin_interface/_record.py)
+    "inspect",
+    "hashlib",  # OpenSSL's bindings; SARIF imports it for its fingerprints
 )
 
 
@@ -571,6 +574,15 @@ def test_abi_check_imports_no_loading_layer(variants: dict[str, Path]) -> None:
         [sys.executable, "-c", code, str(variants["base"])], capture_output=True, text=True, check=True
     )
     assert done.stdout.strip().splitlines()[-1] == "0 []"
+
+
+@pytest.mark.parametrize("module", ["plugin_interface", "plugin_host.cli._abi"])
+def test_the_contract_and_the_abi_command_import_no_dataclasses_inspect_or_hashlib(module: str) -> None:
+    """What every command and every host pays first (the contract's classes, the built-in traits' declarations,
+    their fingerprints) is made without the three modules that cost more than the rest of the imports."""
+    code = f"import sys, {module}; print(sorted(m for m in ('dataclasses', 'inspect', 'hashlib') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
 
 
 def test_abi_check_pauses_the_garbage_collector_and_restores_it(

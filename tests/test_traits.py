@@ -3,9 +3,13 @@ end to end (declaration -> generated header -> compiled plugin -> proxy)."""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import inspect
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +43,8 @@ from plugin_interface import (
     declared_traits,
     resolve_trait,
 )
+from plugin_interface import long_running as long_running_hint
+from plugin_interface._traits import _doc, _fingerprint, _parameter_names
 
 
 @declare_trait(version=3)
@@ -337,3 +343,151 @@ def test_a_method_named_like_a_c_word_is_refused(name: str) -> None:
     exec(f"def {name}_(self) -> None: ...", {}, namespace)
     with pytest.raises(ValueError, match=f"CWord.{name}: a method cannot be called '{name}' in C"):
         declare_trait()(type("CWord", (Protocol,), {name: namespace[f"{name}_"]}))
+
+
+# ---- declarations read without inspect -------------------------------------------------------------------------
+
+
+def documented(doc: object) -> Callable[..., None]:
+    """A method whose ``__doc__`` is ``doc`` (set, not written: a formatter would rewrite a docstring)."""
+
+    def method(self: Any, text: CStr) -> None: ...
+
+    method.__doc__ = doc  # type: ignore[assignment]
+    return method
+
+
+#: Docstrings ``inspect.getdoc`` cleans, by what is special in them; True: read without ``inspect``.
+DOCS: dict[str, tuple[object, bool]] = {
+    "one line": ("One line.", True),
+    "tabs": ("\tTabbed\tinside\t", True),
+    "trailing spaces": ("Trailing spaces.   ", True),
+    "leading spaces": ("   Leading spaces.", True),
+    "a carriage return": ("One\rline for cleandoc", True),
+    "blank": ("   ", True),
+    "empty": ("", True),
+    "a form feed first": ("\x0cForm feed (3.11 strips it, 3.13 does not)", False),
+    "an ideographic space first": ("\u3000Wide", False),
+    "several lines": ("First line.\n\n        Indented more.\n    Back.\n    ", False),
+    "a first line blank": ("\n    Below.\n    ", False),
+    "none": (None, False),
+    "not text": (5, False),
+}
+
+
+def plain(self: Any, a: I32, b: I32 = 2) -> I32: ...
+def self_only(self: Any) -> None: ...
+def keyword_only(self: Any, a: I32, *, b: I32 = 1) -> None: ...
+def positional_only(self: Any, a: I32, /, b: I32) -> None: ...
+def starred(self: Any, *args: I32, **kwargs: I32) -> None: ...
+
+
+@functools.wraps(plain)
+def wrapped(*args: Any, **kwargs: Any) -> Any:
+    return plain(*args, **kwargs)
+
+
+def with_signature(self: Any, hidden: I32) -> None: ...
+
+
+with_signature.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("self", "shown")]
+)
+
+
+def with_attribute(self: Any) -> None: ...
+
+
+with_attribute.custom = 1  # type: ignore[attr-defined]
+
+
+@long_running_hint
+def hinted(self: Any, data: Buffer) -> None: ...
+
+
+#: Functions by their parameters; True: read without ``inspect``.
+PARAMETERS: list[tuple[Callable[..., object], bool]] = [
+    (plain, True),
+    (self_only, True),
+    (hinted, True),
+    (lambda self, x: None, True),
+    (keyword_only, False),
+    (positional_only, False),
+    (starred, False),
+    (wrapped, False),
+    (with_signature, False),
+    (with_attribute, False),
+]
+
+
+class DocBase:
+    def inherited(self) -> None:
+        """Documented on the base."""
+
+
+class DocChild(DocBase):
+    def inherited(self) -> None:  # no docstring: inspect finds the base's
+        ...
+
+
+class OneLine(Protocol):
+    """A class of one line."""
+
+
+class SeveralLines(Protocol):
+    """A class.
+
+    Of several lines.
+    """
+
+
+class Undocumented(Protocol):  # inspect.getdoc gives Protocol's own docstring
+    pass
+
+
+@pytest.mark.parametrize("doc", list(DOCS), ids=str)
+def test_docstrings_are_read_as_inspect_reads_them(doc: str) -> None:
+    method = documented(DOCS[doc][0])
+    assert _doc(method) == (inspect.getdoc(method) or "")
+
+
+@pytest.mark.parametrize("func", [f for f, _ in PARAMETERS], ids=lambda f: f.__name__)
+def test_parameters_are_read_as_inspect_reads_them(func: Any) -> None:
+    assert _parameter_names(func) == list(inspect.signature(func).parameters)
+
+
+@pytest.mark.parametrize(
+    "obj", [DocChild.inherited, DocBase.inherited, OneLine, SeveralLines, Undocumented], ids=lambda o: o.__qualname__
+)
+def test_inherited_and_class_docstrings_are_read_as_inspect_reads_them(obj: Any) -> None:
+    assert _doc(obj) == (inspect.getdoc(obj) or "")
+
+
+def test_plain_methods_and_one_line_docstrings_need_no_inspect(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast paths are the ones taken: with ``inspect`` not importable, they still answer (the others fail)."""
+    docs = {name: documented(doc) for name, (doc, _) in DOCS.items()}
+    expected_docs = {name: inspect.getdoc(method) or "" for name, method in docs.items()}
+    expected_names = [list(inspect.signature(f).parameters) for f, _ in PARAMETERS]
+    expected_class = inspect.getdoc(OneLine)
+    monkeypatch.setitem(sys.modules, "inspect", None)
+    for name, (_, fast) in DOCS.items():
+        if fast:
+            assert _doc(docs[name]) == expected_docs[name], name
+        else:
+            with pytest.raises(ImportError):
+                _doc(docs[name])
+    for (func, fast), names in zip(PARAMETERS, expected_names, strict=True):
+        if fast:
+            assert _parameter_names(func) == names  # type: ignore[arg-type]
+        else:
+            with pytest.raises(ImportError):
+                _parameter_names(func)  # type: ignore[arg-type]
+    assert _doc(OneLine) == expected_class
+
+
+def test_fingerprints_are_sha256_whichever_module_computes_them() -> None:
+    signatures = ";".join(m.signature for m in resolve_trait(Calculator).methods)
+    for text in ("", "greet(CStr name) -> OwnedStr", "é" * 300, signatures):
+        assert _fingerprint(text) == int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
+    assert PluginTrait.Greeter.spec.fingerprint == 0x276281F942385C9F  # what every built Greeter plugin carries
+    assert PluginTrait.Transformer.spec.fingerprint == 0x100343B50125688B
