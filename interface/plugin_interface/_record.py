@@ -107,10 +107,11 @@ class Record:
         def __hash__(self: Record) -> int:
             return hash(key(self))
 
+        template = "{}(" + ", ".join(f"{name}={{!r}}" for name in shown) + ")"  # "{}(name={!r}, ...)"
+
         @reprlib.recursive_repr()
         def __repr__(self: Record) -> str:
-            pairs = ", ".join([f"{name}={value!r}" for name, value in zip(shown, shown_values(self), strict=True)])
-            return f"{self.__class__.__qualname__}({pairs})"
+            return template.format(self.__class__.__qualname__, *shown_values(self))
 
         def replace(self: Record, /, **changes: Any) -> Record:
             return self.__class__(**{**dict(zip(fields, values(self), strict=True)), **changes})
