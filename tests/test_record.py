@@ -221,3 +221,25 @@ def test_a_class_whose_slots_and_fields_disagree_is_refused() -> None:
         class Misnamed(Record, uncompared=("c",)):
             __slots__ = ("a",)
             a: int
+
+
+def test_a_subclass_of_a_record_keeps_its_methods_as_a_dataclass_subclass_does() -> None:
+    class Named(ParamSpec):  # not a Record of its own: ParamSpec's fields, repr, eq and hash
+        pass
+
+    @dataclasses.dataclass(frozen=True)
+    class ParamWas:
+        name: str
+        ctype: object
+
+    class NamedWas(ParamWas):
+        pass
+
+    record, was = Named("a", "t"), NamedWas("a", "t")
+    assert repr(record) == repr(was).replace("NamedWas", "Named") and "Named(name='a', ctype='t')" in repr(record)
+    assert record == Named("a", "t") and record != ParamSpec("a", "t") and hash(record) == hash(was)
+    record.note = was.note = "an attribute of the subclass's own"  # dataclasses' rule: fields only are frozen
+    with pytest.raises(AttributeError, match="cannot assign to field 'name'"):
+        record.name = "b"
+    with pytest.raises(AttributeError, match="cannot assign to field 'name'"):
+        was.name = "b"

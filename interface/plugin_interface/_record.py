@@ -61,14 +61,6 @@ def _getter(names: tuple[str, ...]) -> Callable[[object], tuple[Any, ...]]:
     return lambda record: ()
 
 
-def _refuse_assign(self: object, name: str, value: object) -> None:
-    raise AttributeError(f"cannot assign to field {name!r}")
-
-
-def _refuse_delete(self: object, name: str) -> None:
-    raise AttributeError(f"cannot delete field {name!r}")
-
-
 @dataclass_transform(frozen_default=True)
 class Record:
     """Base of a value class: the fields are the annotations; see the module's docstring.
@@ -78,7 +70,8 @@ class Record:
     (fields left out of ``__eq__`` and ``__hash__``: ``field(compare=False)``) and ``unshown`` (fields left out of
     ``__repr__``: ``field(repr=False)``).  A ``__hash__`` the class defines itself is kept.  A class with
     ``__slots__`` lists its fields there (sorted, as ruff wants; the annotations give the order); weak references
-    work either way.
+    work either way.  A subclass of a record inherits all of it unchanged (no fields of its own), as the subclass
+    of a dataclass does when it is not decorated itself.
     """
 
     __slots__ = ("__weakref__",)
@@ -87,6 +80,8 @@ class Record:
         cls, *, frozen: bool = True, uncompared: tuple[str, ...] = (), unshown: tuple[str, ...] = (), **kwargs: Any
     ) -> None:
         super().__init_subclass__(**kwargs)
+        if Record not in cls.__bases__:  # a record's subclass keeps its methods, as a dataclass's (not decorated)
+            return
         # The class's own (3.10+: never a base's), strings here as everywhere in the project (``annotations``).
         fields = tuple(name for name, hint in cls.__annotations__.items() if not str(hint).startswith("ClassVar"))
         slots = cls.__dict__.get("__slots__")
@@ -119,7 +114,17 @@ class Record:
         def __reduce__(self: Record) -> tuple[type[Record], tuple[Any, ...]]:
             return self.__class__, values(self)
 
-        for method in (__eq__, __hash__, __repr__, replace, __reduce__):
+        def __setattr__(self: object, name: str, value: object) -> None:
+            if type(self) is cls or name in fields:  # dataclasses' rule: a subclass may add attributes
+                raise AttributeError(f"cannot assign to field {name!r}")
+            setfield(self, name, value)
+
+        def __delattr__(self: object, name: str) -> None:
+            if type(self) is cls or name in fields:
+                raise AttributeError(f"cannot delete field {name!r}")
+            object.__delattr__(self, name)
+
+        for method in (__eq__, __hash__, __repr__, replace, __reduce__, __setattr__, __delattr__):
             method.__qualname__ = f"{cls.__qualname__}.{method.__name__}"
         cls.__eq__ = __eq__  # type: ignore[method-assign, assignment]
         if "__hash__" not in cls.__dict__:  # as dataclasses: a hash the class defines is kept
@@ -128,8 +133,8 @@ class Record:
         cls.replace = cls.__replace__ = replace  # type: ignore[method-assign, assignment]
         cls.__reduce__ = __reduce__  # type: ignore[method-assign, assignment]
         if frozen:
-            cls.__setattr__ = _refuse_assign  # type: ignore[method-assign]
-            cls.__delattr__ = _refuse_delete  # type: ignore[method-assign]
+            cls.__setattr__ = __setattr__  # type: ignore[method-assign]
+            cls.__delattr__ = __delattr__  # type: ignore[method-assign]
         setattr(cls, "__match_args__", fields)  # noqa: B010 (not an attribute of every class)
 
     def replace(self, /, **changes: Any) -> Self:
