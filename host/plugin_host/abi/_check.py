@@ -379,10 +379,27 @@ def _decode_declaration(text: bytes) -> TraitSpec:
     return decode_declaration(text)
 
 
-@functools.lru_cache(maxsize=1024)
+# The two caches below are keyed by the identity of the declarations and descriptors (kept alive in the
+# values, so no identity is reused meanwhile): the decoding caches above hand every library built against
+# one header the same objects, and a host's declaration and a plugin's equal one share a hash, so a cache
+# keyed by value would compare them field by field at each look-up.
+_EXPECTED: dict[tuple[int, int], tuple[TraitSpec, AbiDescriptor]] = {}
+_VERDICTS: dict[tuple[int, int, int, str], tuple[object, tuple[str, tuple[str, ...], tuple[str, ...]]]] = {}
+#: Entries each cache keeps at most (then it starts again: a check meets a handful of distinct ones).
+_IDENTITY_CACHE_SIZE = 1024
+
+
 def _expected_descriptor(spec: TraitSpec, pointer_size: int) -> AbiDescriptor:
     """What a host with declaration ``spec`` expects of a library with ``pointer_size``-byte pointers."""
-    return AbiDescriptor.for_trait(spec, pointer_size)
+    key = (id(spec), pointer_size)
+    hit = _EXPECTED.get(key)
+    if hit is not None:
+        return hit[1]
+    if len(_EXPECTED) >= _IDENTITY_CACHE_SIZE:
+        _EXPECTED.clear()
+    expected = AbiDescriptor.for_trait(spec, pointer_size)
+    _EXPECTED[key] = (spec, expected)
+    return expected
 
 
 #: A descriptor is read this far first; a larger one (sizes checked first) is read again.
@@ -740,7 +757,6 @@ def _check_trait(abi: LibraryAbi, trait: TraitAbi, spec: TraitSpec | None, repor
     return TraitCheck(status, list(differences))
 
 
-@functools.lru_cache(maxsize=1024)
 def _descriptor_verdict(
     expected: AbiDescriptor, found: AbiDescriptor, spec: TraitSpec, expects: str
 ) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
@@ -749,12 +765,20 @@ def _descriptor_verdict(
     A pure function of immutable values, and libraries built against one header carry equal descriptors:
     hundreds of libraries of a trait are judged a handful of times.
     """
+    key = (id(expected), id(found), id(spec), expects)
+    hit = _VERDICTS.get(key)
+    if hit is not None:
+        return hit[1]
+    if len(_VERDICTS) >= _IDENTITY_CACHE_SIZE:
+        _VERDICTS.clear()
     result = check_descriptor(expected, found, spec)
-    return (
+    verdict = (
         result.status,
         tuple(d.describe(expects) for d in result.breaking),
         tuple(d.describe(expects) for d in result.differences),
     )
+    _VERDICTS[key] = ((expected, found, spec), verdict)
+    return verdict
 
 
 def _methods_differ(host: TraitSpec, plugin: TraitSpec) -> bool:
