@@ -108,6 +108,7 @@ def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
     cells = [header, *rows]
     widths = [max(map(len, column)) for column in zip(*cells, strict=True)]
     line = "  ".join("-" * w for w in widths)
-    out = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    pad = "  ".join(f"{{:<{w}}}" for w in widths).format  # one call per row (abi check prints hundreds)
+    out = [pad(*r).rstrip() for r in cells]
     out.insert(1, line)
     return "\n".join(out)
