@@ -54,7 +54,7 @@ from ..abi import (
     diff_abi,
     scan_library,
 )
-from ..formats import ALL_LIBRARY_SUFFIXES, BinaryFormat, native_format, plugin_file_names
+from ..formats import ALL_LIBRARY_SUFFIXES, BinaryFormat, native_format, plugin_file_paths
 from ._formats import FORMATS, github_annotations, render, render_markdown
 from ._output import ABI_HELP, missing_path, table
 from ._report import (
@@ -126,7 +126,7 @@ def _library_files(paths: list[str]) -> list[str] | str:
             files.append(raw)
             continue
         try:
-            files += [os.path.join(raw, name) for name in plugin_file_names(raw, ALL_LIBRARY_SUFFIXES)]
+            files += plugin_file_paths(raw, ALL_LIBRARY_SUFFIXES)
         except OSError as e:
             return f"{raw}: cannot list the directory: {e.strerror or e}"
     return files
