@@ -50,7 +50,17 @@ from plugin_interface import (
 from plugin_interface._descriptor import DESCRIPTOR_HEAD_SIZE, Byteorder, descriptor_size
 from plugin_interface._record import FACTORY, Record, setfield
 
-from ..formats import READ_FLAGS, BinaryFormat, ExportTable, UnloadBlockers, open_exports, pread, read_capped
+from ..formats import (
+    READ_FLAGS,
+    BinaryFormat,
+    ExportTable,
+    SchemeExports,
+    UnloadBlockers,
+    open_exports,
+    open_scheme_exports,
+    pread,
+    read_capped,
+)
 from ._unload import unload_findings
 
 __all__ = [
@@ -411,37 +421,96 @@ _DECLARATION_FIRST_READ = 1024
 def scan_library(path: str | os.PathLike[str]) -> LibraryAbi:
     """Read a library's exports and sort them into the scheme.
 
+    An ELF library is read by the C reader in one call where it was built
+    (:func:`~plugin_host.formats.open_scheme_exports`: the scheme's names
+    parsed, the first bytes of each descriptor and declaration read), and
+    decoded here as :func:`read_descriptor` and :func:`read_declaration` decode
+    them; any other file, and whatever the C leaves to Python, is read from
+    its :class:`~plugin_host.formats.ExportTable`.  Both give the same
+    :class:`LibraryAbi` (``tests/test_scheme_scan.py``).
+
     :raises NotASharedLibraryError: for a file that is not a readable library.
     """
-    with open_exports(path) as (table, fd):  # the descriptors and declarations are read through it too
-        abi = LibraryAbi(os.fspath(path), table.format, table.machine, table.pointer_size)
-        abi.unload_blockers = table.unload_blockers
-        traits = abi.traits
-        for name in table.symbols:  # every output sorts: no need to here
-            if not name.startswith("plugin_"):
-                continue  # every name of the scheme, well-formed or not, starts so
-            parts = split_symbol(name)
-            if parts is None:
-                if name.startswith(_SCHEME_PREFIXES):
-                    abi.malformed.append(name)
-                continue
-            role, trait_name, type_name, version = parts
-            trait = traits.get(trait_name)
-            if trait is None:
-                trait = traits[trait_name] = TraitAbi(trait_name)
-            trait.symbols[(role, type_name, version)] = name
-        for trait in traits.values():
-            symbols = trait.symbols
-            if (SymbolRole.ABI_DESCRIPTOR, None, ABI_VERSION) in symbols:
-                try:
-                    trait.descriptor = read_descriptor(table, trait.name, fd)
-                except (ValueError, NotASharedLibraryError) as e:
-                    trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
-            if (SymbolRole.TRAIT_DECLARATION, None, ABI_VERSION) in symbols:
-                try:
-                    trait.declaration = read_declaration(table, trait.name, fd)
-                except (ValueError, NotASharedLibraryError) as e:
-                    trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+    with open_scheme_exports(path, ABI_VERSION, _SCHEME_PREFIXES) as (found, fd):
+        if isinstance(found, ExportTable):
+            return _scan_table(found, fd)
+    abi = _scan_scheme(found)
+    if abi is None:  # a descriptor larger than the C read (which the C leaves to Python): read again
+        with open_exports(path) as (table, fd):
+            return _scan_table(table, fd)
+    return abi
+
+
+#: SymbolRole by its value (the C reader spells the roles so).
+_ROLES: dict[str, SymbolRole] = {role.value: role for role in SymbolRole}
+
+
+def _scan_scheme(found: SchemeExports) -> LibraryAbi | None:
+    """:func:`_scan_table`'s answer from the C reader's scheme scan; ``None`` if it needs more bytes than the C read."""
+    abi = LibraryAbi(
+        found.path,
+        found.format,
+        found.machine,
+        found.pointer_size,
+        malformed=list(found.malformed),
+        unload_blockers=found.unload_blockers,
+    )
+    traits = abi.traits
+    byteorder = found.byteorder
+    roles = _ROLES
+    for role, trait_name, type_name, version, name, data in found.symbols:
+        trait = traits.get(trait_name)
+        if trait is None:
+            trait = traits[trait_name] = TraitAbi(trait_name)
+        trait.symbols[(roles[role], type_name, version)] = name
+        if data is None:
+            continue  # not a descriptor or declaration of this ABI version
+        if role == "abi_descriptor":
+            try:
+                size = descriptor_size(data[:DESCRIPTOR_HEAD_SIZE], byteorder)
+                if size > len(data):
+                    return None
+                trait.descriptor = _decode_descriptor(data[:size], byteorder)
+            except (ValueError, NotASharedLibraryError) as e:
+                trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+        else:
+            try:
+                trait.declaration = _declaration_of(data, trait_name)
+            except (ValueError, NotASharedLibraryError) as e:
+                trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+    return abi
+
+
+def _scan_table(table: ExportTable, fd: int) -> LibraryAbi:
+    """:func:`scan_library` of the library whose export table was read (the Python reading)."""
+    abi = LibraryAbi(table.path, table.format, table.machine, table.pointer_size)
+    abi.unload_blockers = table.unload_blockers
+    traits = abi.traits
+    for name in table.symbols:  # every output sorts: no need to here
+        if not name.startswith("plugin_"):
+            continue  # every name of the scheme, well-formed or not, starts so
+        parts = split_symbol(name)
+        if parts is None:
+            if name.startswith(_SCHEME_PREFIXES):
+                abi.malformed.append(name)
+            continue
+        role, trait_name, type_name, version = parts
+        trait = traits.get(trait_name)
+        if trait is None:
+            trait = traits[trait_name] = TraitAbi(trait_name)
+        trait.symbols[(role, type_name, version)] = name
+    for trait in traits.values():
+        symbols = trait.symbols
+        if (SymbolRole.ABI_DESCRIPTOR, None, ABI_VERSION) in symbols:
+            try:
+                trait.descriptor = read_descriptor(table, trait.name, fd)
+            except (ValueError, NotASharedLibraryError) as e:
+                trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
+        if (SymbolRole.TRAIT_DECLARATION, None, ABI_VERSION) in symbols:
+            try:
+                trait.declaration = read_declaration(table, trait.name, fd)
+            except (ValueError, NotASharedLibraryError) as e:
+                trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
     return abi
 
 
@@ -456,7 +525,12 @@ def read_declaration(table: ExportTable, trait: str, fd: int | None = None) -> T
     data = table.read(symbol, _DECLARATION_FIRST_READ, fd)
     if b"\0" not in data and len(data) == _DECLARATION_FIRST_READ:
         data = table.read(symbol, MAX_DECLARATION_BYTES, fd)
-    spec = _decode_declaration(data.split(b"\0", 1)[0])
+    return _declaration_of(data.split(b"\0", 1)[0], trait)
+
+
+def _declaration_of(text: bytes, trait: str) -> TraitSpec:
+    """The declaration ``text`` (up to its NUL) decodes to; :raises ValueError: if it is no declaration of ``trait``."""
+    spec = _decode_declaration(text)
     if spec.name != trait:
         raise ValueError(f"it declares trait {_shown(spec.name)}, not {trait}")
     return spec

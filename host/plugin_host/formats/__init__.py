@@ -30,12 +30,12 @@ from ._elf import (
     host_elf_identity,
     read_unload_blockers,
 )
-from ._exports import exported_names, exported_symbols, open_exports, read_exports
+from ._exports import exported_names, exported_symbols, open_exports, open_scheme_exports, read_exports
 from ._files import ALL_LIBRARY_SUFFIXES, is_plugin_file, plugin_file_names, plugin_file_paths, plugin_files
 from ._io import MAX_LIBRARY_BYTES, READ_FLAGS, pread, read_capped, read_small_file
 from ._machines import ELF_MACHINES, Machine, machine_name
 from ._sniff import ELF_MAGIC, BinaryFormat, format_of, native_format, sniff_format
-from ._table import ExportTable, check_table
+from ._table import ExportTable, SchemeExports, check_table
 
 __all__ = [
     "ALL_LIBRARY_SUFFIXES",
@@ -55,6 +55,7 @@ __all__ = [
     "ElfLayout",
     "ElfType",
     "ExportTable",
+    "SchemeExports",
     "Machine",
     "SectionType",
     "SegmentType",
@@ -72,6 +73,7 @@ __all__ = [
     "machine_name",
     "native_format",
     "open_exports",
+    "open_scheme_exports",
     "plugin_file_names",
     "plugin_file_paths",
     "plugin_files",

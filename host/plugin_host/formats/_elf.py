@@ -39,7 +39,7 @@ from ._blockers import MAX_UNIQUE_NAMES, THREAD_ATEXIT_SYMBOLS, UnloadBlockers
 from ._io import READ_FLAGS, pread
 from ._machines import ELF_MACHINES, PLATFORM_MACHINES, ElfMachine, machine_name
 from ._sniff import ELF_MAGIC
-from ._table import ExportTable, check_table
+from ._table import ExportTable, SchemeExports, check_table
 
 __all__ = [
     "DynamicTag",
@@ -58,6 +58,7 @@ __all__ = [
     "check_complete",
     "check_elf_complete",
     "compiled_elf_exports",
+    "compiled_scheme_scan",
     "compiled_reader_available",
     "compiled_reader_enabled",
     "elf_export_names",
@@ -308,12 +309,10 @@ if _compiled is not None and _compiled.MAX_UNIQUE_NAMES != MAX_UNIQUE_NAMES:  # 
         stacklevel=1,
     )
     _compiled = None  # type: ignore[assignment]
-#: The C reader's entry point, when it is in use.
-_compiled_reader = (
-    _compiled.elf_exports
-    if _compiled is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
-    else None
-)
+_use_compiled = _compiled is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
+#: The C reader's entry points, when it is in use (one switch for both).
+_compiled_reader = _compiled.elf_exports if _use_compiled else None
+_compiled_scanner = _compiled.scheme_scan if _use_compiled else None
 
 
 def compiled_reader_available() -> bool:
@@ -328,9 +327,10 @@ def compiled_reader_enabled() -> bool:
 
 def set_compiled_reader(enabled: bool) -> bool:
     """Turn the C reader on or off (on only where it was built); returns the previous setting (for tests)."""
-    global _compiled_reader
+    global _compiled_reader, _compiled_scanner
     previous = _compiled_reader is not None
     _compiled_reader = _compiled.elf_exports if enabled and _compiled is not None else None
+    _compiled_scanner = _compiled.scheme_scan if enabled and _compiled is not None else None
     return previous
 
 
@@ -357,6 +357,42 @@ def compiled_elf_exports(fd: int, size: int, path: str, ident: bytes) -> ExportT
         symbols,
         regions,
         UnloadBlockers(unique, unique_count, nodelete, tls, weak_tls),
+    )
+
+
+def compiled_scheme_scan(
+    fd: int, size: int, path: str, ident: bytes, abi_version: int, prefixes: tuple[str, ...]
+) -> SchemeExports | None:
+    """What the C reader finds of the symbol scheme in the open file ``fd``, or ``None``.
+
+    The C does ``abi check``'s reading of a file in one call: the export
+    table (only the ``plugin_`` names kept), each such name parsed by the C
+    copy of :func:`plugin_interface.split_symbol` (its grammar is held to it by
+    ``tests/test_scheme_scan.py``), and the first read of each descriptor and
+    declaration of ``abi_version`` (:class:`SchemeExports`).  ``None`` when the
+    C reader is not in use, for any file :func:`elf_exports` may refuse, and
+    for what the C leaves to the Python reading (a descriptor or declaration
+    not stored in the file or larger than its first read, a ``_v01``...): then
+    the caller reads the :class:`ExportTable` and decides.
+
+    :param size: the file's size in bytes.
+    :param ident: its first 64 bytes (all of it when shorter).
+    :param prefixes: a name that starts with one of these and does not parse is malformed.
+    """
+    scanner = _compiled_scanner
+    found = scanner(fd, size, ident, abi_version, prefixes) if scanner is not None else None
+    if found is None:
+        return None
+    e_machine, elf_class, byte_order, unique, unique_count, nodelete, tls, weak_tls, malformed, symbols = found
+    return SchemeExports(
+        path,
+        "elf",
+        machine_name(ELF_MACHINES, e_machine),
+        4 if elf_class == 1 else 8,
+        "little" if byte_order == 1 else "big",
+        UnloadBlockers(unique, unique_count, nodelete, tls, weak_tls),
+        malformed,
+        symbols,
     )
 
 

@@ -25,14 +25,14 @@ import stat
 
 from plugin_interface import NotASharedLibraryError
 
-from ._elf import compiled_elf_exports, elf_export_names, elf_exports_fd
+from ._elf import compiled_elf_exports, compiled_scheme_scan, elf_export_names, elf_exports_fd
 from ._io import READ_FLAGS, pread
 from ._macho import macho_exports
 from ._pe import pe_exports
 from ._sniff import BinaryFormat, format_of
-from ._table import ExportTable
+from ._table import ExportTable, SchemeExports
 
-__all__ = ["exported_names", "exported_symbols", "open_exports", "read_exports"]
+__all__ = ["exported_names", "exported_symbols", "open_exports", "open_scheme_exports", "read_exports"]
 
 
 def read_exports(path: str | os.PathLike[str]) -> ExportTable:
@@ -57,13 +57,42 @@ def open_exports(path: str | os.PathLike[str]) -> contextlib.AbstractContextMana
     return _OpenExports(os.fspath(path))
 
 
-class _OpenExports:
-    """:func:`open_exports`' context (a class: a generator's costs ``abi check`` about 2 us a file)."""
+def open_scheme_exports(
+    path: str | os.PathLike[str], abi_version: int, prefixes: tuple[str, ...]
+) -> contextlib.AbstractContextManager[tuple[SchemeExports | ExportTable, int]]:
+    """:func:`open_exports`, answered by the C reader's scheme scan where it answers.
+
+    ``abi check``'s reading of a file: for an ELF library the C reader reads
+    the names of the symbol scheme and their data in one call
+    (:class:`SchemeExports`, see ``_elf.compiled_scheme_scan``); for any other
+    file, and whatever the C leaves to Python, the :class:`ExportTable` of
+    :func:`open_exports`.  Use as ``with open_scheme_exports(...) as (found, fd):``.
+
+    :param abi_version: the ``_vN`` whose descriptors and declarations are read.
+    :param prefixes: a name that starts with one of these and does not parse is malformed.
+    :raises NotASharedLibraryError: as :func:`read_exports` (on entering).
+    """
+    return _OpenSchemeExports(os.fspath(path), abi_version, prefixes)
+
+
+class _Open:
+    """The open file of a context below, closed on leaving."""
 
     __slots__ = ("_fd", "_name")
 
     def __init__(self, name: str) -> None:
         self._name, self._fd = name, -1
+
+    def __exit__(self, *exc: object) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class _OpenExports(_Open):
+    """:func:`open_exports`' context (a class: a generator's costs ``abi check`` about 2 us a file)."""
+
+    __slots__ = ()
 
     def __enter__(self) -> tuple[ExportTable, int]:
         fd = self._fd = _open(self._name)
@@ -74,10 +103,24 @@ class _OpenExports:
             os.close(fd)
             raise
 
-    def __exit__(self, *exc: object) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
+
+class _OpenSchemeExports(_Open):
+    """:func:`open_scheme_exports`' context."""
+
+    __slots__ = ("_abi_version", "_prefixes")
+
+    def __init__(self, name: str, abi_version: int, prefixes: tuple[str, ...]) -> None:
+        super().__init__(name)
+        self._abi_version, self._prefixes = abi_version, prefixes
+
+    def __enter__(self) -> tuple[SchemeExports | ExportTable, int]:
+        fd = self._fd = _open(self._name)
+        try:
+            return _scheme_exports(fd, self._name, self._abi_version, self._prefixes), fd
+        except BaseException:
+            self._fd = -1
             os.close(fd)
+            raise
 
 
 def _open(name: str) -> int:
@@ -95,17 +138,37 @@ def _open(name: str) -> int:
 def _exports(fd: int, name: str) -> ExportTable:
     try:
         size, head, fmt = _sniff(fd, name)
-        if fmt is BinaryFormat.ELF:
-            return elf_exports_fd(fd, size, name, head)
-
-        def read(offset: int, n: int) -> bytes:  # through the descriptor already open: one open per file
-            return pread(fd, n, offset)
-
-        if fmt is BinaryFormat.PE:
-            return pe_exports(read, size, name, head)
-        return macho_exports(read, size, name, head)
+        return _table(fd, name, size, head, fmt)
     except OSError as e:
         raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e
+
+
+def _scheme_exports(fd: int, name: str, abi_version: int, prefixes: tuple[str, ...]) -> SchemeExports | ExportTable:
+    try:
+        size, head, fmt = _sniff(fd, name)
+        if fmt is BinaryFormat.ELF:
+            found = compiled_scheme_scan(fd, size, name, head, abi_version, prefixes)
+            if found is not None:
+                return found
+        return _table(fd, name, size, head, fmt)
+    except OSError as e:
+        raise NotASharedLibraryError(name, f"cannot read it: {e.strerror or e}") from e
+
+
+def _table(fd: int, name: str, size: int, head: bytes, fmt: BinaryFormat) -> ExportTable:
+    """The export table of the open file ``name`` of that size, first bytes and format.
+
+    :raises OSError: reading it failed.
+    """
+    if fmt is BinaryFormat.ELF:
+        return elf_exports_fd(fd, size, name, head)
+
+    def read(offset: int, n: int) -> bytes:  # through the descriptor already open: one open per file
+        return pread(fd, n, offset)
+
+    if fmt is BinaryFormat.PE:
+        return pe_exports(read, size, name, head)
+    return macho_exports(read, size, name, head)
 
 
 def _sniff(fd: int, name: str) -> tuple[int, bytes, BinaryFormat]:

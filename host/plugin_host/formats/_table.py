@@ -11,7 +11,7 @@ from plugin_interface._record import Record, setfield
 from ._blockers import UnloadBlockers
 from ._io import READ_FLAGS, pread
 
-__all__ = ["ExportTable", "check_table"]
+__all__ = ["ExportTable", "SchemeExports", "check_table"]
 
 Byteorder = Literal["little", "big"]
 
@@ -102,6 +102,53 @@ class ExportTable(Record, unshown=("symbols", "regions", "unload_blockers")):
                 os.close(own)
         except OSError as e:
             raise NotASharedLibraryError(self.path, f"cannot read {name}: {e.strerror or e}") from e
+
+
+#: One name of the symbol scheme as :class:`SchemeExports` gives it: ``(role, trait, type or None, abi,
+#: name, data)``, ``data`` the first bytes of a descriptor or declaration (``None`` for the other roles).
+SchemeSymbol = tuple[str, str, str | None, int, str, bytes | None]
+
+
+class SchemeExports(Record):
+    """What a library exports under the symbol scheme, read in one pass (ELF, the C reader only).
+
+    The fields of :class:`ExportTable` that ``abi check`` uses, and instead
+    of the whole table only the names of the scheme, already parsed, with the
+    bytes of the data they export (see ``_elf.compiled_scheme_scan``).
+
+    :ivar malformed: the exported names that start with one of the prefixes asked and do not parse.
+    :ivar symbols: every parsed name of the scheme, in the export table's order.
+    """
+
+    __slots__ = ("byteorder", "format", "machine", "malformed", "path", "pointer_size", "symbols", "unload_blockers")
+    path: str
+    format: str
+    machine: str
+    pointer_size: int
+    byteorder: Byteorder
+    unload_blockers: UnloadBlockers
+    malformed: tuple[str, ...]
+    symbols: tuple[SchemeSymbol, ...]
+
+    def __init__(
+        self,
+        path: str,
+        format: str,
+        machine: str,
+        pointer_size: int,
+        byteorder: Byteorder,
+        unload_blockers: UnloadBlockers,
+        malformed: tuple[str, ...],
+        symbols: tuple[SchemeSymbol, ...],
+    ) -> None:
+        setfield(self, "path", path)
+        setfield(self, "format", format)
+        setfield(self, "machine", machine)
+        setfield(self, "pointer_size", pointer_size)
+        setfield(self, "byteorder", byteorder)
+        setfield(self, "unload_blockers", unload_blockers)
+        setfield(self, "malformed", malformed)
+        setfield(self, "symbols", symbols)
 
 
 def check_table(path: str, what: str, offset: int, count: int, entry_size: int, file_size: int) -> None:
