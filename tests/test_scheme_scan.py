@@ -123,7 +123,7 @@ def outcome(path: Path) -> Outcome:
         problems, checks = check_library(abi)
     except NotASharedLibraryError as e:
         return ("error", (type(e).__name__, str(e), e.path))
-    except Exception as e:  # noqa: BLE001 -- a crash of the Python reading must be the C path's crash too
+    except Exception as e:  # a crash of the Python reading must be the C path's crash too
         return ("raised", (type(e).__name__, str(e)))
     traits = [(name, list(t.symbols.items())) for name, t in abi.traits.items()]
     return ("abi", (abi, abi.to_json(), abi.unload_blockers, traits, repr(abi), problems, checks))

@@ -468,6 +468,15 @@ static int split_scheme(const char *s, size_t n, Scheme *out) {
     return 1;
 }
 
+/* The role's name (borrowed: made once, interned, kept for the life of the process). */
+static PyObject *role_name(int role) {
+    static PyObject *names[sizeof ROLE_NAMES / sizeof ROLE_NAMES[0]];
+    if (names[role] == NULL) {
+        names[role] = PyUnicode_InternFromString(ROLE_NAMES[role]);
+    }
+    return names[role];
+}
+
 /* (role, trait, type or None, abi) of a parse, as split_symbol answers. */
 static PyObject *scheme_parts(const Scheme *m) {
     PyObject *type = m->type != NULL ? PyUnicode_FromStringAndSize(m->type, (Py_ssize_t)m->type_len)
@@ -608,12 +617,17 @@ static int sort_scheme(const PhImage *s, const PhElf *elf, const unsigned char *
         } else {
             data = Py_NewRef(Py_None);
         }
-        PyObject *type = m.type != NULL ? PyUnicode_FromStringAndSize(m.type, (Py_ssize_t)m.type_len)
-                                        : Py_NewRef(Py_None);
-        PyObject *entry = type != NULL ? Py_BuildValue("(ss#OkOO)", ROLE_NAMES[m.role], m.trait,
-                                                       (Py_ssize_t)m.trait_len, type, m.abi, key, data)
-                                       : NULL;
+        /* (role, trait, type, abi, name, data), made directly: Py_BuildValue parses its format per call */
+        PyObject *role = role_name(m.role);
+        PyObject *trait = role != NULL ? PyUnicode_FromStringAndSize(m.trait, (Py_ssize_t)m.trait_len) : NULL;
+        PyObject *type = trait == NULL                ? NULL
+                         : m.type != NULL ? PyUnicode_FromStringAndSize(m.type, (Py_ssize_t)m.type_len)
+                                          : Py_NewRef(Py_None);
+        PyObject *abi = type != NULL ? PyLong_FromUnsignedLong(m.abi) : NULL;
+        PyObject *entry = abi != NULL ? PyTuple_Pack(6, role, trait, type, abi, key, data) : NULL;
+        Py_XDECREF(trait);
         Py_XDECREF(type);
+        Py_XDECREF(abi);
         Py_DECREF(data);
         const int appended = entry != NULL ? PyList_Append(parsed, entry) : -1;
         Py_XDECREF(entry);
