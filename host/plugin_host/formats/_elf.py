@@ -312,7 +312,8 @@ if _compiled is not None and _compiled.MAX_UNIQUE_NAMES != MAX_UNIQUE_NAMES:  # 
 _use_compiled = _compiled is not None and os.environ.get("PLUGIN_HOST_PURE_PYTHON", "") in ("", "0")
 #: The C reader's entry points, when it is in use (one switch for both).
 _compiled_reader = _compiled.elf_exports if _use_compiled else None
-_compiled_scanner = _compiled.scheme_scan if _use_compiled else None
+#: (An extension built from an older elfread.c has no scheme_scan: then abi check reads the export table.)
+_compiled_scanner = getattr(_compiled, "scheme_scan", None) if _use_compiled else None
 
 
 def compiled_reader_available() -> bool:
@@ -330,7 +331,7 @@ def set_compiled_reader(enabled: bool) -> bool:
     global _compiled_reader, _compiled_scanner
     previous = _compiled_reader is not None
     _compiled_reader = _compiled.elf_exports if enabled and _compiled is not None else None
-    _compiled_scanner = _compiled.scheme_scan if enabled and _compiled is not None else None
+    _compiled_scanner = getattr(_compiled, "scheme_scan", None) if enabled and _compiled is not None else None
     return previous
 
 
