@@ -110,8 +110,7 @@ class _OpenSchemeExports(_Open):
     __slots__ = ("_abi_version", "_prefixes")
 
     def __init__(self, name: str, abi_version: int, prefixes: tuple[str, ...]) -> None:
-        super().__init__(name)
-        self._abi_version, self._prefixes = abi_version, prefixes
+        self._name, self._fd, self._abi_version, self._prefixes = name, -1, abi_version, prefixes
 
     def __enter__(self) -> tuple[SchemeExports | ExportTable, int]:
         fd = self._fd = _open(self._name)
