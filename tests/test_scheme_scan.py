@@ -369,6 +369,28 @@ def test_synthetic_images_scan_alike(tmp_path: Path, elf_class: int, order: str)
     odd = found["malformed and non-ASCII names"][1][0]  # type: ignore[index]
     assert len(odd.malformed) == 5 and "plugin_register_Greeter_\ufffd\ufffd_v1" in odd.malformed
     assert found["a leading zero and the name"][0] == "abi"
+    # A _v01 is version 1: its descriptor is read by the name exported (a bare KeyError on the _v1 name before).
+    zero = found["a leading zero"]
+    assert zero[0] == "abi", zero
+    assert zero[1][0].traits["Greeter"].descriptor == AbiDescriptor.for_trait(GREETER, 4 * elf_class)  # type: ignore[index]
+
+
+def test_a_segment_offset_past_any_file_is_a_descriptor_error(tmp_path: Path) -> None:
+    data = descriptor_bytes(GREETER, 8, "<")
+    table = [(b"plugin_abi_descriptor_Greeter_v1", GLOBAL_OBJECT, 0, 7, DATA_ADDRESS)]
+    path = tmp_path / "libfaroff.so"
+    path.write_bytes(rich_elf(2, "<", [table], loads=(*BASE_LOADS, (1, 2**64 - 0x1000, DATA_ADDRESS, len(data)))))
+    for compiled in (True, False):  # an OverflowError out of pread before, on both readings
+        _elf.set_compiled_reader(compiled)
+        try:
+            trait = scan_library(path).traits["Greeter"]
+        finally:
+            _elf.set_compiled_reader(True)
+        assert trait.descriptor is None
+        assert (
+            trait.descriptor_error
+            == "cannot read plugin_abi_descriptor_Greeter_v1: offset 0xfffffffffffff000 is past any file"
+        )
 
 
 @needs_reader

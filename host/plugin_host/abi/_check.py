@@ -362,14 +362,15 @@ def _shown(text: str) -> str:
     return repr(text[:80]) + ("..." if len(text) > 80 else "")
 
 
-def read_descriptor(table: ExportTable, trait: str, fd: int | None = None) -> AbiDescriptor:
+def read_descriptor(table: ExportTable, trait: str, fd: int | None = None, symbol: str | None = None) -> AbiDescriptor:
     """Decode ``plugin_abi_descriptor_<trait>_v1`` from the file.
 
     :param fd: the file, open (see :meth:`ExportTable.read`).
+    :param symbol: the name it is exported under, when it is not spelled ``_v1`` (``_v01`` is version 1 too).
     :raises ValueError: if it is truncated or inconsistent.
     :raises NotASharedLibraryError: if it is not stored in the file.
     """
-    symbol = abi_descriptor_symbol(trait)
+    symbol = symbol or abi_descriptor_symbol(trait)
     data = table.read(symbol, _DESCRIPTOR_FIRST_READ, fd)  # a whole descriptor of up to 60 methods
     size = descriptor_size(data[:DESCRIPTOR_HEAD_SIZE], table.byteorder)  # checked before it drives a read
     if size > len(data):
@@ -501,27 +502,31 @@ def _scan_table(table: ExportTable, fd: int) -> LibraryAbi:
         trait.symbols[(role, type_name, version)] = name
     for trait in traits.values():
         symbols = trait.symbols
-        if (SymbolRole.ABI_DESCRIPTOR, None, ABI_VERSION) in symbols:
+        # Read by the name exported: a _v01 is version 1, and the name _v1 may not be exported.
+        descriptor = symbols.get((SymbolRole.ABI_DESCRIPTOR, None, ABI_VERSION))
+        if descriptor is not None:
             try:
-                trait.descriptor = read_descriptor(table, trait.name, fd)
+                trait.descriptor = read_descriptor(table, trait.name, fd, descriptor)
             except (ValueError, NotASharedLibraryError) as e:
                 trait.descriptor_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
-        if (SymbolRole.TRAIT_DECLARATION, None, ABI_VERSION) in symbols:
+        declaration = symbols.get((SymbolRole.TRAIT_DECLARATION, None, ABI_VERSION))
+        if declaration is not None:
             try:
-                trait.declaration = read_declaration(table, trait.name, fd)
+                trait.declaration = read_declaration(table, trait.name, fd, declaration)
             except (ValueError, NotASharedLibraryError) as e:
                 trait.declaration_error = e.detail if isinstance(e, NotASharedLibraryError) else str(e)
     return abi
 
 
-def read_declaration(table: ExportTable, trait: str, fd: int | None = None) -> TraitSpec:
+def read_declaration(table: ExportTable, trait: str, fd: int | None = None, symbol: str | None = None) -> TraitSpec:
     """Decode ``plugin_trait_declaration_<trait>_v1`` from the file.
 
     :param fd: the file, open (see :meth:`ExportTable.read`).
+    :param symbol: the name it is exported under, when it is not spelled ``_v1`` (``_v01`` is version 1 too).
     :raises ValueError: if it is no declaration of ``trait``.
     :raises NotASharedLibraryError: if it is not stored in the file.
     """
-    symbol = trait_declaration_symbol(trait)
+    symbol = symbol or trait_declaration_symbol(trait)
     data = table.read(symbol, _DECLARATION_FIRST_READ, fd)
     if b"\0" not in data and len(data) == _DECLARATION_FIRST_READ:
         data = table.read(symbol, MAX_DECLARATION_BYTES, fd)

@@ -102,6 +102,8 @@ class ExportTable(Record, unshown=("symbols", "regions", "unload_blockers")):
                 os.close(own)
         except OSError as e:
             raise NotASharedLibraryError(self.path, f"cannot read {name}: {e.strerror or e}") from e
+        except OverflowError as e:  # a corrupted program header: an offset no file has (pread takes an off_t)
+            raise NotASharedLibraryError(self.path, f"cannot read {name}: offset {offset:#x} is past any file") from e
 
 
 #: One name of the symbol scheme as :class:`SchemeExports` gives it: ``(role, trait, type or None, abi,
