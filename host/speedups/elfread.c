@@ -602,7 +602,7 @@ static int sort_scheme(const PhImage *s, const PhElf *elf, const unsigned char *
             continue;
         }
         if (!m.canonical) {
-            return READ_NONE; /* _v01 and _v1 are one key: which name is read is Python's to say */
+            return READ_NONE; /* _v01 and _v1 are one key: which of the two names is read is Python's to say */
         }
         PyObject *data = NULL;
         if ((m.role == ROLE_ABI_DESCRIPTOR || m.role == ROLE_TRAIT_DECLARATION) && m.abi == abi_version) {
