@@ -182,3 +182,16 @@ def test_a_name_too_long_is_an_error_not_a_traceback(
         assert main(argv) == status, argv
         err = capsys.readouterr().err
         assert err.startswith("error: ") and long in err and ("too long" in err or "not a directory" in err), argv
+
+
+def test_help_is_wrapped_at_the_width_of_each_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The width is asked for each parser (as argparse asks shutil), not once per process."""
+    widths = []
+    for columns in ("60", "200"):
+        monkeypatch.setenv("COLUMNS", columns)
+        with pytest.raises(SystemExit):
+            main(["abi", "check", "--help"])
+        widths.append(max(map(len, capsys.readouterr().out.splitlines())))
+    assert widths[0] < 100 < widths[1], widths  # a width asked once would wrap both alike

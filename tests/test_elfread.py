@@ -716,3 +716,13 @@ def test_the_c_reader_compiles_warning_free(cc: str, tmp_path: Path) -> None:
     proc = subprocess.run([*cmd, "-o", str(tmp_path / "elfread.o")], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
+
+
+def test_open_exports_refuses_a_second_entry_and_leaks_no_descriptor(example_plugins: dict[str, Path]) -> None:
+    context = open_exports(example_plugins["greeters"])
+    before = set(os.listdir("/proc/self/fd"))
+    with context as (table, fd):
+        with pytest.raises(RuntimeError, match="entered already"), context:
+            pass
+        assert table.symbols and os.fstat(fd)  # the first entry's descriptor is still open
+    assert set(os.listdir("/proc/self/fd")) <= before

@@ -243,3 +243,30 @@ def test_a_subclass_of_a_record_keeps_its_methods_as_a_dataclass_subclass_does()
         record.name = "b"
     with pytest.raises(AttributeError, match="cannot assign to field 'name'"):
         was.name = "b"
+
+
+def test_a_record_that_contains_itself_copies_and_pickles_into_one_that_does() -> None:
+    node, was = Node("a"), NodeWas("a")
+    node.children.append(node)
+    was.children.append(was)
+    for copied, copied_was in ((copy.deepcopy(node), copy.deepcopy(was)), (_round_trip(node), _round_trip(was))):
+        assert copied.children[0] is copied and copied_was.children[0] is copied_was  # not split in two
+        assert copied is not node and copied.name == "a"
+
+
+class Typed(ParamSpec):
+    """A record's subclass whose ``__init__`` takes other arguments than the fields (module level: pickled)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, "t")  # type: ignore[arg-type]
+
+
+def test_a_subclass_with_its_own_init_copies_and_pickles_as_a_dataclass_subclass_does() -> None:
+    record = Typed("a")
+    record.note = "its own"  # not a field: kept too
+    for copied in (copy.copy(record), copy.deepcopy(record), _round_trip(record)):
+        assert type(copied) is Typed and copied == record and copied.note == "its own"  # type: ignore[attr-defined]
+
+
+def _round_trip(value: Any) -> Any:
+    return pickle.loads(pickle.dumps(value))

@@ -694,10 +694,16 @@ static PyObject *scan_scheme(const PhImage *s, unsigned long abi_version, PyObje
 /* fd, size, ident of the first three arguments as an image; 0 with an exception set. */
 static int image_of(PyObject *const *args, const char *function, PhImage *s) {
     const long fd = PyLong_AsLong(args[0]);
+    if (fd == -1 && PyErr_Occurred()) {
+        return 0; /* each conversion checked before the next: none runs with an exception set */
+    }
     const unsigned long long size = PyLong_AsUnsignedLongLong(args[1]);
+    if (size == (unsigned long long)-1 && PyErr_Occurred()) {
+        return 0;
+    }
     char *ident = NULL;
     Py_ssize_t ident_len = 0;
-    if (PyErr_Occurred() || PyBytes_AsStringAndSize(args[2], &ident, &ident_len) < 0) {
+    if (PyBytes_AsStringAndSize(args[2], &ident, &ident_len) < 0) {
         return 0;
     }
     if (fd < 0 || fd > INT_MAX) {

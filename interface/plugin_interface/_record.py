@@ -30,7 +30,7 @@ from __future__ import annotations
 import operator
 import reprlib
 from collections.abc import Callable
-from typing import Any, Self, dataclass_transform
+from typing import Any, Self, TypeVar, dataclass_transform
 
 __all__ = ["FACTORY", "Record", "setfield"]
 
@@ -49,6 +49,14 @@ class _Factory:
 
 #: The default of a parameter whose value each instance makes (``[]``, ``{}``): typed ``Any`` so it fits any type.
 FACTORY: Any = _Factory()
+
+
+_R = TypeVar("_R")
+
+
+def _new(cls: type[_R]) -> _R:
+    """An instance of ``cls`` without its ``__init__`` (a record's copy or unpickling; its state is set next)."""
+    return object.__new__(cls)
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[object], tuple[Any, ...]]:
@@ -111,8 +119,19 @@ class Record:
         def replace(self: Record, /, **changes: Any) -> Record:
             return self.__class__(**{**dict(zip(fields, values(self), strict=True)), **changes})
 
-        def __reduce__(self: Record) -> tuple[type[Record], tuple[Any, ...]]:
-            return self.__class__, values(self)
+        # Rebuilt as copy and pickle rebuild a plain object: made without __init__ (a subclass's may take
+        # other arguments), then its fields (and any __dict__) set; so a record that holds itself copies
+        # into one that holds itself.
+        def __reduce__(self: Record) -> tuple[Any, ...]:
+            return _new, (self.__class__,), (values(self), getattr(self, "__dict__", None) or None)
+
+        def __setstate__(self: Record, state: tuple[tuple[Any, ...], dict[str, Any] | None]) -> None:
+            field_values, extra = state
+            for name, value in zip(fields, field_values, strict=True):
+                setfield(self, name, value)
+            if extra:
+                for name, value in extra.items():
+                    setfield(self, name, value)
 
         def __setattr__(self: object, name: str, value: object) -> None:
             if type(self) is cls or name in fields:  # dataclasses' rule: a subclass may add attributes
@@ -124,7 +143,7 @@ class Record:
                 raise AttributeError(f"cannot delete field {name!r}")
             object.__delattr__(self, name)
 
-        for method in (__eq__, __hash__, __repr__, replace, __reduce__, __setattr__, __delattr__):
+        for method in (__eq__, __hash__, __repr__, replace, __reduce__, __setstate__, __setattr__, __delattr__):
             method.__qualname__ = f"{cls.__qualname__}.{method.__name__}"
         cls.__eq__ = __eq__  # type: ignore[method-assign, assignment]
         if "__hash__" not in cls.__dict__:  # as dataclasses: a hash the class defines is kept
@@ -132,6 +151,7 @@ class Record:
         cls.__repr__ = __repr__  # type: ignore[method-assign]
         cls.replace = cls.__replace__ = replace  # type: ignore[method-assign, assignment]
         cls.__reduce__ = __reduce__  # type: ignore[method-assign, assignment]
+        cls.__setstate__ = __setstate__  # type: ignore[attr-defined]
         if frozen:
             cls.__setattr__ = __setattr__  # type: ignore[method-assign]
             cls.__delattr__ = __delattr__  # type: ignore[method-assign]

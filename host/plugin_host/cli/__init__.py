@@ -12,7 +12,6 @@ libraries should not pay for importing the manager, the watcher and watchdog.
 from __future__ import annotations
 
 import argparse
-import functools
 import importlib
 import os
 import sys
@@ -74,19 +73,18 @@ class _VersionAction(argparse.Action):
 
 
 class _Formatter(argparse.HelpFormatter):
-    """argparse's help formatter, with the terminal's width asked once.
+    """argparse's help formatter, with the terminal's width asked without :mod:`shutil`.
 
     argparse makes a formatter for every argument added (to check its
     ``nargs``), and each one asks :func:`shutil.get_terminal_size`, the first
-    importing :mod:`shutil`: about a tenth of ``abi check``'s start-up, for a
-    width only ``--help`` uses.
+    importing :mod:`shutil` (and its compression modules): a tenth of
+    ``abi check``'s parser, for a width only ``--help`` uses.
     """
 
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None):
         super().__init__(prog, indent_increment, max_help_position, _help_width() if width is None else width)
 
 
-@functools.cache
 def _help_width() -> int:
     """:func:`shutil.get_terminal_size`'s columns (``$COLUMNS``, else standard output's terminal, else 80), less 2,
     as argparse takes them."""

@@ -484,7 +484,10 @@ def elf_export_names(
     if not elf.dynsym:
         raise NotASharedLibraryError(path, "no dynamic symbol table (.dynsym)")
     data, strings = elf.symbol_data(elf.dynsym[0])  # the exports are the first table's (elf_exports)
-    wanted = prefix.encode()
+    try:
+        wanted = prefix.encode()
+    except UnicodeEncodeError:  # a lone surrogate: no name decodes to one (elf_exports decodes with "replace")
+        return []
     if wanted not in strings:  # the common answer for all but the plugin names: no entry is read
         return []
     found: dict[int, bytes] = {}  # offset -> the name there (NUL-terminated inside the table)

@@ -8,7 +8,9 @@ opened here.  Nothing here executes the file.
 
 Why readers of our own (see the README's "ABI verification"): they are pure
 Python, so a malformed file cannot crash the process (LIEF is faster but
-compiled, and has had crashes and hangs on malformed input); every offset and
+compiled, and has had crashes and hangs on malformed input; the ELF table's C
+reader, :mod:`._elfread`, answers only what it reads exactly as :mod:`._elf`
+would and leaves any other file to it, which tests hold it to); every offset and
 count read from a file is checked against the file's size before it drives a
 read or a loop, so no input can make them spin or allocate past the file, and
 every flaw is a :class:`NotASharedLibraryError`.  The general parsers they
@@ -83,6 +85,13 @@ class _Open:
     def __init__(self, name: str) -> None:
         self._name, self._fd = name, -1
 
+    def _open(self) -> int:
+        """Open the file (once: a second entry would leak the first descriptor)."""
+        if self._fd >= 0:
+            raise RuntimeError(f"the context of {self._name!r} is entered already")
+        fd = self._fd = _open(self._name)
+        return fd
+
     def __exit__(self, *exc: object) -> None:
         fd, self._fd = self._fd, -1
         if fd >= 0:
@@ -95,7 +104,7 @@ class _OpenExports(_Open):
     __slots__ = ()
 
     def __enter__(self) -> tuple[ExportTable, int]:
-        fd = self._fd = _open(self._name)
+        fd = self._open()
         try:
             return _exports(fd, self._name), fd
         except BaseException:
@@ -113,7 +122,7 @@ class _OpenSchemeExports(_Open):
         self._name, self._fd, self._abi_version, self._prefixes = name, -1, abi_version, prefixes
 
     def __enter__(self) -> tuple[SchemeExports | ExportTable, int]:
-        fd = self._fd = _open(self._name)
+        fd = self._open()
         try:
             return _scheme_exports(fd, self._name, self._abi_version, self._prefixes), fd
         except BaseException:
