@@ -20,7 +20,7 @@ import shutil
 import struct
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,25 +44,16 @@ from plugin_interface import (
 )
 from test_abi_check import BSS_DESCRIPTOR, ODD_EXPORTS
 from test_abi_gate import ABI_V2
-from test_elfread import GLOBAL_FUNC, GLOBAL_OBJECT, _build_elfread, rich_elf
+from test_elfread import (  # the C reader on in every test here too (its autouse fixture)
+    GLOBAL_FUNC,
+    GLOBAL_OBJECT,
+    _build_elfread,
+    _compiled_reader_on,  # noqa: F401
+    needs_reader,
+    rich_elf,
+)
 from test_symbols import _PIECES, TRICKY_NAMES
 from untrusted_sources import HOSTILE_DATA
-
-needs_reader = pytest.mark.skipif(
-    not _elf.compiled_reader_available(),
-    reason="plugin_host.formats._elfread was not built (no C compiler at install time)",
-)
-
-
-@pytest.fixture(autouse=True)
-def _compiled_reader_on() -> Iterator[None]:
-    """The C reader in use for the test (where it was built), whatever PLUGIN_HOST_PURE_PYTHON says."""
-    previous = _elf.set_compiled_reader(True)
-    try:
-        yield
-    finally:
-        _elf.set_compiled_reader(previous)
-
 
 # ---- the grammar ------------------------------------------------------------------------------------------------
 

@@ -117,11 +117,9 @@ static int read_symbols(const PhElf *elf, const unsigned char *entries, uint64_t
     const uint64_t entry = elf->syment;
     for (uint64_t i = 0; i < count; i++) {
         const unsigned char *e = entries + i * entry;
-        const uint64_t name_offset = ph_rd(e, 4, be);
-        const unsigned info = elf64 ? e[4] : e[12];
-        const unsigned other = elf64 ? e[5] : e[13];
-        const uint64_t shndx = ph_rd(e + (elf64 ? 6 : 14), 2, be);
-        const unsigned binding = info >> 4, type = info & 0xFu;
+        const PhSym sym = ph_read_sym(e, elf64, be);
+        const uint64_t name_offset = sym.name, shndx = sym.shndx;
+        const unsigned binding = sym.binding, type = sym.type, other = sym.other;
         if (shndx != 0) {
             if (binding == STB_GLOBAL || binding == STB_WEAK) {
                 /* An export: untyped, object or function, default visibility, a name. */

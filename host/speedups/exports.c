@@ -105,11 +105,9 @@ static int collect_makers(const unsigned char *entries, uint64_t count, uint64_t
     int verdict = PH_PASS;
     for (uint64_t i = 0; i < count && verdict == PH_PASS; i++) {
         const unsigned char *e = entries + i * entry;
-        const uint64_t name_offset = ph_rd(e, 4, be);
-        const unsigned info = elf64 ? e[4] : e[12];
-        const unsigned other = elf64 ? e[5] : e[13];
-        const uint64_t shndx = ph_rd(e + (elf64 ? 6 : 14), 2, be);
-        const unsigned binding = info >> 4, type = info & 0xFu;
+        const PhSym sym = ph_read_sym(e, elf64, be);
+        const uint64_t name_offset = sym.name, shndx = sym.shndx;
+        const unsigned binding = sym.binding, type = sym.type, other = sym.other;
         /* _read_symbols: a defined, global or weak, untyped, object or function symbol of default
          * visibility with a name is an export, and its name must end inside the string table. */
         if (shndx == 0 || (binding != STB_GLOBAL && binding != STB_WEAK) ||

@@ -110,6 +110,24 @@ static inline PhShdr ph_read_shdr(const unsigned char *p, int elf64, int be) {
     return h;
 }
 
+typedef struct PhSym {
+    uint64_t name, shndx;
+    unsigned binding, type, other;
+} PhSym;
+
+/* formats/_elf.py symbol_table: st_name, the binding and type of st_info, st_other, st_shndx of one
+ * .dynsym entry (st_value is read where it is used: the maker look-up has no need of it). */
+static inline PhSym ph_read_sym(const unsigned char *e, int elf64, int be) {
+    PhSym sym;
+    const unsigned info = elf64 ? e[4] : e[12];
+    sym.name = ph_rd(e, 4, be);
+    sym.other = elf64 ? e[5] : e[13];
+    sym.shndx = ph_rd(e + (elf64 ? 6 : 14), 2, be);
+    sym.binding = info >> 4;
+    sym.type = info & 0xFu;
+    return sym;
+}
+
 typedef struct PhPhdr {
     uint64_t type, offset, vaddr, filesz;
 } PhPhdr;
