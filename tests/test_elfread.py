@@ -452,8 +452,10 @@ def test_every_truncation_reads_alike(tmp_path: Path, example_plugins: dict[str,
 
 #: The child that compares the two readers on mutants: seeded, a bounded count, one JSON line out.
 _FUZZ_CHILD = r"""
-import json, os, random, struct, sys
+import json, os, random, sys
 from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+import elf_mutants as m
 from plugin_host.formats import _elf
 from plugin_host.formats._elf import elf_exports
 from plugin_interface import NotASharedLibraryError
@@ -465,22 +467,10 @@ assert _elf.compiled_reader_enabled()
 stats = {"both read": 0, "Python refuses": 0, "C leaves to Python": 0}
 failures = []
 
-def hot_spots(data):
-    # Where a mutation matters: the ELF header, the program and section headers, .dynsym, the string tables, .dynamic.
-    shoff, = struct.unpack_from("<Q", data, 40)
-    phoff, = struct.unpack_from("<Q", data, 32)
-    shnum, = struct.unpack_from("<H", data, 60)
-    spots = [(0, 64), (phoff, 56 * struct.unpack_from("<H", data, 56)[0]), (shoff, shnum * 64)]
-    for i in range(shnum):
-        sh_type, offset, size = struct.unpack_from("<I20xQQ", data, shoff + i * 64 + 4)
-        if sh_type in (11, 3, 6):
-            spots.append((offset, max(size, 1)))
-    return spots
-
 originals = [Path(p).read_bytes() for p in libraries]
 for n in range(count):
     data = bytearray(rng.choice(originals))
-    spots = hot_spots(data)
+    spots = m.hot_spots(data, (m.DYNSYM, m.STRTAB, m.DYNAMIC))
     for _ in range(rng.randint(1, 4)):
         kind = rng.random()
         start, length = rng.choice(spots)
@@ -494,7 +484,7 @@ for n in range(count):
             data[at : at + width] = (value % (1 << (8 * width))).to_bytes(width, "little")[: max(0, len(data) - at)]
         else:
             data[at] ^= 1 << rng.randrange(8)
-    data = bytes(data[: len(data) - rng.choice((0, 0, 0, rng.randrange(len(data))))])
+    data = m.cut(rng, data)
     path = Path(scratch) / "libmutant.so"
     path.write_bytes(data)
     fd = os.open(path, os.O_RDONLY)
@@ -526,7 +516,11 @@ def test_mutated_libraries_read_alike(example_plugins: dict[str, Path], tmp_path
     libraries = [str(example_plugins[k]) for k in ("greeters", "host_owned", "multi_trait")]
     argument = json.dumps([libraries, FUZZ_COUNT, 20261201, str(tmp_path)])
     proc = subprocess.run(
-        [sys.executable, "-c", _FUZZ_CHILD, argument], capture_output=True, text=True, timeout=600, cwd=tmp_path
+        [sys.executable, "-c", _FUZZ_CHILD, argument, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     assert proc.returncode == 0, f"the child died ({proc.returncode}):\n{proc.stderr[-3000:]}"
     report = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -399,9 +399,10 @@ def test_every_truncation_scans_alike(tmp_path: Path, example_plugins: dict[str,
 
 #: The child that compares the two readings on mutants: seeded, a bounded count, one JSON line out.
 _FUZZ_CHILD = r"""
-import json, os, random, struct, sys
+import json, os, random, sys
 from pathlib import Path
 sys.path.insert(0, sys.argv[2])
+import elf_mutants as m
 from plugin_host.formats import _elf
 import test_scheme_scan as t
 
@@ -410,23 +411,11 @@ rng = random.Random(seed)
 _elf.set_compiled_reader(True)
 stats, failures = {}, []
 
-def hot_spots(data):
-    # The ELF header, the program and section headers, .dynsym, the string tables, .rodata (the descriptors).
-    shoff, = struct.unpack_from("<Q", data, 40)
-    phoff, = struct.unpack_from("<Q", data, 32)
-    shnum, = struct.unpack_from("<H", data, 60)
-    spots = [(0, 64), (phoff, 56 * struct.unpack_from("<H", data, 56)[0]), (shoff, shnum * 64)]
-    for i in range(shnum):
-        sh_type, offset, size = struct.unpack_from("<I20xQQ", data, shoff + i * 64 + 4)
-        if sh_type in (11, 3, 1):
-            spots.append((offset, max(size, 1)))
-    return spots
-
 originals = [Path(p).read_bytes() for p in libraries]
 path = Path(scratch) / "libmutant.so"
 for n in range(count):
     data = bytearray(rng.choice(originals))
-    spots = hot_spots(data)
+    spots = m.hot_spots(data, (m.DYNSYM, m.STRTAB, m.PROGBITS))
     for _ in range(rng.randint(1, 3)):
         start, length = rng.choice(spots)
         at = min(start + rng.randrange(length), len(data) - 1)
@@ -434,7 +423,7 @@ for n in range(count):
             data[at] = rng.randrange(256)
         else:
             data[at] ^= 1 << rng.randrange(8)
-    data = bytes(data[: len(data) - rng.choice((0, 0, 0, rng.randrange(len(data))))])
+    data = m.cut(rng, data)
     path.write_bytes(data)
     try:
         t.agree(path, stats)

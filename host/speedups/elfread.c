@@ -340,7 +340,10 @@ static const char *const ROLE_NAMES[] = {"maker",          "unmaker",        "re
                                          "unmaker_counter", "abi_descriptor", "trait_declaration"};
 
 /* What abi/_check.py read_descriptor and read_declaration read first (_DESCRIPTOR_FIRST_READ,
- * _DECLARATION_FIRST_READ); a descriptor or declaration that needs more is left to Python. */
+ * _DECLARATION_FIRST_READ); a descriptor or declaration that needs more is left to Python.  These
+ * three decide only where the C stops, never an answer: _scan_scheme checks every size again on the
+ * bytes and reads the file the Python way whenever they are short, so a value that drifted from
+ * Python's costs speed, not correctness (tests/test_scheme_scan.py compares the two readings). */
 #define DESCRIPTOR_FIRST_READ 512u
 #define DECLARATION_FIRST_READ 1024u
 /* plugin_interface DESCRIPTOR_HEAD_SIZE (struct_size is its first word).  Only where the C stops:

@@ -39,7 +39,7 @@ from ._blockers import MAX_UNIQUE_NAMES, THREAD_ATEXIT_SYMBOLS, UnloadBlockers
 from ._io import READ_FLAGS, pread
 from ._machines import ELF_MACHINES, PLATFORM_MACHINES, ElfMachine, machine_name
 from ._sniff import ELF_MAGIC
-from ._table import ExportTable, SchemeExports, check_table
+from ._table import Byteorder, ExportTable, SchemeExports, check_table
 
 __all__ = [
     "DynamicTag",
@@ -349,16 +349,14 @@ def compiled_elf_exports(fd: int, size: int, path: str, ident: bytes) -> ExportT
     if found is None:
         return None
     e_machine, elf_class, byte_order, symbols, regions, unique, unique_count, nodelete, tls, weak_tls = found
-    return ExportTable(
-        path,
-        "elf",
-        machine_name(ELF_MACHINES, e_machine),
-        4 if elf_class == 1 else 8,
-        "little" if byte_order == 1 else "big",
-        symbols,
-        regions,
-        UnloadBlockers(unique, unique_count, nodelete, tls, weak_tls),
-    )
+    machine, pointer_size, byteorder = _platform(e_machine, elf_class, byte_order)
+    blockers = UnloadBlockers(unique, unique_count, nodelete, tls, weak_tls)
+    return ExportTable(path, "elf", machine, pointer_size, byteorder, symbols, regions, blockers)
+
+
+def _platform(e_machine: int, elf_class: int, byte_order: int) -> tuple[str, int, Byteorder]:
+    """The machine's name, the pointer size and the byte order of an ELF header's fields, as the readers give them."""
+    return machine_name(ELF_MACHINES, e_machine), 4 if elf_class == 1 else 8, "little" if byte_order == 1 else "big"
 
 
 def compiled_scheme_scan(
@@ -385,16 +383,9 @@ def compiled_scheme_scan(
     if found is None:
         return None
     e_machine, elf_class, byte_order, unique, unique_count, nodelete, tls, weak_tls, malformed, symbols = found
-    return SchemeExports(
-        path,
-        "elf",
-        machine_name(ELF_MACHINES, e_machine),
-        4 if elf_class == 1 else 8,
-        "little" if byte_order == 1 else "big",
-        UnloadBlockers(unique, unique_count, nodelete, tls, weak_tls),
-        malformed,
-        symbols,
-    )
+    machine, pointer_size, byteorder = _platform(e_machine, elf_class, byte_order)
+    blockers = UnloadBlockers(unique, unique_count, nodelete, tls, weak_tls)
+    return SchemeExports(path, "elf", machine, pointer_size, byteorder, blockers, malformed, symbols)
 
 
 def elf_exports_fd(fd: int, size: int, path: str, ident: bytes) -> ExportTable:
